@@ -1,0 +1,128 @@
+//! The one error type of the domain. Every backend converts its own failures into it, keeping
+//! the key and the source; the HTTP layer maps it to a status in one place. It must not hold
+//! anything that would be unsafe to log (no secrets, no request bodies).
+
+use std::fmt;
+
+/// A boxed error from a lower layer (I/O, a cloud SDK, the database driver).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with the domain [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, in terms a caller can act on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The thing asked for does not exist (a binary, an artifact, a repository).
+    #[error("{what} was not found")]
+    NotFound { what: String },
+
+    /// The bytes received do not hash to what the client declared. Nothing was stored.
+    #[error(
+        "checksum mismatch: the client declared {algorithm} {expected} but the received bytes \
+         have {algorithm} {actual}; nothing was stored"
+    )]
+    ChecksumMismatch {
+        algorithm: crate::ChecksumAlgorithm,
+        expected: String,
+        actual: String,
+    },
+
+    /// The body ended before the announced number of bytes arrived. Nothing was stored.
+    #[error(
+        "the request body ended after {received} bytes but {expected} were announced; \
+         nothing was stored"
+    )]
+    Truncated { expected: u64, received: u64 },
+
+    /// The body carried more bytes than were announced. Nothing was stored.
+    #[error(
+        "the request body carried more than the {expected} bytes announced; nothing was stored"
+    )]
+    TooLong { expected: u64 },
+
+    /// A repository key or artifact path that Stowage refuses (traversal, NUL, bad characters).
+    #[error("invalid path {path:?}: {reason}")]
+    InvalidPath { path: String, reason: &'static str },
+
+    /// Any other input that is malformed; the message says what to change.
+    #[error("{0}")]
+    InvalidInput(String),
+
+    /// The request conflicts with the current state (a file where a folder is needed, …).
+    #[error("{0}")]
+    Conflict(String),
+
+    /// A byte range that lies outside the binary.
+    #[error("the requested range is not satisfiable for a binary of {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
+
+    /// Reading the client's request body failed (the client went away, a broken connection).
+    #[error("reading the request body failed: {source}")]
+    Body {
+        #[source]
+        source: BoxError,
+    },
+
+    /// A storage backend failed. `retryable` says whether the same call may succeed later.
+    #[error("storage backend {backend} failed on {key}: {source}")]
+    Storage {
+        backend: String,
+        key: String,
+        #[source]
+        source: BoxError,
+        retryable: bool,
+    },
+
+    /// The metadata database failed.
+    #[error("metadata database error: {source}")]
+    Metadata {
+        #[source]
+        source: BoxError,
+        retryable: bool,
+    },
+
+    /// The service cannot take this request now (shutting down, a race lost to garbage
+    /// collection, a lock not obtained); the same request may succeed later.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl Error {
+    /// Whether repeating the same call may succeed. Only retry and queue code should act on it.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Storage { retryable, .. } | Error::Metadata { retryable, .. } => *retryable,
+            Error::Unavailable(_) => true,
+            _ => false,
+        }
+    }
+
+    /// A storage failure from an I/O error, classified by its kind.
+    pub fn storage_io(
+        backend: impl fmt::Display,
+        key: impl fmt::Display,
+        e: std::io::Error,
+    ) -> Self {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            return Error::NotFound {
+                what: format!("binary {key}"),
+            };
+        }
+        let retryable = matches!(
+            e.kind(),
+            std::io::ErrorKind::Interrupted
+                | std::io::ErrorKind::TimedOut
+                | std::io::ErrorKind::WouldBlock
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+        );
+        Error::Storage {
+            backend: backend.to_string(),
+            key: key.to_string(),
+            source: Box::new(e),
+            retryable,
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! The local filesystem provider (template `file-system`): binaries under
+//! `<fileStoreDir>/ab/abcdef…`, uploads staged in `<fileStoreDir>/_pre/` (same filesystem),
+//! fsynced, then renamed into place, so a crash never leaves a partial binary under its final
+//! name. It must not know about repositories, paths or the database.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tokio::sync::mpsc;
+
+use crate::hashing::HashingStream;
+use crate::provider::check_range;
+use crate::{
+    BinaryProvider, ByteStream, Error, GetOptions, GetResult, Health, KeyLayout, ObjectMeta,
+    PutOptions, PutResult, Result, Sha256,
+};
+
+/// Folder, under the filestore root, where uploads are staged (Artifactory's name for it).
+pub const TEMP_DIR_NAME: &str = "_pre";
+/// Chunks queued between the request body and the writing thread.
+const WRITE_QUEUE_CHUNKS: usize = 16;
+/// Write buffer of the writing thread: few, large write calls.
+const WRITE_BUFFER: usize = 1 << 20;
+/// Size of the chunks a download is read in.
+const READ_CHUNK: usize = 256 << 10;
+/// Chunks read ahead of a slow client.
+const READ_AHEAD_CHUNKS: usize = 8;
+
+/// Stores binaries in a local directory.
+#[derive(Debug, Clone)]
+pub struct FileSystemProvider {
+    root: PathBuf,
+    temp_dir: PathBuf,
+    layout: KeyLayout,
+}
+
+impl fmt::Display for FileSystemProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "file-system:{}", self.root.display())
+    }
+}
+
+impl FileSystemProvider {
+    /// Opens (creating it if needed) a filestore rooted at `root`.
+    pub fn new(root: impl Into<PathBuf>, layout: KeyLayout) -> Result<Self> {
+        let root = root.into();
+        let temp_dir = root.join(TEMP_DIR_NAME);
+        std::fs::create_dir_all(&temp_dir).map_err(|e| Error::Storage {
+            backend: "file-system".into(),
+            key: temp_dir.display().to_string(),
+            source: format!("cannot create the filestore directory: {e}").into(),
+            retryable: false,
+        })?;
+        Ok(Self {
+            root,
+            temp_dir,
+            layout,
+        })
+    }
+
+    /// The filestore root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The staging folder.
+    pub fn temp_dir(&self) -> &Path {
+        &self.temp_dir
+    }
+
+    fn path_of(&self, digest: &Sha256) -> PathBuf {
+        self.root.join(self.layout.key(digest).as_str())
+    }
+
+    fn io_error(&self, key: impl fmt::Display, e: io::Error) -> Error {
+        Error::storage_io(self, key, e)
+    }
+
+    /// Removes staged files older than `older_than` (left by a crash); returns how many.
+    /// Younger ones may belong to uploads in flight on this or another node.
+    pub async fn clean_temp(&self, older_than: Duration) -> Result<usize> {
+        let dir = self.temp_dir.clone();
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let cutoff = SystemTime::now() - older_than;
+            let mut removed = 0;
+            for entry in std::fs::read_dir(&dir).map_err(|e| this.io_error(dir.display(), e))? {
+                let Ok(entry) = entry else { continue };
+                let stale = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t < cutoff);
+                if stale && std::fs::remove_file(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| join_error(self, e))?
+    }
+}
+
+fn join_error(backend: &impl fmt::Display, e: tokio::task::JoinError) -> Error {
+    Error::Storage {
+        backend: backend.to_string(),
+        key: "-".into(),
+        source: Box::new(e),
+        retryable: false,
+    }
+}
+
+/// A staged upload; deleted on drop unless persisted.
+#[derive(Debug)]
+struct TempFile {
+    path: Option<PathBuf>,
+}
+
+impl TempFile {
+    fn create(dir: &Path) -> io::Result<(Self, File)> {
+        let name = format!("{:032x}.tmp", rand::random::<u128>());
+        let path = dir.join(name);
+        let file = File::create_new(&path)?;
+        Ok((Self { path: Some(path) }, file))
+    }
+
+    /// Moves the staged file to `target` unless an intact copy is already there.
+    /// Returns whether it created the binary.
+    fn persist(mut self, target: &Path, size: u64) -> io::Result<bool> {
+        let Some(path) = self.path.as_deref() else {
+            return Err(io::Error::other("staged file already persisted"));
+        };
+        if std::fs::metadata(target).is_ok_and(|m| m.is_file() && m.len() == size) {
+            return Ok(false); // deduplicated: drop removes the staged copy
+        }
+        let parent = target
+            .parent()
+            .ok_or_else(|| io::Error::other("binary path has no parent"))?;
+        let new_parent = !parent.exists();
+        if new_parent {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(path, target)?;
+        self.path = None;
+        File::open(parent)?.sync_all()?;
+        if new_parent && let Some(grandparent) = parent.parent() {
+            File::open(grandparent)?.sync_all()?;
+        }
+        Ok(true)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take()
+            && let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove a staged upload");
+        }
+    }
+}
+
+#[async_trait]
+impl BinaryProvider for FileSystemProvider {
+    async fn put_opts(&self, body: ByteStream, opts: PutOptions) -> Result<PutResult> {
+        let (mut body, hashing) = HashingStream::new(body);
+        let temp_dir = self.temp_dir.clone();
+        let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE_CHUNKS);
+        let writer = tokio::task::spawn_blocking(move || -> io::Result<TempFile> {
+            let (temp, file) = TempFile::create(&temp_dir)?;
+            let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
+            while let Some(chunk) = rx.blocking_recv() {
+                out.write_all(&chunk)?;
+            }
+            let file = out.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            Ok(temp)
+        });
+
+        // Whatever goes wrong below, returning drops the writer's staged file.
+        let mut received = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            received += chunk.len() as u64;
+            if let Some(expected) = opts.size
+                && received > expected
+            {
+                return Err(Error::TooLong { expected });
+            }
+            if tx.send(chunk).await.is_err() {
+                break; // the writer failed; its error is reported below
+            }
+        }
+        drop(tx);
+        let temp = writer
+            .await
+            .map_err(|e| join_error(self, e))?
+            .map_err(|e| self.io_error(TEMP_DIR_NAME, e))?;
+        if let Some(expected) = opts.size
+            && received < expected
+        {
+            return Err(Error::Truncated { expected, received });
+        }
+        let (checksums, size) = hashing.finish().await?;
+        opts.expected.verify(&checksums)?;
+
+        let target = self.path_of(&checksums.sha256);
+        let created = tokio::task::spawn_blocking(move || temp.persist(&target, size))
+            .await
+            .map_err(|e| join_error(self, e))?
+            .map_err(|e| self.io_error(self.layout.key(&checksums.sha256), e))?;
+        Ok(PutResult {
+            checksums,
+            size,
+            created,
+        })
+    }
+
+    async fn get_opts(&self, digest: &Sha256, opts: GetOptions) -> Result<GetResult> {
+        let path = self.path_of(digest);
+        let key = self.layout.key(digest);
+        let opened = tokio::task::spawn_blocking(move || -> io::Result<_> {
+            let file = File::open(&path)?;
+            let meta = file.metadata()?;
+            Ok((
+                file,
+                meta.len(),
+                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            ))
+        })
+        .await
+        .map_err(|e| join_error(self, e))?
+        .map_err(|e| self.io_error(&key, e))?;
+        let (mut file, size, last_modified) = opened;
+        let range = check_range(opts.range, size)?;
+
+        // A reading thread fills a bounded queue, so the disk is read ahead of the socket
+        // while memory stays at READ_AHEAD_CHUNKS × READ_CHUNK.
+        let (tx, mut rx) = mpsc::channel::<Result<Bytes>>(READ_AHEAD_CHUNKS);
+        let (start, len) = (range.start, range.end - range.start);
+        let backend = self.to_string();
+        tokio::task::spawn_blocking(move || {
+            let fail = |e: io::Error| Err(Error::storage_io(&backend, &key, e));
+            if let Err(e) = file.seek(SeekFrom::Start(start)) {
+                let _ = tx.blocking_send(fail(e));
+                return;
+            }
+            let mut left = len;
+            while left > 0 {
+                let want = READ_CHUNK.min(usize::try_from(left).unwrap_or(READ_CHUNK));
+                let mut buf = BytesMut::zeroed(want);
+                match file.read(&mut buf) {
+                    Ok(0) => {
+                        let short = io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the stored binary is shorter than its recorded size",
+                        );
+                        let _ = tx.blocking_send(fail(short));
+                        return;
+                    }
+                    Ok(n) => {
+                        buf.truncate(n);
+                        left -= n as u64;
+                        if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                            return; // the reader went away
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.blocking_send(fail(e));
+                        return;
+                    }
+                }
+            }
+        });
+        let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed();
+        Ok(GetResult {
+            meta: ObjectMeta {
+                digest: *digest,
+                size,
+                last_modified,
+            },
+            range,
+            stream,
+        })
+    }
+
+    async fn head(&self, digest: &Sha256) -> Result<ObjectMeta> {
+        let meta = tokio::fs::metadata(self.path_of(digest))
+            .await
+            .map_err(|e| self.io_error(self.layout.key(digest), e))?;
+        Ok(ObjectMeta {
+            digest: *digest,
+            size: meta.len(),
+            last_modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        })
+    }
+
+    async fn delete(&self, digest: &Sha256) -> Result<()> {
+        match tokio::fs::remove_file(self.path_of(digest)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.io_error(self.layout.key(digest), e)),
+        }
+    }
+
+    fn list(&self) -> BoxStream<'static, Result<ObjectMeta>> {
+        let (tx, mut rx) = mpsc::channel::<Result<ObjectMeta>>(256);
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let walk = || -> io::Result<()> {
+                let send = |key: &str, meta: std::fs::Metadata| -> bool {
+                    let Some(digest) = this.layout.parse(key) else {
+                        return true;
+                    };
+                    let item = ObjectMeta {
+                        digest,
+                        size: meta.len(),
+                        last_modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    };
+                    tx.blocking_send(Ok(item)).is_ok()
+                };
+                for top in std::fs::read_dir(&this.root)? {
+                    let top = top?;
+                    let name = top.file_name();
+                    let Some(top_name) = name.to_str() else {
+                        continue;
+                    };
+                    if top_name == TEMP_DIR_NAME {
+                        continue;
+                    }
+                    if !top.file_type()?.is_dir() {
+                        if !send(top_name, top.metadata()?) {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    for entry in std::fs::read_dir(top.path())? {
+                        let entry = entry?;
+                        let name = entry.file_name();
+                        let Some(name) = name.to_str() else { continue };
+                        if !send(&format!("{top_name}/{name}"), entry.metadata()?) {
+                            return Ok(());
+                        }
+                    }
+                }
+                Ok(())
+            };
+            if let Err(e) = walk() {
+                let _ = tx.blocking_send(Err(this.io_error(this.root.display(), e)));
+            }
+        });
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+    }
+
+    async fn health(&self) -> Result<Health> {
+        let root = self.root.clone();
+        let stat = tokio::task::spawn_blocking(move || rustix::fs::statvfs(&root))
+            .await
+            .map_err(|e| join_error(self, e))?
+            .map_err(|e| self.io_error(self.root.display(), io::Error::from(e)))?;
+        Ok(Health {
+            free_space: Some(stat.f_bavail.saturating_mul(stat.f_frsize)),
+            total_space: Some(stat.f_blocks.saturating_mul(stat.f_frsize)),
+        })
+    }
+}

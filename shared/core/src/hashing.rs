@@ -1,0 +1,188 @@
+//! One streaming pass that computes SHA-256, SHA-1 and MD5 of a body while it flows to a
+//! backend. Hashing runs on blocking threads fed through a bounded channel, so it overlaps with
+//! network and disk I/O and memory stays bounded; it must never buffer a whole body.
+
+use bytes::Bytes;
+use futures::StreamExt;
+use md5::Md5 as Md5Hasher;
+use sha1::{Digest, Sha1 as Sha1Hasher};
+use sha2::Sha256 as Sha256Hasher;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::{ByteStream, Checksums, Error, Md5, Result, Sha1, Sha256};
+
+/// Chunks in flight between the body and each hashing thread.
+const HASH_QUEUE_CHUNKS: usize = 16;
+
+/// Computes all three digests in one synchronous pass.
+#[derive(Debug, Clone, Default)]
+pub struct ChecksumHasher {
+    sha256: Sha256Hasher,
+    sha1: Sha1Hasher,
+    md5: Md5Hasher,
+    len: u64,
+}
+
+impl ChecksumHasher {
+    /// A fresh hasher.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds bytes.
+    pub fn update(&mut self, data: &[u8]) {
+        self.sha256.update(data);
+        self.sha1.update(data);
+        self.md5.update(data);
+        self.len += data.len() as u64;
+    }
+
+    /// Bytes fed so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing was fed.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The digests of everything fed.
+    pub fn finish(self) -> Checksums {
+        Checksums {
+            sha256: Sha256::from_bytes(self.sha256.finalize().into()),
+            sha1: Sha1::from_bytes(self.sha1.finalize().into()),
+            md5: Md5::from_bytes(self.md5.finalize().into()),
+        }
+    }
+
+    /// Digests of a byte slice (tests, small bodies).
+    pub fn digest(data: &[u8]) -> Checksums {
+        let mut h = Self::new();
+        h.update(data);
+        h.finish()
+    }
+}
+
+/// The digests of a stream, being computed on background threads.
+///
+/// SHA-256 with SHA-1 runs on one thread and MD5 on another: on a machine with SHA extensions
+/// MD5 is the slowest of the three, and splitting them keeps hashing off the critical path of an
+/// upload. Obtain one with [`HashingStream::new`].
+#[derive(Debug)]
+pub struct HashingTask {
+    sha: JoinHandle<(Sha256Hasher, Sha1Hasher, u64)>,
+    md5: JoinHandle<Md5Hasher>,
+}
+
+impl HashingTask {
+    /// Waits for the hashing threads and returns the digests and the number of bytes hashed.
+    /// Call it only after the [`HashingStream`] has ended without error.
+    pub async fn finish(self) -> Result<(Checksums, u64)> {
+        let join = |e: tokio::task::JoinError| Error::Storage {
+            backend: "hashing".into(),
+            key: "-".into(),
+            source: Box::new(e),
+            retryable: false,
+        };
+        let (sha256, sha1, len) = self.sha.await.map_err(join)?;
+        let md5 = self.md5.await.map_err(join)?;
+        Ok((
+            Checksums {
+                sha256: Sha256::from_bytes(sha256.finalize().into()),
+                sha1: Sha1::from_bytes(sha1.finalize().into()),
+                md5: Md5::from_bytes(md5.finalize().into()),
+            },
+            len,
+        ))
+    }
+}
+
+/// Wraps a body so that every chunk that passes through is also hashed.
+#[derive(Debug)]
+pub struct HashingStream;
+
+impl HashingStream {
+    /// Returns the body, unchanged, and the task that will hold its digests once it has ended.
+    /// If the body errors or is dropped early, the task's result is meaningless and should be
+    /// dropped with it.
+    pub fn new(body: ByteStream) -> (ByteStream, HashingTask) {
+        let (sha_tx, mut sha_rx) = mpsc::channel::<Bytes>(HASH_QUEUE_CHUNKS);
+        let (md5_tx, mut md5_rx) = mpsc::channel::<Bytes>(HASH_QUEUE_CHUNKS);
+        let sha = tokio::task::spawn_blocking(move || {
+            let (mut sha256, mut sha1, mut len) = (Sha256Hasher::new(), Sha1Hasher::new(), 0u64);
+            while let Some(chunk) = sha_rx.blocking_recv() {
+                sha256.update(&chunk);
+                sha1.update(&chunk);
+                len += chunk.len() as u64;
+            }
+            (sha256, sha1, len)
+        });
+        let md5 = tokio::task::spawn_blocking(move || {
+            let mut md5 = Md5Hasher::new();
+            while let Some(chunk) = md5_rx.blocking_recv() {
+                md5.update(&chunk);
+            }
+            md5
+        });
+        // The senders live in the stream's state and are dropped as soon as the body ends,
+        // which is what lets the hashing threads finish.
+        let stream = futures::stream::unfold(Some((body, sha_tx, md5_tx)), |state| async move {
+            let (mut body, sha_tx, md5_tx) = state?;
+            let chunk = match body.next().await? {
+                Ok(chunk) => chunk,
+                Err(e) => return Some((Err(e), None)),
+            };
+            let sent = sha_tx.send(chunk.clone()).await.is_ok()
+                && md5_tx.send(chunk.clone()).await.is_ok();
+            if !sent {
+                let stopped = Error::Storage {
+                    backend: "hashing".into(),
+                    key: "-".into(),
+                    source: "a hashing thread stopped early".into(),
+                    retryable: false,
+                };
+                return Some((Err(stopped), None));
+            }
+            Some((Ok(chunk), Some((body, sha_tx, md5_tx))))
+        })
+        .boxed();
+        (stream, HashingTask { sha, md5 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::TryStreamExt;
+
+    #[tokio::test]
+    async fn stream_digests_match_one_shot_digests() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let chunks: Vec<Result<Bytes>> = data
+            .chunks(7_001)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let (stream, task) = HashingStream::new(futures::stream::iter(chunks).boxed());
+        let passed: Vec<Bytes> = stream.try_collect().await.expect("stream");
+        let (sums, len) = task.finish().await.expect("digests");
+        assert_eq!(passed.concat(), data);
+        assert_eq!(len, data.len() as u64);
+        assert_eq!(sums, ChecksumHasher::digest(&data));
+    }
+
+    #[test]
+    fn known_empty_digests() {
+        let sums = ChecksumHasher::digest(b"");
+        assert_eq!(
+            sums.sha256.to_hex(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            sums.sha1.to_hex(),
+            "da39a3ee5e6b4b0d3255bfef95601890afd80709"
+        );
+        assert_eq!(sums.md5.to_hex(), "d41d8cd98f00b204e9800998ecf8427e");
+    }
+}

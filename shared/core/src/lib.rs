@@ -1,0 +1,27 @@
+//! Stowage's domain core: what a binary is (its digests), where it lives (the key layout),
+//! which artifact paths are acceptable, and the [`BinaryProvider`] trait every storage backend
+//! implements, with the local filesystem provider and an in-memory one for tests.
+//!
+//! This crate knows nothing of HTTP or SQL: those live in `stowage-api` and `stowage-metadata`.
+
+pub mod conformance;
+mod digest;
+mod error;
+pub mod fs;
+mod hashing;
+mod key;
+mod locks;
+pub mod memory;
+mod path;
+mod provider;
+
+pub use digest::{ChecksumAlgorithm, Checksums, ExpectedChecksums, Md5, Sha1, Sha256};
+pub use error::{BoxError, Error, Result};
+pub use hashing::{ChecksumHasher, HashingStream, HashingTask};
+pub use key::{BinaryKey, KeyLayout};
+pub use locks::{KeyedLockGuard, KeyedLocks};
+pub use path::{ArtifactPath, RepoKey};
+pub use provider::{
+    BinaryProvider, BinaryProviderExt, ByteStream, GetOptions, GetResult, Health, ObjectMeta,
+    PutOptions, PutResult,
+};

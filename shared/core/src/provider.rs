@@ -1,0 +1,160 @@
+//! The `BinaryProvider` trait: what every storage backend (filesystem, S3, GCS, Azure) and every
+//! wrapper (sharding, cache, eventual queue, retry) offers. Few required methods; conveniences
+//! live in [`BinaryProviderExt`]. Providers store bytes by SHA-256 only: they know nothing of
+//! repositories, paths or the database.
+
+use std::fmt::{Debug, Display};
+use std::ops::Range;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::{Checksums, Error, ExpectedChecksums, Result, Sha256};
+
+/// A stream of body bytes, as received from a client or read from a backend.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+/// How to store a body.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    /// Checksums the client declared; a mismatch stores nothing.
+    pub expected: ExpectedChecksums,
+    /// The announced length (`Content-Length`); fewer or more bytes store nothing.
+    pub size: Option<u64>,
+}
+
+/// What a successful put stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutResult {
+    pub checksums: Checksums,
+    pub size: u64,
+    /// `false` when an identical binary was already stored (deduplicated).
+    pub created: bool,
+}
+
+/// How to read a binary.
+#[derive(Debug, Clone, Default)]
+pub struct GetOptions {
+    /// A byte range (end exclusive); `None` reads everything.
+    pub range: Option<Range<u64>>,
+}
+
+/// A stored binary as a backend reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub digest: Sha256,
+    pub size: u64,
+    pub last_modified: SystemTime,
+}
+
+/// An open read of a binary.
+pub struct GetResult {
+    pub meta: ObjectMeta,
+    /// The byte range the stream carries (end exclusive).
+    pub range: Range<u64>,
+    pub stream: ByteStream,
+}
+
+impl Debug for GetResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GetResult")
+            .field("meta", &self.meta)
+            .field("range", &self.range)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Capacity and reachability of a backend.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// Bytes still free, where the backend can tell (object stores cannot).
+    pub free_space: Option<u64>,
+    /// Total bytes, where the backend can tell.
+    pub total_space: Option<u64>,
+}
+
+/// A store of binaries keyed by SHA-256.
+///
+/// Contract, checked by the conformance tests:
+/// - `put_opts` hashes the body in the same pass as it stores it, and makes the binary visible
+///   under its digest only once every byte is durable and every declared checksum and the
+///   declared size matched. On any error nothing new is visible.
+/// - Storing bytes that are already stored succeeds and reports `created: false`.
+/// - A missing binary is [`Error::NotFound`], never a generic error.
+/// - `delete` of a missing binary succeeds.
+#[async_trait]
+pub trait BinaryProvider: Send + Sync + Debug + Display + 'static {
+    /// Stores a body and returns its digests.
+    async fn put_opts(&self, body: ByteStream, opts: PutOptions) -> Result<PutResult>;
+
+    /// Opens a binary, or a range of it, for streaming.
+    async fn get_opts(&self, digest: &Sha256, opts: GetOptions) -> Result<GetResult>;
+
+    /// Size and time of a stored binary.
+    async fn head(&self, digest: &Sha256) -> Result<ObjectMeta>;
+
+    /// Removes a binary; succeeds if it is already gone.
+    async fn delete(&self, digest: &Sha256) -> Result<()>;
+
+    /// Every stored binary, in no particular order.
+    fn list(&self) -> BoxStream<'static, Result<ObjectMeta>>;
+
+    /// Free space and reachability; an error means the backend is unusable now.
+    async fn health(&self) -> Result<Health>;
+}
+
+/// Conveniences over [`BinaryProvider`], for every provider.
+#[async_trait]
+pub trait BinaryProviderExt: BinaryProvider {
+    /// Stores bytes held in memory.
+    async fn put_bytes(&self, bytes: Bytes, expected: ExpectedChecksums) -> Result<PutResult> {
+        let size = bytes.len() as u64;
+        let body = futures::stream::once(async move { Ok(bytes) }).boxed();
+        self.put_opts(
+            body,
+            PutOptions {
+                expected,
+                size: Some(size),
+            },
+        )
+        .await
+    }
+
+    /// Opens a whole binary.
+    async fn get(&self, digest: &Sha256) -> Result<GetResult> {
+        self.get_opts(digest, GetOptions::default()).await
+    }
+
+    /// Reads a whole binary, or a range of it, into memory (tests, small objects).
+    async fn get_bytes(&self, digest: &Sha256, range: Option<Range<u64>>) -> Result<Bytes> {
+        let result = self.get_opts(digest, GetOptions { range }).await?;
+        let chunks: Vec<Bytes> = result.stream.try_collect().await?;
+        Ok(Bytes::from(chunks.concat()))
+    }
+
+    /// Whether a binary is stored.
+    async fn exists(&self, digest: &Sha256) -> Result<bool> {
+        match self.head(digest).await {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl<T: BinaryProvider + ?Sized> BinaryProviderExt for T {}
+
+/// Checks a requested range against a binary's size.
+pub(crate) fn check_range(range: Option<Range<u64>>, size: u64) -> Result<Range<u64>> {
+    match range {
+        None => Ok(0..size),
+        Some(r) if r.start <= r.end && r.end <= size && (r.start < size || r.start == r.end) => {
+            Ok(r)
+        }
+        Some(_) => Err(Error::RangeNotSatisfiable { size }),
+    }
+}
