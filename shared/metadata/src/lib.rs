@@ -1,1 +1,19 @@
-//! placeholder
+//! Stowage's metadata: repositories, artifacts (repo + path → binary), binaries (digests and
+//! sizes), properties, trash and tokens, kept in SQL through sqlx. SQLite is the embedded
+//! default; every query here sticks to SQL that PostgreSQL and MySQL also speak, so that the
+//! Aurora engines can follow with their own migrations. It stores no bytes: binaries live in a
+//! `BinaryProvider`.
+
+mod model;
+mod sqlite;
+
+pub use model::{
+    ArtifactRecord, BinaryRecord, ChecksumLookup, FolderChild, FolderListing, NewArtifact,
+    RepoSummary, Repository, StorageSummary, TrashRecord,
+};
+pub use sqlite::{Metadata, PoolSettings};
+
+/// Milliseconds since the Unix epoch, the unit of every stored time.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,108 @@
+//! The records the metadata layer reads and writes. Plain data: no SQL, no I/O.
+
+use stowage_core::{ArtifactPath, Checksums, Md5, RepoKey, Sha1, Sha256};
+
+/// A repository and its configuration (Artifactory's repository JSON, minus what Stowage
+/// interprets itself).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Repository {
+    pub key: RepoKey,
+    /// `local` for now.
+    pub rclass: String,
+    pub package_type: String,
+    pub description: String,
+    /// Every other field of the configuration JSON, kept as given.
+    pub config: serde_json::Value,
+    pub created_ms: i64,
+}
+
+/// A stored binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BinaryRecord {
+    pub checksums: Checksums,
+    pub size: u64,
+    pub created_ms: i64,
+}
+
+/// Which checksum to look a binary up by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChecksumLookup {
+    Sha256(Sha256),
+    Sha1(Sha1),
+    Md5(Md5),
+}
+
+/// An artifact to record after its binary was stored.
+#[derive(Debug, Clone)]
+pub struct NewArtifact {
+    pub repo: RepoKey,
+    pub path: ArtifactPath,
+    pub checksums: Checksums,
+    pub size: u64,
+    pub by: String,
+    /// Properties to set (replacing any the path had).
+    pub properties: Vec<(String, String)>,
+}
+
+/// An artifact as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactRecord {
+    pub id: i64,
+    pub repo: RepoKey,
+    pub path: ArtifactPath,
+    pub checksums: Checksums,
+    pub size: u64,
+    pub created_ms: i64,
+    pub created_by: String,
+    pub modified_ms: i64,
+    pub modified_by: String,
+}
+
+/// One entry of a folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderChild {
+    pub name: String,
+    pub folder: bool,
+}
+
+/// A folder: implied by the artifacts below it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderListing {
+    /// Earliest creation below the folder (the repository's for an empty root).
+    pub created_ms: i64,
+    /// Latest modification below the folder.
+    pub modified_ms: i64,
+    /// Direct children, sorted by name.
+    pub children: Vec<FolderChild>,
+}
+
+/// A deleted artifact waiting in the trash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrashRecord {
+    pub repo: RepoKey,
+    pub path: ArtifactPath,
+    pub sha256: Sha256,
+    pub size: u64,
+    pub deleted_ms: i64,
+    pub deleted_by: String,
+}
+
+/// Counts and sizes for `/api/storageinfo`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageSummary {
+    pub binaries_count: u64,
+    pub binaries_size: u64,
+    pub artifacts_count: u64,
+    pub artifacts_size: u64,
+    pub trash_count: u64,
+    pub repositories: Vec<RepoSummary>,
+}
+
+/// One repository's share of the storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoSummary {
+    pub key: RepoKey,
+    pub package_type: String,
+    pub files_count: u64,
+    pub used_space: u64,
+}

@@ -1,0 +1,839 @@
+//! The metadata store on SQLite. Writes go through a pool of one connection, so SQLite never
+//! answers "database is locked" to a writer; reads use a separate pool and run in parallel
+//! (WAL mode). Every multi-statement change is one transaction.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use stowage_core::{ArtifactPath, Checksums, Error, RepoKey, Result, Sha256};
+
+use crate::model::*;
+use crate::now_ms;
+
+/// Pool settings (`[database]` in the configuration).
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Connections for reads (writes use one more of their own on SQLite).
+    pub max_connections: u32,
+    /// How long a request waits for a free connection before failing with a retryable error.
+    pub acquire_timeout: Duration,
+    /// How long SQLite waits on a lock held by another process before giving up.
+    pub busy_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(30),
+            busy_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The metadata store.
+#[derive(Debug, Clone)]
+pub struct Metadata {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+fn db_err(e: sqlx::Error) -> Error {
+    let retryable = match &e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
+        // SQLITE_BUSY (5) and SQLITE_LOCKED (6): another writer holds the database.
+        sqlx::Error::Database(d) => matches!(d.code().as_deref(), Some("5" | "6" | "517")),
+        _ => false,
+    };
+    Error::Metadata {
+        source: Box::new(e),
+        retryable,
+    }
+}
+
+fn corrupt(what: &str, value: &str) -> Error {
+    Error::Metadata {
+        source: format!("the database holds an invalid {what}: {value:?}").into(),
+        retryable: false,
+    }
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The end of the range of paths below `folder/`: `/` + 1 is `0` in byte order.
+fn below(folder: &str) -> (String, String) {
+    (format!("{folder}/"), format!("{folder}0"))
+}
+
+fn artifact_from_row(row: &SqliteRow) -> Result<ArtifactRecord> {
+    let get_s = |c: &str| row.try_get::<String, _>(c).map_err(db_err);
+    let get_i = |c: &str| row.try_get::<i64, _>(c).map_err(db_err);
+    let repo = get_s("repo_key")?;
+    let path = get_s("path")?;
+    Ok(ArtifactRecord {
+        id: get_i("id")?,
+        repo: RepoKey::parse(&repo).map_err(|_| corrupt("repository key", &repo))?,
+        path: ArtifactPath::parse(&path).map_err(|_| corrupt("path", &path))?,
+        checksums: checksums_from_row(row)?,
+        size: to_u64(get_i("size")?),
+        created_ms: get_i("created_ms")?,
+        created_by: get_s("created_by")?,
+        modified_ms: get_i("modified_ms")?,
+        modified_by: get_s("modified_by")?,
+    })
+}
+
+fn checksums_from_row(row: &SqliteRow) -> Result<Checksums> {
+    let get_s = |c: &str| row.try_get::<String, _>(c).map_err(db_err);
+    let (sha256, sha1, md5) = (get_s("sha256")?, get_s("sha1")?, get_s("md5")?);
+    Ok(Checksums {
+        sha256: sha256.parse().map_err(|_| corrupt("SHA-256", &sha256))?,
+        sha1: sha1.parse().map_err(|_| corrupt("SHA-1", &sha1))?,
+        md5: md5.parse().map_err(|_| corrupt("MD5", &md5))?,
+    })
+}
+
+fn binary_from_row(row: &SqliteRow) -> Result<BinaryRecord> {
+    Ok(BinaryRecord {
+        checksums: checksums_from_row(row)?,
+        size: to_u64(row.try_get("size").map_err(db_err)?),
+        created_ms: row.try_get("created_ms").map_err(db_err)?,
+    })
+}
+
+fn repository_from_row(row: &SqliteRow) -> Result<Repository> {
+    let key: String = row.try_get("repo_key").map_err(db_err)?;
+    let config: String = row.try_get("config").map_err(db_err)?;
+    Ok(Repository {
+        key: RepoKey::parse(&key).map_err(|_| corrupt("repository key", &key))?,
+        rclass: row.try_get("rclass").map_err(db_err)?,
+        package_type: row.try_get("package_type").map_err(db_err)?,
+        description: row.try_get("description").map_err(db_err)?,
+        config: serde_json::from_str(&config).map_err(|_| corrupt("repository config", &config))?,
+        created_ms: row.try_get("created_ms").map_err(db_err)?,
+    })
+}
+
+/// An artifact query with its binary's checksums; the argument is the rest of the statement.
+macro_rules! select_artifacts {
+    ($rest:literal) => {
+        concat!(
+            "SELECT a.id, a.repo_key, a.path, a.sha256, b.sha1, b.md5, a.size, a.created_ms, ",
+            "a.created_by, a.modified_ms, a.modified_by ",
+            "FROM artifacts a JOIN binaries b ON b.sha256 = a.sha256 ",
+            $rest
+        )
+    };
+}
+
+impl Metadata {
+    /// Opens (creating it if missing) the database at `url` (`sqlite://path` or
+    /// `sqlite::memory:` is refused, as the reader and writer pools must share one file).
+    pub async fn connect(url: &str, settings: &PoolSettings) -> Result<Self> {
+        if !url.starts_with("sqlite:") {
+            let engine = url.split(':').next().unwrap_or(url);
+            return Err(Error::InvalidInput(format!(
+                "database URL scheme {engine:?} is not supported by this build; use \
+                 sqlite://<file> (PostgreSQL and MySQL engines are planned)"
+            )));
+        }
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            return Err(Error::InvalidInput(
+                "an in-memory SQLite database cannot be shared by the reader and writer pools; \
+                 give a file, e.g. sqlite://stowage-data/stowage.db"
+                    .into(),
+            ));
+        }
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| Error::InvalidInput(format!("invalid database URL {url:?}: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(settings.busy_timeout);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(options.clone())
+            .await
+            .map_err(db_err)?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(settings.max_connections.max(1))
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(db_err)?;
+        Ok(Self { writer, reader })
+    }
+
+    /// Applies pending migrations (idempotent).
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR
+            .run(&self.writer)
+            .await
+            .map_err(|e| Error::Metadata {
+                source: Box::new(e),
+                retryable: false,
+            })
+    }
+
+    /// Closes both pools, waiting for queries in flight.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
+        self.writer.begin().await.map_err(db_err)
+    }
+
+    // ---- repositories ------------------------------------------------------------------
+
+    /// Creates or updates a repository; returns whether it was created.
+    pub async fn put_repository(&self, repo: &Repository) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let existed = sqlx::query("SELECT 1 FROM repositories WHERE repo_key = ?")
+            .bind(repo.key.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .is_some();
+        sqlx::query(
+            "INSERT INTO repositories (repo_key, rclass, package_type, description, config, created_ms) \
+             VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (repo_key) DO UPDATE SET rclass = excluded.rclass, \
+             package_type = excluded.package_type, description = excluded.description, \
+             config = excluded.config",
+        )
+        .bind(repo.key.as_str())
+        .bind(&repo.rclass)
+        .bind(&repo.package_type)
+        .bind(&repo.description)
+        .bind(repo.config.to_string())
+        .bind(repo.created_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(!existed)
+    }
+
+    /// Every repository, by key.
+    pub async fn repositories(&self) -> Result<Vec<Repository>> {
+        sqlx::query("SELECT * FROM repositories ORDER BY repo_key")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(repository_from_row)
+            .collect()
+    }
+
+    /// One repository.
+    pub async fn repository(&self, key: &RepoKey) -> Result<Option<Repository>> {
+        sqlx::query("SELECT * FROM repositories WHERE repo_key = ?")
+            .bind(key.as_str())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(repository_from_row)
+            .transpose()
+    }
+
+    /// Deletes a repository with its artifacts and trash (their binaries become garbage).
+    /// Returns whether it existed.
+    pub async fn delete_repository(&self, key: &RepoKey) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        for sql in [
+            "DELETE FROM artifact_properties WHERE artifact_id IN \
+             (SELECT id FROM artifacts WHERE repo_key = ?)",
+            "DELETE FROM artifacts WHERE repo_key = ?",
+            "DELETE FROM trash WHERE repo_key = ?",
+        ] {
+            sqlx::query(sql)
+                .bind(key.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        let deleted = sqlx::query("DELETE FROM repositories WHERE repo_key = ?")
+            .bind(key.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+        tx.commit().await.map_err(db_err)?;
+        Ok(deleted > 0)
+    }
+
+    // ---- binaries ----------------------------------------------------------------------
+
+    /// A binary by any of its checksums (the oldest, if an MD5 or SHA-1 is shared).
+    pub async fn find_binary(&self, lookup: ChecksumLookup) -> Result<Option<BinaryRecord>> {
+        let (sql, value) = match lookup {
+            ChecksumLookup::Sha256(d) => ("SELECT * FROM binaries WHERE sha256 = ?", d.to_hex()),
+            ChecksumLookup::Sha1(d) => (
+                "SELECT * FROM binaries WHERE sha1 = ? ORDER BY created_ms LIMIT 1",
+                d.to_hex(),
+            ),
+            ChecksumLookup::Md5(d) => (
+                "SELECT * FROM binaries WHERE md5 = ? ORDER BY created_ms LIMIT 1",
+                d.to_hex(),
+            ),
+        };
+        sqlx::query(sql)
+            .bind(value)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(binary_from_row)
+            .transpose()
+    }
+
+    /// Binaries that no artifact and no trash entry refers to, oldest first.
+    pub async fn unreferenced_binaries(&self, limit: u32) -> Result<Vec<BinaryRecord>> {
+        sqlx::query(
+            "SELECT * FROM binaries b \
+             WHERE NOT EXISTS (SELECT 1 FROM artifacts a WHERE a.sha256 = b.sha256) \
+             AND NOT EXISTS (SELECT 1 FROM trash t WHERE t.sha256 = b.sha256) \
+             ORDER BY created_ms LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(binary_from_row)
+        .collect()
+    }
+
+    /// Deletes a binary's row if nothing refers to it; returns whether it did. The caller
+    /// deletes the bytes afterwards, under the binary's lock.
+    pub async fn delete_binary_if_unreferenced(&self, sha256: &Sha256) -> Result<bool> {
+        let deleted = sqlx::query(
+            "DELETE FROM binaries WHERE sha256 = ? \
+             AND NOT EXISTS (SELECT 1 FROM artifacts a WHERE a.sha256 = binaries.sha256) \
+             AND NOT EXISTS (SELECT 1 FROM trash t WHERE t.sha256 = binaries.sha256)",
+        )
+        .bind(sha256.to_hex())
+        .execute(&self.writer)
+        .await
+        .map_err(db_err)?
+        .rows_affected();
+        Ok(deleted > 0)
+    }
+
+    // ---- artifacts ---------------------------------------------------------------------
+
+    /// Records an artifact whose binary is stored: the binary row if new, the artifact (created
+    /// or overwritten), its properties. Fails with `NotFound` for a missing repository and with
+    /// `Conflict` when a file and a folder would share a path.
+    pub async fn commit_artifact(&self, new: &NewArtifact) -> Result<ArtifactRecord> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        Self::check_repository(&mut tx, &new.repo).await?;
+        Self::check_file_path(&mut tx, &new.repo, &new.path).await?;
+        sqlx::query(
+            "INSERT INTO binaries (sha256, sha1, md5, size, created_ms) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(new.checksums.sha256.to_hex())
+        .bind(new.checksums.sha1.to_hex())
+        .bind(new.checksums.md5.to_hex())
+        .bind(to_i64(new.size))
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO artifacts (repo_key, path, sha256, size, created_ms, created_by, \
+             modified_ms, modified_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (repo_key, path) DO UPDATE SET sha256 = excluded.sha256, \
+             size = excluded.size, modified_ms = excluded.modified_ms, \
+             modified_by = excluded.modified_by \
+             RETURNING id",
+        )
+        .bind(new.repo.as_str())
+        .bind(new.path.as_str())
+        .bind(new.checksums.sha256.to_hex())
+        .bind(to_i64(new.size))
+        .bind(now)
+        .bind(&new.by)
+        .bind(now)
+        .bind(&new.by)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        sqlx::query("DELETE FROM artifact_properties WHERE artifact_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        Self::insert_properties(&mut tx, id, &new.properties).await?;
+        let record = sqlx::query(select_artifacts!("WHERE a.id = ?"))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let record = artifact_from_row(&record)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(record)
+    }
+
+    async fn insert_properties(
+        tx: &mut Transaction<'static, Sqlite>,
+        id: i64,
+        properties: &[(String, String)],
+    ) -> Result<()> {
+        for (name, value) in properties {
+            sqlx::query(
+                "INSERT INTO artifact_properties (artifact_id, name, value) VALUES (?, ?, ?) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(id)
+            .bind(name)
+            .bind(value)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    async fn check_repository(tx: &mut Transaction<'static, Sqlite>, repo: &RepoKey) -> Result<()> {
+        let exists = sqlx::query("SELECT 1 FROM repositories WHERE repo_key = ?")
+            .bind(repo.as_str())
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_err)?
+            .is_some();
+        if exists {
+            Ok(())
+        } else {
+            Err(Error::NotFound {
+                what: format!("repository {repo:?} (create it with PUT /api/repositories/{repo})"),
+            })
+        }
+    }
+
+    /// A file may not sit below another file, nor where a folder is.
+    async fn check_file_path(
+        tx: &mut Transaction<'static, Sqlite>,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+    ) -> Result<()> {
+        if path.is_root() {
+            return Err(Error::InvalidInput(
+                "a file path is required after the repository key".into(),
+            ));
+        }
+        for ancestor in path.ancestors() {
+            let file = sqlx::query("SELECT 1 FROM artifacts WHERE repo_key = ? AND path = ?")
+                .bind(repo.as_str())
+                .bind(ancestor)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db_err)?;
+            if file.is_some() {
+                return Err(Error::Conflict(format!(
+                    "cannot deploy {repo}/{path}: {repo}/{ancestor} is a file, not a folder"
+                )));
+            }
+        }
+        let (lo, hi) = below(path.as_str());
+        let folder = sqlx::query(
+            "SELECT 1 FROM artifacts WHERE repo_key = ? AND path >= ? AND path < ? LIMIT 1",
+        )
+        .bind(repo.as_str())
+        .bind(lo)
+        .bind(hi)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db_err)?;
+        if folder.is_some() {
+            return Err(Error::Conflict(format!(
+                "cannot deploy {repo}/{path}: it is a folder; delete the folder first"
+            )));
+        }
+        Ok(())
+    }
+
+    /// One artifact.
+    pub async fn artifact(
+        &self,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+    ) -> Result<Option<ArtifactRecord>> {
+        sqlx::query(select_artifacts!("WHERE a.repo_key = ? AND a.path = ?"))
+            .bind(repo.as_str())
+            .bind(path.as_str())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(artifact_from_row)
+            .transpose()
+    }
+
+    /// An artifact's properties, sorted.
+    pub async fn properties(&self, artifact_id: i64) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT name, value FROM artifact_properties WHERE artifact_id = ? ORDER BY name, value",
+        )
+        .bind(artifact_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("name").map_err(db_err)?,
+                    r.try_get("value").map_err(db_err)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// A folder's direct children, or `None` if nothing lies below `path` (the root of an
+    /// existing repository is always a folder).
+    pub async fn folder(
+        &self,
+        repo: &Repository,
+        path: &ArtifactPath,
+    ) -> Result<Option<FolderListing>> {
+        let rows = if path.is_root() {
+            sqlx::query("SELECT path, created_ms, modified_ms FROM artifacts WHERE repo_key = ?")
+                .bind(repo.key.as_str())
+                .fetch_all(&self.reader)
+                .await
+        } else {
+            let (lo, hi) = below(path.as_str());
+            sqlx::query(
+                "SELECT path, created_ms, modified_ms FROM artifacts \
+                 WHERE repo_key = ? AND path >= ? AND path < ?",
+            )
+            .bind(repo.key.as_str())
+            .bind(lo)
+            .bind(hi)
+            .fetch_all(&self.reader)
+            .await
+        }
+        .map_err(db_err)?;
+        if rows.is_empty() && !path.is_root() {
+            return Ok(None);
+        }
+        let skip = if path.is_root() {
+            0
+        } else {
+            path.as_str().len() + 1
+        };
+        let mut children = BTreeMap::new();
+        let (mut created, mut modified) = (i64::MAX, i64::MIN);
+        for row in &rows {
+            let full: String = row.try_get("path").map_err(db_err)?;
+            created = created.min(row.try_get("created_ms").map_err(db_err)?);
+            modified = modified.max(row.try_get("modified_ms").map_err(db_err)?);
+            let rest = full.get(skip..).unwrap_or_default();
+            let (name, folder) = match rest.split_once('/') {
+                Some((name, _)) => (name, true),
+                None => (rest, false),
+            };
+            *children.entry(name.to_string()).or_insert(false) |= folder;
+        }
+        if rows.is_empty() {
+            (created, modified) = (repo.created_ms, repo.created_ms);
+        }
+        Ok(Some(FolderListing {
+            created_ms: created,
+            modified_ms: modified,
+            children: children
+                .into_iter()
+                .map(|(name, folder)| FolderChild { name, folder })
+                .collect(),
+        }))
+    }
+
+    /// Artifacts whose binary has the given checksum.
+    pub async fn search_checksum(&self, lookup: ChecksumLookup) -> Result<Vec<ArtifactRecord>> {
+        let (sql, value) = match lookup {
+            ChecksumLookup::Sha256(d) => (
+                select_artifacts!("WHERE b.sha256 = ? ORDER BY a.repo_key, a.path"),
+                d.to_hex(),
+            ),
+            ChecksumLookup::Sha1(d) => (
+                select_artifacts!("WHERE b.sha1 = ? ORDER BY a.repo_key, a.path"),
+                d.to_hex(),
+            ),
+            ChecksumLookup::Md5(d) => (
+                select_artifacts!("WHERE b.md5 = ? ORDER BY a.repo_key, a.path"),
+                d.to_hex(),
+            ),
+        };
+        sqlx::query(sql)
+            .bind(value)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(artifact_from_row)
+            .collect()
+    }
+
+    // ---- trash -------------------------------------------------------------------------
+
+    /// Moves a file, or every file below a folder, to the trash; returns how many moved.
+    pub async fn trash(&self, repo: &RepoKey, path: &ArtifactPath, by: &str) -> Result<u64> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        let rows = if path.is_root() {
+            sqlx::query("SELECT * FROM artifacts WHERE repo_key = ?")
+                .bind(repo.as_str())
+                .fetch_all(&mut *tx)
+                .await
+        } else {
+            let (lo, hi) = below(path.as_str());
+            sqlx::query(
+                "SELECT * FROM artifacts WHERE repo_key = ? AND (path = ? OR (path >= ? AND path < ?))",
+            )
+            .bind(repo.as_str())
+            .bind(path.as_str())
+            .bind(lo)
+            .bind(hi)
+            .fetch_all(&mut *tx)
+            .await
+        }
+        .map_err(db_err)?;
+        for row in &rows {
+            let id: i64 = row.try_get("id").map_err(db_err)?;
+            let props =
+                sqlx::query("SELECT name, value FROM artifact_properties WHERE artifact_id = ?")
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            let props: Vec<(String, String)> = props
+                .iter()
+                .map(|r| {
+                    Ok((
+                        r.try_get("name").map_err(db_err)?,
+                        r.try_get("value").map_err(db_err)?,
+                    ))
+                })
+                .collect::<Result<_>>()?;
+            sqlx::query(
+                "INSERT INTO trash (repo_key, path, sha256, size, created_ms, created_by, \
+                 properties, deleted_ms, deleted_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (repo_key, path) DO UPDATE SET sha256 = excluded.sha256, \
+                 size = excluded.size, created_ms = excluded.created_ms, \
+                 created_by = excluded.created_by, properties = excluded.properties, \
+                 deleted_ms = excluded.deleted_ms, deleted_by = excluded.deleted_by",
+            )
+            .bind(repo.as_str())
+            .bind(row.try_get::<String, _>("path").map_err(db_err)?)
+            .bind(row.try_get::<String, _>("sha256").map_err(db_err)?)
+            .bind(row.try_get::<i64, _>("size").map_err(db_err)?)
+            .bind(row.try_get::<i64, _>("created_ms").map_err(db_err)?)
+            .bind(row.try_get::<String, _>("created_by").map_err(db_err)?)
+            .bind(serde_json::to_string(&props).unwrap_or_else(|_| "[]".into()))
+            .bind(now)
+            .bind(by)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            sqlx::query("DELETE FROM artifact_properties WHERE artifact_id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            sqlx::query("DELETE FROM artifacts WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(rows.len() as u64)
+    }
+
+    /// Everything in the trash, newest deletion first.
+    pub async fn trash_list(&self) -> Result<Vec<TrashRecord>> {
+        let rows = sqlx::query("SELECT * FROM trash ORDER BY deleted_ms DESC, repo_key, path")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|row| {
+                let repo: String = row.try_get("repo_key").map_err(db_err)?;
+                let path: String = row.try_get("path").map_err(db_err)?;
+                let sha256: String = row.try_get("sha256").map_err(db_err)?;
+                Ok(TrashRecord {
+                    repo: RepoKey::parse(&repo).map_err(|_| corrupt("repository key", &repo))?,
+                    path: ArtifactPath::parse(&path).map_err(|_| corrupt("path", &path))?,
+                    sha256: sha256.parse().map_err(|_| corrupt("SHA-256", &sha256))?,
+                    size: to_u64(row.try_get("size").map_err(db_err)?),
+                    deleted_ms: row.try_get("deleted_ms").map_err(db_err)?,
+                    deleted_by: row.try_get("deleted_by").map_err(db_err)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Puts a trashed file, or every trashed file below a folder, back where it was. Paths that
+    /// are occupied again make the whole restore fail with `Conflict`; returns how many moved.
+    pub async fn restore(&self, repo: &RepoKey, path: &ArtifactPath) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        Self::check_repository(&mut tx, repo).await?;
+        let (lo, hi) = below(path.as_str());
+        let rows = sqlx::query(
+            "SELECT * FROM trash WHERE repo_key = ? AND (path = ? OR (path >= ? AND path < ?) OR ? = '')",
+        )
+        .bind(repo.as_str())
+        .bind(path.as_str())
+        .bind(lo)
+        .bind(hi)
+        .bind(path.as_str())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        for row in &rows {
+            let trashed: String = row.try_get("path").map_err(db_err)?;
+            let target = ArtifactPath::parse(&trashed).map_err(|_| corrupt("path", &trashed))?;
+            if sqlx::query("SELECT 1 FROM artifacts WHERE repo_key = ? AND path = ?")
+                .bind(repo.as_str())
+                .bind(target.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .is_some()
+            {
+                return Err(Error::Conflict(format!(
+                    "cannot restore {repo}/{target}: a file with that path exists again"
+                )));
+            }
+            Self::check_file_path(&mut tx, repo, &target).await?;
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO artifacts (repo_key, path, sha256, size, created_ms, created_by, \
+                 modified_ms, modified_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(repo.as_str())
+            .bind(target.as_str())
+            .bind(row.try_get::<String, _>("sha256").map_err(db_err)?)
+            .bind(row.try_get::<i64, _>("size").map_err(db_err)?)
+            .bind(row.try_get::<i64, _>("created_ms").map_err(db_err)?)
+            .bind(row.try_get::<String, _>("created_by").map_err(db_err)?)
+            .bind(now_ms())
+            .bind(row.try_get::<String, _>("deleted_by").map_err(db_err)?)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            let props: String = row.try_get("properties").map_err(db_err)?;
+            let props: Vec<(String, String)> = serde_json::from_str(&props).unwrap_or_default();
+            Self::insert_properties(&mut tx, id, &props).await?;
+            sqlx::query("DELETE FROM trash WHERE id = ?")
+                .bind(row.try_get::<i64, _>("id").map_err(db_err)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(rows.len() as u64)
+    }
+
+    /// Empties the trash, or only what was deleted before `before_ms`; returns how many went.
+    pub async fn empty_trash(&self, before_ms: Option<i64>) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM trash WHERE deleted_ms < ?")
+            .bind(before_ms.unwrap_or(i64::MAX))
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected())
+    }
+
+    // ---- summaries and tokens ------------------------------------------------------------
+
+    /// Counts and sizes for `/api/storageinfo`.
+    pub async fn storage_summary(&self) -> Result<StorageSummary> {
+        let pair = |sql: &'static str| async move {
+            let row = sqlx::query(sql)
+                .fetch_one(&self.reader)
+                .await
+                .map_err(db_err)?;
+            let count: i64 = row.try_get(0).map_err(db_err)?;
+            let size: i64 = row.try_get(1).map_err(db_err)?;
+            Ok::<_, Error>((to_u64(count), to_u64(size)))
+        };
+        let (binaries_count, binaries_size) =
+            pair("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM binaries").await?;
+        let (artifacts_count, artifacts_size) =
+            pair("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM artifacts").await?;
+        let (trash_count, _) = pair("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM trash").await?;
+        let rows = sqlx::query(
+            "SELECT r.repo_key, r.package_type, COUNT(a.id) AS files, COALESCE(SUM(a.size), 0) AS used \
+             FROM repositories r LEFT JOIN artifacts a ON a.repo_key = r.repo_key \
+             GROUP BY r.repo_key, r.package_type ORDER BY r.repo_key",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let repositories = rows
+            .iter()
+            .map(|row| {
+                let key: String = row.try_get("repo_key").map_err(db_err)?;
+                Ok(RepoSummary {
+                    key: RepoKey::parse(&key).map_err(|_| corrupt("repository key", &key))?,
+                    package_type: row.try_get("package_type").map_err(db_err)?,
+                    files_count: to_u64(row.try_get("files").map_err(db_err)?),
+                    used_space: to_u64(row.try_get("used").map_err(db_err)?),
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(StorageSummary {
+            binaries_count,
+            binaries_size,
+            artifacts_count,
+            artifacts_size,
+            trash_count,
+            repositories,
+        })
+    }
+
+    /// The stored hash of a named token.
+    pub async fn token_hash(&self, name: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT token_sha256 FROM tokens WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_err)
+    }
+
+    /// Stores a token's hash unless the name already has one; returns whether it stored it.
+    pub async fn create_token_hash(&self, name: &str, token_sha256: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO tokens (name, token_sha256, created_ms) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(token_sha256)
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+}

@@ -1,0 +1,185 @@
+//! Metadata behaviours on a fresh SQLite file per test.
+
+use stowage_core::{ArtifactPath, ChecksumHasher, Error, RepoKey};
+use stowage_metadata::{ChecksumLookup, Metadata, NewArtifact, PoolSettings, Repository};
+
+async fn fresh() -> (tempfile::TempDir, Metadata) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("meta.db").display());
+    let meta = Metadata::connect(&url, &PoolSettings::default())
+        .await
+        .expect("connect");
+    meta.migrate().await.expect("migrate");
+    (dir, meta)
+}
+
+fn repo(key: &str) -> Repository {
+    Repository {
+        key: RepoKey::parse(key).expect("key"),
+        rclass: "local".into(),
+        package_type: "generic".into(),
+        description: String::new(),
+        config: serde_json::json!({}),
+        created_ms: 1,
+    }
+}
+
+fn artifact(repo: &str, path: &str, bytes: &[u8]) -> NewArtifact {
+    NewArtifact {
+        repo: RepoKey::parse(repo).expect("key"),
+        path: ArtifactPath::parse(path).expect("path"),
+        checksums: ChecksumHasher::digest(bytes),
+        size: bytes.len() as u64,
+        by: "admin".into(),
+        properties: vec![("build".into(), "42".into())],
+    }
+}
+
+#[tokio::test]
+async fn commit_overwrite_search_and_dedup() {
+    let (_dir, meta) = fresh().await;
+    assert!(meta.put_repository(&repo("r1")).await.expect("create"));
+    assert!(!meta.put_repository(&repo("r1")).await.expect("update"));
+    meta.put_repository(&repo("r2")).await.expect("create");
+    let a = meta
+        .commit_artifact(&artifact("r1", "a/b/x.bin", b"one"))
+        .await
+        .expect("commit");
+    meta.commit_artifact(&artifact("r2", "y.bin", b"one"))
+        .await
+        .expect("commit");
+    let summary = meta.storage_summary().await.expect("summary");
+    assert_eq!((summary.binaries_count, summary.artifacts_count), (1, 2));
+    assert_eq!(summary.artifacts_size, 6);
+
+    let over = meta
+        .commit_artifact(&artifact("r1", "a/b/x.bin", b"two"))
+        .await
+        .expect("overwrite");
+    assert_eq!(over.id, a.id);
+    assert_eq!(over.created_ms, a.created_ms);
+    assert_eq!(over.checksums, ChecksumHasher::digest(b"two"));
+    let found = meta
+        .search_checksum(ChecksumLookup::Sha1(ChecksumHasher::digest(b"one").sha1))
+        .await
+        .expect("search");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].path.as_str(), "y.bin");
+    assert_eq!(
+        meta.properties(a.id).await.expect("props"),
+        vec![("build".into(), "42".into())]
+    );
+    // "one" is still referenced by r2; nothing is unreferenced yet.
+    assert!(meta.unreferenced_binaries(10).await.expect("gc").is_empty());
+}
+
+#[tokio::test]
+async fn files_and_folders_do_not_collide() {
+    let (_dir, meta) = fresh().await;
+    meta.put_repository(&repo("r")).await.expect("create");
+    meta.commit_artifact(&artifact("r", "a/b", b"x"))
+        .await
+        .expect("file");
+    let below_file = meta.commit_artifact(&artifact("r", "a/b/c", b"x")).await;
+    assert!(
+        matches!(below_file, Err(Error::Conflict(_))),
+        "{below_file:?}"
+    );
+    let on_folder = meta.commit_artifact(&artifact("r", "a", b"x")).await;
+    assert!(
+        matches!(on_folder, Err(Error::Conflict(_))),
+        "{on_folder:?}"
+    );
+    let missing_repo = meta.commit_artifact(&artifact("nope", "a", b"x")).await;
+    assert!(
+        matches!(missing_repo, Err(Error::NotFound { .. })),
+        "{missing_repo:?}"
+    );
+    // a sibling whose name merely starts with the folder's name is not inside it
+    meta.commit_artifact(&artifact("r", "a-b", b"y"))
+        .await
+        .expect("sibling");
+    let root = meta
+        .folder(&repo("r"), &ArtifactPath::root())
+        .await
+        .expect("root")
+        .expect("folder");
+    let names: Vec<_> = root
+        .children
+        .iter()
+        .map(|c| (c.name.as_str(), c.folder))
+        .collect();
+    assert_eq!(names, vec![("a", true), ("a-b", false)]);
+    assert!(
+        meta.folder(&repo("r"), &ArtifactPath::parse("zzz").expect("p"))
+            .await
+            .expect("q")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn trash_restore_and_garbage() {
+    let (_dir, meta) = fresh().await;
+    meta.put_repository(&repo("r")).await.expect("create");
+    meta.commit_artifact(&artifact("r", "d/one", b"1"))
+        .await
+        .expect("commit");
+    meta.commit_artifact(&artifact("r", "d/two", b"2"))
+        .await
+        .expect("commit");
+    let folder = ArtifactPath::parse("d").expect("path");
+    assert_eq!(
+        meta.trash(&RepoKey::parse("r").expect("k"), &folder, "admin")
+            .await
+            .expect("trash"),
+        2
+    );
+    assert!(
+        meta.artifact(
+            &RepoKey::parse("r").expect("k"),
+            &ArtifactPath::parse("d/one").expect("p")
+        )
+        .await
+        .expect("q")
+        .is_none()
+    );
+    assert_eq!(meta.trash_list().await.expect("list").len(), 2);
+    // trashed binaries are still referenced
+    assert!(meta.unreferenced_binaries(10).await.expect("gc").is_empty());
+    assert_eq!(
+        meta.restore(&RepoKey::parse("r").expect("k"), &folder)
+            .await
+            .expect("restore"),
+        2
+    );
+    let back = meta
+        .artifact(
+            &RepoKey::parse("r").expect("k"),
+            &ArtifactPath::parse("d/two").expect("p"),
+        )
+        .await
+        .expect("q")
+        .expect("restored");
+    assert_eq!(meta.properties(back.id).await.expect("props").len(), 1);
+    meta.trash(&RepoKey::parse("r").expect("k"), &folder, "admin")
+        .await
+        .expect("trash");
+    assert_eq!(meta.empty_trash(None).await.expect("empty"), 2);
+    let garbage = meta.unreferenced_binaries(10).await.expect("gc");
+    assert_eq!(garbage.len(), 2);
+    for b in garbage {
+        assert!(
+            meta.delete_binary_if_unreferenced(&b.checksums.sha256)
+                .await
+                .expect("delete")
+        );
+    }
+    assert_eq!(
+        meta.storage_summary()
+            .await
+            .expect("summary")
+            .binaries_count,
+        0
+    );
+}
