@@ -1,1 +1,115 @@
-fn main() {}
+//! The all-in-one `stowage` binary: `serve` (the HTTP API), `migrate`, `gc` and `bench`.
+//! It only wires: configuration, clients and pools are built once here and handed to the
+//! library crates, which hold all the logic.
+
+mod bench;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Stowage: a content-addressed binary store for artifact repositories.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log format: `text` or `json`.
+    #[arg(long, global = true, default_value = "text", env = "STOWAGE_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API (with no options: SQLite and a filestore under ./stowage-data on
+    /// 127.0.0.1:8081).
+    Serve(ConfigArgs),
+    /// Apply database migrations and exit.
+    Migrate(ConfigArgs),
+    /// Collect garbage offline (the server must be stopped; while it runs, use
+    /// `POST /api/system/storage/gc`).
+    Gc(ConfigArgs),
+    /// Measure upload and download throughput against the disk's and the hashes' raw limits.
+    Bench(bench::BenchArgs),
+}
+
+/// Where the configuration comes from; flags override `STOWAGE_*` variables, which override
+/// the file.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ConfigArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "STOWAGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (database, filestore, admin token).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Database URL (sqlite://FILE).
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+impl ConfigArgs {
+    pub(crate) fn load(&self) -> Result<stowage_api::Config, stowage_core::Error> {
+        let mut config = stowage_api::Config::load(self.config.as_deref(), |k| std::env::var(k).ok())?;
+        if let Some(d) = &self.data_dir {
+            config.data_dir = d.clone();
+        }
+        if let Some(l) = self.listen {
+            config.listen = l;
+        }
+        if let Some(u) = &self.database_url {
+            config.database.url = Some(u.clone());
+        }
+        Ok(config)
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("STOWAGE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stowage: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::serve(&args).await,
+            Command::Migrate(args) => serve::migrate(&args).await,
+            Command::Gc(args) => serve::gc(&args).await,
+            Command::Bench(args) => bench::run(&args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("stowage: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

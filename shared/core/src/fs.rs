@@ -138,7 +138,16 @@ impl TempFile {
             return Err(io::Error::other("staged file already persisted"));
         };
         if std::fs::metadata(target).is_ok_and(|m| m.is_file() && m.len() == size) {
-            return Ok(false); // deduplicated: drop removes the staged copy
+            // Deduplicated: drop removes the staged copy. Refreshing the time tells garbage
+            // collection the bytes are wanted again.
+            if let Err(e) = File::options()
+                .write(true)
+                .open(target)
+                .and_then(|f| f.set_modified(SystemTime::now()))
+            {
+                tracing::debug!(path = %target.display(), error = %e, "could not refresh a binary's time");
+            }
+            return Ok(false);
         }
         let parent = target
             .parent()

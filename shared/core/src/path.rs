@@ -181,6 +181,11 @@ impl ArtifactPath {
             .collect()
     }
 
+    /// `/name` with the name percent-encoded, as a folder listing shows a child.
+    pub fn root_child_url(name: &str) -> String {
+        format!("/{}", utf8_percent_encode(name, SEGMENT))
+    }
+
     /// The path with each segment percent-encoded for a URL, with a leading slash
     /// (`""` for the root).
     pub fn to_url(&self) -> String {

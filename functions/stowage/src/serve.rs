@@ -1,0 +1,151 @@
+//! `stowage serve`, `migrate` and `gc`: build the clients once, then run.
+
+use std::fs::File;
+use std::sync::Arc;
+use std::time::Duration;
+
+use stowage_api::auth::Auth;
+use stowage_api::http::{AppState, router};
+use stowage_api::{Config, Stowage, build_provider};
+use stowage_core::Error;
+use stowage_metadata::{Metadata, PoolSettings};
+
+use crate::ConfigArgs;
+
+/// Name of the lock file that keeps two processes from serving one data directory: the
+/// in-process locks that order deploys and garbage collection would not see each other.
+const DATA_DIR_LOCK: &str = "stowage.lock";
+
+async fn open_metadata(config: &Config) -> Result<Metadata, Error> {
+    let settings = PoolSettings {
+        max_connections: config.database.max_connections,
+        acquire_timeout: Duration::from_secs(config.database.acquire_timeout_secs),
+        ..PoolSettings::default()
+    };
+    let metadata = Metadata::connect(&config.database_url(), &settings).await?;
+    metadata.migrate().await?;
+    Ok(metadata)
+}
+
+/// Creates the data directory and takes its lock for the life of the returned file.
+fn lock_data_dir(config: &Config) -> Result<File, Error> {
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Error::InvalidInput(format!("cannot create the data directory {}: {e}", dir.display()))
+    })?;
+    let path = dir.join(DATA_DIR_LOCK);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::InvalidInput(format!("cannot open {}: {e}", path.display())))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
+        Error::Unavailable(format!(
+            "another stowage process is using {}; stop it first",
+            dir.display()
+        ))
+    })?;
+    Ok(file)
+}
+
+async fn build(config: &Config) -> Result<(Arc<Stowage>, Metadata), Error> {
+    let metadata = open_metadata(config).await?;
+    let provider = build_provider(config)?;
+    let stowage = Arc::new(Stowage::new(provider, metadata.clone(), config));
+    Ok((stowage, metadata))
+}
+
+pub(crate) async fn migrate(args: &ConfigArgs) -> Result<(), Error> {
+    let config = args.load()?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        Error::InvalidInput(format!("cannot create {}: {e}", config.data_dir.display()))
+    })?;
+    let metadata = open_metadata(&config).await?;
+    metadata.close().await;
+    println!("migrations applied to {}", config.database_url());
+    Ok(())
+}
+
+pub(crate) async fn gc(args: &ConfigArgs) -> Result<(), Error> {
+    let config = args.load()?;
+    let _lock = lock_data_dir(&config)?;
+    let (stowage, metadata) = build(&config).await?;
+    let report = stowage.gc().await?;
+    metadata.close().await;
+    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    Ok(())
+}
+
+pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
+    let config = args.load()?;
+    let _lock = lock_data_dir(&config)?;
+    let (stowage, metadata) = build(&config).await?;
+    if config.filestore.template == "file-system" {
+        // Staged uploads older than the grace period were left by a crash.
+        let fs = stowage_core::fs::FileSystemProvider::new(
+            config.file_store_dir(),
+            stowage_core::KeyLayout::new(config.filestore.root_folders_name_length)?,
+        )?;
+        let removed = fs
+            .clean_temp(Duration::from_secs(config.gc.orphan_grace_secs))
+            .await?;
+        if removed > 0 {
+            tracing::info!(removed, "removed staged uploads left by an earlier crash");
+        }
+    }
+    let (auth, created) = Auth::init(&metadata, &config.data_dir, config.anonymous_read).await?;
+    if let Some(new) = created {
+        println!(
+            "Created the admin token (shown once; also written to {}):\n{}",
+            new.file.display(),
+            new.token
+        );
+    }
+    let state = AppState {
+        stowage,
+        auth: Arc::new(auth),
+        base_url: config.base_url.clone(),
+    };
+    let app = router(state);
+    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| {
+        Error::InvalidInput(format!("cannot listen on {}: {e}", config.listen))
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::InvalidInput(format!("cannot read the listening address: {e}")))?;
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), database = %config.database_url(), "stowage listening");
+    println!("stowage listening on http://{addr}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| Error::Unavailable(format!("the server stopped: {e}")))?;
+    tracing::info!("in-flight requests finished; closing the database");
+    metadata.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}

@@ -1,0 +1,190 @@
+//! Authentication: the admin token created on first start (only its SHA-256 is stored; the
+//! secret is printed once and written 0600 to `<data_dir>/admin.token`), accepted as
+//! `Authorization: Bearer <token>` or basic auth `admin:<token>`. Secrets are compared in
+//! constant time. This module decides who a request is, not what it may touch.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use stowage_core::Error;
+use stowage_metadata::Metadata;
+use subtle::ConstantTimeEq;
+
+/// Name of the admin token in the tokens table, and the basic-auth user name.
+pub const ADMIN: &str = "admin";
+/// File name of the admin token inside the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// Who a request acts as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Admin,
+    Anonymous,
+}
+
+impl Principal {
+    /// The name recorded as `createdBy`/`modifiedBy`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Principal::Admin => ADMIN,
+            Principal::Anonymous => "anonymous",
+        }
+    }
+}
+
+/// Checks credentials against the admin token's hash.
+#[derive(Clone)]
+pub struct Auth {
+    admin_token_sha256: [u8; 32],
+    anonymous_read: bool,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("anonymous_read", &self.anonymous_read)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the first start created.
+#[derive(Debug)]
+pub struct NewAdminToken {
+    pub token: String,
+    pub file: PathBuf,
+}
+
+fn sha256(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+impl Auth {
+    /// Loads the admin token's hash, creating the token on first start.
+    pub async fn init(
+        metadata: &Metadata,
+        data_dir: &Path,
+        anonymous_read: bool,
+    ) -> Result<(Self, Option<NewAdminToken>), Error> {
+        let mut created = None;
+        let stored = match metadata.token_hash(ADMIN).await? {
+            Some(hash) => hash,
+            None => {
+                let token = format!("stw_{}", hex::encode(rand::random::<[u8; 32]>()));
+                let file = data_dir.join(ADMIN_TOKEN_FILE);
+                write_secret_file(&file, &token)?;
+                let hash = hex::encode(sha256(&token));
+                if metadata.create_token_hash(ADMIN, &hash).await? {
+                    created = Some(NewAdminToken { token, file });
+                    hash
+                } else {
+                    // Another node created it first; its token stands.
+                    let _ = std::fs::remove_file(&file);
+                    metadata.token_hash(ADMIN).await?.ok_or_else(|| Error::Metadata {
+                        source: "the admin token vanished while it was being created".into(),
+                        retryable: true,
+                    })?
+                }
+            }
+        };
+        let mut admin_token_sha256 = [0u8; 32];
+        hex::decode_to_slice(&stored, &mut admin_token_sha256).map_err(|_| Error::Metadata {
+            source: "the stored admin token hash is not 64 hex characters".into(),
+            retryable: false,
+        })?;
+        Ok((
+            Self {
+                admin_token_sha256,
+                anonymous_read,
+            },
+            created,
+        ))
+    }
+
+    /// Whether reads work without credentials.
+    pub fn anonymous_read(&self) -> bool {
+        self.anonymous_read
+    }
+
+    /// Who the `Authorization` header value says the caller is. `None` header → anonymous;
+    /// a header that does not hold the admin token → `Err`.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, &'static str> {
+        let Some(value) = authorization else {
+            return Ok(Principal::Anonymous);
+        };
+        let secret = if let Some(token) = strip_scheme(value, "Bearer") {
+            token.trim().to_string()
+        } else if let Some(encoded) = strip_scheme(value, "Basic") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .map_err(|_| "malformed basic credentials")?;
+            let decoded = String::from_utf8(decoded).map_err(|_| "malformed basic credentials")?;
+            let (user, password) = decoded.split_once(':').ok_or("malformed basic credentials")?;
+            if user != ADMIN {
+                return Err("unknown user; use admin:<token>");
+            }
+            password.to_string()
+        } else {
+            return Err("unsupported Authorization scheme; use Bearer <token> or basic admin:<token>");
+        };
+        if bool::from(sha256(&secret).ct_eq(&self.admin_token_sha256)) {
+            Ok(Principal::Admin)
+        } else {
+            Err("invalid token")
+        }
+    }
+}
+
+fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    let (given, rest) = value.split_once(' ')?;
+    given.eq_ignore_ascii_case(scheme).then_some(rest)
+}
+
+/// Writes a secret readable by the owner only, replacing any older file.
+fn write_secret_file(path: &Path, secret: &str) -> Result<(), Error> {
+    let fail = |e: std::io::Error| {
+        Error::InvalidInput(format!("cannot write the admin token to {}: {e}", path.display()))
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(fail)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(fail)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+    file.write_all(format!("{secret}\n").as_bytes()).map_err(fail)?;
+    file.sync_all().map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(token: &str) -> Auth {
+        Auth {
+            admin_token_sha256: sha256(token),
+            anonymous_read: false,
+        }
+    }
+
+    #[test]
+    fn bearer_and_basic() {
+        let a = auth("stw_secret");
+        assert_eq!(a.authenticate(Some("Bearer stw_secret")), Ok(Principal::Admin));
+        assert_eq!(a.authenticate(Some("bearer stw_secret")), Ok(Principal::Admin));
+        let basic = base64::engine::general_purpose::STANDARD.encode("admin:stw_secret");
+        assert_eq!(a.authenticate(Some(&format!("Basic {basic}"))), Ok(Principal::Admin));
+        assert_eq!(a.authenticate(None), Ok(Principal::Anonymous));
+        assert!(a.authenticate(Some("Bearer wrong")).is_err());
+        let other_user = base64::engine::general_purpose::STANDARD.encode("bob:stw_secret");
+        assert!(a.authenticate(Some(&format!("Basic {other_user}"))).is_err());
+        assert!(a.authenticate(Some("Basic !!!")).is_err());
+        assert!(a.authenticate(Some("Token stw_secret")).is_err());
+    }
+}

@@ -1,0 +1,339 @@
+//! Stowage's configuration: one TOML file, `STOWAGE_*` environment variables over it, and a
+//! documented default for everything else. Filestore parameters keep the names users of
+//! Artifactory's `binarystore.xml` know. Loading never panics: every problem is an error that
+//! names the setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+use stowage_core::Error;
+
+/// The whole configuration (`stowage serve --config FILE`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:8081` (loopback only: expose it deliberately).
+    pub listen: SocketAddr,
+    /// Where the embedded database, the default filestore and `admin.token` live.
+    /// Default `stowage-data`, relative to the working directory.
+    pub data_dir: PathBuf,
+    /// Public base URL used in `downloadUri` and search results, e.g.
+    /// `https://artifacts.example.com`. Default: `http://` + the request's `Host` header.
+    pub base_url: Option<String>,
+    /// Whether GET/HEAD of artifacts, storage info and search work without a token.
+    /// Default `false`.
+    pub anonymous_read: bool,
+    pub database: DatabaseConfig,
+    pub filestore: FilestoreConfig,
+    pub trashcan: TrashcanConfig,
+    pub gc: GcConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            data_dir: PathBuf::from("stowage-data"),
+            base_url: None,
+            anonymous_read: false,
+            database: DatabaseConfig::default(),
+            filestore: FilestoreConfig::default(),
+            trashcan: TrashcanConfig::default(),
+            gc: GcConfig::default(),
+        }
+    }
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://FILE` (default: `sqlite://<data_dir>/stowage.db`).
+    pub url: Option<String>,
+    /// Connections per node for reads. Default 8. In a cluster, this times the number of
+    /// nodes must stay below the database's connection limit.
+    pub max_connections: u32,
+    /// Seconds a request waits for a free connection. Default 30.
+    pub acquire_timeout_secs: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: 8,
+            acquire_timeout_secs: 30,
+        }
+    }
+}
+
+/// `[filestore]`: which binary-provider chain to build, with the parameters of each part.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilestoreConfig {
+    /// The chain template, as in `binarystore.xml`. Default `file-system`.
+    pub template: String,
+    /// Uploads at or above this size are spooled and sent as multipart uploads by the cloud
+    /// templates. Default 250 MB.
+    #[serde(rename = "maxFileSizeForDirectUpload")]
+    pub max_file_size_for_direct_upload: ByteSize,
+    /// Hex characters of the prefix folder of each binary key. Default 2.
+    #[serde(rename = "rootFoldersNameLength")]
+    pub root_folders_name_length: usize,
+    #[serde(rename = "file-system")]
+    pub file_system: FileSystemConfig,
+    /// `[filestore.cache]`, used by the `cache-fs` template.
+    pub cache: CacheConfig,
+    /// Settings of templates this build does not run yet; kept so that a configuration written
+    /// for them still loads.
+    pub s3: Option<toml::Table>,
+    #[serde(rename = "google-storage")]
+    pub google_storage: Option<toml::Table>,
+    #[serde(rename = "azure-blob-storage")]
+    pub azure_blob_storage: Option<toml::Table>,
+    pub sharding: Option<toml::Table>,
+}
+
+impl Default for FilestoreConfig {
+    fn default() -> Self {
+        Self {
+            template: "file-system".into(),
+            max_file_size_for_direct_upload: ByteSize::mb(250),
+            root_folders_name_length: 2,
+            file_system: FileSystemConfig::default(),
+            cache: CacheConfig::default(),
+            s3: None,
+            google_storage: None,
+            azure_blob_storage: None,
+            sharding: None,
+        }
+    }
+}
+
+/// `[filestore.file-system]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileSystemConfig {
+    /// Where binaries are stored. Default `<data_dir>/filestore`.
+    #[serde(rename = "fileStoreDir")]
+    pub file_store_dir: Option<PathBuf>,
+}
+
+/// `[filestore.cache]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Bound of the local read cache. Default 5 GB.
+    #[serde(rename = "maxCacheSize")]
+    pub max_cache_size: ByteSize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_cache_size: ByteSize::gb(5),
+        }
+    }
+}
+
+/// `[trashcan]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrashcanConfig {
+    /// Whether deletes go to the trash (default) or remove at once.
+    pub enabled: bool,
+    /// Days a deleted artifact stays restorable; garbage collection purges older ones.
+    /// Default 14, as in Artifactory.
+    #[serde(rename = "retentionPeriodDays")]
+    pub retention_period_days: u32,
+}
+
+impl Default for TrashcanConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            retention_period_days: 14,
+        }
+    }
+}
+
+/// `[gc]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcConfig {
+    /// Seconds a stored object with no metadata row is left alone before garbage collection
+    /// removes it (uploads in flight have no row yet). Default 3600.
+    pub orphan_grace_secs: u64,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        Self {
+            orphan_grace_secs: 3600,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` (if given), then applies `STOWAGE_*` variables from `env`.
+    pub fn load(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Error::InvalidInput(format!("cannot read configuration {}: {e}", path.display()))
+                })?;
+                Self::from_toml(&text)
+                    .map_err(|e| Error::InvalidInput(format!("{}: {e}", path.display())))?
+            }
+            None => Self::default(),
+        };
+        config.apply_env(env)?;
+        Ok(config)
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, Error> {
+        toml::from_str(text).map_err(|e| Error::InvalidInput(format!("invalid configuration: {e}")))
+    }
+
+    /// Applies `STOWAGE_LISTEN`, `STOWAGE_DATA_DIR`, `STOWAGE_DATABASE_URL`,
+    /// `STOWAGE_BASE_URL`, `STOWAGE_ANONYMOUS_READ` and `STOWAGE_FILESTORE_TEMPLATE`.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), Error> {
+        if let Some(v) = env("STOWAGE_LISTEN") {
+            self.listen = v.parse().map_err(|_| {
+                Error::InvalidInput(format!("STOWAGE_LISTEN={v:?} is not an address like 127.0.0.1:8081"))
+            })?;
+        }
+        if let Some(v) = env("STOWAGE_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env("STOWAGE_DATABASE_URL") {
+            self.database.url = Some(v);
+        }
+        if let Some(v) = env("STOWAGE_BASE_URL") {
+            self.base_url = Some(v);
+        }
+        if let Some(v) = env("STOWAGE_ANONYMOUS_READ") {
+            self.anonymous_read = match v.as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => {
+                    return Err(Error::InvalidInput(format!(
+                        "STOWAGE_ANONYMOUS_READ={v:?} must be true or false"
+                    )));
+                }
+            };
+        }
+        if let Some(v) = env("STOWAGE_FILESTORE_TEMPLATE") {
+            self.filestore.template = v;
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to a SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        self.database
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("stowage.db").display()))
+    }
+
+    /// The filesystem provider's directory.
+    pub fn file_store_dir(&self) -> PathBuf {
+        self.filestore
+            .file_system
+            .file_store_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("filestore"))
+    }
+
+    /// How long deleted artifacts stay in the trash, if the trash is enabled.
+    pub fn trash_retention(&self) -> Option<Duration> {
+        self.trashcan
+            .enabled
+            .then(|| Duration::from_secs(u64::from(self.trashcan.retention_period_days) * 86_400))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sample of DESIGN.md must keep loading as written.
+    const DESIGN_SAMPLE: &str = r#"
+listen = "127.0.0.1:8081"
+data_dir = "stowage-data"
+
+[database]
+url = "postgres://stowage@127.0.0.1:5432/stowage"   # sqlite://…, postgres://…, mysql://…
+max_connections = 20
+
+[filestore]
+template = "s3-storage-v3-direct"
+maxFileSizeForDirectUpload = "250MB"
+
+[filestore.s3]
+bucketName = "stowage-binaries"
+endpoint = "http://127.0.0.1:4566"
+region = "us-east-1"
+usePathStyleAccess = true
+path = "filestore"
+
+[filestore.file-system]
+fileStoreDir = "/var/opt/stowage/filestore"
+
+[filestore.google-storage]
+bucketName = "stowage-binaries"
+endpoint = "http://127.0.0.1:4443"
+credentialsFile = "service-account.json"
+
+[filestore.azure-blob-storage]
+accountName = "devstoreaccount1"
+accountKey = "…"
+containerName = "stowage"
+endpoint = "http://127.0.0.1:10000/devstoreaccount1"
+
+[filestore.cache]
+maxCacheSize = "5GB"
+
+[filestore.sharding]
+redundancy = 2
+lenientLimit = 1
+writeBehavior = "percentageFreeSpace"
+mounts = [
+  { id = "shard-1", dir = "/mnt/shard1", zone = "a" },
+  { id = "shard-2", dir = "/mnt/shard2", zone = "b" },
+]
+"#;
+
+    #[test]
+    fn design_sample_loads() {
+        let c = Config::from_toml(DESIGN_SAMPLE).expect("the DESIGN.md sample must load");
+        assert_eq!(c.database.max_connections, 20);
+        assert_eq!(c.filestore.template, "s3-storage-v3-direct");
+        assert_eq!(c.filestore.max_file_size_for_direct_upload.as_u64(), 250_000_000);
+        assert_eq!(c.filestore.cache.max_cache_size.as_u64(), 5_000_000_000);
+        assert_eq!(c.file_store_dir(), PathBuf::from("/var/opt/stowage/filestore"));
+    }
+
+    #[test]
+    fn defaults_and_environment() {
+        let c = Config::load(None, |k| match k {
+            "STOWAGE_LISTEN" => Some("127.0.0.1:9999".into()),
+            "STOWAGE_DATA_DIR" => Some("/tmp/x".into()),
+            _ => None,
+        })
+        .expect("load");
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.database_url(), "sqlite:///tmp/x/stowage.db");
+        assert_eq!(c.file_store_dir(), PathBuf::from("/tmp/x/filestore"));
+        assert!(!c.anonymous_read);
+        let bad = Config::load(None, |k| (k == "STOWAGE_LISTEN").then(|| "nope".into()));
+        assert!(bad.expect_err("bad address").to_string().contains("STOWAGE_LISTEN"));
+        let typo = Config::from_toml("listn = \"x\"").expect_err("unknown key");
+        assert!(typo.to_string().contains("listn"), "{typo}");
+    }
+}

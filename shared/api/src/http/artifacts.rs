@@ -1,0 +1,280 @@
+//! Handlers for artifacts: deploy, download (with Range and conditional requests), delete,
+//! file/folder info and checksum search. Paths are taken raw from the URI and validated by
+//! `stowage_core::ArtifactPath`, segment by segment, before anything else happens.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use futures::{StreamExt, TryStreamExt};
+use percent_encoding::percent_decode_str;
+use serde_json::json;
+use stowage_core::{ArtifactPath, Error, ExpectedChecksums, Md5, RepoKey, Sha1, Sha256};
+use stowage_metadata::ChecksumLookup;
+
+use super::range::{RangeRequest, none_match, resolve};
+use super::{ApiError, AppState, json as shapes};
+use crate::auth::Principal;
+use crate::service::DeployRequest;
+
+const X_CHECKSUM_SHA256: &str = "x-checksum-sha256";
+const X_CHECKSUM_SHA1: &str = "x-checksum-sha1";
+const X_CHECKSUM_MD5: &str = "x-checksum-md5";
+const X_CHECKSUM: &str = "x-checksum";
+const X_CHECKSUM_DEPLOY: &str = "x-checksum-deploy";
+
+/// A repository, a path inside it, and any matrix parameters (`;key=value`) after the path.
+struct Target {
+    repo: RepoKey,
+    path: ArtifactPath,
+    properties: Vec<(String, String)>,
+}
+
+/// Parses `/{repo}/{path}[;k=v…]` from the raw (still percent-encoded) request path, after
+/// `prefix`.
+fn target(uri: &Uri, prefix: &str) -> Result<Target, Error> {
+    let raw = uri.path().strip_prefix(prefix).unwrap_or("");
+    let (raw, matrix) = raw.split_once(';').unwrap_or((raw, ""));
+    let (repo, path) = raw.split_once('/').unwrap_or((raw, ""));
+    let repo = RepoKey::from_url_segment(repo)?;
+    let path = ArtifactPath::from_url_path(path)?;
+    let mut properties = Vec::new();
+    for pair in matrix.split(';').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            percent_decode_str(s)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| Error::InvalidInput(format!("matrix parameter {pair:?} is not valid UTF-8")))
+        };
+        let (k, v) = (decode(k)?, decode(v)?);
+        if k.is_empty() || k.chars().any(char::is_control) || v.chars().any(char::is_control) {
+            return Err(Error::InvalidInput(format!("invalid property {pair:?}")));
+        }
+        properties.push((k, v));
+    }
+    Ok(Target {
+        repo,
+        path,
+        properties,
+    })
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Error> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| Error::InvalidInput(format!("header {name} is not ASCII")))
+        })
+        .transpose()
+}
+
+/// The checksums a deploy declares in `X-Checksum-*` headers.
+fn declared_checksums(headers: &HeaderMap) -> Result<ExpectedChecksums, Error> {
+    let mut expected = ExpectedChecksums::none();
+    let named = |e: Error, name: &str| match e {
+        Error::InvalidInput(m) => Error::InvalidInput(format!("header {name}: {m}")),
+        other => other,
+    };
+    if let Some(v) = header_str(headers, X_CHECKSUM_SHA256)? {
+        expected.sha256 = Some(v.parse::<Sha256>().map_err(|e| named(e, "X-Checksum-Sha256"))?);
+    }
+    if let Some(v) = header_str(headers, X_CHECKSUM_SHA1)? {
+        expected.sha1 = Some(v.parse::<Sha1>().map_err(|e| named(e, "X-Checksum-Sha1"))?);
+    }
+    if let Some(v) = header_str(headers, X_CHECKSUM_MD5)? {
+        expected.md5 = Some(v.parse::<Md5>().map_err(|e| named(e, "X-Checksum-Md5"))?);
+    }
+    if let Some(v) = header_str(headers, X_CHECKSUM)? {
+        expected.add_untyped(v).map_err(|e| named(e, "X-Checksum"))?;
+    }
+    Ok(expected)
+}
+
+/// `PUT /{repo}/{path}`: deploy.
+pub(crate) async fn deploy(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Target {
+        repo,
+        path,
+        properties,
+    } = target(&uri, "/")?;
+    let expected = declared_checksums(&headers)?;
+    let size = header_str(&headers, header::CONTENT_LENGTH.as_str())?
+        .map(|v| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| Error::InvalidInput(format!("Content-Length {v:?} is not a number")))
+        })
+        .transpose()?;
+    let request = DeployRequest {
+        expected,
+        size,
+        by: principal.name().to_string(),
+        properties,
+    };
+    let by_checksum = header_str(&headers, X_CHECKSUM_DEPLOY)?
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let record = if by_checksum {
+        state.stowage.deploy_by_checksum(&repo, &path, request).await?
+    } else {
+        let body = body
+            .into_data_stream()
+            .map_err(|e| Error::Body { source: Box::new(e) })
+            .boxed();
+        state.stowage.deploy(&repo, &path, body, request).await?
+    };
+    let base = state.base_url(&headers);
+    let json = shapes::deployed(&base, &record, &expected);
+    let location = format!("{base}{}", shapes::repo_url(&record.repo, &record.path));
+    let mut response = (StatusCode::CREATED, Json(json)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+/// `GET|HEAD /{repo}/{path}`: the bytes, a range of them, or 304.
+pub(crate) async fn download(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Target { repo, path, .. } = target(&uri, "/")?;
+    let record = state.stowage.artifact(&repo, &path).await?;
+    let etag = format!("\"{}\"", record.checksums.sha256);
+    let mut out = HeaderMap::new();
+    let mut put = |name: HeaderName, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            out.insert(name, v);
+        }
+    };
+    put(header::ETAG, &etag);
+    put(HeaderName::from_static(X_CHECKSUM_SHA256), &record.checksums.sha256.to_hex());
+    put(HeaderName::from_static(X_CHECKSUM_SHA1), &record.checksums.sha1.to_hex());
+    put(HeaderName::from_static(X_CHECKSUM_MD5), &record.checksums.md5.to_hex());
+    put(header::LAST_MODIFIED, &shapes::http_date(record.modified_ms));
+    put(header::ACCEPT_RANGES, "bytes");
+
+    if none_match(header_str(&headers, header::IF_NONE_MATCH.as_str())?, &etag) {
+        return Ok((StatusCode::NOT_MODIFIED, out).into_response());
+    }
+    put(header::CONTENT_TYPE, &shapes::mime_type(&record.path));
+
+    // If-Range with another validator means "send everything".
+    let range_header = match header_str(&headers, header::IF_RANGE.as_str())? {
+        Some(v) if v.trim() != etag => None,
+        _ => header_str(&headers, header::RANGE.as_str())?,
+    };
+    let (status, range) = match resolve(range_header, record.size) {
+        RangeRequest::Full => (StatusCode::OK, None),
+        RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, Some(r)),
+        RangeRequest::Unsatisfiable => {
+            return Err(Error::RangeNotSatisfiable { size: record.size }.into());
+        }
+    };
+    if let Some(r) = &range {
+        put(header::CONTENT_RANGE, &format!("bytes {}-{}/{}", r.start, r.end - 1, record.size));
+    }
+    let length = range.as_ref().map_or(record.size, |r| r.end - r.start);
+    put(header::CONTENT_LENGTH, &length.to_string());
+
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from_stream(state.stowage.read(&record, range).await?.stream)
+    };
+    Ok((status, out, body).into_response())
+}
+
+/// `DELETE /{repo}/{path}`: to the trash.
+pub(crate) async fn remove(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    uri: Uri,
+) -> Result<StatusCode, ApiError> {
+    let Target { repo, path, .. } = target(&uri, "/")?;
+    state.stowage.delete(&repo, &path, principal.name()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/storage/{repo}/{path}`: file or folder info; `?properties` for properties.
+pub(crate) async fn storage_info(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Target { repo, path, .. } = target(&uri, "/api/storage/")?;
+    let base = state.base_url(&headers);
+    let wants_properties = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "properties" || p.starts_with("properties=")));
+    let metadata = state.stowage.metadata();
+    if let Some(record) = metadata.artifact(&repo, &path).await? {
+        if wants_properties {
+            let mut props = serde_json::Map::new();
+            for (k, v) in metadata.properties(record.id).await? {
+                props
+                    .entry(k)
+                    .or_insert_with(|| json!([]))
+                    .as_array_mut()
+                    .map(|a| a.push(v.into()));
+            }
+            if props.is_empty() {
+                return Err(ApiError::not_found(format!("properties of {repo}/{path}")));
+            }
+            let uri = format!("{base}/api/storage{}", shapes::repo_url(&repo, &path));
+            return Ok(Json(json!({ "properties": props, "uri": uri })).into_response());
+        }
+        return Ok(Json(shapes::file_info(&base, &record)).into_response());
+    }
+    let repository = metadata
+        .repository(&repo)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("repository {repo:?}")))?;
+    let folder = metadata
+        .folder(&repository, &path)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("{repo}/{path}")))?;
+    Ok(Json(shapes::folder_info(&base, &repo, &path, &folder)).into_response())
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct ChecksumQuery {
+    sha256: Option<String>,
+    sha1: Option<String>,
+    md5: Option<String>,
+}
+
+/// `GET /api/search/checksum?sha256=…` (or sha1, md5).
+pub(crate) async fn search_checksum(
+    State(state): State<AppState>,
+    Query(q): Query<ChecksumQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let lookup = match (q.sha256, q.sha1, q.md5) {
+        (Some(v), None, None) => ChecksumLookup::Sha256(v.parse()?),
+        (None, Some(v), None) => ChecksumLookup::Sha1(v.parse()?),
+        (None, None, Some(v)) => ChecksumLookup::Md5(v.parse()?),
+        _ => return Err(ApiError::bad_request("give exactly one of sha256, sha1 or md5")),
+    };
+    let base = state.base_url(&headers);
+    let results: Vec<_> = state
+        .stowage
+        .metadata()
+        .search_checksum(lookup)
+        .await?
+        .iter()
+        .map(|r| json!({ "uri": format!("{base}/api/storage{}", shapes::repo_url(&r.repo, &r.path)) }))
+        .collect();
+    Ok(Json(json!({ "results": results })).into_response())
+}

@@ -1,0 +1,108 @@
+//! The one mapping from domain errors to HTTP responses, in Artifactory's error shape
+//! `{"errors":[{"status":N,"message":"…"}]}`. Internal detail (backend errors, SQL) goes to the
+//! log, never to the client.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use stowage_core::Error;
+
+/// An error a handler returns.
+#[derive(Debug)]
+pub enum ApiError {
+    Domain(Error),
+    Unauthorized(&'static str),
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError::Domain(e)
+    }
+}
+
+impl ApiError {
+    /// A 404 with a message.
+    pub(crate) fn not_found(what: impl Into<String>) -> Self {
+        ApiError::Domain(Error::NotFound { what: what.into() })
+    }
+
+    /// A 400 with a message.
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::Domain(Error::InvalidInput(message.into()))
+    }
+}
+
+/// The status a domain error maps to.
+fn status_of(e: &Error) -> StatusCode {
+    match e {
+        Error::NotFound { .. } => StatusCode::NOT_FOUND,
+        Error::ChecksumMismatch { .. } | Error::Conflict(_) => StatusCode::CONFLICT,
+        Error::Truncated { .. }
+        | Error::TooLong { .. }
+        | Error::InvalidPath { .. }
+        | Error::InvalidInput(_)
+        | Error::Body { .. } => StatusCode::BAD_REQUEST,
+        Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        e if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+pub(crate) fn error_body(status: StatusCode, message: &str) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "errors": [{ "status": status.as_u16(), "message": message }]
+    }))
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Unauthorized(reason) => {
+                let mut response =
+                    (StatusCode::UNAUTHORIZED, error_body(StatusCode::UNAUTHORIZED, reason))
+                        .into_response();
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"Stowage\""),
+                );
+                response
+            }
+            ApiError::Domain(e) => {
+                let status = status_of(&e);
+                let message = match &e {
+                    Error::Storage { .. } | Error::Metadata { .. } | Error::Body { .. } => {
+                        if status.is_server_error() {
+                            tracing::error!(error = %e, source = ?std::error::Error::source(&e), "request failed");
+                        } else {
+                            tracing::info!(error = %e, "request body failed");
+                        }
+                        match status {
+                            StatusCode::SERVICE_UNAVAILABLE => {
+                                "the storage or database is temporarily unavailable; retry".to_string()
+                            }
+                            StatusCode::BAD_REQUEST => {
+                                "the request body could not be read completely; nothing was stored"
+                                    .to_string()
+                            }
+                            _ => "internal error; the server log has the details".to_string(),
+                        }
+                    }
+                    other => other.to_string(),
+                };
+                let mut response = (status, error_body(status, &message)).into_response();
+                if let Error::RangeNotSatisfiable { size } = e
+                    && let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}"))
+                {
+                    response.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                }
+                response
+            }
+        }
+    }
+}

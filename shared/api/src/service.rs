@@ -1,0 +1,290 @@
+//! The service layer: what a deploy, a download, a delete and a garbage collection do, in terms
+//! of a `BinaryProvider` and the metadata store. It knows no HTTP; the handlers in `http` and
+//! the command-line tools call it.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::TryStreamExt;
+use stowage_core::{
+    ArtifactPath, BinaryProvider, BinaryProviderExt, ByteStream, Error, ExpectedChecksums,
+    GetOptions, GetResult, KeyLayout, KeyedLocks, PutOptions, RepoKey, Result, Sha256,
+    fs::FileSystemProvider,
+};
+use stowage_metadata::{ArtifactRecord, ChecksumLookup, Metadata, NewArtifact, now_ms};
+
+use crate::config::Config;
+
+/// Binaries examined per garbage-collection batch.
+const GC_BATCH: u32 = 1000;
+
+/// Builds the binary-provider chain a configuration names. This is the one place where
+/// templates become providers.
+pub fn build_provider(config: &Config) -> Result<Arc<dyn BinaryProvider>> {
+    let layout = KeyLayout::new(config.filestore.root_folders_name_length)?;
+    match config.filestore.template.as_str() {
+        "file-system" => Ok(Arc::new(FileSystemProvider::new(config.file_store_dir(), layout)?)),
+        template @ ("cache-fs" | "double-shards" | "redundant-shards" | "s3-storage-v3"
+        | "s3-storage-v3-direct" | "cluster-s3-storage-v3" | "s3-sharding"
+        | "google-storage" | "azure-blob-storage") => Err(Error::InvalidInput(format!(
+            "filestore template {template:?} is not available in this build yet; \
+             use template = \"file-system\""
+        ))),
+        other => Err(Error::InvalidInput(format!(
+            "unknown filestore template {other:?}; expected one of file-system, cache-fs, \
+             double-shards, redundant-shards, s3-storage-v3, s3-storage-v3-direct, \
+             cluster-s3-storage-v3, s3-sharding, google-storage, azure-blob-storage"
+        ))),
+    }
+}
+
+/// What a deploy carries besides its bytes.
+#[derive(Debug, Clone, Default)]
+pub struct DeployRequest {
+    pub expected: ExpectedChecksums,
+    /// The announced length, if any.
+    pub size: Option<u64>,
+    /// Who deploys (recorded as created/modified by).
+    pub by: String,
+    pub properties: Vec<(String, String)>,
+}
+
+/// What a garbage collection did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GcReport {
+    pub trash_purged: u64,
+    pub binaries_removed: u64,
+    pub bytes_freed: u64,
+    pub orphans_removed: u64,
+}
+
+/// Stowage's operations over one provider chain and one metadata store.
+#[derive(Debug)]
+pub struct Stowage {
+    provider: Arc<dyn BinaryProvider>,
+    metadata: Metadata,
+    /// Orders "store bytes, then record them" against "delete unreferenced bytes".
+    binary_locks: KeyedLocks<Sha256>,
+    trash_retention: Option<Duration>,
+    orphan_grace: Duration,
+}
+
+impl Stowage {
+    /// Wires a provider and a metadata store.
+    pub fn new(provider: Arc<dyn BinaryProvider>, metadata: Metadata, config: &Config) -> Self {
+        Self {
+            provider,
+            metadata,
+            binary_locks: KeyedLocks::new(),
+            trash_retention: config.trash_retention(),
+            orphan_grace: Duration::from_secs(config.gc.orphan_grace_secs),
+        }
+    }
+
+    /// The metadata store.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// The provider chain.
+    pub fn provider(&self) -> &Arc<dyn BinaryProvider> {
+        &self.provider
+    }
+
+    async fn require_repository(&self, repo: &RepoKey) -> Result<()> {
+        match self.metadata.repository(repo).await? {
+            Some(_) => Ok(()),
+            None => Err(Error::NotFound {
+                what: format!("repository {repo:?} (create it with PUT /api/repositories/{repo})"),
+            }),
+        }
+    }
+
+    /// Stores a body and records it at `repo/path`. The bytes are hashed as they stream to the
+    /// provider; nothing is recorded unless they were stored and matched every declared
+    /// checksum.
+    pub async fn deploy(
+        &self,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+        body: ByteStream,
+        request: DeployRequest,
+    ) -> Result<ArtifactRecord> {
+        self.require_repository(repo).await?;
+        if path.is_root() {
+            return Err(Error::InvalidInput(
+                "a file path is required after the repository key".into(),
+            ));
+        }
+        let stored = self
+            .provider
+            .put_opts(
+                body,
+                PutOptions {
+                    expected: request.expected,
+                    size: request.size,
+                },
+            )
+            .await?;
+        self.record(repo, path, stored.checksums, stored.size, request)
+            .await
+    }
+
+    /// Records `repo/path` for a binary that is already stored (`X-Checksum-Deploy`).
+    pub async fn deploy_by_checksum(
+        &self,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+        request: DeployRequest,
+    ) -> Result<ArtifactRecord> {
+        self.require_repository(repo).await?;
+        let lookup = match (request.expected.sha256, request.expected.sha1, request.expected.md5) {
+            (Some(d), _, _) => ChecksumLookup::Sha256(d),
+            (None, Some(d), _) => ChecksumLookup::Sha1(d),
+            _ => {
+                return Err(Error::InvalidInput(
+                    "X-Checksum-Deploy needs X-Checksum-Sha256 or X-Checksum-Sha1".into(),
+                ));
+            }
+        };
+        let binary = self.metadata.find_binary(lookup).await?.ok_or_else(|| Error::NotFound {
+            what: "a stored binary with the given checksum (deploy the bytes instead)".into(),
+        })?;
+        request.expected.verify(&binary.checksums)?;
+        self.record(repo, path, binary.checksums, binary.size, request)
+            .await
+    }
+
+    async fn record(
+        &self,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+        checksums: stowage_core::Checksums,
+        size: u64,
+        request: DeployRequest,
+    ) -> Result<ArtifactRecord> {
+        let _lock = self.binary_locks.lock(checksums.sha256).await;
+        // Garbage collection may have removed identical, unreferenced bytes between the store
+        // and this lock; then recording would point at nothing.
+        if !self.provider.exists(&checksums.sha256).await? {
+            return Err(Error::Unavailable(
+                "the binary was removed by garbage collection while it was being deployed; \
+                 deploy it again"
+                    .into(),
+            ));
+        }
+        self.metadata
+            .commit_artifact(&NewArtifact {
+                repo: repo.clone(),
+                path: path.clone(),
+                checksums,
+                size,
+                by: request.by,
+                properties: request.properties,
+            })
+            .await
+    }
+
+    /// The record of a file, or `NotFound` (saying so when the path is a folder).
+    pub async fn artifact(&self, repo: &RepoKey, path: &ArtifactPath) -> Result<ArtifactRecord> {
+        if let Some(record) = self.metadata.artifact(repo, path).await? {
+            return Ok(record);
+        }
+        let repository = self.metadata.repository(repo).await?.ok_or_else(|| Error::NotFound {
+            what: format!("repository {repo:?}"),
+        })?;
+        if self.metadata.folder(&repository, path).await?.is_some() {
+            return Err(Error::NotFound {
+                what: format!("a file at {repo}/{path} (it is a folder: list it with GET /api/storage/{repo}/{path})"),
+            });
+        }
+        Err(Error::NotFound {
+            what: format!("{repo}/{path}"),
+        })
+    }
+
+    /// Opens the bytes of a recorded artifact, or a range of them.
+    pub async fn read(&self, record: &ArtifactRecord, range: Option<Range<u64>>) -> Result<GetResult> {
+        let digest = record.checksums.sha256;
+        match self.provider.get_opts(&digest, GetOptions { range }).await {
+            Err(Error::NotFound { .. }) => {
+                tracing::error!(%digest, repo = %record.repo, path = %record.path, "a recorded binary is missing from the filestore");
+                Err(Error::Storage {
+                    backend: self.provider.to_string(),
+                    key: digest.to_hex(),
+                    source: format!("the binary recorded for {}/{} is missing", record.repo, record.path).into(),
+                    retryable: false,
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// Moves a file, or a folder's files, to the trash (or removes them when the trash is
+    /// disabled). `NotFound` when there is nothing at the path.
+    pub async fn delete(&self, repo: &RepoKey, path: &ArtifactPath, by: &str) -> Result<u64> {
+        self.require_repository(repo).await?;
+        let moved = self.metadata.trash(repo, path, by).await?;
+        if moved == 0 {
+            return Err(Error::NotFound {
+                what: format!("{repo}/{path}"),
+            });
+        }
+        if self.trash_retention.is_none() {
+            self.metadata.empty_trash(None).await?;
+        }
+        Ok(moved)
+    }
+
+    /// Removes what nothing refers to: trash older than its retention, binaries without
+    /// artifacts or trash entries, and stored objects without a metadata row older than the
+    /// orphan grace period.
+    pub async fn gc(&self) -> Result<GcReport> {
+        let mut report = GcReport::default();
+        if let Some(retention) = self.trash_retention {
+            let cutoff = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+            report.trash_purged = self.metadata.empty_trash(Some(cutoff)).await?;
+        }
+        loop {
+            let batch = self.metadata.unreferenced_binaries(GC_BATCH).await?;
+            if batch.is_empty() {
+                break;
+            }
+            let mut removed_any = false;
+            for binary in batch {
+                let digest = binary.checksums.sha256;
+                let _lock = self.binary_locks.lock(digest).await;
+                if self.metadata.delete_binary_if_unreferenced(&digest).await? {
+                    self.provider.delete(&digest).await?;
+                    report.binaries_removed += 1;
+                    report.bytes_freed += binary.size;
+                    removed_any = true;
+                }
+            }
+            if !removed_any {
+                break;
+            }
+        }
+        let cutoff = SystemTime::now() - self.orphan_grace;
+        let mut objects = self.provider.list();
+        while let Some(object) = objects.try_next().await? {
+            if object.last_modified > cutoff {
+                continue;
+            }
+            let lookup = ChecksumLookup::Sha256(object.digest);
+            if self.metadata.find_binary(lookup).await?.is_some() {
+                continue;
+            }
+            let _lock = self.binary_locks.lock(object.digest).await;
+            if self.metadata.find_binary(lookup).await?.is_none() {
+                self.provider.delete(&object.digest).await?;
+                report.orphans_removed += 1;
+                report.bytes_freed += object.size;
+            }
+        }
+        tracing::info!(?report, "garbage collection finished");
+        Ok(report)
+    }
+}
