@@ -1,1 +1,240 @@
-//! placeholder
+//! Test support: starts the real `stowage` binary on a loopback port with a fresh data
+//! directory, and stops it by its PID. Integration tests talk to it over real sockets only.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The `stowage` binary: `STOWAGE_BIN`, or the one cargo built beside this test.
+pub fn stowage_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("STOWAGE_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("current test executable");
+    // target/<profile>/deps/<test> → target/<profile>/stowage
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("stowage"))
+        .expect("target directory");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p stowage` (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `stowage serve`.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub token: String,
+    pub data_dir: PathBuf,
+    /// What the server printed on standard output before it listened (the token banner).
+    pub banner: String,
+}
+
+/// How to start a server.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    /// A configuration file's content.
+    pub config: Option<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+impl Server {
+    /// Starts a server on a fresh data directory inside `dir`.
+    pub async fn start(dir: &Path) -> Self {
+        Self::start_with(dir, Options::default()).await
+    }
+
+    /// Starts a server whose data directory is `dir/data` (reused if it exists).
+    pub async fn start_with(dir: &Path, options: Options) -> Self {
+        let data_dir = dir.join("data");
+        std::fs::create_dir_all(&data_dir).expect("data dir");
+        let mut cmd = Command::new(stowage_bin());
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .env_remove("STOWAGE_CONFIG")
+            .env("STOWAGE_LOG", "info,stowage=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(
+                std::fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("server.log"))
+                    .expect("log file"),
+            )
+            .kill_on_drop(true);
+        if let Some(config) = &options.config {
+            let path = dir.join("stowage.toml");
+            std::fs::write(&path, config).expect("config file");
+            cmd.arg("--config").arg(path);
+        }
+        for (k, v) in &options.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn stowage");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut banner = String::new();
+        let base = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.expect("read stdout") {
+                if let Some(addr) = line.strip_prefix("stowage listening on ") {
+                    return addr.trim().to_string();
+                }
+                banner.push_str(&line);
+                banner.push('\n');
+            }
+            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+            panic!("stowage exited before listening; its log:\n{log}");
+        })
+        .await
+        .expect("stowage did not listen within 60 s");
+        // Keep draining standard output so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let token = std::fs::read_to_string(data_dir.join("admin.token"))
+            .expect("admin.token")
+            .trim()
+            .to_string();
+        Server {
+            child,
+            base,
+            token,
+            data_dir,
+            banner,
+        }
+    }
+
+    /// `base` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// The `host:port` the server listens on.
+    pub fn addr(&self) -> String {
+        self.base.trim_start_matches("http://").to_string()
+    }
+
+    /// A client that sends the admin token.
+    pub fn admin(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", self.token).parse().expect("header"),
+        );
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("client")
+    }
+
+    /// Creates a generic local repository.
+    pub async fn create_repo(&self, key: &str) {
+        let r = self
+            .admin()
+            .put(self.url(&format!("/api/repositories/{key}")))
+            .send()
+            .await
+            .expect("create repo");
+        assert!(r.status().is_success(), "create repo {key}: {}", r.status());
+    }
+
+    /// The PID, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// SIGTERM, then waits for the exit (SIGKILL after 30 s).
+    pub async fn stop(mut self) -> ExitStatus {
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).expect("pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
+            Ok(status) => status.expect("wait"),
+            Err(_) => {
+                self.child.kill().await.expect("SIGKILL");
+                panic!("stowage did not stop within 30 s of SIGTERM");
+            }
+        }
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn terminate(&self) {
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).expect("pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait(mut self) -> ExitStatus {
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("stowage did not exit within 30 s")
+            .expect("wait")
+    }
+
+    /// Files stored in the filestore (binaries only, not staged uploads).
+    pub fn stored_binaries(&self) -> Vec<PathBuf> {
+        files_below(&self.data_dir.join("filestore"))
+            .into_iter()
+            .filter(|p| !p.components().any(|c| c.as_os_str() == "_pre"))
+            .collect()
+    }
+
+    /// Staged uploads in `_pre`.
+    pub fn staged_files(&self) -> Vec<PathBuf> {
+        files_below(&self.data_dir.join("filestore").join("_pre"))
+    }
+}
+
+/// Every file below `dir`, recursively.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_below(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Hex SHA-256 of bytes.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut v = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
+    v
+}
+
+/// Sends raw bytes on a new connection and returns the status code of the response (or `None`
+/// if the server closed the connection without answering).
+pub async fn raw_request(addr: &str, request: &[u8]) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
+    let head = String::from_utf8_lossy(&buf);
+    head.split_whitespace().nth(1).and_then(|s| s.parse().ok())
+}

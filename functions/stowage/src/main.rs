@@ -16,7 +16,12 @@ use tracing_subscriber::EnvFilter;
 #[command(version, about)]
 struct Cli {
     /// Log format: `text` or `json`.
-    #[arg(long, global = true, default_value = "text", env = "STOWAGE_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "text",
+        env = "STOWAGE_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -62,7 +67,8 @@ pub(crate) struct ConfigArgs {
 
 impl ConfigArgs {
     pub(crate) fn load(&self) -> Result<stowage_api::Config, stowage_core::Error> {
-        let mut config = stowage_api::Config::load(self.config.as_deref(), |k| std::env::var(k).ok())?;
+        let mut config =
+            stowage_api::Config::load(self.config.as_deref(), |k| std::env::var(k).ok())?;
         if let Some(d) = &self.data_dir {
             config.data_dir = d.clone();
         }
@@ -79,7 +85,9 @@ impl ConfigArgs {
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_env("STOWAGE_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -89,7 +97,10 @@ fn init_tracing(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("stowage: cannot start the async runtime: {e}");

@@ -31,7 +31,10 @@ async fn open_metadata(config: &Config) -> Result<Metadata, Error> {
 fn lock_data_dir(config: &Config) -> Result<File, Error> {
     let dir = &config.data_dir;
     std::fs::create_dir_all(dir).map_err(|e| {
-        Error::InvalidInput(format!("cannot create the data directory {}: {e}", dir.display()))
+        Error::InvalidInput(format!(
+            "cannot create the data directory {}: {e}",
+            dir.display()
+        ))
     })?;
     let path = dir.join(DATA_DIR_LOCK);
     let file = File::options()
@@ -40,12 +43,14 @@ fn lock_data_dir(config: &Config) -> Result<File, Error> {
         .write(true)
         .open(&path)
         .map_err(|e| Error::InvalidInput(format!("cannot open {}: {e}", path.display())))?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
-        Error::Unavailable(format!(
-            "another stowage process is using {}; stop it first",
-            dir.display()
-        ))
-    })?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+        |_| {
+            Error::Unavailable(format!(
+                "another stowage process is using {}; stop it first",
+                dir.display()
+            ))
+        },
+    )?;
     Ok(file)
 }
 
@@ -73,7 +78,10 @@ pub(crate) async fn gc(args: &ConfigArgs) -> Result<(), Error> {
     let (stowage, metadata) = build(&config).await?;
     let report = stowage.gc().await?;
     metadata.close().await;
-    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
     Ok(())
 }
 
@@ -108,9 +116,9 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
         base_url: config.base_url.clone(),
     };
     let app = router(state);
-    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| {
-        Error::InvalidInput(format!("cannot listen on {}: {e}", config.listen))
-    })?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::InvalidInput(format!("cannot listen on {}: {e}", config.listen)))?;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::InvalidInput(format!("cannot read the listening address: {e}")))?;

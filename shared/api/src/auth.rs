@@ -82,10 +82,13 @@ impl Auth {
                 } else {
                     // Another node created it first; its token stands.
                     let _ = std::fs::remove_file(&file);
-                    metadata.token_hash(ADMIN).await?.ok_or_else(|| Error::Metadata {
-                        source: "the admin token vanished while it was being created".into(),
-                        retryable: true,
-                    })?
+                    metadata
+                        .token_hash(ADMIN)
+                        .await?
+                        .ok_or_else(|| Error::Metadata {
+                            source: "the admin token vanished while it was being created".into(),
+                            retryable: true,
+                        })?
                 }
             }
         };
@@ -121,13 +124,17 @@ impl Auth {
                 .decode(encoded.trim())
                 .map_err(|_| "malformed basic credentials")?;
             let decoded = String::from_utf8(decoded).map_err(|_| "malformed basic credentials")?;
-            let (user, password) = decoded.split_once(':').ok_or("malformed basic credentials")?;
+            let (user, password) = decoded
+                .split_once(':')
+                .ok_or("malformed basic credentials")?;
             if user != ADMIN {
                 return Err("unknown user; use admin:<token>");
             }
             password.to_string()
         } else {
-            return Err("unsupported Authorization scheme; use Bearer <token> or basic admin:<token>");
+            return Err(
+                "unsupported Authorization scheme; use Bearer <token> or basic admin:<token>",
+            );
         };
         if bool::from(sha256(&secret).ct_eq(&self.admin_token_sha256)) {
             Ok(Principal::Admin)
@@ -145,7 +152,10 @@ fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
 /// Writes a secret readable by the owner only, replacing any older file.
 fn write_secret_file(path: &Path, secret: &str) -> Result<(), Error> {
     let fail = |e: std::io::Error| {
-        Error::InvalidInput(format!("cannot write the admin token to {}: {e}", path.display()))
+        Error::InvalidInput(format!(
+            "cannot write the admin token to {}: {e}",
+            path.display()
+        ))
     };
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(fail)?;
@@ -157,8 +167,10 @@ fn write_secret_file(path: &Path, secret: &str) -> Result<(), Error> {
         .mode(0o600)
         .open(path)
         .map_err(fail)?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
-    file.write_all(format!("{secret}\n").as_bytes()).map_err(fail)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(fail)?;
+    file.write_all(format!("{secret}\n").as_bytes())
+        .map_err(fail)?;
     file.sync_all().map_err(fail)
 }
 
@@ -176,14 +188,26 @@ mod tests {
     #[test]
     fn bearer_and_basic() {
         let a = auth("stw_secret");
-        assert_eq!(a.authenticate(Some("Bearer stw_secret")), Ok(Principal::Admin));
-        assert_eq!(a.authenticate(Some("bearer stw_secret")), Ok(Principal::Admin));
+        assert_eq!(
+            a.authenticate(Some("Bearer stw_secret")),
+            Ok(Principal::Admin)
+        );
+        assert_eq!(
+            a.authenticate(Some("bearer stw_secret")),
+            Ok(Principal::Admin)
+        );
         let basic = base64::engine::general_purpose::STANDARD.encode("admin:stw_secret");
-        assert_eq!(a.authenticate(Some(&format!("Basic {basic}"))), Ok(Principal::Admin));
+        assert_eq!(
+            a.authenticate(Some(&format!("Basic {basic}"))),
+            Ok(Principal::Admin)
+        );
         assert_eq!(a.authenticate(None), Ok(Principal::Anonymous));
         assert!(a.authenticate(Some("Bearer wrong")).is_err());
         let other_user = base64::engine::general_purpose::STANDARD.encode("bob:stw_secret");
-        assert!(a.authenticate(Some(&format!("Basic {other_user}"))).is_err());
+        assert!(
+            a.authenticate(Some(&format!("Basic {other_user}")))
+                .is_err()
+        );
         assert!(a.authenticate(Some("Basic !!!")).is_err());
         assert!(a.authenticate(Some("Token stw_secret")).is_err());
     }

@@ -183,7 +183,10 @@ impl Config {
         let mut config = match path {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
-                    Error::InvalidInput(format!("cannot read configuration {}: {e}", path.display()))
+                    Error::InvalidInput(format!(
+                        "cannot read configuration {}: {e}",
+                        path.display()
+                    ))
                 })?;
                 Self::from_toml(&text)
                     .map_err(|e| Error::InvalidInput(format!("{}: {e}", path.display())))?
@@ -204,7 +207,9 @@ impl Config {
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), Error> {
         if let Some(v) = env("STOWAGE_LISTEN") {
             self.listen = v.parse().map_err(|_| {
-                Error::InvalidInput(format!("STOWAGE_LISTEN={v:?} is not an address like 127.0.0.1:8081"))
+                Error::InvalidInput(format!(
+                    "STOWAGE_LISTEN={v:?} is not an address like 127.0.0.1:8081"
+                ))
             })?;
         }
         if let Some(v) = env("STOWAGE_DATA_DIR") {
@@ -314,9 +319,15 @@ mounts = [
         let c = Config::from_toml(DESIGN_SAMPLE).expect("the DESIGN.md sample must load");
         assert_eq!(c.database.max_connections, 20);
         assert_eq!(c.filestore.template, "s3-storage-v3-direct");
-        assert_eq!(c.filestore.max_file_size_for_direct_upload.as_u64(), 250_000_000);
+        assert_eq!(
+            c.filestore.max_file_size_for_direct_upload.as_u64(),
+            250_000_000
+        );
         assert_eq!(c.filestore.cache.max_cache_size.as_u64(), 5_000_000_000);
-        assert_eq!(c.file_store_dir(), PathBuf::from("/var/opt/stowage/filestore"));
+        assert_eq!(
+            c.file_store_dir(),
+            PathBuf::from("/var/opt/stowage/filestore")
+        );
     }
 
     #[test]
@@ -332,7 +343,11 @@ mounts = [
         assert_eq!(c.file_store_dir(), PathBuf::from("/tmp/x/filestore"));
         assert!(!c.anonymous_read);
         let bad = Config::load(None, |k| (k == "STOWAGE_LISTEN").then(|| "nope".into()));
-        assert!(bad.expect_err("bad address").to_string().contains("STOWAGE_LISTEN"));
+        assert!(
+            bad.expect_err("bad address")
+                .to_string()
+                .contains("STOWAGE_LISTEN")
+        );
         let typo = Config::from_toml("listn = \"x\"").expect_err("unknown key");
         assert!(typo.to_string().contains("listn"), "{typo}");
     }

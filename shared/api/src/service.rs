@@ -24,10 +24,19 @@ const GC_BATCH: u32 = 1000;
 pub fn build_provider(config: &Config) -> Result<Arc<dyn BinaryProvider>> {
     let layout = KeyLayout::new(config.filestore.root_folders_name_length)?;
     match config.filestore.template.as_str() {
-        "file-system" => Ok(Arc::new(FileSystemProvider::new(config.file_store_dir(), layout)?)),
-        template @ ("cache-fs" | "double-shards" | "redundant-shards" | "s3-storage-v3"
-        | "s3-storage-v3-direct" | "cluster-s3-storage-v3" | "s3-sharding"
-        | "google-storage" | "azure-blob-storage") => Err(Error::InvalidInput(format!(
+        "file-system" => Ok(Arc::new(FileSystemProvider::new(
+            config.file_store_dir(),
+            layout,
+        )?)),
+        template @ ("cache-fs"
+        | "double-shards"
+        | "redundant-shards"
+        | "s3-storage-v3"
+        | "s3-storage-v3-direct"
+        | "cluster-s3-storage-v3"
+        | "s3-sharding"
+        | "google-storage"
+        | "azure-blob-storage") => Err(Error::InvalidInput(format!(
             "filestore template {template:?} is not available in this build yet; \
              use template = \"file-system\""
         ))),
@@ -140,7 +149,11 @@ impl Stowage {
         request: DeployRequest,
     ) -> Result<ArtifactRecord> {
         self.require_repository(repo).await?;
-        let lookup = match (request.expected.sha256, request.expected.sha1, request.expected.md5) {
+        let lookup = match (
+            request.expected.sha256,
+            request.expected.sha1,
+            request.expected.md5,
+        ) {
             (Some(d), _, _) => ChecksumLookup::Sha256(d),
             (None, Some(d), _) => ChecksumLookup::Sha1(d),
             _ => {
@@ -149,9 +162,13 @@ impl Stowage {
                 ));
             }
         };
-        let binary = self.metadata.find_binary(lookup).await?.ok_or_else(|| Error::NotFound {
-            what: "a stored binary with the given checksum (deploy the bytes instead)".into(),
-        })?;
+        let binary = self
+            .metadata
+            .find_binary(lookup)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: "a stored binary with the given checksum (deploy the bytes instead)".into(),
+            })?;
         request.expected.verify(&binary.checksums)?;
         self.record(repo, path, binary.checksums, binary.size, request)
             .await
@@ -192,12 +209,18 @@ impl Stowage {
         if let Some(record) = self.metadata.artifact(repo, path).await? {
             return Ok(record);
         }
-        let repository = self.metadata.repository(repo).await?.ok_or_else(|| Error::NotFound {
-            what: format!("repository {repo:?}"),
-        })?;
+        let repository = self
+            .metadata
+            .repository(repo)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: format!("repository {repo:?}"),
+            })?;
         if self.metadata.folder(&repository, path).await?.is_some() {
             return Err(Error::NotFound {
-                what: format!("a file at {repo}/{path} (it is a folder: list it with GET /api/storage/{repo}/{path})"),
+                what: format!(
+                    "a file at {repo}/{path} (it is a folder: list it with GET /api/storage/{repo}/{path})"
+                ),
             });
         }
         Err(Error::NotFound {
@@ -206,7 +229,11 @@ impl Stowage {
     }
 
     /// Opens the bytes of a recorded artifact, or a range of them.
-    pub async fn read(&self, record: &ArtifactRecord, range: Option<Range<u64>>) -> Result<GetResult> {
+    pub async fn read(
+        &self,
+        record: &ArtifactRecord,
+        range: Option<Range<u64>>,
+    ) -> Result<GetResult> {
         let digest = record.checksums.sha256;
         match self.provider.get_opts(&digest, GetOptions { range }).await {
             Err(Error::NotFound { .. }) => {
@@ -214,7 +241,11 @@ impl Stowage {
                 Err(Error::Storage {
                     backend: self.provider.to_string(),
                     key: digest.to_hex(),
-                    source: format!("the binary recorded for {}/{} is missing", record.repo, record.path).into(),
+                    source: format!(
+                        "the binary recorded for {}/{} is missing",
+                        record.repo, record.path
+                    )
+                    .into(),
                     retryable: false,
                 })
             }

@@ -2,12 +2,12 @@
 //! file/folder info and checksum search. Paths are taken raw from the URI and validated by
 //! `stowage_core::ArtifactPath`, segment by segment, before anything else happens.
 
+use axum::Extension;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use futures::{StreamExt, TryStreamExt};
 use percent_encoding::percent_decode_str;
 use serde_json::json;
@@ -47,7 +47,9 @@ fn target(uri: &Uri, prefix: &str) -> Result<Target, Error> {
             percent_decode_str(s)
                 .decode_utf8()
                 .map(|c| c.into_owned())
-                .map_err(|_| Error::InvalidInput(format!("matrix parameter {pair:?} is not valid UTF-8")))
+                .map_err(|_| {
+                    Error::InvalidInput(format!("matrix parameter {pair:?} is not valid UTF-8"))
+                })
         };
         let (k, v) = (decode(k)?, decode(v)?);
         if k.is_empty() || k.chars().any(char::is_control) || v.chars().any(char::is_control) {
@@ -80,7 +82,10 @@ fn declared_checksums(headers: &HeaderMap) -> Result<ExpectedChecksums, Error> {
         other => other,
     };
     if let Some(v) = header_str(headers, X_CHECKSUM_SHA256)? {
-        expected.sha256 = Some(v.parse::<Sha256>().map_err(|e| named(e, "X-Checksum-Sha256"))?);
+        expected.sha256 = Some(
+            v.parse::<Sha256>()
+                .map_err(|e| named(e, "X-Checksum-Sha256"))?,
+        );
     }
     if let Some(v) = header_str(headers, X_CHECKSUM_SHA1)? {
         expected.sha1 = Some(v.parse::<Sha1>().map_err(|e| named(e, "X-Checksum-Sha1"))?);
@@ -89,7 +94,9 @@ fn declared_checksums(headers: &HeaderMap) -> Result<ExpectedChecksums, Error> {
         expected.md5 = Some(v.parse::<Md5>().map_err(|e| named(e, "X-Checksum-Md5"))?);
     }
     if let Some(v) = header_str(headers, X_CHECKSUM)? {
-        expected.add_untyped(v).map_err(|e| named(e, "X-Checksum"))?;
+        expected
+            .add_untyped(v)
+            .map_err(|e| named(e, "X-Checksum"))?;
     }
     Ok(expected)
 }
@@ -124,11 +131,16 @@ pub(crate) async fn deploy(
     let by_checksum = header_str(&headers, X_CHECKSUM_DEPLOY)?
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
     let record = if by_checksum {
-        state.stowage.deploy_by_checksum(&repo, &path, request).await?
+        state
+            .stowage
+            .deploy_by_checksum(&repo, &path, request)
+            .await?
     } else {
         let body = body
             .into_data_stream()
-            .map_err(|e| Error::Body { source: Box::new(e) })
+            .map_err(|e| Error::Body {
+                source: Box::new(e),
+            })
             .boxed();
         state.stowage.deploy(&repo, &path, body, request).await?
     };
@@ -159,10 +171,22 @@ pub(crate) async fn download(
         }
     };
     put(header::ETAG, &etag);
-    put(HeaderName::from_static(X_CHECKSUM_SHA256), &record.checksums.sha256.to_hex());
-    put(HeaderName::from_static(X_CHECKSUM_SHA1), &record.checksums.sha1.to_hex());
-    put(HeaderName::from_static(X_CHECKSUM_MD5), &record.checksums.md5.to_hex());
-    put(header::LAST_MODIFIED, &shapes::http_date(record.modified_ms));
+    put(
+        HeaderName::from_static(X_CHECKSUM_SHA256),
+        &record.checksums.sha256.to_hex(),
+    );
+    put(
+        HeaderName::from_static(X_CHECKSUM_SHA1),
+        &record.checksums.sha1.to_hex(),
+    );
+    put(
+        HeaderName::from_static(X_CHECKSUM_MD5),
+        &record.checksums.md5.to_hex(),
+    );
+    put(
+        header::LAST_MODIFIED,
+        &shapes::http_date(record.modified_ms),
+    );
     put(header::ACCEPT_RANGES, "bytes");
 
     if none_match(header_str(&headers, header::IF_NONE_MATCH.as_str())?, &etag) {
@@ -183,7 +207,10 @@ pub(crate) async fn download(
         }
     };
     if let Some(r) = &range {
-        put(header::CONTENT_RANGE, &format!("bytes {}-{}/{}", r.start, r.end - 1, record.size));
+        put(
+            header::CONTENT_RANGE,
+            &format!("bytes {}-{}/{}", r.start, r.end - 1, record.size),
+        );
     }
     let length = range.as_ref().map_or(record.size, |r| r.end - r.start);
     put(header::CONTENT_LENGTH, &length.to_string());
@@ -215,9 +242,10 @@ pub(crate) async fn storage_info(
 ) -> Result<Response, ApiError> {
     let Target { repo, path, .. } = target(&uri, "/api/storage/")?;
     let base = state.base_url(&headers);
-    let wants_properties = uri
-        .query()
-        .is_some_and(|q| q.split('&').any(|p| p == "properties" || p.starts_with("properties=")));
+    let wants_properties = uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "properties" || p.starts_with("properties="))
+    });
     let metadata = state.stowage.metadata();
     if let Some(record) = metadata.artifact(&repo, &path).await? {
         if wants_properties {
@@ -265,7 +293,11 @@ pub(crate) async fn search_checksum(
         (Some(v), None, None) => ChecksumLookup::Sha256(v.parse()?),
         (None, Some(v), None) => ChecksumLookup::Sha1(v.parse()?),
         (None, None, Some(v)) => ChecksumLookup::Md5(v.parse()?),
-        _ => return Err(ApiError::bad_request("give exactly one of sha256, sha1 or md5")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "give exactly one of sha256, sha1 or md5",
+            ));
+        }
     };
     let base = state.base_url(&headers);
     let results: Vec<_> = state

@@ -59,9 +59,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
             ApiError::Unauthorized(reason) => {
-                let mut response =
-                    (StatusCode::UNAUTHORIZED, error_body(StatusCode::UNAUTHORIZED, reason))
-                        .into_response();
+                let mut response = (
+                    StatusCode::UNAUTHORIZED,
+                    error_body(StatusCode::UNAUTHORIZED, reason),
+                )
+                    .into_response();
                 response.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Basic realm=\"Stowage\""),
@@ -79,7 +81,8 @@ impl IntoResponse for ApiError {
                         }
                         match status {
                             StatusCode::SERVICE_UNAVAILABLE => {
-                                "the storage or database is temporarily unavailable; retry".to_string()
+                                "the storage or database is temporarily unavailable; retry"
+                                    .to_string()
                             }
                             StatusCode::BAD_REQUEST => {
                                 "the request body could not be read completely; nothing was stored"

@@ -93,7 +93,12 @@ pub(crate) fn file_info(base: &str, record: &ArtifactRecord) -> Value {
 }
 
 /// Folder info (`GET /api/storage/{repo}/{folder}`).
-pub(crate) fn folder_info(base: &str, repo: &RepoKey, path: &ArtifactPath, folder: &FolderListing) -> Value {
+pub(crate) fn folder_info(
+    base: &str,
+    repo: &RepoKey,
+    path: &ArtifactPath,
+    folder: &FolderListing,
+) -> Value {
     let children: Vec<Value> = folder
         .children
         .iter()

@@ -172,8 +172,16 @@ pub(crate) async fn put_repository(
     } else {
         match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(map)) => map,
-            Ok(_) => return Err(ApiError::bad_request("the repository configuration must be a JSON object")),
-            Err(e) => return Err(ApiError::bad_request(format!("invalid repository JSON: {e}"))),
+            Ok(_) => {
+                return Err(ApiError::bad_request(
+                    "the repository configuration must be a JSON object",
+                ));
+            }
+            Err(e) => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid repository JSON: {e}"
+                )));
+            }
         }
     };
     let mut take = |name: &str| match config.remove(name) {
@@ -222,7 +230,10 @@ pub(crate) async fn delete_repository(
     if !state.stowage.metadata().delete_repository(&key).await? {
         return Err(ApiError::not_found(format!("repository {key:?}")));
     }
-    Ok(format!("Repository '{key}' and all its content have been removed successfully.\n").into_response())
+    Ok(
+        format!("Repository '{key}' and all its content have been removed successfully.\n")
+            .into_response(),
+    )
 }
 
 /// `GET /api/trash`: what is in the trash.
@@ -254,7 +265,10 @@ pub(crate) async fn trash_empty(State(state): State<AppState>) -> Result<Respons
 }
 
 /// `POST /api/trash/restore/{repo}/{path}`: back to where it was.
-pub(crate) async fn trash_restore(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+pub(crate) async fn trash_restore(
+    State(state): State<AppState>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
     if uri.query().is_some_and(|q| q.contains("to=")) {
         return Err(ApiError::bad_request(
             "restoring to another path is not supported yet; restore in place, then move",

@@ -1,0 +1,777 @@
+//! The HTTP contract of the embedded default (SQLite + filestore), over real sockets against
+//! the real `stowage` binary: dedup, checksums, truncated bodies, traversal, concurrency,
+//! authentication, ranges and restart.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::StatusCode;
+use serde_json::Value;
+use stowage_tests::{Options, Server, bytes, raw_request, sha256_hex};
+
+async fn json(r: reqwest::Response) -> Value {
+    r.json().await.expect("json body")
+}
+
+async fn storage_info(s: &Server) -> Value {
+    json(
+        s.admin()
+            .get(s.url("/api/storageinfo"))
+            .send()
+            .await
+            .expect("storageinfo"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn same_bytes_in_two_repositories_are_stored_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    let c = s.admin();
+    s.create_repo("r1").await;
+    s.create_repo("r2").await;
+    let data = bytes(1, 300_000);
+    for url in ["/r1/a/x.bin", "/r2/b/c/y.bin"] {
+        let r = c
+            .put(s.url(url))
+            .body(data.clone())
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let body = json(r).await;
+        assert_eq!(body["checksums"]["sha256"], sha256_hex(&data));
+        assert_eq!(body["size"], "300000");
+    }
+    assert_eq!(
+        s.stored_binaries().len(),
+        1,
+        "one stored file for two paths"
+    );
+    let info = storage_info(&s).await;
+    assert_eq!(info["binariesSummary"]["binariesCountExact"], 1);
+    assert_eq!(info["binariesSummary"]["artifactsCountExact"], 2);
+    assert_eq!(info["binariesSummary"]["dedupRatio"], 2.0);
+
+    // Deleting one path, emptying the trash and collecting garbage keeps the other readable.
+    let r = c.delete(s.url("/r1/a/x.bin")).send().await.expect("delete");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        c.get(s.url("/r1/a/x.bin"))
+            .send()
+            .await
+            .expect("get")
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    c.post(s.url("/api/trash/empty"))
+        .send()
+        .await
+        .expect("empty");
+    let gc = json(
+        c.post(s.url("/api/system/storage/gc"))
+            .send()
+            .await
+            .expect("gc"),
+    )
+    .await;
+    assert_eq!(gc["binariesRemoved"], 0);
+    let r = c.get(s.url("/r2/b/c/y.bin")).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.expect("body"), data);
+
+    // Once nothing refers to the bytes, garbage collection removes them.
+    c.delete(s.url("/r2/b"))
+        .send()
+        .await
+        .expect("delete folder");
+    c.post(s.url("/api/trash/empty"))
+        .send()
+        .await
+        .expect("empty");
+    let gc = json(
+        c.post(s.url("/api/system/storage/gc"))
+            .send()
+            .await
+            .expect("gc"),
+    )
+    .await;
+    assert_eq!(gc["binariesRemoved"], 1);
+    assert!(s.stored_binaries().is_empty());
+}
+
+#[tokio::test]
+async fn a_wrong_checksum_is_refused_and_stores_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    let c = s.admin();
+    s.create_repo("libs").await;
+    let data = bytes(2, 100_000);
+    let other = bytes(3, 10);
+    let wrong_sha256 = sha256_hex(&other);
+    for (header, value) in [
+        ("X-Checksum-Sha256", wrong_sha256.clone()),
+        ("X-Checksum-Sha1", "0".repeat(40)),
+        ("X-Checksum-Md5", "0".repeat(32)),
+        ("X-Checksum", wrong_sha256.clone()),
+    ] {
+        let r = c
+            .put(s.url("/libs/x.bin"))
+            .header(header, &value)
+            .body(data.clone())
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(r.status(), StatusCode::CONFLICT, "{header}");
+        let body = json(r).await;
+        assert_eq!(body["errors"][0]["status"], 409);
+        let message = body["errors"][0]["message"].as_str().expect("message");
+        assert!(
+            message.contains("checksum mismatch") && message.contains("nothing was stored"),
+            "{message}"
+        );
+    }
+    let r = c
+        .put(s.url("/libs/x.bin"))
+        .header("X-Checksum-Sha256", "xyz")
+        .body(data.clone())
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        c.get(s.url("/libs/x.bin"))
+            .send()
+            .await
+            .expect("get")
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert!(s.stored_binaries().is_empty(), "no binary stored");
+    assert!(s.staged_files().is_empty(), "no temp file left");
+    let info = storage_info(&s).await;
+    assert_eq!(info["binariesSummary"]["binariesCountExact"], 0);
+    assert_eq!(info["binariesSummary"]["artifactsCountExact"], 0);
+
+    // The right checksums are accepted.
+    let r = c
+        .put(s.url("/libs/x.bin"))
+        .header("X-Checksum-Sha256", sha256_hex(&data))
+        .body(data.clone())
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn a_body_cut_short_stores_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    s.create_repo("libs").await;
+    let auth = format!("Authorization: Bearer {}\r\n", s.token);
+
+    // Fewer bytes than Content-Length, then the client closes.
+    let mut request =
+        format!("PUT /libs/short.bin HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 200000\r\n\r\n")
+            .into_bytes();
+    request.extend(bytes(4, 100_000));
+    let status = raw_request(&s.addr(), &request).await;
+    assert!(status.is_none() || status == Some(400), "{status:?}");
+
+    // A chunked body whose connection drops mid-chunk.
+    let mut request = format!(
+        "PUT /libs/chunked.bin HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked\r\n\r\n10000\r\n"
+    )
+    .into_bytes();
+    request.extend(bytes(5, 30_000));
+    let status = raw_request(&s.addr(), &request).await;
+    assert!(status.is_none() || status == Some(400), "{status:?}");
+
+    // The server notices the broken connection and cleans up; give it a moment.
+    let c = s.admin();
+    for _ in 0..50 {
+        if s.staged_files().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        s.staged_files().is_empty(),
+        "temp files left: {:?}",
+        s.staged_files()
+    );
+    assert!(
+        s.stored_binaries().is_empty(),
+        "binaries stored: {:?}",
+        s.stored_binaries()
+    );
+    for path in ["/libs/short.bin", "/libs/chunked.bin"] {
+        assert_eq!(
+            c.get(s.url(path)).send().await.expect("get").status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+    assert_eq!(
+        storage_info(&s).await["binariesSummary"]["artifactsCountExact"],
+        0
+    );
+}
+
+#[tokio::test]
+async fn path_traversal_is_refused_in_every_form() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    s.create_repo("libs").await;
+    // A file beside the data directory that a traversal would reach.
+    let outside = dir.path().join("outside.txt");
+    std::fs::write(&outside, b"untouched").expect("sentinel");
+    let auth = format!("Authorization: Bearer {}\r\n", s.token);
+    let targets = [
+        "/libs/../outside.txt",
+        "/libs/../../outside.txt",
+        "/libs/a/../../outside.txt",
+        "/libs/%2e%2e/outside.txt",
+        "/libs/%2E%2E/%2e%2e/outside.txt",
+        "/libs/.%2e/outside.txt",
+        "/libs/..%2foutside.txt",
+        "/libs/..%2Foutside.txt",
+        "/libs/a%2f..%2f..%2foutside.txt",
+        "/libs/..%5coutside.txt",
+        "/libs//etc/passwd",
+        "/libs/%2fetc/passwd",
+        "/libs/a/x%00.txt",
+        "/libs/./x.txt",
+        "/%2e%2e/outside.txt",
+        "/api/storage/libs/../outside.txt",
+        "/api/storage/libs/%2e%2e/outside.txt",
+        "/api/trash/restore/libs/%2e%2e/x",
+    ];
+    for target in targets {
+        for method in ["GET", "PUT", "DELETE"] {
+            if target.starts_with("/api/") && method != "GET" && !target.starts_with("/api/trash") {
+                continue;
+            }
+            let method = if target.starts_with("/api/trash") {
+                "POST"
+            } else {
+                method
+            };
+            let request = format!(
+                "{method} {target} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 4\r\nConnection: close\r\n\r\nevil"
+            );
+            let status = raw_request(&s.addr(), request.as_bytes()).await;
+            assert_eq!(status, Some(400), "{method} {target}");
+        }
+    }
+    // A raw backslash or NUL never reaches a handler either.
+    for target in ["/libs/..\\outside.txt", "/libs/a\0b"] {
+        let request =
+            format!("GET {target} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
+        let status = raw_request(&s.addr(), request.as_bytes()).await;
+        assert_eq!(status, Some(400), "{target:?}");
+    }
+    assert_eq!(std::fs::read(&outside).expect("sentinel"), b"untouched");
+    let mut beside: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    beside.sort();
+    assert_eq!(
+        beside,
+        ["data", "outside.txt", "server.log"],
+        "nothing new beside the data dir"
+    );
+    assert!(s.stored_binaries().is_empty());
+}
+
+#[tokio::test]
+async fn concurrent_deploys_end_consistent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    s.create_repo("libs").await;
+    let c = s.admin();
+    let same = bytes(6, 200_000);
+
+    // 32 × the same bytes to the same path, and 32 × the same bytes to different paths.
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let (c, data) = (c.clone(), same.clone());
+        let url = if i < 32 {
+            s.url("/libs/same/path.bin")
+        } else {
+            s.url(&format!("/libs/many/{i}.bin"))
+        };
+        tasks.push(tokio::spawn(async move {
+            c.put(url).body(data).send().await.expect("put").status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("task"), StatusCode::CREATED);
+    }
+    assert_eq!(s.stored_binaries().len(), 1);
+    let info = storage_info(&s).await;
+    assert_eq!(info["binariesSummary"]["binariesCountExact"], 1);
+    assert_eq!(info["binariesSummary"]["artifactsCountExact"], 33);
+
+    // 32 different bodies to one path: the survivor is one of them, whole and consistent.
+    let bodies: Vec<Vec<u8>> = (0..32).map(|i| bytes(100 + i, 50_000)).collect();
+    let tasks: Vec<_> = bodies
+        .iter()
+        .cloned()
+        .map(|data| {
+            let (c, url) = (c.clone(), s.url("/libs/contended.bin"));
+            tokio::spawn(async move { c.put(url).body(data).send().await.expect("put").status() })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.expect("task"), StatusCode::CREATED);
+    }
+    let r = c
+        .get(s.url("/libs/contended.bin"))
+        .send()
+        .await
+        .expect("get");
+    let header = r.headers()["x-checksum-sha256"]
+        .to_str()
+        .expect("header")
+        .to_string();
+    let body = r.bytes().await.expect("body");
+    assert_eq!(
+        sha256_hex(&body),
+        header,
+        "bytes match their recorded checksum"
+    );
+    assert!(
+        bodies.iter().any(|b| b[..] == body[..]),
+        "the survivor is one of the uploads"
+    );
+    assert_eq!(s.stored_binaries().len(), 33);
+    assert!(s.staged_files().is_empty());
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    assert!(
+        s.banner.contains(&s.token),
+        "the first start prints the token once"
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(s.data_dir.join("admin.token"))
+            .expect("token file")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    s.create_repo("libs").await;
+    s.admin()
+        .put(s.url("/libs/a.txt"))
+        .body("a")
+        .send()
+        .await
+        .expect("put");
+    let anon = reqwest::Client::new();
+    assert_eq!(
+        anon.get(s.url("/api/system/ping"))
+            .send()
+            .await
+            .expect("ping")
+            .status(),
+        StatusCode::OK
+    );
+    for (name, request) in [
+        ("anonymous read", anon.get(s.url("/libs/a.txt"))),
+        ("anonymous deploy", anon.put(s.url("/libs/b.txt")).body("b")),
+        (
+            "wrong bearer",
+            anon.get(s.url("/libs/a.txt")).bearer_auth("stw_wrong"),
+        ),
+        (
+            "wrong password",
+            anon.get(s.url("/libs/a.txt"))
+                .basic_auth("admin", Some("nope")),
+        ),
+        (
+            "wrong user",
+            anon.get(s.url("/libs/a.txt"))
+                .basic_auth("bob", Some(&s.token)),
+        ),
+        (
+            "anonymous repo create",
+            anon.put(s.url("/api/repositories/x")),
+        ),
+    ] {
+        let r = request.send().await.expect("send");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{name}");
+        assert!(r.headers().contains_key("www-authenticate"), "{name}");
+        assert_eq!(json(r).await["errors"][0]["status"], 401, "{name}");
+    }
+    let r = anon
+        .get(s.url("/libs/a.txt"))
+        .basic_auth("admin", Some(&s.token))
+        .send()
+        .await
+        .expect("basic");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(s.stored_binaries().len() == 1);
+    s.stop().await;
+
+    // With anonymous read on, reads work without a token; writes and admin APIs still do not.
+    let s = Server::start_with(
+        dir.path(),
+        Options {
+            config: Some("anonymous_read = true\n".into()),
+            ..Options::default()
+        },
+    )
+    .await;
+    assert!(!s.banner.contains("stw_"), "the token is not printed again");
+    assert_eq!(
+        anon.get(s.url("/libs/a.txt"))
+            .send()
+            .await
+            .expect("get")
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        anon.get(s.url("/api/storage/libs/a.txt"))
+            .send()
+            .await
+            .expect("info")
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        anon.put(s.url("/libs/b.txt"))
+            .body("b")
+            .send()
+            .await
+            .expect("put")
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        anon.get(s.url("/api/storageinfo"))
+            .send()
+            .await
+            .expect("info")
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn downloads_honour_range_etag_and_head() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    s.create_repo("libs").await;
+    let c = s.admin();
+    let data = bytes(7, 1000);
+    c.put(s.url("/libs/org/app/1.0/app-1.0.jar"))
+        .body(data.clone())
+        .send()
+        .await
+        .expect("put");
+    let url = s.url("/libs/org/app/1.0/app-1.0.jar");
+
+    let r = c.get(&url).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "application/java-archive");
+    assert_eq!(r.headers()["accept-ranges"], "bytes");
+    assert_eq!(r.headers()["x-checksum-sha256"], sha256_hex(&data).as_str());
+    assert!(
+        r.headers().contains_key("x-checksum-sha1") && r.headers().contains_key("x-checksum-md5")
+    );
+    let etag = r.headers()["etag"].to_str().expect("etag").to_string();
+    assert_eq!(r.bytes().await.expect("body"), data);
+
+    let r = c
+        .get(&url)
+        .header("Range", "bytes=100-199")
+        .send()
+        .await
+        .expect("range");
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.headers()["content-range"], "bytes 100-199/1000");
+    assert_eq!(r.bytes().await.expect("body"), data[100..200]);
+    let r = c
+        .get(&url)
+        .header("Range", "bytes=-10")
+        .send()
+        .await
+        .expect("suffix");
+    assert_eq!(r.bytes().await.expect("body"), data[990..]);
+    let r = c
+        .get(&url)
+        .header("Range", "bytes=1000-")
+        .send()
+        .await
+        .expect("416");
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(r.headers()["content-range"], "bytes */1000");
+
+    let r = c
+        .get(&url)
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .expect("304");
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    let r = c
+        .get(&url)
+        .header("If-None-Match", "\"other\"")
+        .send()
+        .await
+        .expect("200");
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let r = c.head(&url).send().await.expect("head");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-length"], "1000");
+
+    // Folder info and search.
+    let folder = json(
+        c.get(s.url("/api/storage/libs/org/app"))
+            .send()
+            .await
+            .expect("folder"),
+    )
+    .await;
+    assert_eq!(folder["children"][0]["uri"], "/1.0");
+    assert_eq!(folder["children"][0]["folder"], true);
+    let file = json(
+        c.get(s.url("/api/storage/libs/org/app/1.0/app-1.0.jar"))
+            .send()
+            .await
+            .expect("file"),
+    )
+    .await;
+    assert_eq!(file["checksums"]["sha256"], sha256_hex(&data));
+    assert_eq!(file["size"], "1000");
+    let found = json(
+        c.get(s.url(&format!(
+            "/api/search/checksum?sha256={}",
+            sha256_hex(&data)
+        )))
+        .send()
+        .await
+        .expect("search"),
+    )
+    .await;
+    assert_eq!(found["results"].as_array().expect("results").len(), 1);
+    assert!(
+        found["results"][0]["uri"]
+            .as_str()
+            .expect("uri")
+            .ends_with("/api/storage/libs/org/app/1.0/app-1.0.jar")
+    );
+}
+
+#[tokio::test]
+async fn deploy_by_checksum_trash_and_conflicts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    s.create_repo("libs").await;
+    let c = s.admin();
+    let data = bytes(8, 5000);
+    let sha = sha256_hex(&data);
+    c.put(s.url("/libs/a/one.bin"))
+        .body(data.clone())
+        .send()
+        .await
+        .expect("put");
+
+    let r = c
+        .put(s.url("/libs/b/two.bin"))
+        .header("X-Checksum-Deploy", "true")
+        .header("X-Checksum-Sha256", &sha)
+        .send()
+        .await
+        .expect("by checksum");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = c
+        .put(s.url("/libs/b/three.bin"))
+        .header("X-Checksum-Deploy", "true")
+        .header("X-Checksum-Sha256", "1".repeat(64))
+        .send()
+        .await
+        .expect("unknown");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        c.get(s.url("/libs/b/two.bin"))
+            .send()
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("body"),
+        data
+    );
+
+    // A file where a folder is, and a folder where a file is.
+    assert_eq!(
+        c.put(s.url("/libs/a/one.bin/x"))
+            .body("x")
+            .send()
+            .await
+            .expect("put")
+            .status(),
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        c.put(s.url("/libs/a"))
+            .body("x")
+            .send()
+            .await
+            .expect("put")
+            .status(),
+        StatusCode::CONFLICT
+    );
+    // Unknown repository.
+    let r = c.put(s.url("/nope/x")).body("x").send().await.expect("put");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(
+        json(r).await["errors"][0]["message"]
+            .as_str()
+            .expect("message")
+            .contains("PUT /api/repositories/nope")
+    );
+
+    // Trash and restore.
+    assert_eq!(
+        c.delete(s.url("/libs/a"))
+            .send()
+            .await
+            .expect("delete")
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        c.get(s.url("/libs/a/one.bin"))
+            .send()
+            .await
+            .expect("get")
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    let trash = json(c.get(s.url("/api/trash")).send().await.expect("trash")).await;
+    assert_eq!(trash["items"][0]["path"], "/a/one.bin");
+    assert_eq!(
+        c.post(s.url("/api/trash/restore/libs/a"))
+            .send()
+            .await
+            .expect("restore")
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        c.get(s.url("/libs/a/one.bin"))
+            .send()
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("body"),
+        data
+    );
+    assert_eq!(
+        c.delete(s.url("/libs/a/missing"))
+            .send()
+            .await
+            .expect("delete")
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn everything_survives_a_restart_and_shutdown_finishes_uploads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    s.create_repo("libs").await;
+    let c = s.admin();
+    let mut deployed = Vec::new();
+    for i in 0..5u64 {
+        let data = bytes(200 + i, 10_000 * (i as usize + 1));
+        let r = c
+            .put(s.url(&format!("/libs/v{i}/file.bin")))
+            .body(data.clone())
+            .send()
+            .await
+            .expect("put");
+        let body = json(r).await;
+        deployed.push((i, data, body["checksums"].clone()));
+    }
+
+    // An upload in flight when SIGTERM arrives is finished, then the server exits.
+    let slow = bytes(300, 512 * 1024);
+    let chunks: Vec<Vec<u8>> = slow.chunks(64 * 1024).map(<[u8]>::to_vec).collect();
+    let body = futures::stream::iter(chunks).then(|chunk| async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        Ok::<_, std::io::Error>(chunk)
+    });
+    let upload = {
+        let (c, url) = (c.clone(), s.url("/libs/slow.bin"));
+        tokio::spawn(async move {
+            c.put(url)
+                .header("Content-Length", (512 * 1024).to_string())
+                .body(reqwest::Body::wrap_stream(body))
+                .send()
+                .await
+                .expect("slow put")
+                .status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.terminate();
+    assert_eq!(upload.await.expect("task"), StatusCode::CREATED);
+    assert!(s.wait().await.success(), "clean exit after SIGTERM");
+
+    let s = Server::start(dir.path()).await;
+    let c = s.admin();
+    for (i, data, checksums) in deployed {
+        let r = c
+            .get(s.url(&format!("/libs/v{i}/file.bin")))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(
+            r.headers()["x-checksum-sha256"],
+            checksums["sha256"].as_str().expect("sha256")
+        );
+        assert_eq!(
+            r.headers()["x-checksum-sha1"],
+            checksums["sha1"].as_str().expect("sha1")
+        );
+        assert_eq!(
+            r.headers()["x-checksum-md5"],
+            checksums["md5"].as_str().expect("md5")
+        );
+        assert_eq!(r.bytes().await.expect("body"), data);
+    }
+    let r = c
+        .get(s.url("/libs/slow.bin"))
+        .send()
+        .await
+        .expect("get slow");
+    assert_eq!(r.bytes().await.expect("body"), slow);
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _s = Server::start(dir.path()).await;
+    let out = tokio::process::Command::new(stowage_tests::stowage_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .await
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another stowage process"));
+}
