@@ -6,16 +6,16 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::mpsc;
 
-use crate::hashing::HashingStream;
 use crate::provider::check_range;
 use crate::{
     BinaryProvider, ByteStream, Error, GetOptions, GetResult, Health, KeyLayout, ObjectMeta,
@@ -29,9 +29,11 @@ const WRITE_QUEUE_CHUNKS: usize = 16;
 /// Write buffer of the writing thread: few, large write calls.
 const WRITE_BUFFER: usize = 1 << 20;
 /// Size of the chunks a download is read in.
-const READ_CHUNK: usize = 256 << 10;
+const READ_CHUNK: usize = 512 << 10;
+/// Bytes the kernel is asked to read ahead of the current position.
+const KERNEL_READ_AHEAD: u64 = 8 << 20;
 /// Chunks read ahead of a slow client.
-const READ_AHEAD_CHUNKS: usize = 8;
+const READ_AHEAD_CHUNKS: usize = 4;
 
 /// Stores binaries in a local directory.
 #[derive(Debug, Clone)]
@@ -180,7 +182,7 @@ impl Drop for TempFile {
 #[async_trait]
 impl BinaryProvider for FileSystemProvider {
     async fn put_opts(&self, body: ByteStream, opts: PutOptions) -> Result<PutResult> {
-        let (mut body, hashing) = HashingStream::new(body);
+        let (mut body, hashing) = crate::hash_stream(body);
         let temp_dir = self.temp_dir.clone();
         let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE_CHUNKS);
         let writer = tokio::task::spawn_blocking(move || -> io::Result<TempFile> {
@@ -262,11 +264,27 @@ impl BinaryProvider for FileSystemProvider {
                 let _ = tx.blocking_send(fail(e));
                 return;
             }
+            let _ = rustix::fs::fadvise(&file, start, None, rustix::fs::Advice::Sequential);
             let mut left = len;
+            let mut hinted_until = start;
             while left > 0 {
+                // Ask the kernel to fetch the next window while this thread copies and the
+                // socket drains, so disk reads overlap with sending. Each byte is hinted once.
+                let position = start + (len - left);
+                if position + KERNEL_READ_AHEAD / 2 >= hinted_until {
+                    let from = hinted_until.max(position);
+                    let _ = rustix::fs::fadvise(
+                        &file,
+                        from,
+                        NonZeroU64::new(KERNEL_READ_AHEAD),
+                        rustix::fs::Advice::WillNeed,
+                    );
+                    hinted_until = from + KERNEL_READ_AHEAD;
+                }
                 let want = READ_CHUNK.min(usize::try_from(left).unwrap_or(READ_CHUNK));
-                let mut buf = BytesMut::zeroed(want);
-                match file.read(&mut buf) {
+                // read_to_end fills spare capacity without zeroing it first.
+                let mut buf = Vec::with_capacity(want);
+                match (&mut file).take(want as u64).read_to_end(&mut buf) {
                     Ok(0) => {
                         let short = io::Error::new(
                             io::ErrorKind::UnexpectedEof,
@@ -276,13 +294,11 @@ impl BinaryProvider for FileSystemProvider {
                         return;
                     }
                     Ok(n) => {
-                        buf.truncate(n);
                         left -= n as u64;
-                        if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                             return; // the reader went away
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
                         let _ = tx.blocking_send(fail(e));
                         return;

@@ -69,7 +69,7 @@ impl ChecksumHasher {
 ///
 /// SHA-256 with SHA-1 runs on one thread and MD5 on another: on a machine with SHA extensions
 /// MD5 is the slowest of the three, and splitting them keeps hashing off the critical path of an
-/// upload. Obtain one with [`HashingStream::new`].
+/// upload. Obtain one with [`hash_stream`].
 #[derive(Debug)]
 pub struct HashingTask {
     sha: JoinHandle<(Sha256Hasher, Sha1Hasher, u64)>,
@@ -78,7 +78,7 @@ pub struct HashingTask {
 
 impl HashingTask {
     /// Waits for the hashing threads and returns the digests and the number of bytes hashed.
-    /// Call it only after the [`HashingStream`] has ended without error.
+    /// Call it only after the stream from [`hash_stream`] has ended without error.
     pub async fn finish(self) -> Result<(Checksums, u64)> {
         let join = |e: tokio::task::JoinError| Error::Storage {
             backend: "hashing".into(),
@@ -99,57 +99,51 @@ impl HashingTask {
     }
 }
 
-/// Wraps a body so that every chunk that passes through is also hashed.
-#[derive(Debug)]
-pub struct HashingStream;
-
-impl HashingStream {
-    /// Returns the body, unchanged, and the task that will hold its digests once it has ended.
-    /// If the body errors or is dropped early, the task's result is meaningless and should be
-    /// dropped with it.
-    pub fn new(body: ByteStream) -> (ByteStream, HashingTask) {
-        let (sha_tx, mut sha_rx) = mpsc::channel::<Bytes>(HASH_QUEUE_CHUNKS);
-        let (md5_tx, mut md5_rx) = mpsc::channel::<Bytes>(HASH_QUEUE_CHUNKS);
-        let sha = tokio::task::spawn_blocking(move || {
-            let (mut sha256, mut sha1, mut len) = (Sha256Hasher::new(), Sha1Hasher::new(), 0u64);
-            while let Some(chunk) = sha_rx.blocking_recv() {
-                sha256.update(&chunk);
-                sha1.update(&chunk);
-                len += chunk.len() as u64;
-            }
-            (sha256, sha1, len)
-        });
-        let md5 = tokio::task::spawn_blocking(move || {
-            let mut md5 = Md5Hasher::new();
-            while let Some(chunk) = md5_rx.blocking_recv() {
-                md5.update(&chunk);
-            }
-            md5
-        });
-        // The senders live in the stream's state and are dropped as soon as the body ends,
-        // which is what lets the hashing threads finish.
-        let stream = futures::stream::unfold(Some((body, sha_tx, md5_tx)), |state| async move {
-            let (mut body, sha_tx, md5_tx) = state?;
-            let chunk = match body.next().await? {
-                Ok(chunk) => chunk,
-                Err(e) => return Some((Err(e), None)),
+/// Wraps a body so that every chunk that passes through is also hashed. Returns the body,
+/// unchanged, and the task that will hold its digests once it has ended. If the body errors or
+/// is dropped early, the task's result is meaningless and should be dropped with it.
+pub fn hash_stream(body: ByteStream) -> (ByteStream, HashingTask) {
+    let (sha_tx, mut sha_rx) = mpsc::channel::<Bytes>(HASH_QUEUE_CHUNKS);
+    let (md5_tx, mut md5_rx) = mpsc::channel::<Bytes>(HASH_QUEUE_CHUNKS);
+    let sha = tokio::task::spawn_blocking(move || {
+        let (mut sha256, mut sha1, mut len) = (Sha256Hasher::new(), Sha1Hasher::new(), 0u64);
+        while let Some(chunk) = sha_rx.blocking_recv() {
+            sha256.update(&chunk);
+            sha1.update(&chunk);
+            len += chunk.len() as u64;
+        }
+        (sha256, sha1, len)
+    });
+    let md5 = tokio::task::spawn_blocking(move || {
+        let mut md5 = Md5Hasher::new();
+        while let Some(chunk) = md5_rx.blocking_recv() {
+            md5.update(&chunk);
+        }
+        md5
+    });
+    // The senders live in the stream's state and are dropped as soon as the body ends,
+    // which is what lets the hashing threads finish.
+    let stream = futures::stream::unfold(Some((body, sha_tx, md5_tx)), |state| async move {
+        let (mut body, sha_tx, md5_tx) = state?;
+        let chunk = match body.next().await? {
+            Ok(chunk) => chunk,
+            Err(e) => return Some((Err(e), None)),
+        };
+        let sent =
+            sha_tx.send(chunk.clone()).await.is_ok() && md5_tx.send(chunk.clone()).await.is_ok();
+        if !sent {
+            let stopped = Error::Storage {
+                backend: "hashing".into(),
+                key: "-".into(),
+                source: "a hashing thread stopped early".into(),
+                retryable: false,
             };
-            let sent = sha_tx.send(chunk.clone()).await.is_ok()
-                && md5_tx.send(chunk.clone()).await.is_ok();
-            if !sent {
-                let stopped = Error::Storage {
-                    backend: "hashing".into(),
-                    key: "-".into(),
-                    source: "a hashing thread stopped early".into(),
-                    retryable: false,
-                };
-                return Some((Err(stopped), None));
-            }
-            Some((Ok(chunk), Some((body, sha_tx, md5_tx))))
-        })
-        .boxed();
-        (stream, HashingTask { sha, md5 })
-    }
+            return Some((Err(stopped), None));
+        }
+        Some((Ok(chunk), Some((body, sha_tx, md5_tx))))
+    })
+    .boxed();
+    (stream, HashingTask { sha, md5 })
 }
 
 #[cfg(test)]
@@ -164,7 +158,7 @@ mod tests {
             .chunks(7_001)
             .map(|c| Ok(Bytes::copy_from_slice(c)))
             .collect();
-        let (stream, task) = HashingStream::new(futures::stream::iter(chunks).boxed());
+        let (stream, task) = hash_stream(futures::stream::iter(chunks).boxed());
         let passed: Vec<Bytes> = stream.try_collect().await.expect("stream");
         let (sums, len) = task.finish().await.expect("digests");
         assert_eq!(passed.concat(), data);

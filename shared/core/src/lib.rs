@@ -17,7 +17,7 @@ mod provider;
 
 pub use digest::{ChecksumAlgorithm, Checksums, ExpectedChecksums, Md5, Sha1, Sha256};
 pub use error::{BoxError, Error, Result};
-pub use hashing::{ChecksumHasher, HashingStream, HashingTask};
+pub use hashing::{ChecksumHasher, HashingTask, hash_stream};
 pub use key::{BinaryKey, KeyLayout};
 pub use locks::{KeyedLockGuard, KeyedLocks};
 pub use path::{ArtifactPath, RepoKey};

@@ -249,13 +249,9 @@ pub(crate) async fn storage_info(
     let metadata = state.stowage.metadata();
     if let Some(record) = metadata.artifact(&repo, &path).await? {
         if wants_properties {
-            let mut props = serde_json::Map::new();
+            let mut props: std::collections::BTreeMap<String, Vec<String>> = Default::default();
             for (k, v) in metadata.properties(record.id).await? {
-                props
-                    .entry(k)
-                    .or_insert_with(|| json!([]))
-                    .as_array_mut()
-                    .map(|a| a.push(v.into()));
+                props.entry(k).or_default().push(v);
             }
             if props.is_empty() {
                 return Err(ApiError::not_found(format!("properties of {repo}/{path}")));

@@ -1,0 +1,115 @@
+//! The router driven in-process with `tower::ServiceExt::oneshot`, over the in-memory provider
+//! and a fresh SQLite file: quick checks of routing, auth and error shapes. The same behaviours
+//! are proven over real sockets against the real binary in `tests/`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use stowage_api::auth::Auth;
+use stowage_api::http::{AppState, router};
+use stowage_api::{Config, Stowage};
+use stowage_core::memory::InMemoryProvider;
+use stowage_metadata::{Metadata, PoolSettings};
+use tower::ServiceExt;
+
+async fn app() -> (tempfile::TempDir, axum::Router, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("m.db").display());
+    let metadata = Metadata::connect(&url, &PoolSettings::default())
+        .await
+        .expect("db");
+    metadata.migrate().await.expect("migrate");
+    let (auth, created) = Auth::init(&metadata, dir.path(), false)
+        .await
+        .expect("auth");
+    let token = created.expect("first start creates a token").token;
+    let stowage = Stowage::new(
+        Arc::new(InMemoryProvider::new()),
+        metadata,
+        &Config::default(),
+    );
+    let state = AppState {
+        stowage: Arc::new(stowage),
+        auth: Arc::new(auth),
+        base_url: Some("https://artifacts.example.com/".into()),
+    };
+    (dir, router(state), token)
+}
+
+async fn send(app: &axum::Router, request: Request<Body>) -> (StatusCode, serde_json::Value) {
+    let response = app.clone().oneshot(request).await.expect("response");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+#[tokio::test]
+async fn deploy_and_info_through_the_router() {
+    let (_dir, app, token) = app().await;
+    let bearer = format!("Bearer {token}");
+    let req = |method: &str, uri: &str, body: &'static str| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", &bearer)
+            .body(Body::from(body))
+            .expect("request")
+    };
+    let (status, _) = send(
+        &app,
+        req(
+            "PUT",
+            "/api/repositories/libs",
+            "{\"packageType\":\"maven\"}",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = send(&app, req("PUT", "/libs/a/b.txt;build=7", "hello")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        body["downloadUri"],
+        "https://artifacts.example.com/libs/a/b.txt"
+    );
+    assert_eq!(body["mimeType"], "text/plain");
+    let (status, body) = send(&app, req("GET", "/api/storage/libs/a/b.txt?properties", "")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["properties"]["build"][0], "7");
+    let (status, body) = send(&app, req("GET", "/api/repositories", "")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body[0]["packageType"], "maven");
+    let (status, body) = send(
+        &app,
+        req("PUT", "/api/repositories/x", "{\"rclass\":\"remote\"}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .expect("message")
+            .contains("rclass")
+    );
+}
+
+#[tokio::test]
+async fn errors_have_artifactorys_shape() {
+    let (_dir, app, _token) = app().await;
+    let anonymous = Request::builder()
+        .uri("/libs/x")
+        .body(Body::empty())
+        .expect("request");
+    let (status, body) = send(&app, anonymous).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["errors"][0]["status"], 401);
+    let ping = Request::builder()
+        .uri("/api/system/ping")
+        .body(Body::empty())
+        .expect("request");
+    let response = app.clone().oneshot(ping).await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+}
