@@ -1,0 +1,113 @@
+//! The `stowage` command line: `migrate`, `gc`, and start-up housekeeping of `serve`.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::StatusCode;
+use stowage_tests::{Server, bytes, stowage_bin};
+
+#[tokio::test]
+async fn migrate_creates_the_database_and_is_idempotent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for _ in 0..2 {
+        let out = tokio::process::Command::new(stowage_bin())
+            .arg("migrate")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .await
+            .expect("run migrate");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied"));
+    }
+    assert!(dir.path().join("stowage.db").exists());
+}
+
+#[tokio::test]
+async fn a_bad_configuration_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[filestore]\ntemplate = \"floppy-disk\"\n").expect("write");
+    let out = tokio::process::Command::new(stowage_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .await
+        .expect("run serve");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown filestore template \"floppy-disk\""),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn serve_removes_stale_staged_uploads_and_offline_gc_frees_garbage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    s.create_repo("libs").await;
+    let c = s.admin();
+    let r = c
+        .put(s.url("/libs/a.bin"))
+        .body(bytes(9, 4096))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        c.delete(s.url("/libs/a.bin"))
+            .send()
+            .await
+            .expect("delete")
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    c.post(s.url("/api/trash/empty"))
+        .send()
+        .await
+        .expect("empty");
+    let data_dir = s.data_dir.clone();
+    assert!(s.stop().await.success());
+
+    // What a crash leaves in _pre: an old staged file (removed) and a young one (kept, it may
+    // belong to an upload in flight on another process).
+    let pre = data_dir.join("filestore").join("_pre");
+    let stale = pre.join("stale.tmp");
+    let young = pre.join("young.tmp");
+    std::fs::write(&stale, b"partial").expect("stale");
+    std::fs::write(&young, b"partial").expect("young");
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .and_then(|f| f.set_modified(SystemTime::now() - Duration::from_secs(7200)))
+        .expect("age the stale file");
+
+    let out = tokio::process::Command::new(stowage_bin())
+        .arg("gc")
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .output()
+        .await
+        .expect("run gc");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("gc report");
+    assert_eq!(report["binariesRemoved"], 1);
+
+    let s = Server::start(dir.path()).await;
+    assert!(
+        !stale.exists(),
+        "a stale staged upload must be removed at start-up"
+    );
+    assert!(young.exists(), "a young staged upload must be left alone");
+    assert!(s.stored_binaries().is_empty());
+}
