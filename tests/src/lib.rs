@@ -139,6 +139,18 @@ impl Server {
             .expect("client")
     }
 
+    /// GETs a path with the admin token and returns its body (any status).
+    pub async fn body(&self, path: &str) -> bytes::Bytes {
+        self.admin()
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("body")
+    }
+
     /// Creates a generic local repository.
     pub async fn create_repo(&self, key: &str) {
         let r = self

@@ -601,16 +601,7 @@ async fn deploy_by_checksum_trash_and_conflicts() {
         .await
         .expect("unknown");
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    assert_eq!(
-        c.get(s.url("/libs/b/two.bin"))
-            .send()
-            .await
-            .expect("get")
-            .bytes()
-            .await
-            .expect("body"),
-        data
-    );
+    assert_eq!(s.body("/libs/b/two.bin").await, data);
 
     // A file where a folder is, and a folder where a file is.
     assert_eq!(
@@ -668,16 +659,7 @@ async fn deploy_by_checksum_trash_and_conflicts() {
             .status(),
         StatusCode::OK
     );
-    assert_eq!(
-        c.get(s.url("/libs/a/one.bin"))
-            .send()
-            .await
-            .expect("get")
-            .bytes()
-            .await
-            .expect("body"),
-        data
-    );
+    assert_eq!(s.body("/libs/a/one.bin").await, data);
     assert_eq!(
         c.delete(s.url("/libs/a/missing"))
             .send()
