@@ -8,6 +8,44 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// The database engine the suites run on: `STOWAGE_TEST_DATABASE` = `sqlite` (default) or
+/// `postgres` (then `STOWAGE_TEST_POSTGRES_URL` must name a server; `scripts/test` starts one).
+pub fn engine() -> String {
+    std::env::var("STOWAGE_TEST_DATABASE").unwrap_or_else(|_| "sqlite".into())
+}
+
+/// A fresh, empty database for one test, remembered in `dir/database-url` so that a restart
+/// in the same `dir` finds the same database.
+pub async fn database_url(dir: &Path) -> String {
+    let remembered = dir.join("database-url");
+    if let Ok(url) = std::fs::read_to_string(&remembered) {
+        return url;
+    }
+    let url = match engine().as_str() {
+        "sqlite" => format!("sqlite://{}", dir.join("data").join("stowage.db").display()),
+        "postgres" => {
+            use sqlx::Connection;
+            let admin = std::env::var("STOWAGE_TEST_POSTGRES_URL").expect(
+                "STOWAGE_TEST_DATABASE=postgres needs STOWAGE_TEST_POSTGRES_URL (scripts/test starts a server)",
+            );
+            let name = format!("stowage_{:016x}", rand::random::<u64>());
+            let mut conn = sqlx::PgConnection::connect(&admin)
+                .await
+                .expect("connect to PostgreSQL");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await
+                .expect("create a test database");
+            let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+            format!("{base}/{name}")
+        }
+        other => panic!("unknown STOWAGE_TEST_DATABASE {other:?}: use sqlite or postgres"),
+    };
+    std::fs::create_dir_all(dir.join("data")).expect("data dir");
+    std::fs::write(&remembered, &url).expect("remember the database URL");
+    url
+}
+
 /// The `stowage` binary: `STOWAGE_BIN`, or the one cargo built beside this test.
 pub fn stowage_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("STOWAGE_BIN") {
@@ -35,6 +73,8 @@ pub struct Server {
     pub base: String,
     pub token: String,
     pub data_dir: PathBuf,
+    /// The metadata database it uses.
+    pub database_url: String,
     /// What the server printed on standard output before it listened (the token banner).
     pub banner: String,
 }
@@ -58,10 +98,13 @@ impl Server {
     pub async fn start_with(dir: &Path, options: Options) -> Self {
         let data_dir = dir.join("data");
         std::fs::create_dir_all(&data_dir).expect("data dir");
+        let database_url = database_url(dir).await;
         let mut cmd = Command::new(stowage_bin());
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(&data_dir)
+            .arg("--database-url")
+            .arg(&database_url)
             .arg("--listen")
             .arg("127.0.0.1:0")
             .env_remove("STOWAGE_CONFIG")
@@ -112,6 +155,7 @@ impl Server {
             base,
             token,
             data_dir,
+            database_url,
             banner,
         }
     }

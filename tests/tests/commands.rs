@@ -72,7 +72,7 @@ async fn serve_removes_stale_staged_uploads_and_offline_gc_frees_garbage() {
         .send()
         .await
         .expect("empty");
-    let data_dir = s.data_dir.clone();
+    let (data_dir, database_url) = (s.data_dir.clone(), s.database_url.clone());
     assert!(s.stop().await.success());
 
     // What a crash leaves in _pre: an old staged file (removed) and a young one (kept, it may
@@ -92,6 +92,8 @@ async fn serve_removes_stale_staged_uploads_and_offline_gc_frees_garbage() {
         .arg("gc")
         .arg("--data-dir")
         .arg(&data_dir)
+        .arg("--database-url")
+        .arg(&database_url)
         .output()
         .await
         .expect("run gc");

@@ -281,7 +281,7 @@ async fn path_traversal_is_refused_in_every_form() {
     beside.sort();
     assert_eq!(
         beside,
-        ["data", "outside.txt", "server.log"],
+        ["data", "database-url", "outside.txt", "server.log"],
         "nothing new beside the data dir"
     );
     assert!(s.stored_binaries().is_empty());

@@ -20,6 +20,8 @@ async fn open_metadata(config: &Config) -> Result<Metadata, Error> {
     let settings = PoolSettings {
         max_connections: config.database.max_connections,
         acquire_timeout: Duration::from_secs(config.database.acquire_timeout_secs),
+        idle_timeout: Duration::from_secs(config.database.idle_timeout_secs),
+        reader_url: config.database.reader_url.clone(),
         ..PoolSettings::default()
     };
     let metadata = Metadata::connect(&config.database_url(), &settings).await?;

@@ -51,21 +51,29 @@ impl Default for Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// `sqlite://FILE` (default: `sqlite://<data_dir>/stowage.db`).
+    /// `sqlite://FILE` (default: `sqlite://<data_dir>/stowage.db`) or
+    /// `postgres://user:password@host:port/database`.
     pub url: Option<String>,
-    /// Connections per node for reads. Default 8. In a cluster, this times the number of
-    /// nodes must stay below the database's connection limit.
+    /// A separate URL for read-only queries (an Aurora reader endpoint). PostgreSQL only;
+    /// default: none, reads use `url`.
+    pub reader_url: Option<String>,
+    /// Connections per pool and node. Default 8. In a cluster, this times the number of nodes
+    /// (times two with a reader URL) must stay below the database's connection limit.
     pub max_connections: u32,
-    /// Seconds a request waits for a free connection. Default 30.
+    /// Seconds a request waits for a free connection, then gets a 503. Default 30.
     pub acquire_timeout_secs: u64,
+    /// Seconds an idle connection is kept open. Default 600.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: None,
+            reader_url: None,
             max_connections: 8,
             acquire_timeout_secs: 30,
+            idle_timeout_secs: 600,
         }
     }
 }
@@ -203,6 +211,7 @@ impl Config {
     }
 
     /// Applies `STOWAGE_LISTEN`, `STOWAGE_DATA_DIR`, `STOWAGE_DATABASE_URL`,
+    /// `STOWAGE_DATABASE_READER_URL`,
     /// `STOWAGE_BASE_URL`, `STOWAGE_ANONYMOUS_READ` and `STOWAGE_FILESTORE_TEMPLATE`.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), Error> {
         if let Some(v) = env("STOWAGE_LISTEN") {
@@ -217,6 +226,9 @@ impl Config {
         }
         if let Some(v) = env("STOWAGE_DATABASE_URL") {
             self.database.url = Some(v);
+        }
+        if let Some(v) = env("STOWAGE_DATABASE_READER_URL") {
+            self.database.reader_url = Some(v);
         }
         if let Some(v) = env("STOWAGE_BASE_URL") {
             self.base_url = Some(v);

@@ -5,13 +5,13 @@
 //! `BinaryProvider`.
 
 mod model;
-mod sqlite;
+mod store;
 
 pub use model::{
     ArtifactRecord, BinaryRecord, ChecksumLookup, FolderChild, FolderListing, NewArtifact,
     RepoSummary, Repository, StorageSummary, TrashRecord,
 };
-pub use sqlite::{Metadata, PoolSettings};
+pub use store::{Engine, Metadata, PoolSettings};
 
 /// Milliseconds since the Unix epoch, the unit of every stored time.
 pub fn now_ms() -> i64 {

@@ -1,16 +1,16 @@
-//! The metadata store on SQLite. Writes go through a pool of one connection, so SQLite never
-//! answers "database is locked" to a writer; reads use a separate pool and run in parallel
-//! (WAL mode). Every multi-statement change is one transaction.
+//! The metadata store, on SQLite (the embedded default) or PostgreSQL (Aurora PostgreSQL), chosen
+//! by the database URL. One set of queries serves every engine through sqlx's `Any` driver:
+//! they are written with `?` placeholders and standard SQL, and [`Metadata::sql`] adapts them to
+//! the engine. Every multi-statement change is one transaction. On SQLite, writes go through a
+//! pool of one connection, so SQLite never answers "database is locked" to a writer, and reads
+//! use a separate pool (WAL mode).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
 use stowage_core::{ArtifactPath, Checksums, Error, RepoKey, Result, Sha256};
 
 use crate::model::*;
@@ -19,12 +19,17 @@ use crate::now_ms;
 /// Pool settings (`[database]` in the configuration).
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
-    /// Connections for reads (writes use one more of their own on SQLite).
+    /// Connections per pool. In a cluster, this times the number of nodes must stay below the
+    /// database's connection limit (`max_connections` on PostgreSQL).
     pub max_connections: u32,
     /// How long a request waits for a free connection before failing with a retryable error.
     pub acquire_timeout: Duration,
+    /// How long an idle connection is kept before it is closed.
+    pub idle_timeout: Duration,
     /// How long SQLite waits on a lock held by another process before giving up.
     pub busy_timeout: Duration,
+    /// A separate URL for read-only queries (an Aurora reader endpoint); PostgreSQL only.
+    pub reader_url: Option<String>,
 }
 
 impl Default for PoolSettings {
@@ -32,7 +37,29 @@ impl Default for PoolSettings {
         Self {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(600),
             busy_timeout: Duration::from_secs(10),
+            reader_url: None,
+        }
+    }
+}
+
+/// Which database engine a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+impl Engine {
+    /// The engine a database URL names.
+    pub fn from_url(url: &str) -> Result<Self> {
+        match url.split(':').next().unwrap_or_default() {
+            "sqlite" => Ok(Engine::Sqlite),
+            "postgres" | "postgresql" => Ok(Engine::Postgres),
+            other => Err(Error::InvalidInput(format!(
+                "database URL scheme {other:?} is not supported; use sqlite://<file> or                  postgres://user@host:port/database (MySQL is planned)"
+            ))),
         }
     }
 }
@@ -40,23 +67,48 @@ impl Default for PoolSettings {
 /// The metadata store.
 #[derive(Debug, Clone)]
 pub struct Metadata {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    engine: Engine,
+    writer: AnyPool,
+    reader: AnyPool,
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 fn db_err(e: sqlx::Error) -> Error {
     let retryable = match &e {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
-        // SQLITE_BUSY (5) and SQLITE_LOCKED (6): another writer holds the database.
-        sqlx::Error::Database(d) => matches!(d.code().as_deref(), Some("5" | "6" | "517")),
+        sqlx::Error::Database(d) => {
+            matches!(
+                d.code().as_deref(),
+                // SQLite: SQLITE_BUSY, SQLITE_LOCKED, SQLITE_BUSY_RECOVERY.
+                Some("5" | "6" | "261" | "517")
+            // PostgreSQL: serialization failure, deadlock, shutdown, cannot connect now.
+            | Some("40001" | "40P01" | "57P01" | "57P02" | "57P03")
+            ) || d.code().is_some_and(|c| c.starts_with("08"))
+        }
         _ => false,
     };
     Error::Metadata {
         source: Box::new(e),
         retryable,
     }
+}
+
+/// `?` placeholders → `$1, $2, …` (PostgreSQL). Queries here never hold `?` in literals.
+fn numbered_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn corrupt(what: &str, value: &str) -> Error {
@@ -74,12 +126,51 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// The settings every SQLite connection starts with.
+fn sqlite_pragmas(
+    conn: &mut sqlx::AnyConnection,
+    busy_ms: u128,
+) -> futures::future::BoxFuture<'_, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        for pragma in [
+            "PRAGMA journal_mode = WAL".to_string(),
+            "PRAGMA synchronous = FULL".to_string(),
+            "PRAGMA foreign_keys = ON".to_string(),
+            format!("PRAGMA busy_timeout = {busy_ms}"),
+        ] {
+            conn.execute(AssertSqlSafe(pragma)).await?;
+        }
+        Ok(())
+    })
+}
+
+/// A connection failure, without the URL's password.
+fn connect_err(url: &str, e: sqlx::Error) -> Error {
+    let shown = match url.split_once('@') {
+        Some((scheme_user, host)) => {
+            let scheme_user = match scheme_user.rsplit_once(':') {
+                Some((before, _password)) if before.contains("//") && !before.ends_with('/') => {
+                    format!("{before}:***")
+                }
+                _ => scheme_user.to_string(),
+            };
+            format!("{scheme_user}@{host}")
+        }
+        None => url.to_string(),
+    };
+    let retryable = matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut);
+    Error::Metadata {
+        source: format!("cannot connect to {shown}: {e}").into(),
+        retryable,
+    }
+}
+
 /// The end of the range of paths below `folder/`: `/` + 1 is `0` in byte order.
 fn below(folder: &str) -> (String, String) {
     (format!("{folder}/"), format!("{folder}0"))
 }
 
-fn artifact_from_row(row: &SqliteRow) -> Result<ArtifactRecord> {
+fn artifact_from_row(row: &AnyRow) -> Result<ArtifactRecord> {
     let get_s = |c: &str| row.try_get::<String, _>(c).map_err(db_err);
     let get_i = |c: &str| row.try_get::<i64, _>(c).map_err(db_err);
     let repo = get_s("repo_key")?;
@@ -97,7 +188,7 @@ fn artifact_from_row(row: &SqliteRow) -> Result<ArtifactRecord> {
     })
 }
 
-fn checksums_from_row(row: &SqliteRow) -> Result<Checksums> {
+fn checksums_from_row(row: &AnyRow) -> Result<Checksums> {
     let get_s = |c: &str| row.try_get::<String, _>(c).map_err(db_err);
     let (sha256, sha1, md5) = (get_s("sha256")?, get_s("sha1")?, get_s("md5")?);
     Ok(Checksums {
@@ -107,7 +198,7 @@ fn checksums_from_row(row: &SqliteRow) -> Result<Checksums> {
     })
 }
 
-fn binary_from_row(row: &SqliteRow) -> Result<BinaryRecord> {
+fn binary_from_row(row: &AnyRow) -> Result<BinaryRecord> {
     Ok(BinaryRecord {
         checksums: checksums_from_row(row)?,
         size: to_u64(row.try_get("size").map_err(db_err)?),
@@ -115,7 +206,7 @@ fn binary_from_row(row: &SqliteRow) -> Result<BinaryRecord> {
     })
 }
 
-fn repository_from_row(row: &SqliteRow) -> Result<Repository> {
+fn repository_from_row(row: &AnyRow) -> Result<Repository> {
     let key: String = row.try_get("repo_key").map_err(db_err)?;
     let config: String = row.try_get("config").map_err(db_err)?;
     Ok(Repository {
@@ -141,48 +232,82 @@ macro_rules! select_artifacts {
 }
 
 impl Metadata {
-    /// Opens (creating it if missing) the database at `url` (`sqlite://path` or
-    /// `sqlite::memory:` is refused, as the reader and writer pools must share one file).
+    /// Connects to the database at `url` (`sqlite://FILE`, created if missing, or
+    /// `postgres://…`).
     pub async fn connect(url: &str, settings: &PoolSettings) -> Result<Self> {
-        if !url.starts_with("sqlite:") {
-            let engine = url.split(':').next().unwrap_or(url);
-            return Err(Error::InvalidInput(format!(
-                "database URL scheme {engine:?} is not supported by this build; use \
-                 sqlite://<file> (PostgreSQL and MySQL engines are planned)"
-            )));
-        }
-        if url.contains(":memory:") || url.contains("mode=memory") {
-            return Err(Error::InvalidInput(
-                "an in-memory SQLite database cannot be shared by the reader and writer pools; \
-                 give a file, e.g. sqlite://stowage-data/stowage.db"
-                    .into(),
-            ));
-        }
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| Error::InvalidInput(format!("invalid database URL {url:?}: {e}")))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(settings.busy_timeout);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(settings.acquire_timeout)
-            .connect_with(options.clone())
-            .await
-            .map_err(db_err)?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(settings.max_connections.max(1))
-            .acquire_timeout(settings.acquire_timeout)
-            .connect_with(options.read_only(true))
-            .await
-            .map_err(db_err)?;
-        Ok(Self { writer, reader })
+        sqlx::any::install_default_drivers();
+        let engine = Engine::from_url(url)?;
+        let pool = |max: u32| {
+            AnyPoolOptions::new()
+                .max_connections(max.max(1))
+                .acquire_timeout(settings.acquire_timeout)
+                .idle_timeout(Some(settings.idle_timeout))
+        };
+        let (writer, reader) = match engine {
+            Engine::Sqlite => {
+                if url.contains(":memory:") || url.contains("mode=memory") {
+                    return Err(Error::InvalidInput(
+                        "an in-memory SQLite database cannot be shared by the reader and writer \
+                         pools; give a file, e.g. sqlite://stowage-data/stowage.db"
+                            .into(),
+                    ));
+                }
+                let sep = if url.contains('?') { '&' } else { '?' };
+                let busy_ms = settings.busy_timeout.as_millis();
+                let writer = pool(1)
+                    .after_connect(move |conn, _| sqlite_pragmas(conn, busy_ms))
+                    .connect(&format!("{url}{sep}mode=rwc"))
+                    .await
+                    .map_err(|e| connect_err(url, e))?;
+                let reader = pool(settings.max_connections)
+                    .after_connect(move |conn, _| sqlite_pragmas(conn, busy_ms))
+                    .connect(&format!("{url}{sep}mode=ro"))
+                    .await
+                    .map_err(|e| connect_err(url, e))?;
+                (writer, reader)
+            }
+            Engine::Postgres => {
+                let writer = pool(settings.max_connections)
+                    .connect(url)
+                    .await
+                    .map_err(|e| connect_err(url, e))?;
+                let reader = match &settings.reader_url {
+                    Some(reader_url) => pool(settings.max_connections)
+                        .connect(reader_url)
+                        .await
+                        .map_err(|e| connect_err(reader_url, e))?,
+                    None => writer.clone(),
+                };
+                (writer, reader)
+            }
+        };
+        Ok(Self {
+            engine,
+            writer,
+            reader,
+        })
+    }
+
+    /// The engine this store runs on.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// A query adapted to the engine.
+    fn sql(&self, sql: &'static str) -> AssertSqlSafe<Cow<'static, str>> {
+        AssertSqlSafe(match self.engine {
+            Engine::Sqlite => Cow::Borrowed(sql),
+            Engine::Postgres => Cow::Owned(numbered_placeholders(sql)),
+        })
     }
 
     /// Applies pending migrations (idempotent).
     pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR
+        let migrator = match self.engine {
+            Engine::Sqlite => &SQLITE_MIGRATOR,
+            Engine::Postgres => &POSTGRES_MIGRATOR,
+        };
+        migrator
             .run(&self.writer)
             .await
             .map_err(|e| Error::Metadata {
@@ -197,7 +322,7 @@ impl Metadata {
         self.reader.close().await;
     }
 
-    async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
+    async fn begin(&self) -> Result<Transaction<'static, Any>> {
         self.writer.begin().await.map_err(db_err)
     }
 
@@ -206,19 +331,17 @@ impl Metadata {
     /// Creates or updates a repository; returns whether it was created.
     pub async fn put_repository(&self, repo: &Repository) -> Result<bool> {
         let mut tx = self.begin().await?;
-        let existed = sqlx::query("SELECT 1 FROM repositories WHERE repo_key = ?")
+        let existed = sqlx::query(self.sql("SELECT 1 FROM repositories WHERE repo_key = ?"))
             .bind(repo.key.as_str())
             .fetch_optional(&mut *tx)
             .await
             .map_err(db_err)?
             .is_some();
-        sqlx::query(
-            "INSERT INTO repositories (repo_key, rclass, package_type, description, config, created_ms) \
+        sqlx::query(self.sql("INSERT INTO repositories (repo_key, rclass, package_type, description, config, created_ms) \
              VALUES (?, ?, ?, ?, ?, ?) \
              ON CONFLICT (repo_key) DO UPDATE SET rclass = excluded.rclass, \
              package_type = excluded.package_type, description = excluded.description, \
-             config = excluded.config",
-        )
+             config = excluded.config",))
         .bind(repo.key.as_str())
         .bind(&repo.rclass)
         .bind(&repo.package_type)
@@ -234,7 +357,7 @@ impl Metadata {
 
     /// Every repository, by key.
     pub async fn repositories(&self) -> Result<Vec<Repository>> {
-        sqlx::query("SELECT * FROM repositories ORDER BY repo_key")
+        sqlx::query(self.sql("SELECT * FROM repositories ORDER BY repo_key"))
             .fetch_all(&self.reader)
             .await
             .map_err(db_err)?
@@ -245,7 +368,7 @@ impl Metadata {
 
     /// One repository.
     pub async fn repository(&self, key: &RepoKey) -> Result<Option<Repository>> {
-        sqlx::query("SELECT * FROM repositories WHERE repo_key = ?")
+        sqlx::query(self.sql("SELECT * FROM repositories WHERE repo_key = ?"))
             .bind(key.as_str())
             .fetch_optional(&self.reader)
             .await
@@ -265,13 +388,13 @@ impl Metadata {
             "DELETE FROM artifacts WHERE repo_key = ?",
             "DELETE FROM trash WHERE repo_key = ?",
         ] {
-            sqlx::query(sql)
+            sqlx::query(self.sql(sql))
                 .bind(key.as_str())
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
         }
-        let deleted = sqlx::query("DELETE FROM repositories WHERE repo_key = ?")
+        let deleted = sqlx::query(self.sql("DELETE FROM repositories WHERE repo_key = ?"))
             .bind(key.as_str())
             .execute(&mut *tx)
             .await
@@ -296,7 +419,7 @@ impl Metadata {
                 d.to_hex(),
             ),
         };
-        sqlx::query(sql)
+        sqlx::query(self.sql(sql))
             .bind(value)
             .fetch_optional(&self.reader)
             .await
@@ -308,12 +431,12 @@ impl Metadata {
 
     /// Binaries that no artifact and no trash entry refers to, oldest first.
     pub async fn unreferenced_binaries(&self, limit: u32) -> Result<Vec<BinaryRecord>> {
-        sqlx::query(
+        sqlx::query(self.sql(
             "SELECT * FROM binaries b \
              WHERE NOT EXISTS (SELECT 1 FROM artifacts a WHERE a.sha256 = b.sha256) \
              AND NOT EXISTS (SELECT 1 FROM trash t WHERE t.sha256 = b.sha256) \
              ORDER BY created_ms LIMIT ?",
-        )
+        ))
         .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await
@@ -326,11 +449,11 @@ impl Metadata {
     /// Deletes a binary's row if nothing refers to it; returns whether it did. The caller
     /// deletes the bytes afterwards, under the binary's lock.
     pub async fn delete_binary_if_unreferenced(&self, sha256: &Sha256) -> Result<bool> {
-        let deleted = sqlx::query(
+        let deleted = sqlx::query(self.sql(
             "DELETE FROM binaries WHERE sha256 = ? \
              AND NOT EXISTS (SELECT 1 FROM artifacts a WHERE a.sha256 = binaries.sha256) \
              AND NOT EXISTS (SELECT 1 FROM trash t WHERE t.sha256 = binaries.sha256)",
-        )
+        ))
         .bind(sha256.to_hex())
         .execute(&self.writer)
         .await
@@ -347,12 +470,12 @@ impl Metadata {
     pub async fn commit_artifact(&self, new: &NewArtifact) -> Result<ArtifactRecord> {
         let now = now_ms();
         let mut tx = self.begin().await?;
-        Self::check_repository(&mut tx, &new.repo).await?;
-        Self::check_file_path(&mut tx, &new.repo, &new.path).await?;
-        sqlx::query(
+        self.check_repository(&mut tx, &new.repo).await?;
+        self.check_file_path(&mut tx, &new.repo, &new.path).await?;
+        sqlx::query(self.sql(
             "INSERT INTO binaries (sha256, sha1, md5, size, created_ms) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (sha256) DO NOTHING",
-        )
+        ))
         .bind(new.checksums.sha256.to_hex())
         .bind(new.checksums.sha1.to_hex())
         .bind(new.checksums.md5.to_hex())
@@ -361,14 +484,14 @@ impl Metadata {
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        let id: i64 = sqlx::query_scalar(
+        let id: i64 = sqlx::query_scalar(self.sql(
             "INSERT INTO artifacts (repo_key, path, sha256, size, created_ms, created_by, \
              modified_ms, modified_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (repo_key, path) DO UPDATE SET sha256 = excluded.sha256, \
              size = excluded.size, modified_ms = excluded.modified_ms, \
              modified_by = excluded.modified_by \
              RETURNING id",
-        )
+        ))
         .bind(new.repo.as_str())
         .bind(new.path.as_str())
         .bind(new.checksums.sha256.to_hex())
@@ -380,13 +503,13 @@ impl Metadata {
         .fetch_one(&mut *tx)
         .await
         .map_err(db_err)?;
-        sqlx::query("DELETE FROM artifact_properties WHERE artifact_id = ?")
+        sqlx::query(self.sql("DELETE FROM artifact_properties WHERE artifact_id = ?"))
             .bind(id)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        Self::insert_properties(&mut tx, id, &new.properties).await?;
-        let record = sqlx::query(select_artifacts!("WHERE a.id = ?"))
+        self.insert_properties(&mut tx, id, &new.properties).await?;
+        let record = sqlx::query(self.sql(select_artifacts!("WHERE a.id = ?")))
             .bind(id)
             .fetch_one(&mut *tx)
             .await
@@ -397,15 +520,16 @@ impl Metadata {
     }
 
     async fn insert_properties(
-        tx: &mut Transaction<'static, Sqlite>,
+        &self,
+        tx: &mut Transaction<'static, Any>,
         id: i64,
         properties: &[(String, String)],
     ) -> Result<()> {
         for (name, value) in properties {
-            sqlx::query(
+            sqlx::query(self.sql(
                 "INSERT INTO artifact_properties (artifact_id, name, value) VALUES (?, ?, ?) \
                  ON CONFLICT DO NOTHING",
-            )
+            ))
             .bind(id)
             .bind(name)
             .bind(value)
@@ -416,8 +540,12 @@ impl Metadata {
         Ok(())
     }
 
-    async fn check_repository(tx: &mut Transaction<'static, Sqlite>, repo: &RepoKey) -> Result<()> {
-        let exists = sqlx::query("SELECT 1 FROM repositories WHERE repo_key = ?")
+    async fn check_repository(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        repo: &RepoKey,
+    ) -> Result<()> {
+        let exists = sqlx::query(self.sql("SELECT 1 FROM repositories WHERE repo_key = ?"))
             .bind(repo.as_str())
             .fetch_optional(&mut **tx)
             .await
@@ -434,7 +562,8 @@ impl Metadata {
 
     /// A file may not sit below another file, nor where a folder is.
     async fn check_file_path(
-        tx: &mut Transaction<'static, Sqlite>,
+        &self,
+        tx: &mut Transaction<'static, Any>,
         repo: &RepoKey,
         path: &ArtifactPath,
     ) -> Result<()> {
@@ -444,12 +573,13 @@ impl Metadata {
             ));
         }
         for ancestor in path.ancestors() {
-            let file = sqlx::query("SELECT 1 FROM artifacts WHERE repo_key = ? AND path = ?")
-                .bind(repo.as_str())
-                .bind(ancestor)
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(db_err)?;
+            let file =
+                sqlx::query(self.sql("SELECT 1 FROM artifacts WHERE repo_key = ? AND path = ?"))
+                    .bind(repo.as_str())
+                    .bind(ancestor)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(db_err)?;
             if file.is_some() {
                 return Err(Error::Conflict(format!(
                     "cannot deploy {repo}/{path}: {repo}/{ancestor} is a file, not a folder"
@@ -457,15 +587,16 @@ impl Metadata {
             }
         }
         let (lo, hi) = below(path.as_str());
-        let folder = sqlx::query(
-            "SELECT 1 FROM artifacts WHERE repo_key = ? AND path >= ? AND path < ? LIMIT 1",
-        )
-        .bind(repo.as_str())
-        .bind(lo)
-        .bind(hi)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(db_err)?;
+        let folder =
+            sqlx::query(self.sql(
+                "SELECT 1 FROM artifacts WHERE repo_key = ? AND path >= ? AND path < ? LIMIT 1",
+            ))
+            .bind(repo.as_str())
+            .bind(lo)
+            .bind(hi)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_err)?;
         if folder.is_some() {
             return Err(Error::Conflict(format!(
                 "cannot deploy {repo}/{path}: it is a folder; delete the folder first"
@@ -480,7 +611,7 @@ impl Metadata {
         repo: &RepoKey,
         path: &ArtifactPath,
     ) -> Result<Option<ArtifactRecord>> {
-        sqlx::query(select_artifacts!("WHERE a.repo_key = ? AND a.path = ?"))
+        sqlx::query(self.sql(select_artifacts!("WHERE a.repo_key = ? AND a.path = ?")))
             .bind(repo.as_str())
             .bind(path.as_str())
             .fetch_optional(&self.reader)
@@ -493,9 +624,7 @@ impl Metadata {
 
     /// An artifact's properties, sorted.
     pub async fn properties(&self, artifact_id: i64) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query(
-            "SELECT name, value FROM artifact_properties WHERE artifact_id = ? ORDER BY name, value",
-        )
+        let rows = sqlx::query(self.sql("SELECT name, value FROM artifact_properties WHERE artifact_id = ? ORDER BY name, value",))
         .bind(artifact_id)
         .fetch_all(&self.reader)
         .await
@@ -518,16 +647,18 @@ impl Metadata {
         path: &ArtifactPath,
     ) -> Result<Option<FolderListing>> {
         let rows = if path.is_root() {
-            sqlx::query("SELECT path, created_ms, modified_ms FROM artifacts WHERE repo_key = ?")
-                .bind(repo.key.as_str())
-                .fetch_all(&self.reader)
-                .await
+            sqlx::query(
+                self.sql("SELECT path, created_ms, modified_ms FROM artifacts WHERE repo_key = ?"),
+            )
+            .bind(repo.key.as_str())
+            .fetch_all(&self.reader)
+            .await
         } else {
             let (lo, hi) = below(path.as_str());
-            sqlx::query(
+            sqlx::query(self.sql(
                 "SELECT path, created_ms, modified_ms FROM artifacts \
                  WHERE repo_key = ? AND path >= ? AND path < ?",
-            )
+            ))
             .bind(repo.key.as_str())
             .bind(lo)
             .bind(hi)
@@ -585,7 +716,7 @@ impl Metadata {
                 d.to_hex(),
             ),
         };
-        sqlx::query(sql)
+        sqlx::query(self.sql(sql))
             .bind(value)
             .fetch_all(&self.reader)
             .await
@@ -602,15 +733,13 @@ impl Metadata {
         let now = now_ms();
         let mut tx = self.begin().await?;
         let rows = if path.is_root() {
-            sqlx::query("SELECT * FROM artifacts WHERE repo_key = ?")
+            sqlx::query(self.sql("SELECT * FROM artifacts WHERE repo_key = ?"))
                 .bind(repo.as_str())
                 .fetch_all(&mut *tx)
                 .await
         } else {
             let (lo, hi) = below(path.as_str());
-            sqlx::query(
-                "SELECT * FROM artifacts WHERE repo_key = ? AND (path = ? OR (path >= ? AND path < ?))",
-            )
+            sqlx::query(self.sql("SELECT * FROM artifacts WHERE repo_key = ? AND (path = ? OR (path >= ? AND path < ?))",))
             .bind(repo.as_str())
             .bind(path.as_str())
             .bind(lo)
@@ -621,12 +750,13 @@ impl Metadata {
         .map_err(db_err)?;
         for row in &rows {
             let id: i64 = row.try_get("id").map_err(db_err)?;
-            let props =
-                sqlx::query("SELECT name, value FROM artifact_properties WHERE artifact_id = ?")
-                    .bind(id)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
+            let props = sqlx::query(
+                self.sql("SELECT name, value FROM artifact_properties WHERE artifact_id = ?"),
+            )
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
             let props: Vec<(String, String)> = props
                 .iter()
                 .map(|r| {
@@ -636,14 +766,14 @@ impl Metadata {
                     ))
                 })
                 .collect::<Result<_>>()?;
-            sqlx::query(
+            sqlx::query(self.sql(
                 "INSERT INTO trash (repo_key, path, sha256, size, created_ms, created_by, \
                  properties, deleted_ms, deleted_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (repo_key, path) DO UPDATE SET sha256 = excluded.sha256, \
                  size = excluded.size, created_ms = excluded.created_ms, \
                  created_by = excluded.created_by, properties = excluded.properties, \
                  deleted_ms = excluded.deleted_ms, deleted_by = excluded.deleted_by",
-            )
+            ))
             .bind(repo.as_str())
             .bind(row.try_get::<String, _>("path").map_err(db_err)?)
             .bind(row.try_get::<String, _>("sha256").map_err(db_err)?)
@@ -656,12 +786,12 @@ impl Metadata {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-            sqlx::query("DELETE FROM artifact_properties WHERE artifact_id = ?")
+            sqlx::query(self.sql("DELETE FROM artifact_properties WHERE artifact_id = ?"))
                 .bind(id)
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
-            sqlx::query("DELETE FROM artifacts WHERE id = ?")
+            sqlx::query(self.sql("DELETE FROM artifacts WHERE id = ?"))
                 .bind(id)
                 .execute(&mut *tx)
                 .await
@@ -673,10 +803,11 @@ impl Metadata {
 
     /// Everything in the trash, newest deletion first.
     pub async fn trash_list(&self) -> Result<Vec<TrashRecord>> {
-        let rows = sqlx::query("SELECT * FROM trash ORDER BY deleted_ms DESC, repo_key, path")
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db_err)?;
+        let rows =
+            sqlx::query(self.sql("SELECT * FROM trash ORDER BY deleted_ms DESC, repo_key, path"))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db_err)?;
         rows.iter()
             .map(|row| {
                 let repo: String = row.try_get("repo_key").map_err(db_err)?;
@@ -698,11 +829,9 @@ impl Metadata {
     /// are occupied again make the whole restore fail with `Conflict`; returns how many moved.
     pub async fn restore(&self, repo: &RepoKey, path: &ArtifactPath) -> Result<u64> {
         let mut tx = self.begin().await?;
-        Self::check_repository(&mut tx, repo).await?;
+        self.check_repository(&mut tx, repo).await?;
         let (lo, hi) = below(path.as_str());
-        let rows = sqlx::query(
-            "SELECT * FROM trash WHERE repo_key = ? AND (path = ? OR (path >= ? AND path < ?) OR ? = '')",
-        )
+        let rows = sqlx::query(self.sql("SELECT * FROM trash WHERE repo_key = ? AND (path = ? OR (path >= ? AND path < ?) OR ? = '')",))
         .bind(repo.as_str())
         .bind(path.as_str())
         .bind(lo)
@@ -714,7 +843,7 @@ impl Metadata {
         for row in &rows {
             let trashed: String = row.try_get("path").map_err(db_err)?;
             let target = ArtifactPath::parse(&trashed).map_err(|_| corrupt("path", &trashed))?;
-            if sqlx::query("SELECT 1 FROM artifacts WHERE repo_key = ? AND path = ?")
+            if sqlx::query(self.sql("SELECT 1 FROM artifacts WHERE repo_key = ? AND path = ?"))
                 .bind(repo.as_str())
                 .bind(target.as_str())
                 .fetch_optional(&mut *tx)
@@ -726,11 +855,11 @@ impl Metadata {
                     "cannot restore {repo}/{target}: a file with that path exists again"
                 )));
             }
-            Self::check_file_path(&mut tx, repo, &target).await?;
-            let id: i64 = sqlx::query_scalar(
+            self.check_file_path(&mut tx, repo, &target).await?;
+            let id: i64 = sqlx::query_scalar(self.sql(
                 "INSERT INTO artifacts (repo_key, path, sha256, size, created_ms, created_by, \
                  modified_ms, modified_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            )
+            ))
             .bind(repo.as_str())
             .bind(target.as_str())
             .bind(row.try_get::<String, _>("sha256").map_err(db_err)?)
@@ -744,8 +873,8 @@ impl Metadata {
             .map_err(db_err)?;
             let props: String = row.try_get("properties").map_err(db_err)?;
             let props: Vec<(String, String)> = serde_json::from_str(&props).unwrap_or_default();
-            Self::insert_properties(&mut tx, id, &props).await?;
-            sqlx::query("DELETE FROM trash WHERE id = ?")
+            self.insert_properties(&mut tx, id, &props).await?;
+            sqlx::query(self.sql("DELETE FROM trash WHERE id = ?"))
                 .bind(row.try_get::<i64, _>("id").map_err(db_err)?)
                 .execute(&mut *tx)
                 .await
@@ -757,7 +886,7 @@ impl Metadata {
 
     /// Empties the trash, or only what was deleted before `before_ms`; returns how many went.
     pub async fn empty_trash(&self, before_ms: Option<i64>) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM trash WHERE deleted_ms < ?")
+        let done = sqlx::query(self.sql("DELETE FROM trash WHERE deleted_ms < ?"))
             .bind(before_ms.unwrap_or(i64::MAX))
             .execute(&self.writer)
             .await
@@ -770,7 +899,7 @@ impl Metadata {
     /// Counts and sizes for `/api/storageinfo`.
     pub async fn storage_summary(&self) -> Result<StorageSummary> {
         let pair = |sql: &'static str| async move {
-            let row = sqlx::query(sql)
+            let row = sqlx::query(self.sql(sql))
                 .fetch_one(&self.reader)
                 .await
                 .map_err(db_err)?;
@@ -779,15 +908,14 @@ impl Metadata {
             Ok::<_, Error>((to_u64(count), to_u64(size)))
         };
         let (binaries_count, binaries_size) =
-            pair("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM binaries").await?;
+            pair("SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM binaries").await?;
         let (artifacts_count, artifacts_size) =
-            pair("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM artifacts").await?;
-        let (trash_count, _) = pair("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM trash").await?;
-        let rows = sqlx::query(
-            "SELECT r.repo_key, r.package_type, COUNT(a.id) AS files, COALESCE(SUM(a.size), 0) AS used \
+            pair("SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM artifacts").await?;
+        let (trash_count, _) =
+            pair("SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM trash").await?;
+        let rows = sqlx::query(self.sql("SELECT r.repo_key, r.package_type, COUNT(a.id) AS files, CAST(COALESCE(SUM(a.size), 0) AS BIGINT) AS used \
              FROM repositories r LEFT JOIN artifacts a ON a.repo_key = r.repo_key \
-             GROUP BY r.repo_key, r.package_type ORDER BY r.repo_key",
-        )
+             GROUP BY r.repo_key, r.package_type ORDER BY r.repo_key",))
         .fetch_all(&self.reader)
         .await
         .map_err(db_err)?;
@@ -815,7 +943,7 @@ impl Metadata {
 
     /// The stored hash of a named token.
     pub async fn token_hash(&self, name: &str) -> Result<Option<String>> {
-        sqlx::query_scalar("SELECT token_sha256 FROM tokens WHERE name = ?")
+        sqlx::query_scalar(self.sql("SELECT token_sha256 FROM tokens WHERE name = ?"))
             .bind(name)
             .fetch_optional(&self.reader)
             .await
@@ -824,10 +952,10 @@ impl Metadata {
 
     /// Stores a token's hash unless the name already has one; returns whether it stored it.
     pub async fn create_token_hash(&self, name: &str, token_sha256: &str) -> Result<bool> {
-        let done = sqlx::query(
+        let done = sqlx::query(self.sql(
             "INSERT INTO tokens (name, token_sha256, created_ms) VALUES (?, ?, ?) \
              ON CONFLICT (name) DO NOTHING",
-        )
+        ))
         .bind(name)
         .bind(token_sha256)
         .bind(now_ms())

@@ -1,11 +1,12 @@
-//! Metadata behaviours on a fresh SQLite file per test.
+//! Metadata behaviours, on a fresh database per test, on the engine `STOWAGE_TEST_DATABASE`
+//! names (SQLite by default; `scripts/test` runs them again on PostgreSQL).
 
 use stowage_core::{ArtifactPath, ChecksumHasher, Error, RepoKey};
 use stowage_metadata::{ChecksumLookup, Metadata, NewArtifact, PoolSettings, Repository};
 
 async fn fresh() -> (tempfile::TempDir, Metadata) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}", dir.path().join("meta.db").display());
+    let url = stowage_tests::database_url(dir.path()).await;
     let meta = Metadata::connect(&url, &PoolSettings::default())
         .await
         .expect("connect");
