@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stowage_api::auth::Auth;
+use stowage_api::cluster::Cluster;
 use stowage_api::http::{AppState, router};
 use stowage_api::{Config, Stowage, build_provider};
 use stowage_core::Error;
@@ -56,10 +57,19 @@ fn lock_data_dir(config: &Config) -> Result<File, Error> {
     Ok(file)
 }
 
-async fn build(config: &Config) -> Result<(Arc<Stowage>, Metadata), Error> {
+/// This node's id: configured, or random for this run.
+fn node_id(config: &Config) -> String {
+    config
+        .cluster
+        .node_id
+        .clone()
+        .unwrap_or_else(|| format!("node-{:08x}", rand::random::<u32>()))
+}
+
+async fn build(config: &Config, node_id: &str) -> Result<(Arc<Stowage>, Metadata), Error> {
     let metadata = open_metadata(config).await?;
     let provider = build_provider(config)?;
-    let stowage = Arc::new(Stowage::new(provider, metadata.clone(), config));
+    let stowage = Arc::new(Stowage::new(provider, metadata.clone(), config, node_id));
     Ok((stowage, metadata))
 }
 
@@ -77,7 +87,7 @@ pub(crate) async fn migrate(args: &ConfigArgs) -> Result<(), Error> {
 pub(crate) async fn gc(args: &ConfigArgs) -> Result<(), Error> {
     let config = args.load()?;
     let _lock = lock_data_dir(&config)?;
-    let (stowage, metadata) = build(&config).await?;
+    let (stowage, metadata) = build(&config, &node_id(&config)).await?;
     let report = stowage.gc().await?;
     metadata.close().await;
     println!(
@@ -90,7 +100,8 @@ pub(crate) async fn gc(args: &ConfigArgs) -> Result<(), Error> {
 pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
     let config = args.load()?;
     let _lock = lock_data_dir(&config)?;
-    let (stowage, metadata) = build(&config).await?;
+    let node_id = node_id(&config);
+    let (stowage, metadata) = build(&config, &node_id).await?;
     if config.filestore.template == "file-system" {
         // Staged uploads older than the grace period were left by a crash.
         let fs = stowage_core::fs::FileSystemProvider::new(
@@ -112,25 +123,41 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
             new.token
         );
     }
-    let state = AppState {
-        stowage,
-        auth: Arc::new(auth),
-        base_url: config.base_url.clone(),
-    };
-    let app = router(state);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::InvalidInput(format!("cannot listen on {}: {e}", config.listen)))?;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::InvalidInput(format!("cannot read the listening address: {e}")))?;
+    let address = config
+        .cluster
+        .address
+        .clone()
+        .unwrap_or_else(|| addr.to_string());
+    let cluster = Arc::new(Cluster::new(
+        metadata.clone(),
+        &config.cluster,
+        node_id,
+        address,
+    ));
+    cluster.beat().await?;
+    let heartbeat = cluster.spawn();
+    let state = AppState {
+        stowage,
+        auth: Arc::new(auth),
+        cluster: Arc::clone(&cluster),
+        base_url: config.base_url.clone(),
+    };
+    let app = router(state);
     tracing::info!(%addr, data_dir = %config.data_dir.display(), database = %config.database_url(), "stowage listening");
     println!("stowage listening on http://{addr}");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| Error::Unavailable(format!("the server stopped: {e}")))?;
-    tracing::info!("in-flight requests finished; closing the database");
+    tracing::info!("in-flight requests finished; leaving the cluster");
+    heartbeat.abort();
+    cluster.leave().await;
     metadata.close().await;
     Ok(())
 }

@@ -30,6 +30,7 @@ pub struct Config {
     pub filestore: FilestoreConfig,
     pub trashcan: TrashcanConfig,
     pub gc: GcConfig,
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -43,6 +44,7 @@ impl Default for Config {
             filestore: FilestoreConfig::default(),
             trashcan: TrashcanConfig::default(),
             gc: GcConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -181,6 +183,39 @@ impl Default for GcConfig {
     fn default() -> Self {
         Self {
             orphan_grace_secs: 3600,
+        }
+    }
+}
+
+/// `[cluster]`: how nodes sharing one database find each other and agree.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's id. Default: random at each start.
+    pub node_id: Option<String>,
+    /// The address other nodes and operators see for this node. Default: the listen address.
+    pub address: Option<String>,
+    /// Seconds between heartbeats. Default 5.
+    pub heartbeat_secs: u64,
+    /// Seconds the primary's lease lasts; a primary that stops heart-beating is replaced
+    /// within this plus one heartbeat. Default 15.
+    pub primary_lease_secs: u64,
+    /// Seconds a lock's lease lasts (held locks are renewed); a dead node's locks free
+    /// themselves after it. Default 30.
+    pub lock_lease_secs: u64,
+    /// Seconds a request waits for a lock before a 503. Default 30.
+    pub lock_wait_secs: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            node_id: None,
+            address: None,
+            heartbeat_secs: 5,
+            primary_lease_secs: 15,
+            lock_lease_secs: 30,
+            lock_wait_secs: 30,
         }
     }
 }

@@ -4,8 +4,10 @@
 //! Artifactory-shaped responses. Function binaries build [`http::router`] once and serve it.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod http;
+pub mod locks;
 pub mod service;
 
 pub use config::Config;

@@ -9,12 +9,12 @@ use std::time::{Duration, SystemTime};
 use futures::TryStreamExt;
 use stowage_core::{
     ArtifactPath, BinaryProvider, BinaryProviderExt, ByteStream, Error, ExpectedChecksums,
-    GetOptions, GetResult, KeyLayout, KeyedLocks, PutOptions, RepoKey, Result, Sha256,
-    fs::FileSystemProvider,
+    GetOptions, GetResult, KeyLayout, PutOptions, RepoKey, Result, fs::FileSystemProvider,
 };
 use stowage_metadata::{ArtifactRecord, ChecksumLookup, Metadata, NewArtifact, now_ms};
 
 use crate::config::Config;
+use crate::locks::{LockName, LockSettings, Locks};
 
 /// Binaries examined per garbage-collection batch.
 const GC_BATCH: u32 = 1000;
@@ -74,19 +74,29 @@ pub struct GcReport {
 pub struct Stowage {
     provider: Arc<dyn BinaryProvider>,
     metadata: Metadata,
-    /// Orders "store bytes, then record them" against "delete unreferenced bytes".
-    binary_locks: KeyedLocks<Sha256>,
+    /// Order metadata changes across nodes: a path's changes one at a time, and "store bytes,
+    /// then record them" against "delete unreferenced bytes".
+    locks: Locks,
     trash_retention: Option<Duration>,
     orphan_grace: Duration,
 }
 
 impl Stowage {
-    /// Wires a provider and a metadata store.
-    pub fn new(provider: Arc<dyn BinaryProvider>, metadata: Metadata, config: &Config) -> Self {
+    /// Wires a provider and a metadata store for the node `node_id`.
+    pub fn new(
+        provider: Arc<dyn BinaryProvider>,
+        metadata: Metadata,
+        config: &Config,
+        node_id: &str,
+    ) -> Self {
+        let lock_settings = LockSettings {
+            lease: Duration::from_secs(config.cluster.lock_lease_secs),
+            wait: Duration::from_secs(config.cluster.lock_wait_secs),
+        };
         Self {
+            locks: Locks::new(metadata.clone(), node_id, lock_settings),
             provider,
             metadata,
-            binary_locks: KeyedLocks::new(),
             trash_retention: config.trash_retention(),
             orphan_grace: Duration::from_secs(config.gc.orphan_grace_secs),
         }
@@ -182,7 +192,13 @@ impl Stowage {
         size: u64,
         request: DeployRequest,
     ) -> Result<ArtifactRecord> {
-        let _lock = self.binary_locks.lock(checksums.sha256).await;
+        let _locks = self
+            .locks
+            .lock_all(vec![
+                LockName::path(repo, path),
+                LockName::Binary(checksums.sha256),
+            ])
+            .await?;
         // Garbage collection may have removed identical, unreferenced bytes between the store
         // and this lock; then recording would point at nothing.
         if !self.provider.exists(&checksums.sha256).await? {
@@ -257,6 +273,7 @@ impl Stowage {
     /// disabled). `NotFound` when there is nothing at the path.
     pub async fn delete(&self, repo: &RepoKey, path: &ArtifactPath, by: &str) -> Result<u64> {
         self.require_repository(repo).await?;
+        let _lock = self.locks.lock(&LockName::path(repo, path)).await?;
         let moved = self.metadata.trash(repo, path, by).await?;
         if moved == 0 {
             return Err(Error::NotFound {
@@ -286,7 +303,7 @@ impl Stowage {
             let mut removed_any = false;
             for binary in batch {
                 let digest = binary.checksums.sha256;
-                let _lock = self.binary_locks.lock(digest).await;
+                let _lock = self.locks.lock(&LockName::Binary(digest)).await?;
                 if self.metadata.delete_binary_if_unreferenced(&digest).await? {
                     self.provider.delete(&digest).await?;
                     report.binaries_removed += 1;
@@ -308,7 +325,7 @@ impl Stowage {
             if self.metadata.find_binary(lookup).await?.is_some() {
                 continue;
             }
-            let _lock = self.binary_locks.lock(object.digest).await;
+            let _lock = self.locks.lock(&LockName::Binary(object.digest)).await?;
             if self.metadata.find_binary(lookup).await?.is_none() {
                 self.provider.delete(&object.digest).await?;
                 report.orphans_removed += 1;

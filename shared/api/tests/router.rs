@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use stowage_api::auth::Auth;
+use stowage_api::cluster::Cluster;
 use stowage_api::http::{AppState, router};
 use stowage_api::{Config, Stowage};
 use stowage_core::memory::InMemoryProvider;
@@ -24,14 +25,19 @@ async fn app() -> (tempfile::TempDir, axum::Router, String) {
         .await
         .expect("auth");
     let token = created.expect("first start creates a token").token;
-    let stowage = Stowage::new(
-        Arc::new(InMemoryProvider::new()),
-        metadata,
-        &Config::default(),
+    let config = Config::default();
+    let cluster = Cluster::new(
+        metadata.clone(),
+        &config.cluster,
+        "n1".into(),
+        "test".into(),
     );
+    cluster.beat().await.expect("heartbeat");
+    let stowage = Stowage::new(Arc::new(InMemoryProvider::new()), metadata, &config, "n1");
     let state = AppState {
         stowage: Arc::new(stowage),
         auth: Arc::new(auth),
+        cluster: Arc::new(cluster),
         base_url: Some("https://artifacts.example.com/".into()),
     };
     (dir, router(state), token)
@@ -82,6 +88,10 @@ async fn deploy_and_info_through_the_router() {
     let (status, body) = send(&app, req("GET", "/api/repositories", "")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body[0]["packageType"], "maven");
+    let (status, body) = send(&app, req("GET", "/api/system/cluster", "")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["primary"], "n1");
+    assert_eq!(body["nodes"][0]["primary"], true);
     let (status, body) = send(
         &app,
         req("PUT", "/api/repositories/x", "{\"rclass\":\"remote\"}"),

@@ -9,7 +9,7 @@ mod store;
 
 pub use model::{
     ArtifactRecord, BinaryRecord, ChecksumLookup, FolderChild, FolderListing, NewArtifact,
-    RepoSummary, Repository, StorageSummary, TrashRecord,
+    NodeRecord, RepoSummary, Repository, StorageSummary, TrashRecord,
 };
 pub use store::{Engine, Metadata, PoolSettings};
 

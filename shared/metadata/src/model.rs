@@ -106,3 +106,13 @@ pub struct RepoSummary {
     pub files_count: u64,
     pub used_space: u64,
 }
+
+/// A registered node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub id: String,
+    pub address: String,
+    pub version: String,
+    pub started_ms: i64,
+    pub heartbeat_ms: i64,
+}

@@ -964,4 +964,107 @@ impl Metadata {
         .map_err(db_err)?;
         Ok(done.rows_affected() > 0)
     }
+
+    // ---- leased locks and cluster membership ---------------------------------------------
+
+    /// Takes the lock `name` for `owner` until `expires_ms`, if nobody holds an unexpired lease
+    /// on it. Returns whether it was taken.
+    pub async fn try_lock(&self, name: &str, owner: &str, expires_ms: i64) -> Result<bool> {
+        let done = sqlx::query(self.sql(
+            "INSERT INTO locks (name, owner, expires_ms) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
+             expires_ms = excluded.expires_ms WHERE locks.expires_ms < ?",
+        ))
+        .bind(name)
+        .bind(owner)
+        .bind(expires_ms)
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Extends a lease `owner` holds; returns `false` if it no longer holds it.
+    pub async fn renew_lock(&self, name: &str, owner: &str, expires_ms: i64) -> Result<bool> {
+        let done =
+            sqlx::query(self.sql("UPDATE locks SET expires_ms = ? WHERE name = ? AND owner = ?"))
+                .bind(expires_ms)
+                .bind(name)
+                .bind(owner)
+                .execute(&self.writer)
+                .await
+                .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Releases a lock `owner` holds (nothing happens if it does not).
+    pub async fn unlock(&self, name: &str, owner: &str) -> Result<()> {
+        sqlx::query(self.sql("DELETE FROM locks WHERE name = ? AND owner = ?"))
+            .bind(name)
+            .bind(owner)
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Who holds an unexpired lease on `name`.
+    pub async fn lock_owner(&self, name: &str) -> Result<Option<String>> {
+        sqlx::query_scalar(self.sql("SELECT owner FROM locks WHERE name = ? AND expires_ms >= ?"))
+            .bind(name)
+            .bind(now_ms())
+            .fetch_optional(&self.writer)
+            .await
+            .map_err(db_err)
+    }
+
+    /// Registers a node or records its heartbeat.
+    pub async fn heartbeat(&self, node: &NodeRecord) -> Result<()> {
+        sqlx::query(self.sql(
+            "INSERT INTO nodes (id, address, version, started_ms, heartbeat_ms) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET \
+             address = excluded.address, version = excluded.version, \
+             heartbeat_ms = excluded.heartbeat_ms",
+        ))
+        .bind(&node.id)
+        .bind(&node.address)
+        .bind(&node.version)
+        .bind(node.started_ms)
+        .bind(node.heartbeat_ms)
+        .execute(&self.writer)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Removes a node (on clean shutdown) and nodes silent since before `stale_before_ms`.
+    pub async fn remove_nodes(&self, id: &str, stale_before_ms: i64) -> Result<()> {
+        sqlx::query(self.sql("DELETE FROM nodes WHERE id = ? OR heartbeat_ms < ?"))
+            .bind(id)
+            .bind(stale_before_ms)
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Every registered node, by id.
+    pub async fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        let rows = sqlx::query(self.sql("SELECT * FROM nodes ORDER BY id"))
+            .fetch_all(&self.writer)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(NodeRecord {
+                    id: r.try_get("id").map_err(db_err)?,
+                    address: r.try_get("address").map_err(db_err)?,
+                    version: r.try_get("version").map_err(db_err)?,
+                    started_ms: r.try_get("started_ms").map_err(db_err)?,
+                    heartbeat_ms: r.try_get("heartbeat_ms").map_err(db_err)?,
+                })
+            })
+            .collect()
+    }
 }

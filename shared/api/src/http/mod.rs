@@ -18,6 +18,7 @@ use axum::routing::{get, post};
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Auth, Principal};
+use crate::cluster::Cluster;
 use crate::service::Stowage;
 
 pub use error::ApiError;
@@ -27,6 +28,7 @@ pub use error::ApiError;
 pub struct AppState {
     pub stowage: Arc<Stowage>,
     pub auth: Arc<Auth>,
+    pub cluster: Arc<Cluster>,
     /// Public base URL for links; `None` derives it from the `Host` header.
     pub base_url: Option<String>,
 }
@@ -52,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/system/ping", get(system::ping))
         .route("/api/system/version", get(system::version))
         .route("/api/system/storage/gc", post(system::gc))
+        .route("/api/system/cluster", get(system::cluster))
         .route("/api/storageinfo", get(system::storage_info))
         .route("/api/repositories", get(system::list_repositories))
         .route(

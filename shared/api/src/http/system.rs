@@ -21,10 +21,49 @@ pub(crate) async fn version() -> Json<Value> {
     Json(json!({ "version": env!("CARGO_PKG_VERSION"), "product": "stowage" }))
 }
 
-/// `POST /api/system/storage/gc`.
+/// `POST /api/system/storage/gc`: runs on the primary node only.
 pub(crate) async fn gc(State(state): State<AppState>) -> Result<Response, ApiError> {
+    if !state.cluster.is_primary() {
+        let status = state.cluster.status().await?;
+        let primary = status
+            .primary
+            .and_then(|id| status.nodes.into_iter().find(|n| n.id == id))
+            .map_or_else(
+                || "no node yet".to_string(),
+                |n| format!("node {} at {}", n.id, n.address),
+            );
+        return Err(Error::Conflict(format!(
+            "garbage collection runs on the primary node ({primary}); send the request there"
+        ))
+        .into());
+    }
     let report = state.stowage.gc().await?;
     Ok(Json(report).into_response())
+}
+
+/// `GET /api/system/cluster`: the nodes and which one is primary.
+pub(crate) async fn cluster(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let status = state.cluster.status().await?;
+    let nodes: Vec<Value> = status
+        .nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "id": n.id,
+                "address": n.address,
+                "version": n.version,
+                "started": shapes::iso(n.started_ms),
+                "heartbeat": shapes::iso(n.heartbeat_ms),
+                "primary": status.primary.as_deref() == Some(n.id.as_str()),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "thisNode": status.this_node,
+        "primary": status.primary,
+        "nodes": nodes,
+    }))
+    .into_response())
 }
 
 fn grouped(n: u64) -> String {

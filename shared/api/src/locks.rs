@@ -1,0 +1,170 @@
+//! Locks shared by every node: leased rows in the metadata database, so that nodes that share
+//! a database (and a filestore) order their metadata changes, and a lock held by a node that
+//! died frees itself when its lease runs out. A lock not obtained within the configured wait is
+//! `Error::Unavailable` (503 with Retry-After), never a hang.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256 as Sha256Hasher};
+use stowage_core::{ArtifactPath, Error, RepoKey, Result, Sha256};
+use stowage_metadata::{Metadata, now_ms};
+use tokio::task::JoinHandle;
+
+/// What can be locked.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LockName {
+    /// An artifact path (a file or a folder); stored hashed, so any length fits.
+    Path(String),
+    /// A binary, by digest.
+    Binary(Sha256),
+    /// Anything else (cluster-wide tasks).
+    Named(&'static str),
+}
+
+impl LockName {
+    /// The lock of `repo/path`.
+    pub fn path(repo: &RepoKey, path: &ArtifactPath) -> Self {
+        let digest = Sha256Hasher::digest(format!("{repo}/{path}").as_bytes());
+        LockName::Path(hex::encode(digest))
+    }
+
+    fn key(&self) -> String {
+        match self {
+            LockName::Path(h) => format!("path:{h}"),
+            LockName::Binary(d) => format!("binary:{d}"),
+            LockName::Named(n) => format!("task:{n}"),
+        }
+    }
+}
+
+/// Lock settings.
+#[derive(Debug, Clone)]
+pub struct LockSettings {
+    /// How long a lease lasts without renewal; a dead node's locks free themselves after it.
+    pub lease: Duration,
+    /// How long to wait for a lock before giving up with a 503.
+    pub wait: Duration,
+}
+
+impl Default for LockSettings {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(30),
+            wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Takes and releases leased locks for one node.
+#[derive(Debug, Clone)]
+pub struct Locks {
+    metadata: Metadata,
+    node_id: String,
+    settings: LockSettings,
+}
+
+/// A held lock: renewed in the background while held, released when dropped.
+#[derive(Debug)]
+pub struct LockGuard {
+    metadata: Metadata,
+    key: String,
+    owner: String,
+    renewer: JoinHandle<()>,
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        self.renewer.abort();
+        let (metadata, key, owner) = (self.metadata.clone(), self.key.clone(), self.owner.clone());
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if let Err(e) = metadata.unlock(&key, &owner).await {
+                    tracing::warn!(lock = %key, error = %e, "could not release a lock; its lease will expire");
+                }
+            });
+        }
+    }
+}
+
+fn lease_ms(lease: Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Locks {
+    /// Locks for the node `node_id`.
+    pub fn new(metadata: Metadata, node_id: impl Into<String>, settings: LockSettings) -> Self {
+        Self {
+            metadata,
+            node_id: node_id.into(),
+            settings,
+        }
+    }
+
+    /// Waits (polling with backoff) for `name`, up to the configured wait.
+    pub async fn lock(&self, name: &LockName) -> Result<LockGuard> {
+        let key = name.key();
+        let owner = format!("{}:{:016x}", self.node_id, rand::random::<u64>());
+        let deadline = tokio::time::Instant::now() + self.settings.wait;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let expires = now_ms() + lease_ms(self.settings.lease);
+            if self.metadata.try_lock(&key, &owner, expires).await? {
+                break;
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                return Err(Error::Unavailable(format!(
+                    "{} is locked by another operation (waited {} s); retry",
+                    describe(name),
+                    self.settings.wait.as_secs()
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+        let renewer = {
+            let (metadata, key, owner) = (self.metadata.clone(), key.clone(), owner.clone());
+            let lease = self.settings.lease;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(lease / 3).await;
+                    match metadata
+                        .renew_lock(&key, &owner, now_ms() + lease_ms(lease))
+                        .await
+                    {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::error!(lock = %key, "a held lock's lease was lost");
+                            return;
+                        }
+                        Err(e) => tracing::warn!(lock = %key, error = %e, "could not renew a lock"),
+                    }
+                }
+            })
+        };
+        Ok(LockGuard {
+            metadata: self.metadata.clone(),
+            key,
+            owner,
+            renewer,
+        })
+    }
+
+    /// Takes several locks in one global order (so two callers never wait on each other).
+    pub async fn lock_all(&self, mut names: Vec<LockName>) -> Result<Vec<LockGuard>> {
+        names.sort();
+        names.dedup();
+        let mut guards = Vec::with_capacity(names.len());
+        for name in &names {
+            guards.push(self.lock(name).await?);
+        }
+        Ok(guards)
+    }
+}
+
+fn describe(name: &LockName) -> String {
+    match name {
+        LockName::Path(_) => "the path".into(),
+        LockName::Binary(d) => format!("binary {d}"),
+        LockName::Named(n) => format!("task {n}"),
+    }
+}

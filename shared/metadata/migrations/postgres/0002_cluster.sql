@@ -1,0 +1,16 @@
+-- Cluster coordination: leased locks (also the primary-node lease) and node membership.
+-- A lock whose lease has expired belongs to nobody; a node that died stops renewing.
+
+CREATE TABLE locks (
+    name        TEXT    PRIMARY KEY NOT NULL,
+    owner       TEXT    NOT NULL,
+    expires_ms  BIGINT  NOT NULL
+);
+
+CREATE TABLE nodes (
+    id            TEXT    PRIMARY KEY NOT NULL,
+    address       TEXT    NOT NULL,
+    version       TEXT    NOT NULL,
+    started_ms    BIGINT  NOT NULL,
+    heartbeat_ms  BIGINT  NOT NULL
+);
