@@ -17,11 +17,30 @@ pub fn engine() -> String {
 /// A fresh, empty database for one test, remembered in `dir/database-url` so that a restart
 /// in the same `dir` finds the same database.
 pub async fn database_url(dir: &Path) -> String {
+    database_url_on(dir, &engine()).await
+}
+
+/// A fresh PostgreSQL database for a test that needs several processes on one database (the
+/// cluster tests). Without `STOWAGE_TEST_POSTGRES_URL` that is a failure under `CI`, and a loud
+/// skip (`None`) elsewhere.
+pub async fn postgres_database(dir: &Path) -> Option<String> {
+    if std::env::var_os("STOWAGE_TEST_POSTGRES_URL").is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but STOWAGE_TEST_POSTGRES_URL is not: run the tests through scripts/test"
+        );
+        eprintln!("!!! SKIPPED: this test needs PostgreSQL; run it through scripts/test");
+        return None;
+    }
+    Some(database_url_on(dir, "postgres").await)
+}
+
+async fn database_url_on(dir: &Path, engine: &str) -> String {
     let remembered = dir.join("database-url");
     if let Ok(url) = std::fs::read_to_string(&remembered) {
         return url;
     }
-    let url = match engine().as_str() {
+    let url = match engine {
         "sqlite" => format!("sqlite://{}", dir.join("data").join("stowage.db").display()),
         "postgres" => {
             use sqlx::Connection;
@@ -86,6 +105,10 @@ pub struct Options {
     pub config: Option<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// The admin token, for a node joining a cluster whose first node created it.
+    pub token: Option<String>,
+    /// The database, for a node joining a cluster (default: a fresh one for `dir`).
+    pub database_url: Option<String>,
 }
 
 impl Server {
@@ -98,7 +121,10 @@ impl Server {
     pub async fn start_with(dir: &Path, options: Options) -> Self {
         let data_dir = dir.join("data");
         std::fs::create_dir_all(&data_dir).expect("data dir");
-        let database_url = database_url(dir).await;
+        let database_url = match &options.database_url {
+            Some(url) => url.clone(),
+            None => database_url(dir).await,
+        };
         let mut cmd = Command::new(stowage_bin());
         cmd.arg("serve")
             .arg("--data-dir")
@@ -146,10 +172,13 @@ impl Server {
         .expect("stowage did not listen within 60 s");
         // Keep draining standard output so the server never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let token = std::fs::read_to_string(data_dir.join("admin.token"))
-            .expect("admin.token")
-            .trim()
-            .to_string();
+        let token = match &options.token {
+            Some(token) => token.clone(),
+            None => std::fs::read_to_string(data_dir.join("admin.token"))
+                .expect("admin.token")
+                .trim()
+                .to_string(),
+        };
         Server {
             child,
             base,
@@ -222,6 +251,11 @@ impl Server {
                 panic!("stowage did not stop within 30 s of SIGTERM");
             }
         }
+    }
+
+    /// SIGKILL, as a crash: no cleanup, locks and leases left behind.
+    pub async fn crash(mut self) {
+        self.child.kill().await.expect("SIGKILL");
     }
 
     /// Sends SIGTERM without waiting.

@@ -126,18 +126,24 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// The settings every SQLite connection starts with.
+/// The settings an SQLite connection starts with. Only the writer sets the journal mode and
+/// durability (a read-only connection changing them could fail with "database is locked");
+/// the busy timeout comes first so that nothing after it fails without waiting.
 fn sqlite_pragmas(
     conn: &mut sqlx::AnyConnection,
     busy_ms: u128,
+    writer: bool,
 ) -> futures::future::BoxFuture<'_, Result<(), sqlx::Error>> {
     Box::pin(async move {
-        for pragma in [
-            "PRAGMA journal_mode = WAL".to_string(),
-            "PRAGMA synchronous = FULL".to_string(),
-            "PRAGMA foreign_keys = ON".to_string(),
-            format!("PRAGMA busy_timeout = {busy_ms}"),
-        ] {
+        let mut pragmas = vec![format!("PRAGMA busy_timeout = {busy_ms}")];
+        if writer {
+            pragmas.extend([
+                "PRAGMA journal_mode = WAL".to_string(),
+                "PRAGMA synchronous = FULL".to_string(),
+                "PRAGMA foreign_keys = ON".to_string(),
+            ]);
+        }
+        for pragma in pragmas {
             conn.execute(AssertSqlSafe(pragma)).await?;
         }
         Ok(())
@@ -255,12 +261,12 @@ impl Metadata {
                 let sep = if url.contains('?') { '&' } else { '?' };
                 let busy_ms = settings.busy_timeout.as_millis();
                 let writer = pool(1)
-                    .after_connect(move |conn, _| sqlite_pragmas(conn, busy_ms))
+                    .after_connect(move |conn, _| sqlite_pragmas(conn, busy_ms, true))
                     .connect(&format!("{url}{sep}mode=rwc"))
                     .await
                     .map_err(|e| connect_err(url, e))?;
                 let reader = pool(settings.max_connections)
-                    .after_connect(move |conn, _| sqlite_pragmas(conn, busy_ms))
+                    .after_connect(move |conn, _| sqlite_pragmas(conn, busy_ms, false))
                     .connect(&format!("{url}{sep}mode=ro"))
                     .await
                     .map_err(|e| connect_err(url, e))?;
@@ -322,8 +328,15 @@ impl Metadata {
         self.reader.close().await;
     }
 
+    /// A write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so
+    /// that it waits (busy timeout) for another process's writer instead of failing later when
+    /// a read snapshot turns out to be stale.
     async fn begin(&self) -> Result<Transaction<'static, Any>> {
-        self.writer.begin().await.map_err(db_err)
+        match self.engine {
+            Engine::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
+            Engine::Postgres => self.writer.begin().await,
+        }
+        .map_err(db_err)
     }
 
     // ---- repositories ------------------------------------------------------------------

@@ -1,0 +1,388 @@
+//! Several `stowage serve` processes sharing one database and one filestore: concurrent
+//! changes of the same paths leave database and filestore in agreement, locks of a crashed node
+//! free themselves, and the primary role moves when the primary dies. Always on PostgreSQL:
+//! SQLite is the single-node embedded engine, and several processes writing one SQLite file
+//! get "database is locked" under load.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use reqwest::StatusCode;
+use serde_json::Value;
+use sqlx::{Connection, Row};
+use stowage_tests::{Options, Server, bytes, postgres_database, sha256_hex};
+
+/// Settings every node of a test cluster shares: one filestore, short heartbeats.
+fn node_config(filestore: &Path) -> String {
+    format!(
+        "[filestore.file-system]\nfileStoreDir = \"{}\"\n\n[cluster]\nheartbeat_secs = 1\nprimary_lease_secs = 3\nlock_wait_secs = 30\n",
+        filestore.display()
+    )
+}
+
+async fn start_cluster(root: &Path, n: usize) -> Option<Vec<Server>> {
+    let filestore = root.join("filestore");
+    let url = postgres_database(root).await?;
+    let config = node_config(&filestore);
+    let first = Server::start_with(
+        &root.join("node-0"),
+        Options {
+            config: Some(config.clone()),
+            database_url: Some(url.clone()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let token = first.token.clone();
+    let mut nodes = vec![first];
+    for i in 1..n {
+        let node = Server::start_with(
+            &root.join(format!("node-{i}")),
+            Options {
+                config: Some(config.clone()),
+                database_url: Some(url.clone()),
+                token: Some(token.clone()),
+                ..Options::default()
+            },
+        )
+        .await;
+        nodes.push(node);
+    }
+    Some(nodes)
+}
+
+async fn cluster_view(node: &Server) -> Value {
+    node.admin()
+        .get(node.url("/api/system/cluster"))
+        .send()
+        .await
+        .expect("cluster")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// Connects to the metadata database the nodes share (PostgreSQL or the SQLite file).
+async fn rows(url: &str, sql: &'static str) -> Vec<(String, String, i64)> {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url)
+        .await
+        .expect("connect to the database");
+    sqlx::query(sql)
+        .fetch_all(&mut conn)
+        .await
+        .expect("query")
+        .iter()
+        .map(|r| {
+            (
+                r.get::<String, _>(0),
+                r.get::<String, _>(1),
+                r.get::<i64, _>(2),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_hammering_the_same_paths_stay_consistent() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let Some(nodes) = start_cluster(root.path(), 3).await else {
+        return;
+    };
+    nodes[0].create_repo("libs").await;
+
+    let view = cluster_view(&nodes[1]).await;
+    assert_eq!(view["nodes"].as_array().expect("nodes").len(), 3);
+    let primaries: Vec<_> = view["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|n| n["primary"] == true)
+        .collect();
+    assert_eq!(primaries.len(), 1, "exactly one primary: {view}");
+
+    let bodies: Vec<Vec<u8>> = (0..4)
+        .map(|i| bytes(500 + i, 20_000 + i as usize * 1000))
+        .collect();
+    let paths = ["a/one.bin", "a/two.bin", "b/three.bin", "four.bin"];
+    let mut tasks = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for worker in 0..4u64 {
+            let (c, base, bodies) = (node.admin(), node.base.clone(), bodies.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(n as u64 * 100 + worker);
+                let mut statuses = Vec::new();
+                for _ in 0..25 {
+                    let path = paths[rng.random_range(0..paths.len())];
+                    let url = format!("{base}/libs/{path}");
+                    let r = match rng.random_range(0..10) {
+                        0..6 => {
+                            c.put(&url)
+                                .body(bodies[rng.random_range(0..bodies.len())].clone())
+                                .send()
+                                .await
+                        }
+                        6..8 => c.delete(&url).send().await,
+                        _ => c.get(&url).send().await,
+                    }
+                    .expect("request");
+                    let status = r.status();
+                    if status.is_server_error() {
+                        eprintln!("{status}: {}", r.text().await.unwrap_or_default());
+                    }
+                    statuses.push(status);
+                }
+                statuses
+            }));
+        }
+    }
+    let mut seen: HashMap<u16, usize> = HashMap::new();
+    for t in tasks {
+        for status in t.await.expect("task") {
+            *seen.entry(status.as_u16()).or_default() += 1;
+        }
+    }
+    assert!(
+        seen.keys().all(|s| [200, 201, 204, 404].contains(s)),
+        "unexpected statuses: {seen:?}"
+    );
+
+    // Garbage collection on the primary, then the database and the filestore must agree.
+    let primary_id = cluster_view(&nodes[0]).await["primary"]
+        .as_str()
+        .expect("primary")
+        .to_string();
+    let address = primary_address(&nodes[0], &primary_id).await;
+    let primary = nodes
+        .iter()
+        .find(|n| n.base.ends_with(&address))
+        .expect("the primary is one of the nodes");
+    let c = primary.admin();
+    c.post(primary.url("/api/trash/empty"))
+        .send()
+        .await
+        .expect("empty");
+    let gc = c
+        .post(primary.url("/api/system/storage/gc"))
+        .send()
+        .await
+        .expect("gc");
+    assert_eq!(gc.status(), StatusCode::OK);
+
+    let url = primary.database_url.clone();
+    let filestore = root.path().join("filestore");
+    let binaries = rows(&url, "SELECT sha256, sha1, size FROM binaries").await;
+    for (sha256, sha1, size) in &binaries {
+        let file = filestore.join(&sha256[..2]).join(sha256);
+        let data =
+            std::fs::read(&file).unwrap_or_else(|e| panic!("binary row {sha256} has no file: {e}"));
+        assert_eq!(data.len() as i64, *size, "size of {sha256}");
+        assert_eq!(
+            &sha256_hex(&data),
+            sha256,
+            "a stored file's content matches its row"
+        );
+        use sha1::Digest;
+        assert_eq!(&hex::encode(sha1::Sha1::digest(&data)), sha1);
+    }
+    let known: Vec<&String> = binaries.iter().map(|(s, _, _)| s).collect();
+    let artifacts = rows(&url, "SELECT path, sha256, size FROM artifacts").await;
+    for (path, sha256, size) in &artifacts {
+        assert!(
+            known.contains(&sha256),
+            "artifact {path} points at an unknown binary"
+        );
+        let r = c
+            .get(primary.url(&format!("/libs/{path}")))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), StatusCode::OK);
+        let body = r.bytes().await.expect("body");
+        assert_eq!(body.len() as i64, *size);
+        assert_eq!(&sha256_hex(&body), sha256);
+    }
+    let stored: Vec<_> = stowage_tests::files_below(&filestore)
+        .into_iter()
+        .filter(|p| !p.components().any(|c| c.as_os_str() == "_pre"))
+        .collect();
+    assert_eq!(
+        stored.len(),
+        binaries.len(),
+        "every stored file has a row, after GC"
+    );
+}
+
+async fn primary_address(node: &Server, primary_id: &str) -> String {
+    let view = cluster_view(node).await;
+    view["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["id"] == primary_id)
+        .and_then(|n| n["address"].as_str())
+        .expect("primary address")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_primary_role_moves_when_the_primary_dies() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let Some(nodes) = start_cluster(root.path(), 3).await else {
+        return;
+    };
+    let view = cluster_view(&nodes[0]).await;
+    let old = view["primary"].as_str().expect("a primary").to_string();
+    let address = primary_address(&nodes[0], &old).await;
+    let (dead, alive): (Vec<Server>, Vec<Server>) =
+        nodes.into_iter().partition(|n| n.base.ends_with(&address));
+    assert_eq!(dead.len(), 1);
+    let killed_at = Instant::now();
+    for node in dead {
+        node.crash().await;
+    }
+    // Lease 3 s plus a 1 s heartbeat: a new primary within 3 + 1 s (+ slack for a busy box).
+    let bound = Duration::from_secs(8);
+    let new = loop {
+        let view = cluster_view(&alive[0]).await;
+        match view["primary"].as_str() {
+            Some(p) if p != old => break p.to_string(),
+            _ => {}
+        }
+        assert!(
+            killed_at.elapsed() < bound,
+            "no new primary within {bound:?}: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let view = cluster_view(&alive[1]).await;
+    assert_eq!(
+        view["primary"],
+        new.as_str(),
+        "both survivors agree on the primary"
+    );
+    // Only the primary runs garbage collection; the other node refuses and names it.
+    let mut ran = 0;
+    for node in &alive {
+        let r = node
+            .admin()
+            .post(node.url("/api/system/storage/gc"))
+            .send()
+            .await
+            .expect("gc");
+        match r.status() {
+            StatusCode::OK => ran += 1,
+            StatusCode::CONFLICT => {
+                let body: Value = r.json().await.expect("json");
+                assert!(
+                    body["errors"][0]["message"]
+                        .as_str()
+                        .expect("message")
+                        .contains(&new)
+                );
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(ran, 1, "exactly one node ran garbage collection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lock_left_by_a_dead_node_frees_itself_and_waiting_is_bounded() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let Some(url) = postgres_database(root.path()).await else {
+        return;
+    };
+    let config = format!(
+        "[filestore.file-system]\nfileStoreDir = \"{}\"\n\n[cluster]\nlock_wait_secs = 2\n",
+        root.path().join("filestore").display()
+    );
+    let node = Server::start_with(
+        &root.path().join("node"),
+        Options {
+            config: Some(config),
+            database_url: Some(url.clone()),
+            ..Options::default()
+        },
+    )
+    .await;
+    node.create_repo("libs").await;
+    let c = node.admin();
+    // What a node killed while deploying libs/a.bin leaves: the path's lock with a live lease.
+    // (The lock name is the service's: "path:" + SHA-256 of "repo/path".)
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&url).await.expect("connect");
+    let name = format!("path:{}", sha256_hex(b"libs/a.bin"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_millis() as i64;
+    let insert = |expires: i64| {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO locks (name, owner, expires_ms) VALUES ('{name}', 'dead-node', {expires})"
+        )))
+    };
+    insert(now + 60_000)
+        .execute(&mut conn)
+        .await
+        .expect("plant a long lease");
+
+    // Waiting is bounded: a clear 503 with Retry-After after lock_wait_secs, not a hang.
+    let started = Instant::now();
+    let r = c
+        .put(node.url("/libs/a.bin"))
+        .body("x")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let body: Value = r.json().await.expect("json");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .expect("message")
+            .contains("locked")
+    );
+    // Other paths are not affected.
+    assert_eq!(
+        c.put(node.url("/libs/b.bin"))
+            .body("y")
+            .send()
+            .await
+            .expect("put")
+            .status(),
+        StatusCode::CREATED
+    );
+
+    // A lease that runs out frees the lock: the deploy goes through once it has expired.
+    sqlx::query("DELETE FROM locks WHERE owner = 'dead-node'")
+        .execute(&mut conn)
+        .await
+        .expect("clear");
+    insert(now_ms() + 1_500)
+        .execute(&mut conn)
+        .await
+        .expect("plant a short lease");
+    let r = c
+        .put(node.url("/libs/a.bin"))
+        .body("x")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "the deploy proceeds after the dead node's lease expired"
+    );
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_millis() as i64
+}
