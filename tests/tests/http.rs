@@ -757,3 +757,221 @@ async fn a_second_server_on_the_same_data_dir_is_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("another stowage process"));
 }
+
+#[tokio::test]
+async fn move_and_copy_touch_only_metadata() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    s.create_repo("libs").await;
+    s.create_repo("release").await;
+    let c = s.admin();
+    let one = bytes(600, 3000);
+    let two = bytes(601, 4000);
+    c.put(s.url("/libs/app/1.0/app.jar;build=7"))
+        .body(one.clone())
+        .send()
+        .await
+        .expect("put");
+    c.put(s.url("/libs/app/1.0/app.pom"))
+        .body(two.clone())
+        .send()
+        .await
+        .expect("put");
+    let stored_before = s.stored_binaries();
+
+    // Copy a folder to another repository; the source stays.
+    let r = c
+        .post(s.url("/api/copy/libs/app/1.0?to=/release/app/1.0"))
+        .send()
+        .await
+        .expect("copy");
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = json(r).await;
+    assert!(
+        body["messages"][0]["message"]
+            .as_str()
+            .expect("message")
+            .contains("2 artifacts")
+    );
+    assert_eq!(s.body("/release/app/1.0/app.jar").await, one);
+    assert_eq!(s.body("/libs/app/1.0/app.jar").await, one);
+    let props = json(
+        c.get(s.url("/api/storage/release/app/1.0/app.jar?properties"))
+            .send()
+            .await
+            .expect("props"),
+    )
+    .await;
+    assert_eq!(
+        props["properties"]["build"][0], "7",
+        "properties travel with a copy"
+    );
+
+    // Move a file into a folder (trailing slash), and a dry run that changes nothing.
+    let r = c
+        .post(s.url("/api/move/libs/app/1.0/app.pom?to=/libs/poms/&dry=1"))
+        .send()
+        .await
+        .expect("dry");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        c.get(s.url("/libs/poms/app.pom"))
+            .send()
+            .await
+            .expect("get")
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    let r = c
+        .post(s.url("/api/move/libs/app/1.0/app.pom?to=/libs/poms/"))
+        .send()
+        .await
+        .expect("move");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(s.body("/libs/poms/app.pom").await, two);
+    assert_eq!(
+        c.get(s.url("/libs/app/1.0/app.pom"))
+            .send()
+            .await
+            .expect("get")
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // Neither touched a binary.
+    assert_eq!(s.stored_binaries(), stored_before);
+    let info = storage_info(&s).await;
+    assert_eq!(info["binariesSummary"]["binariesCountExact"], 2);
+    assert_eq!(info["binariesSummary"]["artifactsCountExact"], 4);
+
+    // Errors: into itself, missing source, file onto a folder.
+    let into_itself = c
+        .post(s.url("/api/move/libs/app?to=/libs/app/sub"))
+        .send()
+        .await
+        .expect("move");
+    assert_eq!(into_itself.status(), StatusCode::BAD_REQUEST);
+    let missing = c
+        .post(s.url("/api/copy/libs/nope?to=/libs/x"))
+        .send()
+        .await
+        .expect("copy");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let onto_folder = c
+        .post(s.url("/api/copy/libs/poms/app.pom?to=/libs/app"))
+        .send()
+        .await
+        .expect("copy");
+    assert_eq!(onto_folder.status(), StatusCode::CONFLICT);
+    let no_target = c
+        .post(s.url("/api/copy/libs/poms/app.pom"))
+        .send()
+        .await
+        .expect("copy");
+    assert_eq!(no_target.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn properties_can_be_set_removed_and_searched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    s.create_repo("libs").await;
+    s.create_repo("other").await;
+    let c = s.admin();
+    for path in [
+        "/libs/a/x.bin",
+        "/libs/a/y.bin",
+        "/libs/b/z.bin",
+        "/other/a/x.bin",
+    ] {
+        c.put(s.url(path))
+            .body(path.to_string())
+            .send()
+            .await
+            .expect("put");
+    }
+    // On a folder: every file below it.
+    let r = c
+        .put(s.url("/api/storage/libs/a?properties=os=linux,darwin;qa=done"))
+        .send()
+        .await
+        .expect("set");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    c.put(s.url("/api/storage/libs/b/z.bin?properties=os=windows"))
+        .send()
+        .await
+        .expect("set");
+    c.put(s.url("/api/storage/other/a/x.bin?properties=os=linux"))
+        .send()
+        .await
+        .expect("set");
+    let props = json(
+        c.get(s.url("/api/storage/libs/a/y.bin?properties"))
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
+    assert_eq!(
+        props["properties"]["os"],
+        serde_json::json!(["darwin", "linux"])
+    );
+    assert_eq!(props["properties"]["qa"][0], "done");
+
+    let search = |query: &str| {
+        let (c, url) = (c.clone(), s.url(&format!("/api/search/prop?{query}")));
+        async move {
+            let body = json(c.get(url).send().await.expect("search")).await;
+            let mut uris: Vec<String> = body["results"]
+                .as_array()
+                .expect("results")
+                .iter()
+                .map(|r| {
+                    r["uri"]
+                        .as_str()
+                        .expect("uri")
+                        .rsplit("/api/storage")
+                        .next()
+                        .expect("path")
+                        .to_string()
+                })
+                .collect();
+            uris.sort();
+            uris
+        }
+    };
+    assert_eq!(
+        search("os=linux").await,
+        ["/libs/a/x.bin", "/libs/a/y.bin", "/other/a/x.bin"]
+    );
+    assert_eq!(
+        search("os=linux&repos=libs").await,
+        ["/libs/a/x.bin", "/libs/a/y.bin"]
+    );
+    assert_eq!(
+        search("os=windows,darwin&qa=done").await,
+        ["/libs/a/x.bin", "/libs/a/y.bin"]
+    );
+    assert_eq!(search("os=windows").await, ["/libs/b/z.bin"]);
+    assert!(search("os=solaris").await.is_empty());
+
+    let r = c
+        .delete(s.url("/api/storage/libs/a/x.bin?properties=os"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(search("os=linux&repos=libs").await, ["/libs/a/y.bin"]);
+    let r = c
+        .put(s.url("/api/storage/libs/nope?properties=a=b"))
+        .send()
+        .await
+        .expect("set");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = c
+        .put(s.url("/api/storage/libs/a?properties=novalue"))
+        .send()
+        .await
+        .expect("set");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}

@@ -286,6 +286,31 @@ impl Stowage {
         Ok(moved)
     }
 
+    /// Moves or copies a file or a folder's files (metadata only), under the locks of both
+    /// paths. Returns how many files.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn relocate(
+        &self,
+        src_repo: &RepoKey,
+        src: &ArtifactPath,
+        dst_repo: &RepoKey,
+        dst: &ArtifactPath,
+        by: &str,
+        copy: bool,
+        dry: bool,
+    ) -> Result<u64> {
+        let _locks = self
+            .locks
+            .lock_all(vec![
+                LockName::path(src_repo, src),
+                LockName::path(dst_repo, dst),
+            ])
+            .await?;
+        self.metadata
+            .relocate(src_repo, src, dst_repo, dst, by, copy, dry)
+            .await
+    }
+
     /// Removes what nothing refers to: trash older than its retention, binaries without
     /// artifacts or trash entries, and stored objects without a metadata row older than the
     /// orphan grace period.

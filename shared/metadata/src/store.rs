@@ -307,6 +307,15 @@ impl Metadata {
         })
     }
 
+    /// A query built at run time from fixed fragments and `?` placeholders only (never from
+    /// input), adapted to the engine.
+    fn sql_built(&self, sql: String) -> AssertSqlSafe<Cow<'static, str>> {
+        AssertSqlSafe(match self.engine {
+            Engine::Sqlite => Cow::Owned(sql),
+            Engine::Postgres => Cow::Owned(numbered_placeholders(&sql)),
+        })
+    }
+
     /// Applies pending migrations (idempotent).
     pub async fn migrate(&self) -> Result<()> {
         let migrator = match self.engine {
@@ -736,6 +745,254 @@ impl Metadata {
             .map_err(db_err)?
             .iter()
             .map(artifact_from_row)
+            .collect()
+    }
+
+    /// The artifact rows at `path` (a file) or below it (a folder; everything for the root).
+    async fn rows_at(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+    ) -> Result<Vec<AnyRow>> {
+        let (lo, hi) = below(path.as_str());
+        sqlx::query(self.sql(
+            "SELECT * FROM artifacts WHERE repo_key = ? \
+             AND (path = ? OR (path >= ? AND path < ?) OR ? = '') ORDER BY path",
+        ))
+        .bind(repo.as_str())
+        .bind(path.as_str())
+        .bind(lo)
+        .bind(hi)
+        .bind(path.as_str())
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_err)
+    }
+
+    /// Moves or copies a file, or every file below a folder, to `dst` (metadata only: the
+    /// binaries are shared, never touched). A file already at a target is overwritten; a file
+    /// and a folder may not swap places. With `dry`, nothing changes. Returns how many files.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn relocate(
+        &self,
+        src_repo: &RepoKey,
+        src: &ArtifactPath,
+        dst_repo: &RepoKey,
+        dst: &ArtifactPath,
+        by: &str,
+        copy: bool,
+        dry: bool,
+    ) -> Result<u64> {
+        let within = |inner: &ArtifactPath, outer: &ArtifactPath| {
+            outer.is_root() || inner == outer || inner.as_str().starts_with(&format!("{outer}/"))
+        };
+        if src_repo == dst_repo && within(dst, src) {
+            return Err(Error::InvalidInput(format!(
+                "cannot {} {src_repo}/{src} onto or into itself",
+                if copy { "copy" } else { "move" }
+            )));
+        }
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        self.check_repository(&mut tx, src_repo).await?;
+        self.check_repository(&mut tx, dst_repo).await?;
+        let rows = self.rows_at(&mut tx, src_repo, src).await?;
+        if rows.is_empty() {
+            return Err(Error::NotFound {
+                what: format!("{src_repo}/{src}"),
+            });
+        }
+        for row in &rows {
+            let old: String = row.try_get("path").map_err(db_err)?;
+            let rest = old
+                .get(src.as_str().len()..)
+                .unwrap_or_default()
+                .trim_start_matches('/');
+            let target = match (dst.is_root(), rest.is_empty()) {
+                (_, true) if dst.is_root() => ArtifactPath::parse(src.name())?,
+                (_, true) => dst.clone(),
+                (true, false) => ArtifactPath::parse(rest)?,
+                (false, false) => ArtifactPath::parse(&format!("{dst}/{rest}"))?,
+            };
+            self.check_file_path(&mut tx, dst_repo, &target).await?;
+            let id: i64 = row.try_get("id").map_err(db_err)?;
+            let (created_ms, created_by) = if copy {
+                (now, by.to_string())
+            } else {
+                (
+                    row.try_get::<i64, _>("created_ms").map_err(db_err)?,
+                    row.try_get::<String, _>("created_by").map_err(db_err)?,
+                )
+            };
+            sqlx::query(self.sql(
+                "INSERT INTO artifacts (repo_key, path, sha256, size, created_ms, created_by, \
+                 modified_ms, modified_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (repo_key, path) DO UPDATE SET sha256 = excluded.sha256, \
+                 size = excluded.size, modified_ms = excluded.modified_ms, \
+                 modified_by = excluded.modified_by",
+            ))
+            .bind(dst_repo.as_str())
+            .bind(target.as_str())
+            .bind(row.try_get::<String, _>("sha256").map_err(db_err)?)
+            .bind(row.try_get::<i64, _>("size").map_err(db_err)?)
+            .bind(created_ms)
+            .bind(created_by)
+            .bind(now)
+            .bind(by)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            let new_id: i64 = sqlx::query_scalar(
+                self.sql("SELECT id FROM artifacts WHERE repo_key = ? AND path = ?"),
+            )
+            .bind(dst_repo.as_str())
+            .bind(target.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            sqlx::query(self.sql("DELETE FROM artifact_properties WHERE artifact_id = ?"))
+                .bind(new_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            sqlx::query(self.sql(
+                "INSERT INTO artifact_properties (artifact_id, name, value) \
+                 SELECT ?, name, value FROM artifact_properties WHERE artifact_id = ?",
+            ))
+            .bind(new_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            if !copy {
+                for sql in [
+                    "DELETE FROM artifact_properties WHERE artifact_id = ?",
+                    "DELETE FROM artifacts WHERE id = ?",
+                ] {
+                    sqlx::query(self.sql(sql))
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                }
+            }
+        }
+        if dry {
+            tx.rollback().await.map_err(db_err)?;
+        } else {
+            tx.commit().await.map_err(db_err)?;
+        }
+        Ok(rows.len() as u64)
+    }
+
+    /// Sets properties (each name's values replace the ones it had) on a file or on every file
+    /// below a folder; returns how many files.
+    pub async fn set_properties(
+        &self,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+        properties: &[(String, Vec<String>)],
+    ) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let rows = self.rows_at(&mut tx, repo, path).await?;
+        for row in &rows {
+            let id: i64 = row.try_get("id").map_err(db_err)?;
+            for (name, values) in properties {
+                sqlx::query(
+                    self.sql("DELETE FROM artifact_properties WHERE artifact_id = ? AND name = ?"),
+                )
+                .bind(id)
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                let pairs: Vec<(String, String)> =
+                    values.iter().map(|v| (name.clone(), v.clone())).collect();
+                self.insert_properties(&mut tx, id, &pairs).await?;
+            }
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(rows.len() as u64)
+    }
+
+    /// Removes the named properties from a file or every file below a folder.
+    pub async fn delete_properties(
+        &self,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+        names: &[String],
+    ) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let rows = self.rows_at(&mut tx, repo, path).await?;
+        for row in &rows {
+            let id: i64 = row.try_get("id").map_err(db_err)?;
+            for name in names {
+                sqlx::query(
+                    self.sql("DELETE FROM artifact_properties WHERE artifact_id = ? AND name = ?"),
+                )
+                .bind(id)
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            }
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(rows.len() as u64)
+    }
+
+    /// Artifacts that have, for every criterion, the property with one of its values;
+    /// optionally only in `repos`. At most `limit`, by repository and path.
+    pub async fn search_properties(
+        &self,
+        criteria: &[(String, Vec<String>)],
+        repos: &[RepoKey],
+        limit: u32,
+    ) -> Result<Vec<(RepoKey, ArtifactPath)>> {
+        let mut sql = String::from("SELECT a.repo_key, a.path FROM artifacts a WHERE 1 = 1");
+        let placeholders = |n: usize| vec!["?"; n].join(", ");
+        for (_, values) in criteria {
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM artifact_properties p WHERE p.artifact_id = a.id \
+                 AND p.name = ? AND p.value IN ({}))",
+                placeholders(values.len().max(1))
+            ));
+        }
+        if !repos.is_empty() {
+            sql.push_str(&format!(
+                " AND a.repo_key IN ({})",
+                placeholders(repos.len())
+            ));
+        }
+        sql.push_str(" ORDER BY a.repo_key, a.path LIMIT ?");
+        let mut query = sqlx::query(self.sql_built(sql));
+        for (name, values) in criteria {
+            query = query.bind(name.clone());
+            if values.is_empty() {
+                query = query.bind(String::new());
+            }
+            for v in values {
+                query = query.bind(v.clone());
+            }
+        }
+        for r in repos {
+            query = query.bind(r.as_str().to_string());
+        }
+        let rows = query
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|row| {
+                let repo: String = row.try_get(0).map_err(db_err)?;
+                let path: String = row.try_get(1).map_err(db_err)?;
+                Ok((
+                    RepoKey::parse(&repo).map_err(|_| corrupt("repository key", &repo))?,
+                    ArtifactPath::parse(&path).map_err(|_| corrupt("path", &path))?,
+                ))
+            })
             .collect()
     }
 

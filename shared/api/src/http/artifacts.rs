@@ -306,3 +306,192 @@ pub(crate) async fn search_checksum(
         .collect();
     Ok(Json(json!({ "results": results })).into_response())
 }
+
+/// The `properties` query parameter, percent-decoded: `k=v1,v2;k2=v3` (or `k1,k2` to delete).
+fn properties_param(uri: &Uri) -> Result<String, Error> {
+    let query = uri.query().unwrap_or("");
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == "properties" {
+            return percent_decode_str(&v.replace('+', " "))
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| Error::InvalidInput("properties is not valid UTF-8".into()));
+        }
+    }
+    Err(Error::InvalidInput(
+        "the properties query parameter is required, e.g. ?properties=os=linux;qa=done".into(),
+    ))
+}
+
+fn valid_property(text: &str) -> Result<(), Error> {
+    if text.is_empty() || text.chars().any(char::is_control) {
+        return Err(Error::InvalidInput(format!(
+            "invalid property name or value {text:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// `PUT /api/storage/{repo}/{path}?properties=k=v1,v2;k2=v3`: sets properties on a file or on
+/// every file below a folder.
+pub(crate) async fn set_properties(
+    State(state): State<AppState>,
+    uri: Uri,
+) -> Result<StatusCode, ApiError> {
+    let Target { repo, path, .. } = target(&uri, "/api/storage/")?;
+    let mut properties = Vec::new();
+    for item in properties_param(&uri)?.split(';').filter(|i| !i.is_empty()) {
+        let (name, values) = item
+            .split_once('=')
+            .ok_or_else(|| Error::InvalidInput(format!("property {item:?} has no '='")))?;
+        valid_property(name)?;
+        let values: Vec<String> = values.split(',').map(str::to_string).collect();
+        for v in &values {
+            if v.chars().any(char::is_control) {
+                return Err(Error::InvalidInput(format!("invalid property value {v:?}")).into());
+            }
+        }
+        properties.push((name.to_string(), values));
+    }
+    if state
+        .stowage
+        .metadata()
+        .set_properties(&repo, &path, &properties)
+        .await?
+        == 0
+    {
+        return Err(ApiError::not_found(format!("{repo}/{path}")));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/storage/{repo}/{path}?properties=k1,k2`.
+pub(crate) async fn delete_properties(
+    State(state): State<AppState>,
+    uri: Uri,
+) -> Result<StatusCode, ApiError> {
+    let Target { repo, path, .. } = target(&uri, "/api/storage/")?;
+    let names: Vec<String> = properties_param(&uri)?
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect();
+    if state
+        .stowage
+        .metadata()
+        .delete_properties(&repo, &path, &names)
+        .await?
+        == 0
+    {
+        return Err(ApiError::not_found(format!("{repo}/{path}")));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/search/prop?k=v1,v2&k2=v3[&repos=r1,r2]`: artifacts with every property given.
+pub(crate) async fn search_properties(
+    State(state): State<AppState>,
+    Query(params): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let mut criteria = Vec::new();
+    let mut repos = Vec::new();
+    for (k, v) in params {
+        if k == "repos" {
+            for r in v.split(',').filter(|r| !r.is_empty()) {
+                repos.push(RepoKey::parse(r)?);
+            }
+        } else {
+            valid_property(&k)?;
+            criteria.push((k, v.split(',').map(str::to_string).collect::<Vec<_>>()));
+        }
+    }
+    if criteria.is_empty() {
+        return Err(ApiError::bad_request(
+            "give at least one property, e.g. ?os=linux",
+        ));
+    }
+    let base = state.base_url(&headers);
+    let found = state
+        .stowage
+        .metadata()
+        .search_properties(&criteria, &repos, 1000)
+        .await?;
+    let results: Vec<_> = found
+        .iter()
+        .map(|(r, p)| json!({ "uri": format!("{base}/api/storage{}", shapes::repo_url(r, p)) }))
+        .collect();
+    Ok(Json(json!({ "results": results })).into_response())
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct RelocateQuery {
+    to: Option<String>,
+    dry: Option<String>,
+}
+
+async fn relocate(
+    state: AppState,
+    principal: Principal,
+    uri: Uri,
+    q: RelocateQuery,
+    copy: bool,
+) -> Result<Response, ApiError> {
+    let (verb, prefix) = if copy {
+        ("copy", "/api/copy/")
+    } else {
+        ("move", "/api/move/")
+    };
+    let Target { repo, path, .. } = target(&uri, prefix)?;
+    let to =
+        q.to.ok_or_else(|| ApiError::bad_request(format!("{verb} needs ?to=/repo/path")))?;
+    let to_trimmed = to.strip_prefix('/').unwrap_or(&to);
+    let (dst_repo, dst_rest) = to_trimmed.split_once('/').unwrap_or((to_trimmed, ""));
+    let dst_repo = RepoKey::parse(dst_repo)?;
+    let mut dst = ArtifactPath::parse(dst_rest)?;
+    // A trailing slash means "into this folder".
+    if to.ends_with('/') && !path.is_root() {
+        let joined = if dst.is_root() {
+            path.name().to_string()
+        } else {
+            format!("{dst}/{}", path.name())
+        };
+        dst = ArtifactPath::parse(&joined)?;
+    }
+    let dry = q.dry.as_deref().is_some_and(|d| d == "1" || d == "true");
+    let n = state
+        .stowage
+        .relocate(&repo, &path, &dst_repo, &dst, principal.name(), copy, dry)
+        .await?;
+    let done = if copy { "copied" } else { "moved" };
+    let message = format!(
+        "{verb} {repo}/{path} to {dst_repo}/{dst} completed successfully, {n} artifacts were {done}{}",
+        if dry {
+            " (dry run: nothing changed)"
+        } else {
+            ""
+        }
+    );
+    Ok(Json(json!({ "messages": [{ "level": "INFO", "message": message }] })).into_response())
+}
+
+/// `POST /api/move/{repo}/{path}?to=/{repo}/{path}[&dry=1]`: metadata only.
+pub(crate) async fn move_items(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    uri: Uri,
+    Query(q): Query<RelocateQuery>,
+) -> Result<Response, ApiError> {
+    relocate(state, principal, uri, q, false).await
+}
+
+/// `POST /api/copy/{repo}/{path}?to=/{repo}/{path}[&dry=1]`: metadata only.
+pub(crate) async fn copy_items(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    uri: Uri,
+    Query(q): Query<RelocateQuery>,
+) -> Result<Response, ApiError> {
+    relocate(state, principal, uri, q, true).await
+}

@@ -63,7 +63,15 @@ pub fn router(state: AppState) -> Router {
                 .put(system::put_repository)
                 .delete(system::delete_repository),
         )
-        .route("/api/storage/{*rest}", get(artifacts::storage_info))
+        .route(
+            "/api/storage/{*rest}",
+            get(artifacts::storage_info)
+                .put(artifacts::set_properties)
+                .delete(artifacts::delete_properties),
+        )
+        .route("/api/move/{*rest}", post(artifacts::move_items))
+        .route("/api/copy/{*rest}", post(artifacts::copy_items))
+        .route("/api/search/prop", get(artifacts::search_properties))
         .route("/api/search/checksum", get(artifacts::search_checksum))
         .route("/api/trash", get(system::trash_list))
         .route("/api/trash/empty", post(system::trash_empty))
