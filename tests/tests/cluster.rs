@@ -14,10 +14,12 @@ use serde_json::Value;
 use sqlx::{Connection, Row};
 use stowage_tests::{Options, Server, bytes, postgres_database, sha256_hex};
 
-/// Settings every node of a test cluster shares: one filestore, short heartbeats.
+/// Settings every node of a test cluster shares: one filestore, short heartbeats and leases,
+/// garbage collection scheduled every second (on the primary).
 fn node_config(filestore: &Path) -> String {
     format!(
-        "[filestore.file-system]\nfileStoreDir = \"{}\"\n\n[cluster]\nheartbeat_secs = 1\nprimary_lease_secs = 3\nlock_wait_secs = 30\n",
+        "[filestore.file-system]\nfileStoreDir = \"{}\"\n\n[gc]\ninterval_secs = 1\n\n\
+         [cluster]\nheartbeat_secs = 1\nprimary_lease_secs = 3\nlock_lease_secs = 3\nlock_wait_secs = 30\n",
         filestore.display()
     )
 }
@@ -239,6 +241,8 @@ async fn the_primary_role_moves_when_the_primary_dies() {
     let (dead, alive): (Vec<Server>, Vec<Server>) =
         nodes.into_iter().partition(|n| n.base.ends_with(&address));
     assert_eq!(dead.len(), 1);
+    // Let the primary run a few scheduled garbage collections first.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let killed_at = Instant::now();
     for node in dead {
         node.crash().await;
@@ -287,6 +291,49 @@ async fn the_primary_role_moves_when_the_primary_dies() {
         }
     }
     assert_eq!(ran, 1, "exactly one node ran garbage collection");
+
+    // Scheduled runs (every second, on the primary) never overlapped, before and after the
+    // crash, and the ones after it ran on the new primary.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let url = alive[0].database_url.clone();
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&url).await.expect("connect");
+    let runs: Vec<(String, i64, Option<i64>)> = sqlx::query(
+        "SELECT node, started_ms, finished_ms FROM task_runs WHERE task = 'gc' ORDER BY started_ms",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("task runs")
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect();
+    assert!(
+        runs.iter().any(|(node, _, _)| node == &old),
+        "the old primary ran tasks: {runs:?}"
+    );
+    assert!(
+        runs.iter().any(|(node, _, _)| node == &new),
+        "the new primary ran tasks: {runs:?}"
+    );
+    for pair in runs.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        if let Some(finished) = a.2 {
+            assert!(b.1 >= finished, "two runs overlapped: {a:?} and {b:?}");
+        } else {
+            // A run cut off by the crash: the next one starts only after its lock's lease.
+            assert_eq!(
+                a.0, old,
+                "only the killed node leaves an unfinished run: {a:?}"
+            );
+        }
+        if a.0 != b.0 {
+            assert_eq!(
+                (a.0.as_str(), b.0.as_str()),
+                (old.as_str(), new.as_str()),
+                "the role moved once"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

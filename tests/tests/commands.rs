@@ -88,12 +88,31 @@ async fn serve_removes_stale_staged_uploads_and_offline_gc_frees_garbage() {
         .and_then(|f| f.set_modified(SystemTime::now() - Duration::from_secs(7200)))
         .expect("age the stale file");
 
-    let out = tokio::process::Command::new(stowage_bin())
-        .arg("gc")
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .arg("--database-url")
-        .arg(&database_url)
+    // Within the grace period (default one hour) freshly written garbage is kept...
+    let gc = |config: Option<&str>| {
+        let mut cmd = tokio::process::Command::new(stowage_bin());
+        cmd.arg("gc")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--database-url")
+            .arg(&database_url);
+        if let Some(text) = config {
+            let path = dir.path().join("gc.toml");
+            std::fs::write(&path, text).expect("config");
+            cmd.arg("--config").arg(path);
+        }
+        cmd
+    };
+    let out = gc(None).output().await.expect("run gc");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("gc report");
+    assert_eq!(report["binariesRemoved"], 0, "recent bytes are kept");
+    // ...and without one it goes.
+    let out = gc(Some("[gc]\norphan_grace_secs = 0\n"))
         .output()
         .await
         .expect("run gc");

@@ -27,7 +27,12 @@ async fn storage_info(s: &Server) -> Value {
 #[tokio::test]
 async fn same_bytes_in_two_repositories_are_stored_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = Server::start(dir.path()).await;
+    // No grace period: garbage collection may remove bytes written a moment ago.
+    let options = Options {
+        config: Some("[gc]\norphan_grace_secs = 0\n".into()),
+        ..Options::default()
+    };
+    let s = Server::start_with(dir.path(), options).await;
     let c = s.admin();
     s.create_repo("r1").await;
     s.create_repo("r2").await;

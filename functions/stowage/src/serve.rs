@@ -142,6 +142,13 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
     ));
     cluster.beat().await?;
     let heartbeat = cluster.spawn();
+    let scheduled_gc = (config.gc.interval_secs > 0).then(|| {
+        stowage_api::tasks::spawn_scheduled_gc(
+            Arc::clone(&stowage),
+            Arc::clone(&cluster),
+            Duration::from_secs(config.gc.interval_secs),
+        )
+    });
     let state = AppState {
         stowage,
         auth: Arc::new(auth),
@@ -157,6 +164,9 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
         .map_err(|e| Error::Unavailable(format!("the server stopped: {e}")))?;
     tracing::info!("in-flight requests finished; leaving the cluster");
     heartbeat.abort();
+    if let Some(task) = scheduled_gc {
+        task.abort();
+    }
     cluster.leave().await;
     metadata.close().await;
     Ok(())

@@ -174,15 +174,20 @@ impl Default for TrashcanConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GcConfig {
-    /// Seconds a stored object with no metadata row is left alone before garbage collection
-    /// removes it (uploads in flight have no row yet). Default 3600.
+    /// Seconds a stored binary written or deployed again recently is left alone by garbage
+    /// collection, whether or not metadata refers to it yet (a deploy stores bytes before it
+    /// records them). Default 3600.
     pub orphan_grace_secs: u64,
+    /// Seconds between scheduled garbage collections, run by the primary node; 0 turns the
+    /// schedule off. Default 14400 (every 4 hours, as Artifactory's default cron).
+    pub interval_secs: u64,
 }
 
 impl Default for GcConfig {
     fn default() -> Self {
         Self {
             orphan_grace_secs: 3600,
+            interval_secs: 14_400,
         }
     }
 }

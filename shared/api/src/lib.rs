@@ -9,6 +9,7 @@ pub mod config;
 pub mod http;
 pub mod locks;
 pub mod service;
+pub mod tasks;
 
 pub use config::Config;
 pub use service::{DeployRequest, GcReport, Stowage, build_provider};

@@ -107,6 +107,11 @@ impl Stowage {
         &self.metadata
     }
 
+    /// The locks this node takes.
+    pub fn locks(&self) -> &Locks {
+        &self.locks
+    }
+
     /// The provider chain.
     pub fn provider(&self) -> &Arc<dyn BinaryProvider> {
         &self.provider
@@ -320,6 +325,9 @@ impl Stowage {
             let cutoff = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
             report.trash_purged = self.metadata.empty_trash(Some(cutoff)).await?;
         }
+        // Bytes written or deployed again within the grace period are left alone: a deploy
+        // of identical bytes may be between storing them and recording them.
+        let cutoff = SystemTime::now() - self.orphan_grace;
         loop {
             let batch = self.metadata.unreferenced_binaries(GC_BATCH).await?;
             if batch.is_empty() {
@@ -329,6 +337,11 @@ impl Stowage {
             for binary in batch {
                 let digest = binary.checksums.sha256;
                 let _lock = self.locks.lock(&LockName::Binary(digest)).await?;
+                match self.provider.head(&digest).await {
+                    Ok(object) if object.last_modified > cutoff => continue,
+                    Ok(_) | Err(Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
                 if self.metadata.delete_binary_if_unreferenced(&digest).await? {
                     self.provider.delete(&digest).await?;
                     report.binaries_removed += 1;
@@ -340,7 +353,6 @@ impl Stowage {
                 break;
             }
         }
-        let cutoff = SystemTime::now() - self.orphan_grace;
         let mut objects = self.provider.list();
         while let Some(object) = objects.try_next().await? {
             if object.last_modified > cutoff {

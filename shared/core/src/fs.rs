@@ -141,15 +141,20 @@ impl TempFile {
         };
         if std::fs::metadata(target).is_ok_and(|m| m.is_file() && m.len() == size) {
             // Deduplicated: drop removes the staged copy. Refreshing the time tells garbage
-            // collection the bytes are wanted again.
-            if let Err(e) = File::options()
+            // collection the bytes are wanted again; if the binary vanished meanwhile (collected),
+            // the staged copy takes its place below.
+            match File::options()
                 .write(true)
                 .open(target)
                 .and_then(|f| f.set_modified(SystemTime::now()))
             {
-                tracing::debug!(path = %target.display(), error = %e, "could not refresh a binary's time");
+                Ok(()) => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::debug!(path = %target.display(), error = %e, "could not refresh a binary's time");
+                    return Ok(false);
+                }
             }
-            return Ok(false);
         }
         let parent = target
             .parent()

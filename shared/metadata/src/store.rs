@@ -1337,4 +1337,31 @@ impl Metadata {
             })
             .collect()
     }
+
+    /// Records the start of a cluster-wide task run; returns its id.
+    pub async fn start_task_run(&self, task: &str, node: &str) -> Result<i64> {
+        sqlx::query_scalar(
+            self.sql(
+                "INSERT INTO task_runs (task, node, started_ms) VALUES (?, ?, ?) RETURNING id",
+            ),
+        )
+        .bind(task)
+        .bind(node)
+        .bind(now_ms())
+        .fetch_one(&self.writer)
+        .await
+        .map_err(db_err)
+    }
+
+    /// Records the end of a task run.
+    pub async fn finish_task_run(&self, id: i64, outcome: &str) -> Result<()> {
+        sqlx::query(self.sql("UPDATE task_runs SET finished_ms = ?, outcome = ? WHERE id = ?"))
+            .bind(now_ms())
+            .bind(outcome)
+            .bind(id)
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
 }

@@ -79,12 +79,15 @@ impl IntoResponse for ApiError {
                         } else {
                             tracing::info!(error = %e, "request body failed");
                         }
-                        match status {
-                            StatusCode::SERVICE_UNAVAILABLE => {
-                                "the storage or database is temporarily unavailable; retry"
+                        match (status, &e) {
+                            (StatusCode::SERVICE_UNAVAILABLE, Error::Metadata { .. }) => {
+                                "the metadata database is temporarily unavailable; retry"
                                     .to_string()
                             }
-                            StatusCode::BAD_REQUEST => {
+                            (StatusCode::SERVICE_UNAVAILABLE, _) => {
+                                "the storage backend is temporarily unavailable; retry".to_string()
+                            }
+                            (StatusCode::BAD_REQUEST, _) => {
                                 "the request body could not be read completely; nothing was stored"
                                     .to_string()
                             }

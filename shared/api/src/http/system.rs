@@ -23,21 +23,7 @@ pub(crate) async fn version() -> Json<Value> {
 
 /// `POST /api/system/storage/gc`: runs on the primary node only.
 pub(crate) async fn gc(State(state): State<AppState>) -> Result<Response, ApiError> {
-    if !state.cluster.is_primary() {
-        let status = state.cluster.status().await?;
-        let primary = status
-            .primary
-            .and_then(|id| status.nodes.into_iter().find(|n| n.id == id))
-            .map_or_else(
-                || "no node yet".to_string(),
-                |n| format!("node {} at {}", n.id, n.address),
-            );
-        return Err(Error::Conflict(format!(
-            "garbage collection runs on the primary node ({primary}); send the request there"
-        ))
-        .into());
-    }
-    let report = state.stowage.gc().await?;
+    let report = crate::tasks::run_gc(&state.stowage, &state.cluster).await?;
     Ok(Json(report).into_response())
 }
 

@@ -14,3 +14,14 @@ CREATE TABLE nodes (
     started_ms    BIGINT  NOT NULL,
     heartbeat_ms  BIGINT  NOT NULL
 );
+
+-- Runs of cluster-wide tasks (garbage collection, balancing): who ran what, and when.
+CREATE TABLE task_runs (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    task         TEXT    NOT NULL,
+    node         TEXT    NOT NULL,
+    started_ms   BIGINT  NOT NULL,
+    finished_ms  BIGINT,
+    outcome      TEXT
+);
+CREATE INDEX task_runs_started ON task_runs (task, started_ms);
