@@ -8,8 +8,9 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// The database engine the suites run on: `STOWAGE_TEST_DATABASE` = `sqlite` (default) or
-/// `postgres` (then `STOWAGE_TEST_POSTGRES_URL` must name a server; `scripts/test` starts one).
+/// The database engine the suites run on: `STOWAGE_TEST_DATABASE` = `sqlite` (default),
+/// `postgres` or `mysql` (then `STOWAGE_TEST_POSTGRES_URL` or `STOWAGE_TEST_MYSQL_URL` must name
+/// a server; `scripts/test` starts both).
 pub fn engine() -> String {
     std::env::var("STOWAGE_TEST_DATABASE").unwrap_or_else(|_| "sqlite".into())
 }
@@ -58,7 +59,23 @@ async fn database_url_on(dir: &Path, engine: &str) -> String {
             let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
             format!("{base}/{name}")
         }
-        other => panic!("unknown STOWAGE_TEST_DATABASE {other:?}: use sqlite or postgres"),
+        "mysql" => {
+            use sqlx::Connection;
+            let admin = std::env::var("STOWAGE_TEST_MYSQL_URL").expect(
+                "STOWAGE_TEST_DATABASE=mysql needs STOWAGE_TEST_MYSQL_URL (scripts/test starts a server)",
+            );
+            let name = format!("stowage_{:016x}", rand::random::<u64>());
+            let mut conn = sqlx::MySqlConnection::connect(&admin)
+                .await
+                .expect("connect to MariaDB");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await
+                .expect("create a test database");
+            let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+            format!("{base}/{name}")
+        }
+        other => panic!("unknown STOWAGE_TEST_DATABASE {other:?}: use sqlite, postgres or mysql"),
     };
     std::fs::create_dir_all(dir.join("data")).expect("data dir");
     std::fs::write(&remembered, &url).expect("remember the database URL");

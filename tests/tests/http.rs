@@ -979,4 +979,15 @@ async fn properties_can_be_set_removed_and_searched() {
         .await
         .expect("set");
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let long = "v".repeat(256);
+    let r = c
+        .put(s.url(&format!("/api/storage/libs/a?properties=k={long}")))
+        .send()
+        .await
+        .expect("set");
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "values are limited to 255 characters"
+    );
 }

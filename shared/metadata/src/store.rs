@@ -1,5 +1,5 @@
-//! The metadata store, on SQLite (the embedded default) or PostgreSQL (Aurora PostgreSQL), chosen
-//! by the database URL. One set of queries serves every engine through sqlx's `Any` driver:
+//! The metadata store, on SQLite (the embedded default), PostgreSQL (Aurora PostgreSQL) or MySQL
+//! (Aurora MySQL; MariaDB in tests), chosen by the database URL. One set of queries serves every engine through sqlx's `Any` driver:
 //! they are written with `?` placeholders and standard SQL, and [`Metadata::sql`] adapts them to
 //! the engine. Every multi-statement change is one transaction. On SQLite, writes go through a
 //! pool of one connection, so SQLite never answers "database is locked" to a writer, and reads
@@ -49,6 +49,8 @@ impl Default for PoolSettings {
 pub enum Engine {
     Sqlite,
     Postgres,
+    /// MySQL 8 / Aurora MySQL; MariaDB 10.11 stands in for it in tests.
+    MySql,
 }
 
 impl Engine {
@@ -57,8 +59,10 @@ impl Engine {
         match url.split(':').next().unwrap_or_default() {
             "sqlite" => Ok(Engine::Sqlite),
             "postgres" | "postgresql" => Ok(Engine::Postgres),
+            "mysql" | "mariadb" => Ok(Engine::MySql),
             other => Err(Error::InvalidInput(format!(
-                "database URL scheme {other:?} is not supported; use sqlite://<file> or                  postgres://user@host:port/database (MySQL is planned)"
+                "database URL scheme {other:?} is not supported; use sqlite://<file>, \
+                 postgres://user@host:port/database or mysql://user@host:port/database"
             ))),
         }
     }
@@ -74,6 +78,7 @@ pub struct Metadata {
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static MYSQL_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
 
 fn db_err(e: sqlx::Error) -> Error {
     let retryable = match &e {
@@ -124,6 +129,38 @@ fn to_u64(v: i64) -> u64 {
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The standard SQL of this module in MySQL's words: `ON CONFLICT … DO NOTHING` becomes
+/// `INSERT IGNORE`, `ON CONFLICT (…) DO UPDATE SET a = excluded.a` becomes
+/// `ON DUPLICATE KEY UPDATE a = VALUES(a)`, `CAST(… AS BIGINT)` becomes `AS SIGNED`.
+/// (A conditional upsert and `RETURNING` have no such rewrite; their callers handle MySQL.)
+fn mysql_dialect(sql: &str) -> String {
+    let sql = sql.replace(" AS BIGINT)", " AS SIGNED)");
+    let Some(at) = sql.find(" ON CONFLICT") else {
+        return sql;
+    };
+    let (head, tail) = sql.split_at(at);
+    if tail.contains("DO NOTHING") {
+        return head.replacen("INSERT INTO", "INSERT IGNORE INTO", 1);
+    }
+    let Some(set) = tail.find("DO UPDATE SET ") else {
+        return sql;
+    };
+    let assignments = &tail[set + "DO UPDATE SET ".len()..];
+    let mut out = format!("{head} ON DUPLICATE KEY UPDATE ");
+    let mut rest = assignments;
+    while let Some(i) = rest.find("excluded.") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + "excluded.".len()..];
+        let end = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        out.push_str(&format!("VALUES({})", &after[..end]));
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The settings an SQLite connection starts with. Only the writer sets the journal mode and
@@ -272,7 +309,7 @@ impl Metadata {
                     .map_err(|e| connect_err(url, e))?;
                 (writer, reader)
             }
-            Engine::Postgres => {
+            Engine::Postgres | Engine::MySql => {
                 let writer = pool(settings.max_connections)
                     .connect(url)
                     .await
@@ -304,6 +341,7 @@ impl Metadata {
         AssertSqlSafe(match self.engine {
             Engine::Sqlite => Cow::Borrowed(sql),
             Engine::Postgres => Cow::Owned(numbered_placeholders(sql)),
+            Engine::MySql => Cow::Owned(mysql_dialect(sql)),
         })
     }
 
@@ -313,6 +351,7 @@ impl Metadata {
         AssertSqlSafe(match self.engine {
             Engine::Sqlite => Cow::Owned(sql),
             Engine::Postgres => Cow::Owned(numbered_placeholders(&sql)),
+            Engine::MySql => Cow::Owned(mysql_dialect(&sql)),
         })
     }
 
@@ -321,6 +360,7 @@ impl Metadata {
         let migrator = match self.engine {
             Engine::Sqlite => &SQLITE_MIGRATOR,
             Engine::Postgres => &POSTGRES_MIGRATOR,
+            Engine::MySql => &MYSQL_MIGRATOR,
         };
         migrator
             .run(&self.writer)
@@ -343,7 +383,7 @@ impl Metadata {
     async fn begin(&self) -> Result<Transaction<'static, Any>> {
         match self.engine {
             Engine::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
-            Engine::Postgres => self.writer.begin().await,
+            Engine::Postgres | Engine::MySql => self.writer.begin().await,
         }
         .map_err(db_err)
     }
@@ -506,13 +546,12 @@ impl Metadata {
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        let id: i64 = sqlx::query_scalar(self.sql(
+        sqlx::query(self.sql(
             "INSERT INTO artifacts (repo_key, path, sha256, size, created_ms, created_by, \
              modified_ms, modified_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (repo_key, path) DO UPDATE SET sha256 = excluded.sha256, \
              size = excluded.size, modified_ms = excluded.modified_ms, \
-             modified_by = excluded.modified_by \
-             RETURNING id",
+             modified_by = excluded.modified_by",
         ))
         .bind(new.repo.as_str())
         .bind(new.path.as_str())
@@ -522,9 +561,10 @@ impl Metadata {
         .bind(&new.by)
         .bind(now)
         .bind(&new.by)
-        .fetch_one(&mut *tx)
+        .execute(&mut *tx)
         .await
         .map_err(db_err)?;
+        let id = self.artifact_id(&mut tx, &new.repo, &new.path).await?;
         sqlx::query(self.sql("DELETE FROM artifact_properties WHERE artifact_id = ?"))
             .bind(id)
             .execute(&mut *tx)
@@ -748,6 +788,21 @@ impl Metadata {
             .collect()
     }
 
+    /// The id of the artifact at `repo/path`, inside a transaction that just wrote it.
+    async fn artifact_id(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+    ) -> Result<i64> {
+        sqlx::query_scalar(self.sql("SELECT id FROM artifacts WHERE repo_key = ? AND path = ?"))
+            .bind(repo.as_str())
+            .bind(path.as_str())
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db_err)
+    }
+
     /// The artifact rows at `path` (a file) or below it (a folder; everything for the root).
     async fn rows_at(
         &self,
@@ -843,14 +898,7 @@ impl Metadata {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-            let new_id: i64 = sqlx::query_scalar(
-                self.sql("SELECT id FROM artifacts WHERE repo_key = ? AND path = ?"),
-            )
-            .bind(dst_repo.as_str())
-            .bind(target.as_str())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err)?;
+            let new_id = self.artifact_id(&mut tx, dst_repo, &target).await?;
             sqlx::query(self.sql("DELETE FROM artifact_properties WHERE artifact_id = ?"))
                 .bind(new_id)
                 .execute(&mut *tx)
@@ -1126,9 +1174,9 @@ impl Metadata {
                 )));
             }
             self.check_file_path(&mut tx, repo, &target).await?;
-            let id: i64 = sqlx::query_scalar(self.sql(
+            sqlx::query(self.sql(
                 "INSERT INTO artifacts (repo_key, path, sha256, size, created_ms, created_by, \
-                 modified_ms, modified_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                 modified_ms, modified_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             ))
             .bind(repo.as_str())
             .bind(target.as_str())
@@ -1138,9 +1186,10 @@ impl Metadata {
             .bind(row.try_get::<String, _>("created_by").map_err(db_err)?)
             .bind(now_ms())
             .bind(row.try_get::<String, _>("deleted_by").map_err(db_err)?)
-            .fetch_one(&mut *tx)
+            .execute(&mut *tx)
             .await
             .map_err(db_err)?;
+            let id = self.artifact_id(&mut tx, repo, &target).await?;
             let props: String = row.try_get("properties").map_err(db_err)?;
             let props: Vec<(String, String)> = serde_json::from_str(&props).unwrap_or_default();
             self.insert_properties(&mut tx, id, &props).await?;
@@ -1240,6 +1289,33 @@ impl Metadata {
     /// Takes the lock `name` for `owner` until `expires_ms`, if nobody holds an unexpired lease
     /// on it. Returns whether it was taken.
     pub async fn try_lock(&self, name: &str, owner: &str, expires_ms: i64) -> Result<bool> {
+        if self.engine == Engine::MySql {
+            // No conditional upsert in MySQL: insert if absent, else take over an expired lease.
+            let inserted = sqlx::query(self.sql(
+                "INSERT INTO locks (name, owner, expires_ms) VALUES (?, ?, ?) \
+                 ON CONFLICT (name) DO NOTHING",
+            ))
+            .bind(name)
+            .bind(owner)
+            .bind(expires_ms)
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)?;
+            if inserted.rows_affected() > 0 {
+                return Ok(true);
+            }
+            let taken = sqlx::query(self.sql(
+                "UPDATE locks SET owner = ?, expires_ms = ? WHERE name = ? AND expires_ms < ?",
+            ))
+            .bind(owner)
+            .bind(expires_ms)
+            .bind(name)
+            .bind(now_ms())
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)?;
+            return Ok(taken.rows_affected() > 0);
+        }
         let done = sqlx::query(self.sql(
             "INSERT INTO locks (name, owner, expires_ms) VALUES (?, ?, ?) \
              ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
@@ -1340,6 +1416,23 @@ impl Metadata {
 
     /// Records the start of a cluster-wide task run; returns its id.
     pub async fn start_task_run(&self, task: &str, node: &str) -> Result<i64> {
+        if self.engine == Engine::MySql {
+            let mut conn = self.writer.acquire().await.map_err(db_err)?;
+            sqlx::query(
+                self.sql("INSERT INTO task_runs (task, node, started_ms) VALUES (?, ?, ?)"),
+            )
+            .bind(task)
+            .bind(node)
+            .bind(now_ms())
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+            let id: i64 = sqlx::query_scalar(self.sql("SELECT CAST(LAST_INSERT_ID() AS SIGNED)"))
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db_err)?;
+            return Ok(id);
+        }
         sqlx::query_scalar(
             self.sql(
                 "INSERT INTO task_runs (task, node, started_ms) VALUES (?, ?, ?) RETURNING id",

@@ -52,9 +52,8 @@ fn target(uri: &Uri, prefix: &str) -> Result<Target, Error> {
                 })
         };
         let (k, v) = (decode(k)?, decode(v)?);
-        if k.is_empty() || k.chars().any(char::is_control) || v.chars().any(char::is_control) {
-            return Err(Error::InvalidInput(format!("invalid property {pair:?}")));
-        }
+        valid_property(&k)?;
+        valid_value(&v)?;
         properties.push((k, v));
     }
     Ok(Target {
@@ -324,10 +323,24 @@ fn properties_param(uri: &Uri) -> Result<String, Error> {
     ))
 }
 
-fn valid_property(text: &str) -> Result<(), Error> {
-    if text.is_empty() || text.chars().any(char::is_control) {
+/// Longest property name or value, in characters (a limit every engine can index).
+const MAX_PROPERTY_LEN: usize = 255;
+
+/// A property name: not empty, otherwise as a value.
+fn valid_property(name: &str) -> Result<(), Error> {
+    if name.is_empty() {
+        return Err(Error::InvalidInput(
+            "a property name may not be empty".into(),
+        ));
+    }
+    valid_value(name)
+}
+
+/// A property value: at most 255 characters, no control characters.
+fn valid_value(text: &str) -> Result<(), Error> {
+    if text.chars().count() > MAX_PROPERTY_LEN || text.chars().any(char::is_control) {
         return Err(Error::InvalidInput(format!(
-            "invalid property name or value {text:?}"
+            "invalid property {text:?}: at most {MAX_PROPERTY_LEN} characters, no control characters"
         )));
     }
     Ok(())
@@ -348,9 +361,7 @@ pub(crate) async fn set_properties(
         valid_property(name)?;
         let values: Vec<String> = values.split(',').map(str::to_string).collect();
         for v in &values {
-            if v.chars().any(char::is_control) {
-                return Err(Error::InvalidInput(format!("invalid property value {v:?}")).into());
-            }
+            valid_value(v)?;
         }
         properties.push((name.to_string(), values));
     }
