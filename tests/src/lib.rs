@@ -36,7 +36,8 @@ pub async fn postgres_database(dir: &Path) -> Option<String> {
     Some(database_url_on(dir, "postgres").await)
 }
 
-async fn database_url_on(dir: &Path, engine: &str) -> String {
+/// A fresh database on `engine` (`sqlite`, `postgres`, `mysql`), remembered in `dir`.
+pub async fn database_url_on(dir: &Path, engine: &str) -> String {
     let remembered = dir.join("database-url");
     if let Ok(url) = std::fs::read_to_string(&remembered) {
         return url;

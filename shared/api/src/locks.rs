@@ -61,28 +61,55 @@ pub struct Locks {
     metadata: Metadata,
     node_id: String,
     settings: LockSettings,
+    /// Off only in benchmark builds, to measure what locking costs.
+    enabled: bool,
 }
 
-/// A held lock: renewed in the background while held, released when dropped.
+/// A held lock: renewed in the background while held; [`LockGuard::release`] frees it at
+/// once, and dropping it frees it in the background (or its lease runs out).
 #[derive(Debug)]
 pub struct LockGuard {
+    held: Option<Held>,
+}
+
+#[derive(Debug)]
+struct Held {
     metadata: Metadata,
     key: String,
     owner: String,
     renewer: JoinHandle<()>,
 }
 
+impl LockGuard {
+    /// Releases the lock and waits until the database has it released.
+    pub async fn release(mut self) {
+        if let Some(held) = self.held.take() {
+            held.renewer.abort();
+            if let Err(e) = held.metadata.unlock(&held.key, &held.owner).await {
+                tracing::warn!(lock = %held.key, error = %e, "could not release a lock; its lease will expire");
+            }
+        }
+    }
+}
+
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        self.renewer.abort();
-        let (metadata, key, owner) = (self.metadata.clone(), self.key.clone(), self.owner.clone());
+        let Some(held) = self.held.take() else { return };
+        held.renewer.abort();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                if let Err(e) = metadata.unlock(&key, &owner).await {
-                    tracing::warn!(lock = %key, error = %e, "could not release a lock; its lease will expire");
+                if let Err(e) = held.metadata.unlock(&held.key, &held.owner).await {
+                    tracing::warn!(lock = %held.key, error = %e, "could not release a lock; its lease will expire");
                 }
             });
         }
+    }
+}
+
+/// Releases several locks, in reverse order of taking.
+pub async fn release_all(guards: Vec<LockGuard>) {
+    for guard in guards.into_iter().rev() {
+        guard.release().await;
     }
 }
 
@@ -97,11 +124,24 @@ impl Locks {
             metadata,
             node_id: node_id.into(),
             settings,
+            enabled: true,
+        }
+    }
+
+    /// Locks that lock nothing: benchmark builds only, to measure the cost of locking.
+    #[cfg(feature = "bench")]
+    pub fn disabled(metadata: Metadata) -> Self {
+        Self {
+            enabled: false,
+            ..Self::new(metadata, "bench", LockSettings::default())
         }
     }
 
     /// Waits (polling with backoff) for `name`, up to the configured wait.
     pub async fn lock(&self, name: &LockName) -> Result<LockGuard> {
+        if !self.enabled {
+            return Ok(LockGuard { held: None });
+        }
         let key = name.key();
         let owner = format!("{}:{:016x}", self.node_id, rand::random::<u64>());
         let deadline = tokio::time::Instant::now() + self.settings.wait;
@@ -142,10 +182,12 @@ impl Locks {
             })
         };
         Ok(LockGuard {
-            metadata: self.metadata.clone(),
-            key,
-            owner,
-            renewer,
+            held: Some(Held {
+                metadata: self.metadata.clone(),
+                key,
+                owner,
+                renewer,
+            }),
         })
     }
 

@@ -14,7 +14,7 @@ use stowage_core::{
 use stowage_metadata::{ArtifactRecord, ChecksumLookup, Metadata, NewArtifact, now_ms};
 
 use crate::config::Config;
-use crate::locks::{LockName, LockSettings, Locks};
+use crate::locks::{LockName, LockSettings, Locks, release_all};
 
 /// Binaries examined per garbage-collection batch.
 const GC_BATCH: u32 = 1000;
@@ -197,7 +197,7 @@ impl Stowage {
         size: u64,
         request: DeployRequest,
     ) -> Result<ArtifactRecord> {
-        let _locks = self
+        let locks = self
             .locks
             .lock_all(vec![
                 LockName::path(repo, path),
@@ -207,13 +207,15 @@ impl Stowage {
         // Garbage collection may have removed identical, unreferenced bytes between the store
         // and this lock; then recording would point at nothing.
         if !self.provider.exists(&checksums.sha256).await? {
+            release_all(locks).await;
             return Err(Error::Unavailable(
                 "the binary was removed by garbage collection while it was being deployed; \
                  deploy it again"
                     .into(),
             ));
         }
-        self.metadata
+        let committed = self
+            .metadata
             .commit_artifact(&NewArtifact {
                 repo: repo.clone(),
                 path: path.clone(),
@@ -222,7 +224,9 @@ impl Stowage {
                 by: request.by,
                 properties: request.properties,
             })
-            .await
+            .await;
+        release_all(locks).await;
+        committed
     }
 
     /// The record of a file, or `NotFound` (saying so when the path is a folder).
@@ -278,8 +282,10 @@ impl Stowage {
     /// disabled). `NotFound` when there is nothing at the path.
     pub async fn delete(&self, repo: &RepoKey, path: &ArtifactPath, by: &str) -> Result<u64> {
         self.require_repository(repo).await?;
-        let _lock = self.locks.lock(&LockName::path(repo, path)).await?;
-        let moved = self.metadata.trash(repo, path, by).await?;
+        let lock = self.locks.lock(&LockName::path(repo, path)).await?;
+        let moved = self.metadata.trash(repo, path, by).await;
+        lock.release().await;
+        let moved = moved?;
         if moved == 0 {
             return Err(Error::NotFound {
                 what: format!("{repo}/{path}"),
@@ -304,16 +310,26 @@ impl Stowage {
         copy: bool,
         dry: bool,
     ) -> Result<u64> {
-        let _locks = self
+        let locks = self
             .locks
             .lock_all(vec![
                 LockName::path(src_repo, src),
                 LockName::path(dst_repo, dst),
             ])
             .await?;
-        self.metadata
+        let done = self
+            .metadata
             .relocate(src_repo, src, dst_repo, dst, by, copy, dry)
-            .await
+            .await;
+        release_all(locks).await;
+        done
+    }
+
+    /// This service with other locks (benchmark builds: measuring the cost of locking).
+    #[cfg(feature = "bench")]
+    pub fn with_locks(mut self, locks: Locks) -> Self {
+        self.locks = locks;
+        self
     }
 
     /// Removes what nothing refers to: trash older than its retention, binaries without
