@@ -36,6 +36,28 @@ pub async fn postgres_database(dir: &Path) -> Option<String> {
     Some(database_url_on(dir, "postgres").await)
 }
 
+/// Creates a database with a random name on the server whose admin URL is in `admin_var`,
+/// and returns its URL.
+async fn create_database(admin_var: &str) -> String {
+    use sqlx::Connection;
+    let admin = std::env::var(admin_var).unwrap_or_else(|_| {
+        panic!(
+            "{admin_var} is not set: run the tests through scripts/test, which starts the server"
+        )
+    });
+    let name = format!("stowage_{:016x}", rand::random::<u64>());
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {admin}: {e}"));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create a test database");
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    format!("{base}/{name}")
+}
+
 /// A fresh database on `engine` (`sqlite`, `postgres`, `mysql`), remembered in `dir`.
 pub async fn database_url_on(dir: &Path, engine: &str) -> String {
     let remembered = dir.join("database-url");
@@ -44,38 +66,8 @@ pub async fn database_url_on(dir: &Path, engine: &str) -> String {
     }
     let url = match engine {
         "sqlite" => format!("sqlite://{}", dir.join("data").join("stowage.db").display()),
-        "postgres" => {
-            use sqlx::Connection;
-            let admin = std::env::var("STOWAGE_TEST_POSTGRES_URL").expect(
-                "STOWAGE_TEST_DATABASE=postgres needs STOWAGE_TEST_POSTGRES_URL (scripts/test starts a server)",
-            );
-            let name = format!("stowage_{:016x}", rand::random::<u64>());
-            let mut conn = sqlx::PgConnection::connect(&admin)
-                .await
-                .expect("connect to PostgreSQL");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&mut conn)
-                .await
-                .expect("create a test database");
-            let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-            format!("{base}/{name}")
-        }
-        "mysql" => {
-            use sqlx::Connection;
-            let admin = std::env::var("STOWAGE_TEST_MYSQL_URL").expect(
-                "STOWAGE_TEST_DATABASE=mysql needs STOWAGE_TEST_MYSQL_URL (scripts/test starts a server)",
-            );
-            let name = format!("stowage_{:016x}", rand::random::<u64>());
-            let mut conn = sqlx::MySqlConnection::connect(&admin)
-                .await
-                .expect("connect to MariaDB");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&mut conn)
-                .await
-                .expect("create a test database");
-            let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-            format!("{base}/{name}")
-        }
+        "postgres" => create_database("STOWAGE_TEST_POSTGRES_URL").await,
+        "mysql" => create_database("STOWAGE_TEST_MYSQL_URL").await,
         other => panic!("unknown STOWAGE_TEST_DATABASE {other:?}: use sqlite, postgres or mysql"),
     };
     std::fs::create_dir_all(dir.join("data")).expect("data dir");
