@@ -148,8 +148,15 @@ impl Locks {
         let mut pause = Duration::from_millis(2);
         loop {
             let expires = now_ms() + lease_ms(self.settings.lease);
-            if self.metadata.try_lock(&key, &owner, expires).await? {
-                break;
+            match self.metadata.try_lock(&key, &owner, expires).await {
+                Ok(true) => break,
+                Ok(false) => {}
+                // A deadlock or serialization failure between two nodes racing for the same row
+                // (InnoDB reports them on concurrent inserts): try again like a held lock.
+                Err(e) if e.is_retryable() => {
+                    tracing::debug!(lock = %key, error = %e, "lock attempt failed; retrying");
+                }
+                Err(e) => return Err(e),
             }
             if tokio::time::Instant::now() + pause > deadline {
                 return Err(Error::Unavailable(format!(

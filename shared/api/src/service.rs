@@ -11,7 +11,9 @@ use stowage_core::{
     ArtifactPath, BinaryProvider, BinaryProviderExt, ByteStream, Error, ExpectedChecksums,
     GetOptions, GetResult, KeyLayout, PutOptions, RepoKey, Result, fs::FileSystemProvider,
 };
-use stowage_metadata::{ArtifactRecord, ChecksumLookup, Metadata, NewArtifact, now_ms};
+use stowage_metadata::{
+    ArtifactRecord, ChecksumLookup, Metadata, NewArtifact, now_ms, retry_conflicts,
+};
 
 use crate::config::Config;
 use crate::locks::{LockName, LockSettings, Locks, release_all};
@@ -214,17 +216,15 @@ impl Stowage {
                     .into(),
             ));
         }
-        let committed = self
-            .metadata
-            .commit_artifact(&NewArtifact {
-                repo: repo.clone(),
-                path: path.clone(),
-                checksums,
-                size,
-                by: request.by,
-                properties: request.properties,
-            })
-            .await;
+        let new = NewArtifact {
+            repo: repo.clone(),
+            path: path.clone(),
+            checksums,
+            size,
+            by: request.by,
+            properties: request.properties,
+        };
+        let committed = retry_conflicts(|| self.metadata.commit_artifact(&new)).await;
         release_all(locks).await;
         committed
     }
@@ -283,7 +283,7 @@ impl Stowage {
     pub async fn delete(&self, repo: &RepoKey, path: &ArtifactPath, by: &str) -> Result<u64> {
         self.require_repository(repo).await?;
         let lock = self.locks.lock(&LockName::path(repo, path)).await?;
-        let moved = self.metadata.trash(repo, path, by).await;
+        let moved = retry_conflicts(|| self.metadata.trash(repo, path, by)).await;
         lock.release().await;
         let moved = moved?;
         if moved == 0 {
@@ -317,10 +317,11 @@ impl Stowage {
                 LockName::path(dst_repo, dst),
             ])
             .await?;
-        let done = self
-            .metadata
-            .relocate(src_repo, src, dst_repo, dst, by, copy, dry)
-            .await;
+        let done = retry_conflicts(|| {
+            self.metadata
+                .relocate(src_repo, src, dst_repo, dst, by, copy, dry)
+        })
+        .await;
         release_all(locks).await;
         done
     }

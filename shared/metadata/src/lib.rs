@@ -11,7 +11,7 @@ pub use model::{
     ArtifactRecord, BinaryRecord, ChecksumLookup, FolderChild, FolderListing, NewArtifact,
     NodeRecord, RepoSummary, Repository, StorageSummary, TrashRecord,
 };
-pub use store::{Engine, Metadata, PoolSettings};
+pub use store::{Engine, Metadata, PoolSettings, is_conflict, retry_conflicts};
 
 /// Milliseconds since the Unix epoch, the unit of every stored time.
 pub fn now_ms() -> i64 {

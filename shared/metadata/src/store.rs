@@ -100,6 +100,40 @@ fn db_err(e: sqlx::Error) -> Error {
     }
 }
 
+/// Whether an error is a transaction conflict (a deadlock or a serialization failure) that the
+/// same transaction, run again, will most likely get past.
+pub fn is_conflict(e: &Error) -> bool {
+    let Error::Metadata { source, .. } = e else {
+        return false;
+    };
+    source
+        .downcast_ref::<sqlx::Error>()
+        .and_then(|e| e.as_database_error())
+        .and_then(|d| d.code())
+        .is_some_and(|code| matches!(code.as_ref(), "40001" | "40P01"))
+}
+
+/// Runs a write transaction again (up to three times, with a short pause) when it lost a
+/// conflict to another transaction; InnoDB in particular reports deadlocks between concurrent
+/// upserts that touch neighbouring keys.
+pub async fn retry_conflicts<T, F, Fut>(mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut tries = 0;
+    loop {
+        match attempt().await {
+            Err(e) if is_conflict(&e) && tries < 3 => {
+                tries += 1;
+                tracing::debug!(error = %e, tries, "transaction conflict; running it again");
+                tokio::time::sleep(Duration::from_millis(5 * tries)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// `?` placeholders → `$1, $2, …` (PostgreSQL). Queries here never hold `?` in literals.
 fn numbered_placeholders(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 16);
