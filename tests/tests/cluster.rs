@@ -441,3 +441,73 @@ fn now_ms() -> i64 {
         .expect("time")
         .as_millis() as i64
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_killed_while_holding_locks_blocks_nobody_for_long() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let Some(mut nodes) = start_cluster(root.path(), 2).await else {
+        return;
+    };
+    nodes[0].create_repo("libs").await;
+    let url = nodes[0].database_url.clone();
+
+    // Hold the repository row so that node 0's deploy stops inside its metadata transaction
+    // (the artifact insert waits on the foreign key), i.e. while it holds the path's and the
+    // binary's locks.
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&url).await.expect("connect");
+    let mut tx = conn.begin().await.expect("begin");
+    sqlx::query("SELECT repo_key FROM repositories WHERE repo_key = 'libs' FOR UPDATE")
+        .fetch_all(&mut *tx)
+        .await
+        .expect("hold the repository row");
+    let victim = nodes.remove(0);
+    let stuck = {
+        let (c, url) = (victim.admin(), victim.url("/libs/held.bin"));
+        tokio::spawn(async move { c.put(url).body("held").send().await })
+    };
+    let held = format!("path:{}", sha256_hex(b"libs/held.bin"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let owners: Vec<String> = sqlx::query("SELECT owner FROM locks WHERE name = $1")
+            .bind(&held)
+            .fetch_all(&mut *tx)
+            .await
+            .expect("locks")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !owners.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 0 never took the path's lock"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    victim.crash().await;
+    let _ = stuck.await;
+    tx.rollback().await.expect("release the repository row");
+
+    // The other node deploys the same path once the dead node's lease (3 s) has run out.
+    let survivor = &nodes[0];
+    let started = Instant::now();
+    let r = survivor
+        .admin()
+        .put(survivor.url("/libs/held.bin"))
+        .body("after")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::CREATED, "the lock freed itself");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "freed within the lease, not forever"
+    );
+    assert!(
+        started.elapsed() > Duration::from_secs(1),
+        "the dead node's lock really was in the way until its lease ran out"
+    );
+    assert_eq!(survivor.body("/libs/held.bin").await, "after".as_bytes());
+}
