@@ -13,8 +13,9 @@ use stowage_metadata::{Metadata, PoolSettings};
 
 use crate::ConfigArgs;
 
-/// Name of the lock file that keeps two processes from serving one data directory: the
-/// in-process locks that order deploys and garbage collection would not see each other.
+/// Name of the lock file that keeps two processes from serving one data directory: they would
+/// share its SQLite file (a single-node engine) and its admin token, and clean up each other's
+/// staged uploads. Nodes of a cluster each have their own data directory.
 const DATA_DIR_LOCK: &str = "stowage.lock";
 
 async fn open_metadata(config: &Config) -> Result<Metadata, Error> {

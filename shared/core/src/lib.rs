@@ -10,7 +10,6 @@ mod error;
 pub mod fs;
 mod hashing;
 mod key;
-mod locks;
 pub mod memory;
 mod path;
 mod provider;
@@ -19,7 +18,6 @@ pub use digest::{ChecksumAlgorithm, Checksums, ExpectedChecksums, Md5, Sha1, Sha
 pub use error::{BoxError, Error, Result};
 pub use hashing::{ChecksumHasher, HashingTask, hash_stream};
 pub use key::{BinaryKey, KeyLayout};
-pub use locks::{KeyedLockGuard, KeyedLocks};
 pub use path::{ArtifactPath, RepoKey};
 pub use provider::{
     BinaryProvider, BinaryProviderExt, ByteStream, GetOptions, GetResult, Health, ObjectMeta,
