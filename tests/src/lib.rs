@@ -282,18 +282,23 @@ impl Server {
             .expect("wait")
     }
 
-    /// Files stored in the filestore (binaries only, not staged uploads).
+    /// Files stored in the server's default filestore (binaries only, not staged uploads).
     pub fn stored_binaries(&self) -> Vec<PathBuf> {
-        files_below(&self.data_dir.join("filestore"))
-            .into_iter()
-            .filter(|p| !p.components().any(|c| c.as_os_str() == "_pre"))
-            .collect()
+        stored_binaries_in(&self.data_dir.join("filestore"))
     }
 
     /// Staged uploads in `_pre`.
     pub fn staged_files(&self) -> Vec<PathBuf> {
         files_below(&self.data_dir.join("filestore").join("_pre"))
     }
+}
+
+/// Binaries stored in a filestore directory (staged uploads in `_pre` left out).
+pub fn stored_binaries_in(filestore: &Path) -> Vec<PathBuf> {
+    files_below(filestore)
+        .into_iter()
+        .filter(|p| !p.components().any(|c| c.as_os_str() == "_pre"))
+        .collect()
 }
 
 /// Every file below `dir`, recursively.

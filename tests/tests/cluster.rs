@@ -214,10 +214,7 @@ async fn three_nodes_hammering_the_same_paths_stay_consistent() {
         assert_eq!(body.len() as i64, *size);
         assert_eq!(&sha256_hex(&body), sha256);
     }
-    let stored: Vec<_> = stowage_tests::files_below(&filestore)
-        .into_iter()
-        .filter(|p| !p.components().any(|c| c.as_os_str() == "_pre"))
-        .collect();
+    let stored = stowage_tests::stored_binaries_in(&filestore);
     assert_eq!(
         stored.len(),
         binaries.len(),

@@ -80,14 +80,21 @@ struct Held {
     renewer: JoinHandle<()>,
 }
 
+impl Held {
+    /// Stops renewing and deletes the lock row (a lease left behind expires by itself).
+    async fn unlock(self) {
+        self.renewer.abort();
+        if let Err(e) = self.metadata.unlock(&self.key, &self.owner).await {
+            tracing::warn!(lock = %self.key, error = %e, "could not release a lock; its lease will expire");
+        }
+    }
+}
+
 impl LockGuard {
     /// Releases the lock and waits until the database has it released.
     pub async fn release(mut self) {
         if let Some(held) = self.held.take() {
-            held.renewer.abort();
-            if let Err(e) = held.metadata.unlock(&held.key, &held.owner).await {
-                tracing::warn!(lock = %held.key, error = %e, "could not release a lock; its lease will expire");
-            }
+            held.unlock().await;
         }
     }
 }
@@ -97,11 +104,7 @@ impl Drop for LockGuard {
         let Some(held) = self.held.take() else { return };
         held.renewer.abort();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                if let Err(e) = held.metadata.unlock(&held.key, &held.owner).await {
-                    tracing::warn!(lock = %held.key, error = %e, "could not release a lock; its lease will expire");
-                }
-            });
+            handle.spawn(held.unlock());
         }
     }
 }

@@ -720,9 +720,21 @@ impl Metadata {
 
     /// An artifact's properties, sorted.
     pub async fn properties(&self, artifact_id: i64) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query(self.sql("SELECT name, value FROM artifact_properties WHERE artifact_id = ? ORDER BY name, value",))
+        let mut conn = self.reader.acquire().await.map_err(db_err)?;
+        self.read_properties(&mut conn, artifact_id).await
+    }
+
+    /// An artifact's properties, sorted, on a given connection (a pool's or a transaction's).
+    async fn read_properties(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        artifact_id: i64,
+    ) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(self.sql(
+            "SELECT name, value FROM artifact_properties WHERE artifact_id = ? ORDER BY name, value",
+        ))
         .bind(artifact_id)
-        .fetch_all(&self.reader)
+        .fetch_all(conn)
         .await
         .map_err(db_err)?;
         rows.iter()
@@ -1084,40 +1096,10 @@ impl Metadata {
     pub async fn trash(&self, repo: &RepoKey, path: &ArtifactPath, by: &str) -> Result<u64> {
         let now = now_ms();
         let mut tx = self.begin().await?;
-        let rows = if path.is_root() {
-            sqlx::query(self.sql("SELECT * FROM artifacts WHERE repo_key = ?"))
-                .bind(repo.as_str())
-                .fetch_all(&mut *tx)
-                .await
-        } else {
-            let (lo, hi) = below(path.as_str());
-            sqlx::query(self.sql("SELECT * FROM artifacts WHERE repo_key = ? AND (path = ? OR (path >= ? AND path < ?))",))
-            .bind(repo.as_str())
-            .bind(path.as_str())
-            .bind(lo)
-            .bind(hi)
-            .fetch_all(&mut *tx)
-            .await
-        }
-        .map_err(db_err)?;
+        let rows = self.rows_at(&mut tx, repo, path).await?;
         for row in &rows {
             let id: i64 = row.try_get("id").map_err(db_err)?;
-            let props = sqlx::query(
-                self.sql("SELECT name, value FROM artifact_properties WHERE artifact_id = ?"),
-            )
-            .bind(id)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_err)?;
-            let props: Vec<(String, String)> = props
-                .iter()
-                .map(|r| {
-                    Ok((
-                        r.try_get("name").map_err(db_err)?,
-                        r.try_get("value").map_err(db_err)?,
-                    ))
-                })
-                .collect::<Result<_>>()?;
+            let props = self.read_properties(&mut tx, id).await?;
             sqlx::query(self.sql(
                 "INSERT INTO trash (repo_key, path, sha256, size, created_ms, created_by, \
                  properties, deleted_ms, deleted_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
