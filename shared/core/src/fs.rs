@@ -77,7 +77,8 @@ impl FileSystemProvider {
         &self.temp_dir
     }
 
-    fn path_of(&self, digest: &Sha256) -> PathBuf {
+    /// Where the binary with this digest is (or would be) stored.
+    pub fn path_of(&self, digest: &Sha256) -> PathBuf {
         self.root.join(self.layout.key(digest).as_str())
     }
 
@@ -108,6 +109,17 @@ impl FileSystemProvider {
         .await
         .map_err(|e| join_error(self, e))?
     }
+}
+
+/// Streams a local file in [`READ_CHUNK`]s (the default [`BinaryProvider::put_file`]).
+pub async fn read_file_stream(path: &Path) -> Result<ByteStream> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| Error::storage_io("local file", path.display(), e))?;
+    let shown = path.display().to_string();
+    Ok(tokio_util::io::ReaderStream::with_capacity(file, READ_CHUNK)
+        .map(move |chunk| chunk.map_err(|e| Error::storage_io("local file", &shown, e)))
+        .boxed())
 }
 
 fn join_error(backend: &impl fmt::Display, e: tokio::task::JoinError) -> Error {
@@ -219,7 +231,13 @@ impl BinaryProvider for FileSystemProvider {
         let temp = writer
             .await
             .map_err(|e| join_error(self, e))?
-            .map_err(|e| self.io_error(TEMP_DIR_NAME, e))?;
+            .map_err(|e| Error::Storage {
+                // Not `io_error`: a missing staging folder is a broken store, not a missing binary.
+                backend: self.to_string(),
+                key: TEMP_DIR_NAME.into(),
+                source: Box::new(e),
+                retryable: false,
+            })?;
         if let Some(expected) = opts.size
             && received < expected
         {

@@ -7,12 +7,14 @@
 pub mod conformance;
 mod digest;
 mod error;
+pub mod eventual;
 pub mod fs;
 mod hashing;
 mod key;
 pub mod memory;
 mod path;
 mod provider;
+mod uploads;
 
 pub use digest::{ChecksumAlgorithm, Checksums, ExpectedChecksums, Md5, Sha1, Sha256};
 pub use error::{BoxError, Error, Result};
@@ -23,3 +25,4 @@ pub use provider::{
     BinaryProvider, BinaryProviderExt, ByteStream, GetOptions, GetResult, Health, ObjectMeta,
     PutOptions, PutResult,
 };
+pub use uploads::{PresignedPart, PresignedRequest, PresignedUploads, StaleUploads, UploadPlan};

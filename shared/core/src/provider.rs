@@ -5,6 +5,7 @@
 
 use std::fmt::{Debug, Display};
 use std::ops::Range;
+use std::path::Path;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -105,6 +106,29 @@ pub trait BinaryProvider: Send + Sync + Debug + Display + 'static {
 
     /// Free space and reachability; an error means the backend is unusable now.
     async fn health(&self) -> Result<Health>;
+
+    /// Stores a local file whose SHA-256 and size are already known: the eventual queue
+    /// handing a queued binary to its backend. The digest is still verified (a file that does
+    /// not hash to `sha256` gives [`Error::ChecksumMismatch`] and stores nothing). Object stores
+    /// override it to send the file in parallel parts, retrying each part, instead of one stream.
+    /// Returns whether the binary was created (`false`: it was already stored).
+    async fn put_file(&self, path: &Path, sha256: &Sha256, size: u64) -> Result<bool> {
+        let body = crate::fs::read_file_stream(path).await?;
+        let expected = crate::ExpectedChecksums {
+            sha256: Some(*sha256),
+            ..Default::default()
+        };
+        let stored = self
+            .put_opts(
+                body,
+                PutOptions {
+                    expected,
+                    size: Some(size),
+                },
+            )
+            .await?;
+        Ok(stored.created)
+    }
 }
 
 /// Conveniences over [`BinaryProvider`], for every provider.

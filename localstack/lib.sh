@@ -1,0 +1,92 @@
+# LocalStack (S3 only) on the host: install into a venv, start on a free loopback port, stop by
+# PID. Source this file; `start_localstack` exports STOWAGE_TEST_S3_ENDPOINT and
+# STOWAGE_TEST_LOCALSTACK_PYTHON (so a test can start a private LocalStack of its own) and
+# `stop_localstack` stops it. Used by scripts/test and by localstack/up.
+#
+# LocalStack needs Python >= 3.12; pyenv interpreters are looked for when python3 is older.
+# The venv lives in ${STOWAGE_TOOLS_DIR:-~/.cache/stowage} so it is built once per machine
+# (about 2 minutes); the pins are those LocalStack 2026.3 needs to import at all.
+
+LOCALSTACK_VERSION="${LOCALSTACK_VERSION:-2026.3.0}"
+LS_DIR=""
+LS_PID=""
+
+_localstack_tools_dir() {
+  echo "${STOWAGE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/stowage}"
+}
+
+_localstack_base_python() {
+  local candidate
+  for candidate in python3.13 python3.12 python3 \
+    "$HOME"/.pyenv/versions/3.13*/bin/python3 "$HOME"/.pyenv/versions/3.12*/bin/python3; do
+    if command -v "$candidate" >/dev/null 2>&1 \
+      && "$candidate" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/dev/null; then
+      command -v "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# Prints the venv's python, building the venv first if needed.
+install_localstack() {
+  local venv base
+  venv="$(_localstack_tools_dir)/localstack-$LOCALSTACK_VERSION"
+  if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import localstack.runtime.main' 2>/dev/null; then
+    echo "$venv/bin/python"
+    return 0
+  fi
+  base=$(_localstack_base_python) || {
+    echo "install_localstack: LocalStack needs Python >= 3.12 (none on PATH or under ~/.pyenv/versions)" >&2
+    return 1
+  }
+  echo "installing LocalStack $LOCALSTACK_VERSION into $venv (once per machine, ~2 min)" >&2
+  rm -rf "$venv"
+  mkdir -p "$(dirname "$venv")"
+  "$base" -m venv "$venv" >&2 || return 1
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "localstack-core[runtime]==$LOCALSTACK_VERSION" 'cbor2<6' 'pyopenssl==25.3.0' \
+    'cryptography<47' service-identity >&2 || { rm -rf "$venv"; return 1; }
+  echo "$venv/bin/python"
+}
+
+_localstack_free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+start_localstack() {
+  local python port
+  python=$(install_localstack) || return 1
+  LS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/stowage-localstack.XXXXXX")
+  port=$(_localstack_free_port)
+  GATEWAY_LISTEN="127.0.0.1:$port" SERVICES=s3 DNS_ADDRESS=0 SKIP_SSL_CERT_DOWNLOAD=1 \
+    DISABLE_EVENTS=1 GATEWAY_SERVER=hypercorn S3_SKIP_SIGNATURE_VALIDATION=0 \
+    LOCALSTACK_VOLUME_DIR="$LS_DIR/volume" TMPDIR="$LS_DIR" \
+    "$python" -m localstack.runtime.main >"$LS_DIR/localstack.log" 2>&1 &
+  LS_PID=$!
+  for _ in $(seq 1 120); do
+    if curl -fsS "http://127.0.0.1:$port/_localstack/health" 2>/dev/null | grep -q '"s3": "\(available\|running\)"'; then
+      export STOWAGE_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+      export STOWAGE_TEST_LOCALSTACK_PYTHON="$python"
+      echo "LocalStack $LOCALSTACK_VERSION (S3) on 127.0.0.1:$port (pid $LS_PID)"
+      return 0
+    fi
+    kill -0 "$LS_PID" 2>/dev/null || break
+    sleep 0.5
+  done
+  echo "start_localstack: LocalStack did not become ready; its log:" >&2
+  tail -n 40 "$LS_DIR/localstack.log" >&2
+  stop_localstack
+  return 1
+}
+
+stop_localstack() {
+  if [ -n "$LS_PID" ] && kill -0 "$LS_PID" 2>/dev/null; then
+    kill -TERM "$LS_PID" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$LS_PID" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$LS_PID" 2>/dev/null || true   # LocalStack sometimes ignores SIGTERM
+  fi
+  [ -n "$LS_DIR" ] && rm -rf "$LS_DIR"
+  LS_PID=""
+  LS_DIR=""
+}

@@ -1,0 +1,639 @@
+//! The eventual provider (templates `s3-storage-v3`, `cluster-s3-storage-v3`): a durable
+//! write-behind queue in front of a slow or remote backend. An upload is acknowledged once its
+//! bytes are fsynced in `lenientLimit` of the queue directories; workers then hand each queued
+//! binary to the backend, with retries and backoff, and remove it from the queue only after the
+//! backend confirmed. Reads are served from the queue while an upload is pending. The queue is
+//! plain directories in the filesystem provider's layout, so a restart recovers it by listing.
+//!
+//! It must never drop a queued binary because the backend failed: a binary leaves the queue
+//! only when the backend holds it (or when it is deleted).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::{Notify, Semaphore, mpsc};
+
+use crate::fs::FileSystemProvider;
+use crate::{
+    BinaryProvider, ByteStream, Error, GetOptions, GetResult, Health, KeyLayout, ObjectMeta,
+    PutOptions, PutResult, Result, Sha256,
+};
+
+/// Chunks buffered per queue directory when one upload is written to several.
+const FAN_OUT_CHUNKS: usize = 8;
+/// Folder, in a queue directory, where copies the backend refused as corrupt are kept.
+const QUARANTINE_DIR: &str = "_corrupt";
+
+/// How the queue is laid out and drained. Names follow Artifactory's eventual provider.
+#[derive(Debug, Clone)]
+pub struct EventualSettings {
+    /// Queue directories; each upload is written to all of them (each can be a small disk).
+    pub dirs: Vec<PathBuf>,
+    /// Copies that must be durable before an upload is acknowledged; 0 means every directory.
+    pub lenient_limit: usize,
+    /// Uploads to the backend in flight at once (`numberOfThreads`).
+    pub number_of_threads: usize,
+    /// How often the queue is scanned when nothing wakes the dispatcher (`dispatcherInterval`).
+    pub dispatcher_interval: Duration,
+    /// Longest wait between two attempts at one binary; attempts back off exponentially from
+    /// one second up to this.
+    pub max_retry_backoff: Duration,
+}
+
+/// Queue figures for `/api/storageinfo`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueStats {
+    /// Binaries waiting for the backend.
+    pub depth: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Age of the oldest waiting binary, in seconds.
+    pub oldest_age_secs: Option<u64>,
+    /// Uploads to the backend running now.
+    pub uploading: u64,
+    /// Binaries whose last attempt failed and that wait for their next try.
+    pub retrying: u64,
+    /// Binaries handed to the backend since start.
+    pub uploaded: u64,
+    /// The most recent failure, for a person to act on.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug)]
+struct Failure {
+    attempts: u32,
+    next_try: Instant,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    in_flight: HashSet<Sha256>,
+    failures: HashMap<Sha256, Failure>,
+    uploaded: u64,
+    last_error: Option<String>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    queues: Vec<FileSystemProvider>,
+    backend: Arc<dyn BinaryProvider>,
+    lenient_limit: usize,
+    settings: EventualSettings,
+    wake: Notify,
+    workers: Arc<Semaphore>,
+    state: Mutex<QueueState>,
+}
+
+/// A durable write-behind queue in front of `backend`.
+#[derive(Debug, Clone)]
+pub struct EventualProvider {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Display for EventualProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "eventual({})", self.inner.backend)
+    }
+}
+
+impl EventualProvider {
+    /// Opens (creating them if needed) the queue directories in front of `backend`.
+    pub fn new(
+        backend: Arc<dyn BinaryProvider>,
+        layout: KeyLayout,
+        settings: EventualSettings,
+    ) -> Result<Self> {
+        if settings.dirs.is_empty() {
+            return Err(Error::InvalidInput(
+                "the eventual queue needs at least one directory".into(),
+            ));
+        }
+        let lenient_limit = match settings.lenient_limit {
+            0 => settings.dirs.len(),
+            n if n <= settings.dirs.len() => n,
+            n => {
+                return Err(Error::InvalidInput(format!(
+                    "eventual lenientLimit is {n} but only {} queue directories are configured; \
+                     it must be between 0 (all) and the number of directories",
+                    settings.dirs.len()
+                )));
+            }
+        };
+        if settings.number_of_threads == 0 {
+            return Err(Error::InvalidInput(
+                "eventual numberOfThreads must be at least 1".into(),
+            ));
+        }
+        let queues = settings
+            .dirs
+            .iter()
+            .map(|dir| FileSystemProvider::new(dir, layout))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                queues,
+                backend,
+                lenient_limit,
+                workers: Arc::new(Semaphore::new(settings.number_of_threads)),
+                settings,
+                wake: Notify::new(),
+                state: Mutex::new(QueueState::default()),
+            }),
+        })
+    }
+
+    /// The backend the queue drains into.
+    pub fn backend(&self) -> &Arc<dyn BinaryProvider> {
+        &self.inner.backend
+    }
+
+    /// Starts the dispatcher: it scans the queue every `dispatcherInterval` (and whenever an
+    /// upload is queued) and hands binaries to the backend. Abort the handle to stop it; an
+    /// upload cut short stays queued and is retried by the next start.
+    pub fn spawn_dispatcher(&self) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = this.dispatch_once().await {
+                    tracing::warn!(error = %e, "could not scan the eventual queue");
+                }
+                tokio::select! {
+                    () = this.inner.wake.notified() => {}
+                    () = tokio::time::sleep(this.inner.settings.dispatcher_interval) => {}
+                }
+            }
+        })
+    }
+
+    /// One scan: starts an upload for every queued binary that is neither in flight nor
+    /// backing off, as worker slots allow.
+    async fn dispatch_once(&self) -> Result<()> {
+        let queued = self.queued().await?;
+        for meta in queued.into_values() {
+            let ready = {
+                let mut state = self.lock_state();
+                let backing_off = state
+                    .failures
+                    .get(&meta.digest)
+                    .is_some_and(|f| f.next_try > Instant::now());
+                !backing_off && state.in_flight.insert(meta.digest)
+            };
+            if !ready {
+                continue;
+            }
+            let Ok(permit) = self.inner.workers.clone().try_acquire_owned() else {
+                self.lock_state().in_flight.remove(&meta.digest);
+                break; // every worker is busy; a finishing one wakes the dispatcher
+            };
+            let this = self.clone();
+            tokio::spawn(async move {
+                let outcome = this.upload(&meta).await;
+                this.finish(&meta, outcome);
+                drop(permit);
+                this.inner.wake.notify_one();
+            });
+        }
+        Ok(())
+    }
+
+    /// Hands one binary to the backend from the first intact queue copy.
+    async fn upload(&self, meta: &ObjectMeta) -> Result<()> {
+        let mut last = None;
+        for queue in &self.inner.queues {
+            let path = queue.path_of(&meta.digest);
+            if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+                continue;
+            }
+            match self
+                .inner
+                .backend
+                .put_file(&path, &meta.digest, meta.size)
+                .await
+            {
+                Ok(_) => {
+                    for queue in &self.inner.queues {
+                        queue.delete(&meta.digest).await?;
+                    }
+                    return Ok(());
+                }
+                Err(e @ Error::ChecksumMismatch { .. }) => {
+                    tracing::error!(digest = %meta.digest, path = %path.display(), error = %e,
+                        "a queued copy is corrupt; it is quarantined and another copy is tried");
+                    quarantine(queue, &path).await;
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match last {
+            Some(e) => Err(e),
+            None => Ok(()), // deleted meanwhile: nothing left to upload
+        }
+    }
+
+    fn finish(&self, meta: &ObjectMeta, outcome: Result<()>) {
+        let mut state = self.lock_state();
+        state.in_flight.remove(&meta.digest);
+        match outcome {
+            Ok(()) => {
+                state.failures.remove(&meta.digest);
+                state.uploaded += 1;
+                tracing::debug!(digest = %meta.digest, size = meta.size, "queued binary uploaded");
+            }
+            Err(e) => {
+                let attempts = state.failures.get(&meta.digest).map_or(0, |f| f.attempts) + 1;
+                let backoff = Duration::from_secs(1u64 << attempts.min(20))
+                    .min(self.inner.settings.max_retry_backoff);
+                tracing::warn!(digest = %meta.digest, attempts, retry_in = ?backoff,
+                    retryable = e.is_retryable(), error = %e,
+                    "uploading a queued binary failed; it stays queued");
+                state.last_error = Some(format!("{}: {e}", meta.digest));
+                state.failures.insert(
+                    meta.digest,
+                    Failure {
+                        attempts,
+                        next_try: Instant::now() + backoff,
+                    },
+                );
+            }
+        }
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        // A panic while holding this lock leaves only counters behind; keep going.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every queued binary, once, with its oldest time across the queue directories.
+    async fn queued(&self) -> Result<HashMap<Sha256, ObjectMeta>> {
+        let mut all: HashMap<Sha256, ObjectMeta> = HashMap::new();
+        let mut failed = None;
+        for queue in &self.inner.queues {
+            let mut list = queue.list();
+            loop {
+                match list.try_next().await {
+                    Ok(Some(meta)) => {
+                        all.entry(meta.digest)
+                            .and_modify(|m| {
+                                m.last_modified = m.last_modified.min(meta.last_modified);
+                            })
+                            .or_insert(meta);
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        // One unreadable queue disk must not hide what the others hold.
+                        tracing::warn!(queue = %queue, error = %e, "cannot list a queue directory");
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        match failed {
+            Some(e) if all.is_empty() && self.inner.queues.len() == 1 => Err(e),
+            _ => Ok(all),
+        }
+    }
+
+    /// Depth, bytes and age of the queue, and what the workers are doing.
+    pub async fn stats(&self) -> Result<QueueStats> {
+        let queued = self.queued().await?;
+        let now = SystemTime::now();
+        let oldest = queued.values().map(|m| m.last_modified).min();
+        let state = self.lock_state();
+        Ok(QueueStats {
+            depth: queued.len() as u64,
+            bytes: queued.values().map(|m| m.size).sum(),
+            oldest_age_secs: oldest.map(|t| now.duration_since(t).unwrap_or_default().as_secs()),
+            uploading: state.in_flight.len() as u64,
+            retrying: state.failures.len() as u64,
+            uploaded: state.uploaded,
+            last_error: state.last_error.clone(),
+        })
+    }
+
+    /// Removes staged uploads older than `older_than` from every queue directory.
+    pub async fn clean_temp(&self, older_than: Duration) -> Result<usize> {
+        let mut removed = 0;
+        for queue in &self.inner.queues {
+            removed += queue.clean_temp(older_than).await?;
+        }
+        Ok(removed)
+    }
+}
+
+async fn quarantine(queue: &FileSystemProvider, path: &std::path::Path) {
+    let dir = queue.root().join(QUARANTINE_DIR);
+    let Some(name) = path.file_name() else { return };
+    let moved = async {
+        tokio::fs::create_dir_all(&dir).await?;
+        tokio::fs::rename(path, dir.join(name)).await
+    };
+    if let Err(e) = moved.await {
+        tracing::error!(path = %path.display(), error = %e, "could not quarantine a corrupt queued copy");
+    }
+}
+
+/// Splits one body into `n` streams that each see every chunk, reading the body once. A branch
+/// whose reader went away is dropped and the others go on; a body error reaches every branch.
+fn fan_out(mut body: ByteStream, n: usize) -> Vec<ByteStream> {
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..n)
+        .map(|_| mpsc::channel::<Result<Bytes>>(FAN_OUT_CHUNKS))
+        .unzip();
+    tokio::spawn(async move {
+        let mut senders: Vec<_> = senders.into_iter().map(Some).collect();
+        while let Some(item) = body.next().await {
+            match item {
+                Ok(chunk) => {
+                    for slot in &mut senders {
+                        if let Some(tx) = slot
+                            && tx.send(Ok(chunk.clone())).await.is_err()
+                        {
+                            *slot = None;
+                        }
+                    }
+                    if senders.iter().all(Option::is_none) {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let message = match &e {
+                        Error::Body { source } => source.to_string(),
+                        other => other.to_string(),
+                    };
+                    for tx in senders.iter().flatten() {
+                        let copy = Error::Body {
+                            source: message.clone().into(),
+                        };
+                        let _ = tx.send(Err(copy)).await;
+                    }
+                    return;
+                }
+            }
+        }
+    });
+    receivers
+        .into_iter()
+        .map(|mut rx| futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed())
+        .collect()
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl BinaryProvider for EventualProvider {
+    async fn put_opts(&self, body: ByteStream, opts: PutOptions) -> Result<PutResult> {
+        let queues = &self.inner.queues;
+        let results = if queues.len() == 1 {
+            vec![queues[0].put_opts(body, opts).await]
+        } else {
+            let branches = fan_out(body, queues.len());
+            futures::future::join_all(
+                queues
+                    .iter()
+                    .zip(branches)
+                    .map(|(queue, branch)| queue.put_opts(branch, opts.clone())),
+            )
+            .await
+        };
+        let stored: Vec<&PutResult> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        if stored.len() >= self.inner.lenient_limit
+            && let Some(first) = stored.first()
+        {
+            let result = PutResult {
+                created: stored.iter().any(|r| r.created),
+                ..**first
+            };
+            self.inner.wake.notify_one();
+            return Ok(result);
+        }
+        // Not enough durable copies: take back the ones this upload created, so nothing that
+        // was refused gets uploaded later.
+        for (queue, result) in queues.iter().zip(&results) {
+            if let Ok(r) = result
+                && r.created
+            {
+                queue.delete(&r.checksums.sha256).await?;
+            }
+        }
+        let copies = stored.len();
+        let mut errors: Vec<Error> = results.into_iter().filter_map(Result::err).collect();
+        // A fault in the request (wrong checksum, short body) explains everything; report it.
+        let client_fault = errors
+            .iter()
+            .position(|e| !matches!(e, Error::Storage { .. }));
+        let first = match client_fault {
+            Some(i) => errors.swap_remove(i),
+            None if !errors.is_empty() => errors.swap_remove(0),
+            None => Error::Unavailable("the eventual queue stored no copy".into()),
+        };
+        if client_fault.is_some() || queues.len() == 1 {
+            return Err(first);
+        }
+        Err(Error::Storage {
+            backend: self.to_string(),
+            key: "-".into(),
+            source: format!(
+                "only {copies} of {} queue directories stored the upload and lenientLimit is {}: \
+                 {first}",
+                queues.len(),
+                self.inner.lenient_limit
+            )
+            .into(),
+            retryable: true,
+        })
+    }
+
+    async fn get_opts(&self, digest: &Sha256, opts: GetOptions) -> Result<GetResult> {
+        for queue in &self.inner.queues {
+            match queue.get_opts(digest, opts.clone()).await {
+                Ok(found) => return Ok(found),
+                Err(Error::NotFound { .. }) => {}
+                Err(e @ Error::RangeNotSatisfiable { .. }) => return Err(e),
+                Err(e) => tracing::warn!(%digest, error = %e, "reading a queued copy failed"),
+            }
+        }
+        self.inner.backend.get_opts(digest, opts).await
+    }
+
+    async fn head(&self, digest: &Sha256) -> Result<ObjectMeta> {
+        for queue in &self.inner.queues {
+            if let Ok(meta) = queue.head(digest).await {
+                return Ok(meta);
+            }
+        }
+        self.inner.backend.head(digest).await
+    }
+
+    async fn delete(&self, digest: &Sha256) -> Result<()> {
+        for queue in &self.inner.queues {
+            queue.delete(digest).await?;
+        }
+        self.lock_state().failures.remove(digest);
+        self.inner.backend.delete(digest).await
+    }
+
+    fn list(&self) -> BoxStream<'static, Result<ObjectMeta>> {
+        let this = self.clone();
+        let queued = futures::stream::once(async move { this.queued().await });
+        let backend = self.inner.backend.clone();
+        queued
+            .map_ok(move |queued| {
+                let seen: HashSet<Sha256> = queued.keys().copied().collect();
+                let from_backend = backend
+                    .list()
+                    .try_filter(move |m| futures::future::ready(!seen.contains(&m.digest)));
+                futures::stream::iter(queued.into_values().map(Ok)).chain(from_backend)
+            })
+            .try_flatten()
+            .boxed()
+    }
+
+    async fn health(&self) -> Result<Health> {
+        // The queue is what takes writes; a backend outage only delays the upload.
+        self.inner.queues[0].health().await
+    }
+
+    async fn put_file(&self, path: &std::path::Path, sha256: &Sha256, size: u64) -> Result<bool> {
+        let body = crate::fs::read_file_stream(path).await?;
+        let expected = crate::ExpectedChecksums {
+            sha256: Some(*sha256),
+            ..Default::default()
+        };
+        let opts = PutOptions {
+            expected,
+            size: Some(size),
+        };
+        Ok(self.put_opts(body, opts).await?.created)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BinaryProviderExt;
+    use crate::memory::InMemoryProvider;
+
+    fn settings(dirs: Vec<PathBuf>, lenient_limit: usize) -> EventualSettings {
+        EventualSettings {
+            dirs,
+            lenient_limit,
+            number_of_threads: 2,
+            dispatcher_interval: Duration::from_millis(20),
+            max_retry_backoff: Duration::from_millis(50),
+        }
+    }
+
+    #[tokio::test]
+    async fn conformance_over_two_queue_dirs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend: Arc<dyn BinaryProvider> = Arc::new(InMemoryProvider::new());
+        let eventual = EventualProvider::new(
+            backend,
+            KeyLayout::default(),
+            settings(vec![dir.path().join("q1"), dir.path().join("q2")], 0),
+        )
+        .expect("eventual");
+        crate::conformance::run_all(Arc::new(eventual), 7).await;
+    }
+
+    #[tokio::test]
+    async fn queued_binaries_drain_to_the_backend_and_leave_the_queue() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let memory = Arc::new(InMemoryProvider::new());
+        let eventual = EventualProvider::new(
+            memory.clone(),
+            KeyLayout::default(),
+            settings(vec![dir.path().join("q1"), dir.path().join("q2")], 2),
+        )
+        .expect("eventual");
+        let data = crate::conformance::test_bytes(3, 100_000);
+        let stored = eventual
+            .put_bytes(data.clone(), Default::default())
+            .await
+            .expect("queued");
+        let digest = stored.checksums.sha256;
+        assert!(!memory.exists(&digest).await.expect("head"));
+        assert_eq!(eventual.stats().await.expect("stats").depth, 1);
+        // Served from the queue before the upload.
+        assert_eq!(
+            eventual.get_bytes(&digest, None).await.expect("get"),
+            data
+        );
+
+        let dispatcher = eventual.spawn_dispatcher();
+        for _ in 0..200 {
+            if eventual.stats().await.expect("stats").depth == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        dispatcher.abort();
+        assert_eq!(eventual.stats().await.expect("stats").depth, 0);
+        assert_eq!(memory.get_bytes(&digest, None).await.expect("uploaded"), data);
+        assert_eq!(eventual.get_bytes(&digest, None).await.expect("get"), data);
+    }
+
+    #[tokio::test]
+    async fn lenient_limit_above_dirs_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend: Arc<dyn BinaryProvider> = Arc::new(InMemoryProvider::new());
+        let err = EventualProvider::new(
+            backend,
+            KeyLayout::default(),
+            settings(vec![dir.path().join("q1")], 2),
+        )
+        .expect_err("refused");
+        assert!(err.to_string().contains("lenientLimit is 2"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_queue_dir_below_lenient_limit_still_acknowledges() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend: Arc<dyn BinaryProvider> = Arc::new(InMemoryProvider::new());
+        let (q1, q2) = (dir.path().join("q1"), dir.path().join("q2"));
+        let eventual =
+            EventualProvider::new(backend, KeyLayout::default(), settings(vec![q1, q2.clone()], 1))
+                .expect("eventual");
+        std::fs::remove_dir_all(&q2).expect("remove q2");
+        let data = crate::conformance::test_bytes(4, 10_000);
+        let stored = eventual
+            .put_bytes(data.clone(), Default::default())
+            .await
+            .expect("one copy is enough");
+        assert_eq!(
+            eventual
+                .get_bytes(&stored.checksums.sha256, None)
+                .await
+                .expect("get"),
+            data
+        );
+    }
+
+    #[tokio::test]
+    async fn too_few_copies_fail_and_leave_nothing_queued() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend: Arc<dyn BinaryProvider> = Arc::new(InMemoryProvider::new());
+        let (q1, q2) = (dir.path().join("q1"), dir.path().join("q2"));
+        let eventual =
+            EventualProvider::new(backend, KeyLayout::default(), settings(vec![q1, q2.clone()], 2))
+                .expect("eventual");
+        std::fs::remove_dir_all(&q2).expect("remove q2");
+        let err = eventual
+            .put_bytes(crate::conformance::test_bytes(5, 10_000), Default::default())
+            .await
+            .expect_err("two copies are required");
+        assert!(err.to_string().contains("only 1 of 2"), "{err}");
+        assert_eq!(eventual.stats().await.expect("stats").depth, 0);
+    }
+}
