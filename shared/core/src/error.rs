@@ -75,6 +75,17 @@ pub enum Error {
         retryable: bool,
     },
 
+    /// A storage backend refused the request for a reason an operator must fix (a missing
+    /// bucket, denied access, a quota). `hint` says what to fix and is safe to show a client.
+    #[error("storage backend {backend} refused the request on {key}: {hint}")]
+    BackendRefused {
+        backend: String,
+        key: String,
+        hint: String,
+        #[source]
+        source: BoxError,
+    },
+
     /// The metadata database failed.
     #[error("metadata database error: {source}")]
     Metadata {

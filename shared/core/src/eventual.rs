@@ -566,10 +566,7 @@ mod tests {
         assert!(!memory.exists(&digest).await.expect("head"));
         assert_eq!(eventual.stats().await.expect("stats").depth, 1);
         // Served from the queue before the upload.
-        assert_eq!(
-            eventual.get_bytes(&digest, None).await.expect("get"),
-            data
-        );
+        assert_eq!(eventual.get_bytes(&digest, None).await.expect("get"), data);
 
         let dispatcher = eventual.spawn_dispatcher();
         for _ in 0..200 {
@@ -580,7 +577,10 @@ mod tests {
         }
         dispatcher.abort();
         assert_eq!(eventual.stats().await.expect("stats").depth, 0);
-        assert_eq!(memory.get_bytes(&digest, None).await.expect("uploaded"), data);
+        assert_eq!(
+            memory.get_bytes(&digest, None).await.expect("uploaded"),
+            data
+        );
         assert_eq!(eventual.get_bytes(&digest, None).await.expect("get"), data);
     }
 
@@ -602,9 +602,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let backend: Arc<dyn BinaryProvider> = Arc::new(InMemoryProvider::new());
         let (q1, q2) = (dir.path().join("q1"), dir.path().join("q2"));
-        let eventual =
-            EventualProvider::new(backend, KeyLayout::default(), settings(vec![q1, q2.clone()], 1))
-                .expect("eventual");
+        let eventual = EventualProvider::new(
+            backend,
+            KeyLayout::default(),
+            settings(vec![q1, q2.clone()], 1),
+        )
+        .expect("eventual");
         std::fs::remove_dir_all(&q2).expect("remove q2");
         let data = crate::conformance::test_bytes(4, 10_000);
         let stored = eventual
@@ -625,12 +628,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let backend: Arc<dyn BinaryProvider> = Arc::new(InMemoryProvider::new());
         let (q1, q2) = (dir.path().join("q1"), dir.path().join("q2"));
-        let eventual =
-            EventualProvider::new(backend, KeyLayout::default(), settings(vec![q1, q2.clone()], 2))
-                .expect("eventual");
+        let eventual = EventualProvider::new(
+            backend,
+            KeyLayout::default(),
+            settings(vec![q1, q2.clone()], 2),
+        )
+        .expect("eventual");
         std::fs::remove_dir_all(&q2).expect("remove q2");
         let err = eventual
-            .put_bytes(crate::conformance::test_bytes(5, 10_000), Default::default())
+            .put_bytes(
+                crate::conformance::test_bytes(5, 10_000),
+                Default::default(),
+            )
             .await
             .expect_err("two copies are required");
         assert!(err.to_string().contains("only 1 of 2"), "{err}");

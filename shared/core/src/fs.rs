@@ -117,9 +117,11 @@ pub async fn read_file_stream(path: &Path) -> Result<ByteStream> {
         .await
         .map_err(|e| Error::storage_io("local file", path.display(), e))?;
     let shown = path.display().to_string();
-    Ok(tokio_util::io::ReaderStream::with_capacity(file, READ_CHUNK)
-        .map(move |chunk| chunk.map_err(|e| Error::storage_io("local file", &shown, e)))
-        .boxed())
+    Ok(
+        tokio_util::io::ReaderStream::with_capacity(file, READ_CHUNK)
+            .map(move |chunk| chunk.map_err(|e| Error::storage_io("local file", &shown, e)))
+            .boxed(),
+    )
 }
 
 fn join_error(backend: &impl fmt::Display, e: tokio::task::JoinError) -> Error {

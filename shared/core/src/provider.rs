@@ -173,7 +173,7 @@ pub trait BinaryProviderExt: BinaryProvider {
 impl<T: BinaryProvider + ?Sized> BinaryProviderExt for T {}
 
 /// Checks a requested range against a binary's size.
-pub(crate) fn check_range(range: Option<Range<u64>>, size: u64) -> Result<Range<u64>> {
+pub fn check_range(range: Option<Range<u64>>, size: u64) -> Result<Range<u64>> {
     match range {
         None => Ok(0..size),
         Some(r) if r.start <= r.end && r.end <= size && (r.start < size || r.start == r.end) => {

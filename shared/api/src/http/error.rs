@@ -44,6 +44,7 @@ fn status_of(e: &Error) -> StatusCode {
         | Error::Body { .. } => StatusCode::BAD_REQUEST,
         Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::BackendRefused { .. } => StatusCode::BAD_GATEWAY,
         e if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -93,6 +94,10 @@ impl IntoResponse for ApiError {
                             }
                             _ => "internal error; the server log has the details".to_string(),
                         }
+                    }
+                    Error::BackendRefused { hint, .. } => {
+                        tracing::error!(error = %e, source = ?std::error::Error::source(&e), "storage backend refused a request");
+                        format!("the storage backend refused the request: {hint}")
                     }
                     other => other.to_string(),
                 };
