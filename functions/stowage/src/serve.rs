@@ -7,7 +7,7 @@ use std::time::Duration;
 use stowage_api::auth::Auth;
 use stowage_api::cluster::Cluster;
 use stowage_api::http::{AppState, router};
-use stowage_api::{Config, Stowage, build_provider};
+use stowage_api::{Config, Filestore, Stowage};
 use stowage_core::Error;
 use stowage_metadata::{Metadata, PoolSettings};
 
@@ -67,11 +67,19 @@ fn node_id(config: &Config) -> String {
         .unwrap_or_else(|| format!("node-{:08x}", rand::random::<u32>()))
 }
 
-async fn build(config: &Config, node_id: &str) -> Result<(Arc<Stowage>, Metadata), Error> {
+async fn build(
+    config: &Config,
+    node_id: &str,
+) -> Result<(Arc<Stowage>, Metadata, Filestore), Error> {
     let metadata = open_metadata(config).await?;
-    let provider = build_provider(config)?;
-    let stowage = Arc::new(Stowage::new(provider, metadata.clone(), config, node_id));
-    Ok((stowage, metadata))
+    let filestore = Filestore::build(config).await?;
+    let stowage = Arc::new(Stowage::new(
+        filestore.clone(),
+        metadata.clone(),
+        config,
+        node_id,
+    ));
+    Ok((stowage, metadata, filestore))
 }
 
 pub(crate) async fn migrate(args: &ConfigArgs) -> Result<(), Error> {
@@ -88,7 +96,7 @@ pub(crate) async fn migrate(args: &ConfigArgs) -> Result<(), Error> {
 pub(crate) async fn gc(args: &ConfigArgs) -> Result<(), Error> {
     let config = args.load()?;
     let _lock = lock_data_dir(&config)?;
-    let (stowage, metadata) = build(&config, &node_id(&config)).await?;
+    let (stowage, metadata, _) = build(&config, &node_id(&config)).await?;
     let report = stowage.gc().await?;
     metadata.close().await;
     println!(
@@ -102,20 +110,16 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
     let config = args.load()?;
     let _lock = lock_data_dir(&config)?;
     let node_id = node_id(&config);
-    let (stowage, metadata) = build(&config, &node_id).await?;
-    if config.filestore.template == "file-system" {
-        // Staged uploads older than the grace period were left by a crash.
-        let fs = stowage_core::fs::FileSystemProvider::new(
-            config.file_store_dir(),
-            stowage_core::KeyLayout::new(config.filestore.root_folders_name_length)?,
-        )?;
-        let removed = fs
-            .clean_temp(Duration::from_secs(config.gc.orphan_grace_secs))
-            .await?;
-        if removed > 0 {
-            tracing::info!(removed, "removed staged uploads left by an earlier crash");
-        }
+    let (stowage, metadata, filestore) = build(&config, &node_id).await?;
+    // Staged uploads older than the grace period were left by a crash.
+    let removed = filestore
+        .clean_local_staging(Duration::from_secs(config.gc.orphan_grace_secs))
+        .await?;
+    if removed > 0 {
+        tracing::info!(removed, "removed staged uploads left by an earlier crash");
     }
+    // The eventual queue is recovered by its first scan: whatever is queued gets uploaded.
+    let dispatcher = filestore.eventual.as_ref().map(|e| e.spawn_dispatcher());
     let (auth, created) = Auth::init(&metadata, &config.data_dir, config.anonymous_read).await?;
     if let Some(new) = created {
         println!(
@@ -165,6 +169,10 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
         .map_err(|e| Error::Unavailable(format!("the server stopped: {e}")))?;
     tracing::info!("in-flight requests finished; leaving the cluster");
     heartbeat.abort();
+    if let Some(task) = dispatcher {
+        // Uploads cut short stay queued; the next start sends them.
+        task.abort();
+    }
     if let Some(task) = scheduled_gc {
         task.abort();
     }

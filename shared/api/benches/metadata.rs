@@ -79,7 +79,7 @@ async fn worker(url: &str, op: &str, locks: bool, process: usize) {
             .expect("seed provider");
     }
     let mut stowage = Stowage::new(
-        provider,
+        stowage_api::Filestore::from_provider(provider),
         metadata.clone(),
         &Config::default(),
         &format!("bench-{process}"),

@@ -31,6 +31,7 @@ pub struct Config {
     pub trashcan: TrashcanConfig,
     pub gc: GcConfig,
     pub cluster: ClusterConfig,
+    pub uploads: UploadsConfig,
 }
 
 impl Default for Config {
@@ -45,6 +46,7 @@ impl Default for Config {
             trashcan: TrashcanConfig::default(),
             gc: GcConfig::default(),
             cluster: ClusterConfig::default(),
+            uploads: UploadsConfig::default(),
         }
     }
 }
@@ -97,9 +99,14 @@ pub struct FilestoreConfig {
     pub file_system: FileSystemConfig,
     /// `[filestore.cache]`, used by the `cache-fs` template.
     pub cache: CacheConfig,
+    /// `[filestore.s3]`, for the S3 templates (`s3-storage-v3-direct`, `s3-storage-v3`,
+    /// `cluster-s3-storage-v3`).
+    pub s3: Option<stowage_s3::S3Config>,
+    /// `[filestore.eventual]`, the write-behind queue of `s3-storage-v3` and
+    /// `cluster-s3-storage-v3`.
+    pub eventual: EventualConfig,
     /// Settings of templates this build does not run yet; kept so that a configuration written
     /// for them still loads.
-    pub s3: Option<toml::Table>,
     #[serde(rename = "google-storage")]
     pub google_storage: Option<toml::Table>,
     #[serde(rename = "azure-blob-storage")]
@@ -116,9 +123,63 @@ impl Default for FilestoreConfig {
             file_system: FileSystemConfig::default(),
             cache: CacheConfig::default(),
             s3: None,
+            eventual: EventualConfig::default(),
             google_storage: None,
             azure_blob_storage: None,
             sharding: None,
+        }
+    }
+}
+
+/// `[filestore.eventual]`: the durable upload queue. Names follow Artifactory's eventual
+/// provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventualConfig {
+    /// Queue directories; every upload is written to each (several small disks make the queue
+    /// survive one disk's loss). Default `[<data_dir>/eventual]`.
+    pub dirs: Vec<PathBuf>,
+    /// Copies that must be fsynced before the upload is acknowledged; 0 means all `dirs`.
+    /// Default 0.
+    #[serde(rename = "lenientLimit")]
+    pub lenient_limit: usize,
+    /// Uploads to the backend at once. Default 5.
+    #[serde(rename = "numberOfThreads")]
+    pub number_of_threads: usize,
+    /// Milliseconds between scans of the queue (new uploads also wake it). Default 1000.
+    #[serde(rename = "dispatcherInterval")]
+    pub dispatcher_interval: u64,
+    /// Longest wait, in seconds, between attempts at a binary the backend refused; attempts
+    /// back off exponentially from 1 s. Default 300. (Stowage's own.)
+    #[serde(rename = "maxRetryBackoffSecs")]
+    pub max_retry_backoff_secs: u64,
+}
+
+impl Default for EventualConfig {
+    fn default() -> Self {
+        Self {
+            dirs: Vec::new(),
+            lenient_limit: 0,
+            number_of_threads: 5,
+            dispatcher_interval: 1000,
+            max_retry_backoff_secs: 300,
+        }
+    }
+}
+
+/// `[uploads]`: presigned upload sessions (object-store templates only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadsConfig {
+    /// Seconds a session, and its presigned URLs, stay valid. Default 3600; at most 7 days
+    /// (SigV4's limit). What a session left behind is removed once it has expired.
+    pub session_expiry_secs: u64,
+}
+
+impl Default for UploadsConfig {
+    fn default() -> Self {
+        Self {
+            session_expiry_secs: 3600,
         }
     }
 }
@@ -305,6 +366,15 @@ impl Config {
             .file_store_dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("filestore"))
+    }
+
+    /// The eventual queue's directories.
+    pub fn eventual_dirs(&self) -> Vec<PathBuf> {
+        if self.filestore.eventual.dirs.is_empty() {
+            vec![self.data_dir.join("eventual")]
+        } else {
+            self.filestore.eventual.dirs.clone()
+        }
     }
 
     /// How long deleted artifacts stay in the trash, if the trash is enabled.

@@ -6,10 +6,12 @@
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod filestore;
 pub mod http;
 pub mod locks;
 pub mod service;
 pub mod tasks;
 
 pub use config::Config;
-pub use service::{DeployRequest, GcReport, Stowage, build_provider};
+pub use filestore::Filestore;
+pub use service::{DeployRequest, GcReport, SessionStart, Stowage};

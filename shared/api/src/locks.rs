@@ -17,6 +17,8 @@ pub enum LockName {
     Path(String),
     /// A binary, by digest.
     Binary(Sha256),
+    /// An upload session, by id, so only one node completes or aborts it.
+    UploadSession(String),
     /// Anything else (cluster-wide tasks).
     Named(&'static str),
 }
@@ -32,6 +34,7 @@ impl LockName {
         match self {
             LockName::Path(h) => format!("path:{h}"),
             LockName::Binary(d) => format!("binary:{d}"),
+            LockName::UploadSession(id) => format!("upload:{id}"),
             LockName::Named(n) => format!("task:{n}"),
         }
     }
@@ -217,6 +220,7 @@ fn describe(name: &LockName) -> String {
     match name {
         LockName::Path(_) => "the path".into(),
         LockName::Binary(d) => format!("binary {d}"),
+        LockName::UploadSession(id) => format!("upload session {id}"),
         LockName::Named(n) => format!("task {n}"),
     }
 }

@@ -7,48 +7,23 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::TryStreamExt;
+use stowage_core::eventual::{EventualProvider, QueueStats};
 use stowage_core::{
     ArtifactPath, BinaryProvider, BinaryProviderExt, ByteStream, Error, ExpectedChecksums,
-    GetOptions, GetResult, KeyLayout, PutOptions, RepoKey, Result, fs::FileSystemProvider,
+    GetOptions, GetResult, PresignedUploads, PutOptions, RepoKey, Result, StaleUploads, UploadPlan,
 };
 use stowage_metadata::{
-    ArtifactRecord, ChecksumLookup, Metadata, NewArtifact, now_ms, retry_conflicts,
+    ArtifactRecord, ChecksumLookup, Metadata, NewArtifact, UploadSession, now_ms, retry_conflicts,
 };
 
 use crate::config::Config;
+use crate::filestore::Filestore;
 use crate::locks::{LockName, LockSettings, Locks, release_all};
+
+mod sessions;
 
 /// Binaries examined per garbage-collection batch.
 const GC_BATCH: u32 = 1000;
-
-/// Builds the binary-provider chain a configuration names. This is the one place where
-/// templates become providers.
-pub fn build_provider(config: &Config) -> Result<Arc<dyn BinaryProvider>> {
-    let layout = KeyLayout::new(config.filestore.root_folders_name_length)?;
-    match config.filestore.template.as_str() {
-        "file-system" => Ok(Arc::new(FileSystemProvider::new(
-            config.file_store_dir(),
-            layout,
-        )?)),
-        template @ ("cache-fs"
-        | "double-shards"
-        | "redundant-shards"
-        | "s3-storage-v3"
-        | "s3-storage-v3-direct"
-        | "cluster-s3-storage-v3"
-        | "s3-sharding"
-        | "google-storage"
-        | "azure-blob-storage") => Err(Error::InvalidInput(format!(
-            "filestore template {template:?} is not available in this build yet; \
-             use template = \"file-system\""
-        ))),
-        other => Err(Error::InvalidInput(format!(
-            "unknown filestore template {other:?}; expected one of file-system, cache-fs, \
-             double-shards, redundant-shards, s3-storage-v3, s3-storage-v3-direct, \
-             cluster-s3-storage-v3, s3-sharding, google-storage, azure-blob-storage"
-        ))),
-    }
-}
 
 /// What a deploy carries besides its bytes.
 #[derive(Debug, Clone, Default)]
@@ -69,12 +44,31 @@ pub struct GcReport {
     pub binaries_removed: u64,
     pub bytes_freed: u64,
     pub orphans_removed: u64,
+    /// Upload sessions that expired and were aborted.
+    pub upload_sessions_expired: u64,
+    /// Staging objects and multipart uploads abandoned by crashes, removed.
+    pub stale_uploads: StaleUploads,
+}
+
+/// What opening an upload session gave.
+#[derive(Debug)]
+pub enum SessionStart {
+    /// The binary was already stored: the artifact is recorded, nothing needs uploading.
+    Deployed(ArtifactRecord),
+    /// The client is to send its bytes as `plan` says, then complete the session.
+    Pending {
+        session: UploadSession,
+        plan: UploadPlan,
+    },
 }
 
 /// Stowage's operations over one provider chain and one metadata store.
 #[derive(Debug)]
 pub struct Stowage {
     provider: Arc<dyn BinaryProvider>,
+    eventual: Option<EventualProvider>,
+    uploads: Option<Arc<dyn PresignedUploads>>,
+    session_expiry: Duration,
     metadata: Metadata,
     /// Order metadata changes across nodes: a path's changes one at a time, and "store bytes,
     /// then record them" against "delete unreferenced bytes".
@@ -84,20 +78,18 @@ pub struct Stowage {
 }
 
 impl Stowage {
-    /// Wires a provider and a metadata store for the node `node_id`.
-    pub fn new(
-        provider: Arc<dyn BinaryProvider>,
-        metadata: Metadata,
-        config: &Config,
-        node_id: &str,
-    ) -> Self {
+    /// Wires a provider chain and a metadata store for the node `node_id`.
+    pub fn new(filestore: Filestore, metadata: Metadata, config: &Config, node_id: &str) -> Self {
         let lock_settings = LockSettings {
             lease: Duration::from_secs(config.cluster.lock_lease_secs),
             wait: Duration::from_secs(config.cluster.lock_wait_secs),
         };
         Self {
             locks: Locks::new(metadata.clone(), node_id, lock_settings),
-            provider,
+            provider: filestore.provider,
+            eventual: filestore.eventual,
+            uploads: filestore.uploads,
+            session_expiry: Duration::from_secs(config.uploads.session_expiry_secs.max(1)),
             metadata,
             trash_retention: config.trash_retention(),
             orphan_grace: Duration::from_secs(config.gc.orphan_grace_secs),
@@ -117,6 +109,14 @@ impl Stowage {
     /// The provider chain.
     pub fn provider(&self) -> &Arc<dyn BinaryProvider> {
         &self.provider
+    }
+
+    /// Figures of the eventual upload queue, for templates that have one.
+    pub async fn queue_stats(&self) -> Result<Option<QueueStats>> {
+        match &self.eventual {
+            Some(eventual) => Ok(Some(eventual.stats().await?)),
+            None => Ok(None),
+        }
     }
 
     async fn require_repository(&self, repo: &RepoKey) -> Result<()> {
@@ -386,6 +386,7 @@ impl Stowage {
                 report.bytes_freed += object.size;
             }
         }
+        (report.upload_sessions_expired, report.stale_uploads) = self.clean_uploads().await?;
         tracing::info!(?report, "garbage collection finished");
         Ok(report)
     }

@@ -33,7 +33,12 @@ async fn app() -> (tempfile::TempDir, axum::Router, String) {
         "test".into(),
     );
     cluster.beat().await.expect("heartbeat");
-    let stowage = Stowage::new(Arc::new(InMemoryProvider::new()), metadata, &config, "n1");
+    let stowage = Stowage::new(
+        stowage_api::Filestore::from_provider(Arc::new(InMemoryProvider::new())),
+        metadata,
+        &config,
+        "n1",
+    );
     let state = AppState {
         stowage: Arc::new(stowage),
         auth: Arc::new(auth),

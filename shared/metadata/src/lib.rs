@@ -9,7 +9,7 @@ mod store;
 
 pub use model::{
     ArtifactRecord, BinaryRecord, ChecksumLookup, FolderChild, FolderListing, NewArtifact,
-    NodeRecord, RepoSummary, Repository, StorageSummary, TrashRecord,
+    NodeRecord, RepoSummary, Repository, StorageSummary, TrashRecord, UploadSession,
 };
 pub use store::{Engine, Metadata, PoolSettings, is_conflict, retry_conflicts};
 

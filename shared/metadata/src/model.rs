@@ -116,3 +116,19 @@ pub struct NodeRecord {
     pub started_ms: i64,
     pub heartbeat_ms: i64,
 }
+
+/// A presigned upload session: the client sends `size` bytes hashing to `sha256` straight to
+/// object storage, then completes the session to deploy them at `repo`/`path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadSession {
+    pub id: String,
+    pub repo: RepoKey,
+    pub path: ArtifactPath,
+    pub sha256: Sha256,
+    pub size: u64,
+    /// The object store's multipart upload, for large files.
+    pub multipart_upload_id: Option<String>,
+    pub created_by: String,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+}

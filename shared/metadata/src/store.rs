@@ -265,6 +265,28 @@ fn artifact_from_row(row: &AnyRow) -> Result<ArtifactRecord> {
     })
 }
 
+fn upload_session_from_row(row: &AnyRow) -> Result<UploadSession> {
+    let get_s = |c: &str| row.try_get::<String, _>(c).map_err(db_err);
+    let get_i = |c: &str| row.try_get::<i64, _>(c).map_err(db_err);
+    let (repo, path, sha256) = (get_s("repo")?, get_s("path")?, get_s("sha256")?);
+    Ok(UploadSession {
+        id: get_s("id")?,
+        repo: RepoKey::parse(&repo).map_err(|_| corrupt("repository key", &repo))?,
+        path: ArtifactPath::parse(&path).map_err(|_| corrupt("path", &path))?,
+        sha256: sha256
+            .trim()
+            .parse()
+            .map_err(|_| corrupt("SHA-256", &sha256))?,
+        size: to_u64(get_i("size")?),
+        multipart_upload_id: row
+            .try_get::<Option<String>, _>("multipart_upload_id")
+            .map_err(db_err)?,
+        created_by: get_s("created_by")?,
+        created_ms: get_i("created_ms")?,
+        expires_ms: get_i("expires_ms")?,
+    })
+}
+
 fn checksums_from_row(row: &AnyRow) -> Result<Checksums> {
     let get_s = |c: &str| row.try_get::<String, _>(c).map_err(db_err);
     let (sha256, sha1, md5) = (get_s("sha256")?, get_s("sha1")?, get_s("md5")?);
@@ -1428,6 +1450,65 @@ impl Metadata {
                 })
             })
             .collect()
+    }
+
+    /// Records a new upload session.
+    pub async fn create_upload_session(&self, session: &UploadSession) -> Result<()> {
+        sqlx::query(self.sql(
+            "INSERT INTO upload_sessions (id, repo, path, sha256, size, multipart_upload_id, \
+             created_by, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(&session.id)
+        .bind(session.repo.as_str())
+        .bind(session.path.as_str())
+        .bind(session.sha256.to_hex())
+        .bind(i64::try_from(session.size).unwrap_or(i64::MAX))
+        .bind(session.multipart_upload_id.as_deref())
+        .bind(&session.created_by)
+        .bind(session.created_ms)
+        .bind(session.expires_ms)
+        .execute(&self.writer)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// An upload session, if it exists (expired or not).
+    pub async fn upload_session(&self, id: &str) -> Result<Option<UploadSession>> {
+        let row = sqlx::query(self.sql("SELECT * FROM upload_sessions WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.writer)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(upload_session_from_row).transpose()
+    }
+
+    /// Removes an upload session; returns whether it existed (so only one caller finishes it).
+    pub async fn delete_upload_session(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query(self.sql("DELETE FROM upload_sessions WHERE id = ?"))
+            .bind(id)
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Up to `limit` sessions that expired before `now_ms`, oldest first.
+    pub async fn expired_upload_sessions(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<UploadSession>> {
+        let rows =
+            sqlx::query(self.sql(
+                "SELECT * FROM upload_sessions WHERE expires_ms < ? ORDER BY expires_ms LIMIT ?",
+            ))
+            .bind(now_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&self.writer)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(upload_session_from_row).collect()
     }
 
     /// Records the start of a cluster-wide task run; returns its id.

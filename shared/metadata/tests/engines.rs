@@ -184,3 +184,37 @@ async fn trash_restore_and_garbage() {
         0
     );
 }
+
+#[tokio::test]
+async fn upload_sessions_are_kept_until_finished_and_found_when_expired() {
+    let (_dir, meta) = fresh().await;
+    let session = |id: &str, expires_ms| stowage_metadata::UploadSession {
+        id: id.into(),
+        repo: RepoKey::parse("r1").expect("key"),
+        path: ArtifactPath::parse("dir/big file.bin").expect("path"),
+        sha256: ChecksumHasher::digest(id.as_bytes()).sha256,
+        size: 6_000_000_000,
+        multipart_upload_id: (id == "b").then(|| "upload-1".to_string()),
+        created_by: "admin".into(),
+        created_ms: 1,
+        expires_ms,
+    };
+    meta.create_upload_session(&session("a", 100))
+        .await
+        .expect("a");
+    meta.create_upload_session(&session("b", 5_000))
+        .await
+        .expect("b");
+    assert_eq!(
+        meta.upload_session("b").await.expect("read"),
+        Some(session("b", 5_000))
+    );
+    assert_eq!(meta.upload_session("zz").await.expect("read"), None);
+    let expired = meta
+        .expired_upload_sessions(1_000, 10)
+        .await
+        .expect("expired");
+    assert_eq!(expired, vec![session("a", 100)]);
+    assert!(meta.delete_upload_session("a").await.expect("delete"));
+    assert!(!meta.delete_upload_session("a").await.expect("once only"));
+}

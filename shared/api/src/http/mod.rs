@@ -6,6 +6,7 @@ mod error;
 mod json;
 mod range;
 mod system;
+mod uploads;
 
 use std::sync::Arc;
 
@@ -73,6 +74,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/copy/{*rest}", post(artifacts::copy_items))
         .route("/api/search/prop", get(artifacts::search_properties))
         .route("/api/search/checksum", get(artifacts::search_checksum))
+        .route("/api/uploads", post(uploads::open))
+        .route("/api/uploads/{id}/complete", post(uploads::complete))
+        .route("/api/uploads/{id}", axum::routing::delete(uploads::abort))
         .route("/api/trash", get(system::trash_list))
         .route("/api/trash/empty", post(system::trash_empty))
         .route("/api/trash/restore/{*rest}", post(system::trash_restore))

@@ -106,6 +106,7 @@ pub(crate) async fn storage_info(State(state): State<AppState>) -> Result<Respon
         })
         .collect();
     let provider = state.stowage.provider().to_string();
+    let queue = state.stowage.queue_stats().await?;
     Ok(Json(json!({
         "binariesSummary": {
             "binariesCount": grouped(s.binaries_count),
@@ -128,6 +129,7 @@ pub(crate) async fn storage_info(State(state): State<AppState>) -> Result<Respon
             "freeSpaceInBytes": health.free_space,
         },
         "repositoriesSummaryList": repos,
+        "eventualQueue": queue,
     }))
     .into_response())
 }
