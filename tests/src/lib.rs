@@ -8,6 +8,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod s3;
+
 /// The database engine the suites run on: `STOWAGE_TEST_DATABASE` = `sqlite` (default),
 /// `postgres` or `mysql` (then `STOWAGE_TEST_POSTGRES_URL` or `STOWAGE_TEST_MYSQL_URL` must name
 /// a server; `scripts/test` starts both).

@@ -1,0 +1,179 @@
+//! LocalStack for the integration tests: the shared one scripts/test starts
+//! (`STOWAGE_TEST_S3_ENDPOINT`), a bucket of each test's own on it, and private LocalStack
+//! processes a test can stop and start again (outage tests), stopped by their PIDs.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use stowage_core::KeyLayout;
+use stowage_s3::{S3Config, S3Provider};
+use tokio::process::{Child, Command};
+
+/// LocalStack's address; without it a failure under CI and a loud skip (`None`) elsewhere.
+pub fn endpoint() -> Option<String> {
+    match std::env::var("STOWAGE_TEST_S3_ENDPOINT") {
+        Ok(e) => Some(e),
+        Err(_) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but STOWAGE_TEST_S3_ENDPOINT is not: run the tests through scripts/test"
+            );
+            eprintln!("!!! SKIPPED: this test needs LocalStack; run it through scripts/test");
+            None
+        }
+    }
+}
+
+/// A fresh bucket name.
+pub fn bucket_name() -> String {
+    format!("stowage-it-{:016x}", rand::random::<u64>())
+}
+
+/// The `[filestore.s3]` settings for LocalStack, as a provider configuration.
+pub fn config(endpoint: &str, bucket: &str) -> S3Config {
+    S3Config {
+        bucket_name: bucket.into(),
+        endpoint: Some(endpoint.into()),
+        region: Some("us-east-1".into()),
+        use_path_style_access: true,
+        identity: Some("test".into()),
+        credential: Some("test".into()),
+        test_connection: false,
+        ..S3Config::default()
+    }
+}
+
+/// The same settings as a TOML section.
+pub fn toml_section(endpoint: &str, bucket: &str) -> String {
+    format!(
+        "[filestore.s3]\nbucketName = \"{bucket}\"\nendpoint = \"{endpoint}\"\n\
+         region = \"us-east-1\"\nusePathStyleAccess = true\nidentity = \"test\"\n\
+         credential = \"test\"\nmultipartPartSize = \"5MiB\"\n"
+    )
+}
+
+/// A client of the bucket (the provider, without a connection test) for checking what a
+/// server stored; `spool` is where it would spool (unused by the checks).
+pub async fn client(endpoint: &str, bucket: &str, spool: &Path) -> S3Provider {
+    S3Provider::connect(
+        config(endpoint, bucket),
+        KeyLayout::default(),
+        250_000_000,
+        spool.to_path_buf(),
+    )
+    .await
+    .expect("S3 client")
+}
+
+/// Creates a bucket.
+pub async fn create_bucket(endpoint: &str, bucket: &str, spool: &Path) -> S3Provider {
+    let s3 = client(endpoint, bucket, spool).await;
+    s3.client()
+        .create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("create bucket");
+    s3
+}
+
+/// Keys in a bucket.
+pub async fn keys(s3: &S3Provider) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut pages = s3
+        .client()
+        .list_objects_v2()
+        .bucket(s3.bucket())
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        keys.extend(
+            page.expect("list")
+                .contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
+    }
+    keys
+}
+
+/// A LocalStack of a test's own, on a fixed port so that it can be stopped and started again.
+#[derive(Debug)]
+pub struct LocalStack {
+    child: Child,
+    pub port: u16,
+}
+
+impl LocalStack {
+    /// Starts one on a free port; `None` (a loud skip, or a failure under CI) when the
+    /// LocalStack interpreter scripts/test installs is not known.
+    pub async fn start(dir: &Path) -> Option<Self> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        drop(listener);
+        Self::start_on(dir, port).await
+    }
+
+    /// Starts one on `port`.
+    pub async fn start_on(dir: &Path, port: u16) -> Option<Self> {
+        let Ok(python) = std::env::var("STOWAGE_TEST_LOCALSTACK_PYTHON") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but STOWAGE_TEST_LOCALSTACK_PYTHON is not: run the tests through \
+                 scripts/test"
+            );
+            eprintln!("!!! SKIPPED: this test starts LocalStack; run it through scripts/test");
+            return None;
+        };
+        let state = dir.join(format!("localstack-{port}"));
+        std::fs::create_dir_all(&state).expect("state dir");
+        let log = std::fs::File::create(state.join("localstack.log")).expect("log");
+        let child = Command::new(python)
+            .args(["-m", "localstack.runtime.main"])
+            .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SERVICES", "s3")
+            .env("DNS_ADDRESS", "0")
+            .env("SKIP_SSL_CERT_DOWNLOAD", "1")
+            .env("DISABLE_EVENTS", "1")
+            .env("GATEWAY_SERVER", "hypercorn")
+            .env("S3_SKIP_SIGNATURE_VALIDATION", "0")
+            .env("LOCALSTACK_VOLUME_DIR", state.join("volume"))
+            .env("TMPDIR", &state)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn LocalStack");
+        let mut ls = Self { child, port };
+        let health = format!("{}/_localstack/health", ls.endpoint());
+        for _ in 0..240 {
+            if let Ok(r) = reqwest::get(&health).await
+                && let Ok(text) = r.text().await
+                && (text.contains("\"s3\": \"available\"") || text.contains("\"s3\": \"running\""))
+            {
+                return Some(ls);
+            }
+            if let Ok(Some(status)) = ls.child.try_wait() {
+                panic!("LocalStack exited with {status}; see {}", state.display());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!(
+            "LocalStack was not ready within 60 s; see {}",
+            state.display()
+        );
+    }
+
+    /// Its address.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops it at once (SIGKILL by PID: LocalStack sometimes ignores SIGTERM). Its buckets
+    /// and objects are gone with it.
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("kill LocalStack");
+    }
+}
