@@ -54,11 +54,12 @@ _localstack_free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# start_localstack [PORT]: a free port unless one is given.
 start_localstack() {
   local python port
   python=$(install_localstack) || return 1
   LS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/stowage-localstack.XXXXXX")
-  port=$(_localstack_free_port)
+  port="${1:-$(_localstack_free_port)}"
   GATEWAY_LISTEN="127.0.0.1:$port" SERVICES=s3 DNS_ADDRESS=0 SKIP_SSL_CERT_DOWNLOAD=1 \
     DISABLE_EVENTS=1 GATEWAY_SERVER=hypercorn S3_SKIP_SIGNATURE_VALIDATION=0 \
     LOCALSTACK_VOLUME_DIR="$LS_DIR/volume" TMPDIR="$LS_DIR" \

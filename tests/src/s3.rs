@@ -49,7 +49,7 @@ pub fn toml_section(endpoint: &str, bucket: &str) -> String {
     format!(
         "[filestore.s3]\nbucketName = \"{bucket}\"\nendpoint = \"{endpoint}\"\n\
          region = \"us-east-1\"\nusePathStyleAccess = true\nidentity = \"test\"\n\
-         credential = \"test\"\nmultipartPartSize = \"5MiB\"\n"
+         credential = \"test\"\nmultipartPartSize = \"5MiB\"\nmaxInMemoryUploadSize = \"1MiB\"\n"
     )
 }
 

@@ -499,3 +499,36 @@ async fn s3_refusals_are_clear_api_errors() {
     assert!(message.contains("does not exist"), "{message}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn serve_refuses_to_start_on_a_missing_bucket() {
+    let Some(endpoint) = s3::endpoint() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("stowage.toml");
+    std::fs::write(
+        &config,
+        s3_config(
+            "s3-storage-v3-direct",
+            &endpoint,
+            "stowage-no-such-bucket",
+            "",
+        ),
+    )
+    .expect("write");
+    let out = tokio::process::Command::new(stowage_tests::stowage_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .await
+        .expect("run serve");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("S3 connection test failed") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+}

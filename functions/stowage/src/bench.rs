@@ -20,7 +20,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 /// Chunk size of generated bodies and raw I/O.
 const CHUNK: usize = 1 << 20;
 /// Distinct random bytes, repeated to make the body (disks do not compress).
-const PATTERN: usize = 8 << 20;
+pub(crate) const PATTERN: usize = 8 << 20;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchArgs {
@@ -38,15 +38,15 @@ pub(crate) struct BenchArgs {
     dir: PathBuf,
 }
 
-fn fail(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
+pub(crate) fn fail(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::Unavailable(format!("bench: {what}: {e}"))
 }
 
-fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
+pub(crate) fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 / 1e6 / elapsed.as_secs_f64()
 }
 
-fn random_pattern() -> Bytes {
+pub(crate) fn random_pattern() -> Bytes {
     let mut buf = vec![0u8; PATTERN];
     rand::rng().fill_bytes(&mut buf);
     Bytes::from(buf)
@@ -137,7 +137,7 @@ async fn pipelined_hash(pattern: &Bytes, size: u64) -> Result<Duration, Error> {
     Ok(start.elapsed())
 }
 
-fn rss_kib(pid: u32, field: &str) -> Option<u64> {
+pub(crate) fn rss_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -145,20 +145,24 @@ fn rss_kib(pid: u32, field: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-struct Server {
-    child: tokio::process::Child,
-    base: String,
-    token: String,
+pub(crate) struct Server {
+    pub(crate) child: tokio::process::Child,
+    pub(crate) base: String,
+    pub(crate) token: String,
 }
 
-async fn start_server(data_dir: &Path) -> Result<Server, Error> {
+pub(crate) async fn start_server(data_dir: &Path, config: Option<&Path>) -> Result<Server, Error> {
     let exe = std::env::current_exe().map_err(fail("find the stowage binary"))?;
-    let mut child = tokio::process::Command::new(exe)
-        .arg("serve")
+    let mut command = tokio::process::Command::new(exe);
+    command.arg("serve");
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let mut child = command
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--listen", "127.0.0.1:0"])
-        .env("STOWAGE_LOG", "warn")
+        .env("STOWAGE_LOG", "error")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -269,7 +273,7 @@ async fn download(server: &Server, path: &str) -> Result<(u64, Duration), Error>
     Ok((body, start.elapsed()))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -298,7 +302,7 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<(), Error> {
 
     // Through the server.
     let data_dir = work.path().join("data");
-    let mut server = start_server(&data_dir).await?;
+    let mut server = start_server(&data_dir, None).await?;
     let pid = server
         .child
         .id()

@@ -3,6 +3,7 @@
 //! library crates, which hold all the logic.
 
 mod bench;
+mod bench_s3;
 mod serve;
 
 use std::path::PathBuf;
@@ -45,6 +46,9 @@ enum Command {
     Gc(ConfigArgs),
     /// Measure upload and download throughput against the disk's and the hashes' raw limits.
     Bench(bench::BenchArgs),
+    /// Measure uploads to an S3 endpoint (direct and eventual) against the plain SDK.
+    #[command(name = "bench-s3")]
+    BenchS3(bench_s3::BenchS3Args),
 }
 
 /// Where the configuration comes from; flags override `STOWAGE_*` variables, which override
@@ -113,6 +117,7 @@ fn main() -> ExitCode {
             Command::Migrate(args) => serve::migrate(&args).await,
             Command::Gc(args) => serve::gc(&args).await,
             Command::Bench(args) => bench::run(&args).await,
+            Command::BenchS3(args) => bench_s3::run(&args).await,
         }
     });
     match result {

@@ -154,8 +154,15 @@ impl Stowage {
                 },
             )
             .await?;
-        self.record(repo, path, stored.checksums, stored.size, request)
-            .await
+        self.record(
+            repo,
+            path,
+            stored.checksums,
+            stored.size,
+            request,
+            stored.created,
+        )
+        .await
     }
 
     /// Records `repo/path` for a binary that is already stored (`X-Checksum-Deploy`).
@@ -187,7 +194,7 @@ impl Stowage {
                 what: "a stored binary with the given checksum (deploy the bytes instead)".into(),
             })?;
         request.expected.verify(&binary.checksums)?;
-        self.record(repo, path, binary.checksums, binary.size, request)
+        self.record(repo, path, binary.checksums, binary.size, request, false)
             .await
     }
 
@@ -198,6 +205,7 @@ impl Stowage {
         checksums: stowage_core::Checksums,
         size: u64,
         request: DeployRequest,
+        created: bool,
     ) -> Result<ArtifactRecord> {
         let locks = self
             .locks
@@ -207,8 +215,10 @@ impl Stowage {
             ])
             .await?;
         // Garbage collection may have removed identical, unreferenced bytes between the store
-        // and this lock; then recording would point at nothing.
-        if !self.provider.exists(&checksums.sha256).await? {
+        // and this lock; then recording would point at nothing. Bytes this deploy has just
+        // created are younger than the orphan grace, which garbage collection never touches,
+        // so only bytes that were already there need the check (one backend round trip).
+        if !created && !self.provider.exists(&checksums.sha256).await? {
             release_all(locks).await;
             return Err(Error::Unavailable(
                 "the binary was removed by garbage collection while it was being deployed; \

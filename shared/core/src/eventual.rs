@@ -8,7 +8,7 @@
 //! It must never drop a queued binary because the backend failed: a binary leaves the queue
 //! only when the backend holds it (or when it is deleted).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -75,6 +75,9 @@ struct Failure {
 
 #[derive(Debug, Default)]
 struct QueueState {
+    /// Binaries queued (or deferred for want of a worker) since the last full scan: handed to
+    /// the workers without listing the queue directories again.
+    fresh: VecDeque<ObjectMeta>,
     in_flight: HashSet<Sha256>,
     failures: HashMap<Sha256, Failure>,
     uploaded: u64,
@@ -155,44 +158,63 @@ impl EventualProvider {
         &self.inner.backend
     }
 
-    /// Starts the dispatcher: it scans the queue every `dispatcherInterval` (and whenever an
-    /// upload is queued) and hands binaries to the backend. Abort the handle to stop it; an
-    /// upload cut short stays queued and is retried by the next start.
+    /// Starts the dispatcher. It lists the queue directories at start (recovering what an
+    /// earlier run left) and every `dispatcherInterval` (retries, copies made by other
+    /// processes); in between it hands each newly queued binary to a worker as soon as one is
+    /// free, without listing anything. Abort the handle to stop it; an upload cut short stays
+    /// queued and is retried by the next start.
     pub fn spawn_dispatcher(&self) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
+            let mut next_scan = Instant::now();
             loop {
-                if let Err(e) = this.dispatch_once().await {
-                    tracing::warn!(error = %e, "could not scan the eventual queue");
-                }
+                let candidates = if Instant::now() >= next_scan {
+                    next_scan = Instant::now() + this.inner.settings.dispatcher_interval;
+                    this.lock_state().fresh.clear(); // the scan sees them too
+                    match this.queued().await {
+                        Ok(all) => all.into_values().collect(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not scan the eventual queue");
+                            VecDeque::new()
+                        }
+                    }
+                } else {
+                    std::mem::take(&mut this.lock_state().fresh)
+                };
+                this.dispatch(candidates);
                 tokio::select! {
                     () = this.inner.wake.notified() => {}
-                    () = tokio::time::sleep(this.inner.settings.dispatcher_interval) => {}
+                    () = tokio::time::sleep_until(next_scan.into()) => {}
                 }
             }
         })
     }
 
-    /// One scan: starts an upload for every queued binary that is neither in flight nor
-    /// backing off, as worker slots allow.
-    async fn dispatch_once(&self) -> Result<()> {
-        let queued = self.queued().await?;
-        for meta in queued.into_values() {
+    /// Starts an upload for each candidate that is neither in flight nor backing off, as
+    /// worker slots allow; the rest wait in `fresh` for a worker to finish.
+    fn dispatch(&self, mut candidates: VecDeque<ObjectMeta>) {
+        while let Some(meta) = candidates.pop_front() {
             let ready = {
-                let mut state = self.lock_state();
+                let state = self.lock_state();
                 let backing_off = state
                     .failures
                     .get(&meta.digest)
                     .is_some_and(|f| f.next_try > Instant::now());
-                !backing_off && state.in_flight.insert(meta.digest)
+                !backing_off && !state.in_flight.contains(&meta.digest)
             };
             if !ready {
                 continue;
             }
             let Ok(permit) = self.inner.workers.clone().try_acquire_owned() else {
-                self.lock_state().in_flight.remove(&meta.digest);
-                break; // every worker is busy; a finishing one wakes the dispatcher
+                // Every worker is busy; a finishing one wakes the dispatcher.
+                candidates.push_front(meta);
+                let mut state = self.lock_state();
+                for deferred in candidates.into_iter().rev() {
+                    state.fresh.push_front(deferred);
+                }
+                return;
             };
+            self.lock_state().in_flight.insert(meta.digest);
             let this = self.clone();
             tokio::spawn(async move {
                 let outcome = this.upload(&meta).await;
@@ -201,7 +223,6 @@ impl EventualProvider {
                 this.inner.wake.notify_one();
             });
         }
-        Ok(())
     }
 
     /// Hands one binary to the backend from the first intact queue copy.
@@ -414,6 +435,11 @@ impl BinaryProvider for EventualProvider {
                 created: stored.iter().any(|r| r.created),
                 ..**first
             };
+            self.lock_state().fresh.push_back(ObjectMeta {
+                digest: result.checksums.sha256,
+                size: result.size,
+                last_modified: SystemTime::now(),
+            });
             self.inner.wake.notify_one();
             return Ok(result);
         }

@@ -66,6 +66,14 @@ pub struct S3Config {
     /// Parts of one multipart upload sent at once. Default 4. (Stowage's own: Artifactory sends
     /// parts on one thread.)
     pub multipart_concurrency: usize,
+    /// Uploads up to this size are held in memory while they arrive and hashed, then sent as
+    /// one PUT straight to their content-addressed key (one request, which the SDK can retry).
+    /// Larger ones of unknown digest stream to a staging key and are copied into place.
+    /// Default 8 MiB; 0 turns it off. (Stowage's own.)
+    pub max_in_memory_upload_size: ByteSize,
+    /// Memory all in-memory uploads of a process may hold at once; an upload that finds it
+    /// spent streams instead. Default 256 MiB. (Stowage's own.)
+    pub in_memory_upload_budget: ByteSize,
 }
 
 impl Default for S3Config {
@@ -86,6 +94,8 @@ impl Default for S3Config {
             test_connection: true,
             multipart_part_size: ByteSize::mib(16),
             multipart_concurrency: 4,
+            max_in_memory_upload_size: ByteSize::mib(8),
+            in_memory_upload_budget: ByteSize::mib(256),
         }
     }
 }

@@ -153,6 +153,20 @@ pub(crate) fn is_bad_digest(e: &Error) -> bool {
     })
 }
 
+/// Whether a conditional write (`If-None-Match: *`) found the key already there (412), or
+/// lost a race with another conditional write of it (409): either way identical bytes exist or
+/// are being written.
+pub(crate) fn is_already_there(e: &Error) -> bool {
+    let Error::Storage { source, .. } = e else {
+        return false;
+    };
+    source.downcast_ref::<S3Failure>().is_some_and(|f| {
+        f.status == Some(412)
+            || f.code.as_deref() == Some("PreconditionFailed")
+            || f.code.as_deref() == Some("ConditionalRequestConflict")
+    })
+}
+
 /// The HTTP status of a raw response, whatever its type.
 pub(crate) trait HasStatus {
     fn status(&self) -> u16;

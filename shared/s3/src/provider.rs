@@ -1,12 +1,15 @@
 //! The S3 provider (templates `s3-storage-v3-direct`, and the backend behind the eventual queue
 //! of `s3-storage-v3`): binaries at `<path>/ab/abcdef…` in one bucket.
 //!
-//! Uploads below `maxFileSizeForDirectUpload` stream from the request to S3 while they are
-//! hashed, never touching local disk: straight to the content-addressed key when the client
-//! declared the SHA-256 (S3 checks the bytes against `x-amz-checksum-sha256`), otherwise to a
-//! staging key `<path>/_pre/<random>` with a SHA-256 computed by the SDK and checked by S3, then
-//! a server-side copy to the content key, because a key must never hold bytes that do not hash
-//! to its name. Larger uploads, and bodies of unknown length, are spooled to a temporary file
+//! Uploads below `maxFileSizeForDirectUpload` go to S3 while they are hashed, never touching
+//! local disk. Small ones (up to `maxInMemoryUploadSize`, within a process-wide memory budget)
+//! are held in memory until hashed, then sent as one conditional PUT (`If-None-Match: *`)
+//! straight to their content-addressed key: one request, retryable by the SDK, and a 412 tells
+//! that identical bytes were already there. Larger ones stream: straight to the content key
+//! when the client declared the SHA-256, otherwise to a staging key `<path>/_pre/<random>` and
+//! then a server-side copy to the content key, because a key must never hold bytes that do not
+//! hash to its name. Every PUT carries `x-amz-checksum-sha256` (or the SDK's SHA-256 trailer),
+//! so S3 itself refuses damaged bytes. Larger uploads, and bodies of unknown length, are spooled to a temporary file
 //! while hashed and sent as a multipart upload with parallel parts, each carrying its own
 //! SHA-256. Whatever fails, the staging object is deleted and the multipart upload aborted;
 //! [`S3Provider::clean_stale_uploads`] sweeps what a crash left behind.
@@ -40,7 +43,7 @@ use stowage_core::{
 };
 
 use crate::config::{S3Config, ServerSideEncryption};
-use crate::error::{is_bad_digest, map_sdk_error};
+use crate::error::{is_already_there, is_bad_digest, map_sdk_error};
 
 /// Largest object a single PUT or CopyObject may write.
 pub(crate) const MAX_SINGLE_OBJECT: u64 = 5 * 1024 * 1024 * 1024;
@@ -69,6 +72,8 @@ pub(crate) struct Inner {
     pub(crate) direct_limit: u64,
     spool_dir: PathBuf,
     permits: Arc<Semaphore>,
+    /// The in-memory upload budget, in KiB.
+    memory: Arc<Semaphore>,
     /// `s3://bucket/path`, for messages.
     pub(crate) name: String,
 }
@@ -111,6 +116,11 @@ impl S3Provider {
                 prefix,
                 layout,
                 permits: Arc::new(Semaphore::new(config.max_connections)),
+                memory: Arc::new(Semaphore::new(
+                    usize::try_from(config.in_memory_upload_budget.as_u64() / 1024)
+                        .unwrap_or(usize::MAX)
+                        .min(Semaphore::MAX_PERMITS),
+                )),
                 direct_limit,
                 spool_dir,
                 name,
@@ -248,6 +258,85 @@ impl S3Provider {
         request
     }
 
+    /// Sends a PUT that only creates the key (`If-None-Match: *`). Returns whether it created
+    /// it; `false` means identical bytes were already there (the key is their digest).
+    async fn put_if_absent(
+        &self,
+        request: PutObjectFluentBuilder,
+        key: &str,
+        sha256: &Sha256,
+        body_label: &str,
+    ) -> Result<bool> {
+        let sent = {
+            let _permit = self.permit().await?;
+            request
+                .if_none_match("*")
+                .checksum_sha256(BASE64.encode(sha256.as_bytes()))
+                .send()
+                .await
+                .map_err(|e| self.map(key, "PutObject", e))
+        };
+        match sent {
+            Ok(_) => Ok(true),
+            Err(e) if is_already_there(&e) => Ok(false),
+            Err(e) if is_bad_digest(&e) => Err(Error::ChecksumMismatch {
+                algorithm: stowage_core::ChecksumAlgorithm::Sha256,
+                expected: sha256.to_string(),
+                actual: format!("something else (S3 refused the bytes of {body_label})"),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reserves memory for an in-memory upload of `size` bytes, if the budget allows now.
+    fn reserve_memory(&self, size: u64) -> Option<OwnedSemaphorePermit> {
+        if size > self.inner.config.max_in_memory_upload_size.as_u64() {
+            return None;
+        }
+        let kib = u32::try_from(size.div_ceil(1024).max(1)).ok()?;
+        self.inner.memory.clone().try_acquire_many_owned(kib).ok()
+    }
+
+    /// The in-memory path: collect while hashing, check, then one conditional PUT.
+    async fn put_buffered(
+        &self,
+        body: ByteStream,
+        opts: PutOptions,
+        size: u64,
+        _reserved: OwnedSemaphorePermit,
+    ) -> Result<PutResult> {
+        let (mut body, hashing) = hash_stream(body);
+        let mut buf = bytes::BytesMut::with_capacity(usize::try_from(size).unwrap_or(0));
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            if buf.len() as u64 + chunk.len() as u64 > size {
+                return Err(Error::TooLong { expected: size });
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        if (buf.len() as u64) < size {
+            return Err(Error::Truncated {
+                expected: size,
+                received: buf.len() as u64,
+            });
+        }
+        let (checksums, size) = hashing.finish().await?;
+        opts.expected.verify(&checksums)?;
+        let key = self.key_of(&checksums.sha256);
+        let request = self
+            .put_request(&key)
+            .content_length(i64::try_from(size).unwrap_or(i64::MAX))
+            .body(SdkStream::from(buf.freeze()));
+        let created = self
+            .put_if_absent(request, &key, &checksums.sha256, "the request")
+            .await?;
+        Ok(PutResult {
+            checksums,
+            size,
+            created,
+        })
+    }
+
     /// Streams `body` (exactly `size` bytes) as one PUT. Returns how feeding the body went
     /// (`Ok(true)`: every byte was read and sent) and how the request went, separately, so that
     /// a fault in the client's body is reported as such rather than as an S3 error.
@@ -322,6 +411,7 @@ impl S3Provider {
         }
         let request = self
             .put_request(&key)
+            .if_none_match("*")
             .checksum_sha256(BASE64.encode(sha256.as_bytes()));
         let (fed, sent) = self.send_streamed(request, body, size, &key).await;
         if !fed? {
@@ -337,6 +427,12 @@ impl S3Provider {
                 checksums,
                 size,
                 created: true,
+            }),
+            // Stored meanwhile by another upload of the same bytes.
+            Err(e) if is_already_there(&e) => Ok(PutResult {
+                checksums,
+                size,
+                created: false,
             }),
             // The bytes hashed right here but not at S3: damaged on the way; try again.
             Err(e) if is_bad_digest(&e) => Err(Error::Storage {
@@ -472,28 +568,12 @@ impl S3Provider {
         }
         let part_size = self.inner.config.part_size_for(size);
         if size < self.inner.direct_limit.min(MAX_SINGLE_OBJECT) || size <= part_size {
-            let body = file_body(path, 0, size).await?;
-            let _permit = self.permit().await?;
-            let sent = self
+            let request = self
                 .put_request(&key)
-                .checksum_sha256(BASE64.encode(sha256.as_bytes()))
                 .content_length(i64::try_from(size).unwrap_or(i64::MAX))
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| self.map(&key, "PutObject", e));
-            return match sent {
-                Ok(_) => Ok(true),
-                Err(e) if is_bad_digest(&e) => Err(Error::ChecksumMismatch {
-                    algorithm: stowage_core::ChecksumAlgorithm::Sha256,
-                    expected: sha256.to_string(),
-                    actual: format!(
-                        "something else (S3 refused the bytes of {})",
-                        path.display()
-                    ),
-                }),
-                Err(e) => Err(e),
-            };
+                .body(file_body(path, 0, size).await?);
+            let label = path.display().to_string();
+            return self.put_if_absent(request, &key, sha256, &label).await;
         }
         if !verified {
             let actual = sha256_of_file(path)
@@ -895,7 +975,10 @@ impl BinaryProvider for S3Provider {
     async fn put_opts(&self, body: ByteStream, opts: PutOptions) -> Result<PutResult> {
         match opts.size {
             Some(size) if size < self.inner.direct_limit.min(MAX_SINGLE_OBJECT) => {
-                self.put_streamed(body, opts, size).await
+                match self.reserve_memory(size) {
+                    Some(reserved) => self.put_buffered(body, opts, size, reserved).await,
+                    None => self.put_streamed(body, opts, size).await,
+                }
             }
             _ => self.put_spooled(body, opts).await,
         }

@@ -44,6 +44,8 @@ fn config(endpoint: &str, bucket: &str) -> S3Config {
         identity: Some("test".into()),
         credential: Some("test".into()),
         multipart_part_size: bytesize::ByteSize::b(5 * MIB),
+        // Small, so that uploads below DIRECT_LIMIT take both the in-memory and the streamed path.
+        max_in_memory_upload_size: bytesize::ByteSize::mib(1),
         ..S3Config::default()
     }
 }
@@ -122,9 +124,15 @@ async fn uploads_below_at_and_above_the_threshold_round_trip() {
     let Some((p, spool)) = provider().await else {
         return;
     };
-    for (i, len) in [DIRECT_LIMIT - 1, DIRECT_LIMIT, DIRECT_LIMIT + 1, 17 * MIB]
-        .into_iter()
-        .enumerate()
+    for (i, len) in [
+        MIB,
+        DIRECT_LIMIT - 1,
+        DIRECT_LIMIT,
+        DIRECT_LIMIT + 1,
+        17 * MIB,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let data = test_bytes(100 + i as u64, usize::try_from(len).expect("len"));
         let sums = ChecksumHasher::digest(&data);
@@ -155,7 +163,7 @@ async fn uploads_below_at_and_above_the_threshold_round_trip() {
     }
     // Only binaries remain: no staging object, no open multipart upload, no spool file.
     let keys = object_keys(&p).await;
-    assert_eq!(keys.len(), 4, "{keys:?}");
+    assert_eq!(keys.len(), 5, "{keys:?}");
     assert!(
         keys.iter()
             .all(|k| k.starts_with("filestore/") && !k.contains("_pre"))

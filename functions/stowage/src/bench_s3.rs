@@ -1,0 +1,417 @@
+//! `stowage bench-s3`: upload throughput to an S3 endpoint (LocalStack in development) through
+//! `stowage serve` on the direct (`s3-storage-v3-direct`) and eventual (`s3-storage-v3`)
+//! templates, against aws-sdk-s3 putting the same files straight to the same endpoint, in one
+//! run. The eventual figure is the rate of acknowledgements, compared with an fsync'd local
+//! write of the same files. Also the server's peak RSS per file size, which must not grow with
+//! it. It measures and prints; it does not judge beyond printing the goals.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use bytesize::ByteSize;
+use stowage_core::{Error, KeyLayout};
+use stowage_s3::{S3Config, S3Provider};
+
+use crate::bench::{Server, fail, mb_per_s, median, random_pattern, rss_kib, start_server};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchS3Args {
+    /// The S3 endpoint (path-style, static keys test/test): `localstack/up` prints it.
+    #[arg(
+        long,
+        env = "STOWAGE_TEST_S3_ENDPOINT",
+        default_value = "http://127.0.0.1:4566"
+    )]
+    endpoint: String,
+    /// File sets as SIZE×COUNT, comma-separated.
+    #[arg(long, default_value = "1MiB×200,64MiB×8,512MiB×1")]
+    sets: String,
+    /// Rounds per set (new bytes each round); medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Directory for the servers' data and the local-write baseline.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+}
+
+/// One set of files of one size, with their SHA-256s (what a client that declares
+/// `X-Checksum-Sha256` sends).
+struct FileSet {
+    files: Vec<Bytes>,
+    sha256: Vec<String>,
+}
+
+fn parse_sets(spec: &str) -> Result<Vec<(u64, usize)>, Error> {
+    spec.split(',')
+        .map(|set| {
+            let (size, count) = set.split_once(['×', 'x']).ok_or_else(|| {
+                Error::InvalidInput(format!("bench-s3: set {set:?} is not SIZE×COUNT"))
+            })?;
+            let size: ByteSize = size
+                .trim()
+                .parse()
+                .map_err(|e| Error::InvalidInput(format!("bench-s3: size {size:?}: {e}")))?;
+            let count: usize = count
+                .trim()
+                .parse()
+                .map_err(|e| Error::InvalidInput(format!("bench-s3: count {count:?}: {e}")))?;
+            Ok((size.as_u64(), count))
+        })
+        .collect()
+}
+
+/// `count` distinct files of `size` bytes: the random pattern repeated, each file stamped
+/// with its own number so that nothing is deduplicated.
+fn make_set(pattern: &Bytes, size: u64, count: usize, seed: u64) -> FileSet {
+    let size_usize = usize::try_from(size).unwrap_or(usize::MAX);
+    let files = (0..count)
+        .map(|i| {
+            let mut buf = Vec::with_capacity(size_usize);
+            while buf.len() < size_usize {
+                let n = (size_usize - buf.len()).min(pattern.len());
+                buf.extend_from_slice(&pattern[..n]);
+            }
+            let stamp = (seed << 32 | i as u64).to_le_bytes();
+            let n = stamp.len().min(buf.len());
+            buf[..n].copy_from_slice(&stamp[..n]);
+            Bytes::from(buf)
+        })
+        .collect::<Vec<_>>();
+    let sha256 = files
+        .iter()
+        .map(|f| stowage_core::ChecksumHasher::digest(f).sha256.to_hex())
+        .collect();
+    FileSet { files, sha256 }
+}
+
+async fn s3_client(endpoint: &str, bucket: &str, spool: &Path) -> Result<S3Provider, Error> {
+    let config = S3Config {
+        bucket_name: bucket.into(),
+        endpoint: Some(endpoint.into()),
+        region: Some("us-east-1".into()),
+        use_path_style_access: true,
+        identity: Some("test".into()),
+        credential: Some("test".into()),
+        test_connection: false,
+        ..S3Config::default()
+    };
+    let s3 = S3Provider::connect(config, KeyLayout::default(), u64::MAX, spool.into()).await?;
+    s3.client()
+        .create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .map_err(|e| Error::Unavailable(format!("bench-s3: create bucket {bucket}: {e:?}")))?;
+    Ok(s3)
+}
+
+/// The plain SDK: one PutObject per file, as a user of aws-sdk-s3 would write it.
+async fn sdk_upload(s3: &S3Provider, set: &FileSet, tag: &str) -> Result<Duration, Error> {
+    let start = Instant::now();
+    for (i, file) in set.files.iter().enumerate() {
+        s3.client()
+            .put_object()
+            .bucket(s3.bucket())
+            .key(format!("sdk/{tag}/{i}"))
+            .body(file.clone().into())
+            .send()
+            .await
+            .map_err(|e| Error::Unavailable(format!("bench-s3: SDK PutObject: {e:?}")))?;
+    }
+    Ok(start.elapsed())
+}
+
+/// Each file written and fsynced to local disk: what the eventual queue's acknowledgement
+/// cannot beat.
+fn local_write(dir: &Path, files: &[Bytes]) -> Result<Duration, Error> {
+    use std::io::Write;
+    let start = Instant::now();
+    for (i, file) in files.iter().enumerate() {
+        let path = dir.join(format!("local-{i}"));
+        let mut f = std::fs::File::create(&path).map_err(fail("create"))?;
+        f.write_all(file).map_err(fail("write"))?;
+        f.sync_all().map_err(fail("fsync"))?;
+    }
+    let elapsed = start.elapsed();
+    for i in 0..files.len() {
+        let _ = std::fs::remove_file(dir.join(format!("local-{i}")));
+    }
+    Ok(elapsed)
+}
+
+async fn stowage_upload(
+    client: &reqwest::Client,
+    server: &Server,
+    set: &FileSet,
+    tag: &str,
+    declare: bool,
+) -> Result<Duration, Error> {
+    let start = Instant::now();
+    for (i, file) in set.files.iter().enumerate() {
+        let mut request = client
+            .put(format!("{}/bench/{tag}/{i}.bin", server.base))
+            .bearer_auth(&server.token);
+        if declare {
+            request = request.header("X-Checksum-Sha256", &set.sha256[i]);
+        }
+        let r = request
+            .body(file.clone())
+            .send()
+            .await
+            .map_err(|e| Error::Unavailable(format!("bench-s3: upload: {e}")))?;
+        if r.status() != reqwest::StatusCode::CREATED {
+            let status = r.status();
+            let text = r.text().await.unwrap_or_default();
+            return Err(Error::Unavailable(format!(
+                "bench-s3: upload answered {status}: {text}"
+            )));
+        }
+    }
+    Ok(start.elapsed())
+}
+
+/// Deletes every object of a bucket, so that the emulator's storage stays small across rounds.
+async fn empty_bucket(s3: &S3Provider) -> Result<(), Error> {
+    let mut pages = s3
+        .client()
+        .list_objects_v2()
+        .bucket(s3.bucket())
+        .into_paginator()
+        .send();
+    let mut keys = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| Error::Unavailable(format!("bench-s3: list: {e:?}")))?;
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
+    }
+    for key in keys {
+        s3.client()
+            .delete_object()
+            .bucket(s3.bucket())
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| Error::Unavailable(format!("bench-s3: delete: {e:?}")))?;
+    }
+    Ok(())
+}
+
+/// Resets a process's peak RSS (VmHWM) so the next reading covers what follows only.
+fn reset_peak(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+async fn start(
+    dir: &Path,
+    name: &str,
+    template: &str,
+    endpoint: &str,
+    bucket: &str,
+) -> Result<(Server, u32), Error> {
+    let data_dir = dir.join(name);
+    std::fs::create_dir_all(&data_dir).map_err(fail("create data dir"))?;
+    let config = data_dir.join("stowage.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[filestore]\ntemplate = \"{template}\"\n\n[filestore.s3]\nbucketName = \"{bucket}\"\n\
+             endpoint = \"{endpoint}\"\nregion = \"us-east-1\"\nusePathStyleAccess = true\n\
+             identity = \"test\"\ncredential = \"test\"\ntestConnection = false\n"
+        ),
+    )
+    .map_err(fail("write config"))?;
+    let server = start_server(&data_dir, Some(&config)).await?;
+    let pid = server
+        .child
+        .id()
+        .ok_or_else(|| Error::Unavailable("bench-s3: server exited".into()))?;
+    let r = reqwest::Client::new()
+        .put(format!("{}/api/repositories/bench", server.base))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .map_err(|e| Error::Unavailable(format!("bench-s3: create repository: {e}")))?;
+    if !r.status().is_success() {
+        return Err(Error::Unavailable(format!(
+            "bench-s3: create repository answered {}",
+            r.status()
+        )));
+    }
+    Ok((server, pid))
+}
+
+async fn queue_depth(client: &reqwest::Client, server: &Server) -> Result<u64, Error> {
+    let info: serde_json::Value = client
+        .get(format!("{}/api/storageinfo", server.base))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| Error::Unavailable(format!("bench-s3: storageinfo: {e}")))?
+        .json()
+        .await
+        .map_err(|e| Error::Unavailable(format!("bench-s3: storageinfo: {e}")))?;
+    Ok(info["eventualQueue"]["depth"].as_u64().unwrap_or(0))
+}
+
+async fn stop(mut server: Server) {
+    if let Some(id) = server.child.id()
+        && let Some(pid) = rustix::process::Pid::from_raw(id as i32)
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(30), server.child.wait()).await;
+}
+
+pub(crate) async fn run(args: &BenchS3Args) -> Result<(), Error> {
+    let sets = parse_sets(&args.sets)?;
+    let work = tempfile::Builder::new()
+        .prefix("stowage-bench-s3-")
+        .tempdir_in(&args.dir)
+        .map_err(fail("create the bench directory"))?;
+    let run_id = format!("{:08x}", rand::random::<u32>());
+    let (sdk_bucket, direct_bucket, eventual_bucket) = (
+        format!("bench-sdk-{run_id}"),
+        format!("bench-direct-{run_id}"),
+        format!("bench-eventual-{run_id}"),
+    );
+    let buckets = [
+        s3_client(&args.endpoint, &sdk_bucket, work.path()).await?,
+        s3_client(&args.endpoint, &direct_bucket, work.path()).await?,
+        s3_client(&args.endpoint, &eventual_bucket, work.path()).await?,
+    ];
+    let sdk = &buckets[0];
+    let (direct, direct_pid) = start(
+        work.path(),
+        "direct",
+        "s3-storage-v3-direct",
+        &args.endpoint,
+        &direct_bucket,
+    )
+    .await?;
+    let (eventual, eventual_pid) = start(
+        work.path(),
+        "eventual",
+        "s3-storage-v3",
+        &args.endpoint,
+        &eventual_bucket,
+    )
+    .await?;
+    // The queue alone: its S3 is a port nothing listens on, so no upload competes for the CPU.
+    let unreachable = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(fail("bind"))?;
+        let port = listener.local_addr().map_err(fail("bind"))?.port();
+        format!("http://127.0.0.1:{port}")
+    };
+    let (queue_only, queue_only_pid) = start(
+        work.path(),
+        "queue-only",
+        "s3-storage-v3",
+        &unreachable,
+        "unreachable",
+    )
+    .await?;
+    let client = reqwest::Client::new();
+    let pattern = random_pattern();
+    println!(
+        "# stowage bench-s3 against {} ({})",
+        args.endpoint,
+        work.path().display()
+    );
+    println!();
+    println!(
+        "| files | plain SDK MB/s | direct MB/s (ratio) | direct, SHA-256 declared MB/s (ratio) | fsync'd local write MB/s | eventual ack MB/s (ratio) | eventual ack, S3 away MB/s (ratio) | direct peak RSS MiB | eventual peak RSS MiB |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (n, (size, count)) in sets.into_iter().enumerate() {
+        let total = size * count as u64;
+        let rate = |t: Duration| mb_per_s(total, t);
+        let (mut sdk_r, mut direct_r, mut declared_r, mut local_r, mut eventual_r) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut alone_r = Vec::new();
+        let (mut direct_rss, mut eventual_rss) = (0u64, 0u64);
+        // Rounds interleave every side, so that a disk or a LocalStack that slows down for a
+        // while weighs on all of them; each side gets bytes of its own, so nothing deduplicates.
+        for round in 0..args.rounds.max(1) {
+            let seed = (n * 100 + round * 5) as u64;
+            let tag = format!("set{n}-r{round}");
+            let set = make_set(&pattern, size, count, seed);
+            sdk_r.push(rate(sdk_upload(sdk, &set, &tag).await?));
+            reset_peak(direct_pid);
+            direct_r.push(rate(
+                stowage_upload(&client, &direct, &set, &tag, false).await?,
+            ));
+            drop(set);
+            let declared = make_set(&pattern, size, count, seed + 1);
+            declared_r.push(rate(
+                stowage_upload(&client, &direct, &declared, &format!("{tag}-d"), true).await?,
+            ));
+            direct_rss = direct_rss.max(rss_kib(direct_pid, "VmHWM:").unwrap_or(0));
+            drop(declared);
+            let queued = make_set(&pattern, size, count, seed + 2);
+            let (dir, files) = (work.path().to_owned(), queued.files.clone());
+            let t_local = tokio::task::spawn_blocking(move || local_write(&dir, &files))
+                .await
+                .map_err(|e| Error::Unavailable(format!("bench-s3: {e}")))??;
+            local_r.push(rate(t_local));
+            reset_peak(eventual_pid);
+            let t_eventual = stowage_upload(&client, &eventual, &queued, &tag, false).await?;
+            eventual_r.push(rate(t_eventual));
+            eventual_rss = eventual_rss.max(rss_kib(eventual_pid, "VmHWM:").unwrap_or(0));
+            // Let the queue drain before going on, so rounds do not share the disk.
+            let drain_start = Instant::now();
+            while queue_depth(&client, &eventual).await? > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let drained = drain_start.elapsed() + t_eventual;
+            for bucket in &buckets {
+                empty_bucket(bucket).await?;
+            }
+            let alone = make_set(&pattern, size, count, seed + 3);
+            alone_r.push(rate(
+                stowage_upload(&client, &queue_only, &alone, &tag, false).await?,
+            ));
+            eventual_rss = eventual_rss.max(rss_kib(queue_only_pid, "VmHWM:").unwrap_or(0));
+            drop(alone);
+            eprintln!(
+                "  {} × {count}, round {round}: eventual all in S3 after {:.1} s ({:.0} MB/s end to end)",
+                ByteSize::b(size).display().iec(),
+                drained.as_secs_f64(),
+                rate(drained)
+            );
+        }
+        let (r_sdk, r_local) = (median(sdk_r), median(local_r));
+        let (r_direct, r_declared, r_eventual, r_alone) = (
+            median(direct_r),
+            median(declared_r),
+            median(eventual_r),
+            median(alone_r),
+        );
+        println!(
+            "| {} × {count} | {r_sdk:.0} | {r_direct:.0} ({:.2}) | {r_declared:.0} ({:.2}) | {r_local:.0} | {r_eventual:.0} ({:.2}) | {r_alone:.0} ({:.2}) | {:.1} | {:.1} |",
+            ByteSize::b(size).display().iec(),
+            r_direct / r_sdk,
+            r_declared / r_sdk,
+            r_eventual / r_local,
+            r_alone / r_local,
+            direct_rss as f64 / 1024.0,
+            eventual_rss as f64 / 1024.0,
+        );
+    }
+    println!();
+    println!(
+        "Ratios: direct and declared against the plain SDK, eventual against the local write. \
+         Medians of the rounds. Goals: direct ≥ 0.90 of the plain SDK; eventual acknowledges at ≥ 0.70 of the fsync'd \
+         local write; peak RSS bounded and independent of file size. Uploads are sequential, one \
+         file at a time, on every side; files ≥ maxFileSizeForDirectUpload (250 MB) go through \
+         the spooled multipart path."
+    );
+    stop(direct).await;
+    stop(eventual).await;
+    stop(queue_only).await;
+    Ok(())
+}
