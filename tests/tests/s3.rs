@@ -108,18 +108,25 @@ async fn direct_uploads_below_at_and_above_the_threshold_round_trip() {
 
 /// Sends `data` in two halves, pausing in between, and returns the bytes found on local disk
 /// below the data directory during the pause (beyond what was there before), and the status.
-async fn upload_with_pause(server: &Server, path: &str, data: Bytes) -> (u64, StatusCode) {
+async fn upload_with_pause(
+    server: &Server,
+    path: &str,
+    data: Bytes,
+    declare_sha256: bool,
+) -> (u64, StatusCode) {
     let before = bytes_below(&server.data_dir);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     }));
-    let request = server
+    let mut request = server
         .admin()
         .put(server.url(path))
-        .header("Content-Length", data.len())
-        .body(body)
-        .send();
+        .header("Content-Length", data.len());
+    if declare_sha256 {
+        request = request.header("X-Checksum-Sha256", sha256_hex(&data));
+    }
+    let request = request.body(body).send();
     let half = data.len() / 2;
     let feeder = async {
         tx.send(Ok(data.slice(..half))).await.expect("send");
@@ -150,7 +157,8 @@ async fn a_direct_upload_never_writes_the_body_to_local_disk() {
 
     // Below the threshold: half the body is in flight and nothing of it is on disk.
     let small = Bytes::from(bytes(40, THRESHOLD - 1));
-    let (during, status) = upload_with_pause(&server, "/libs/direct.bin", small.clone()).await;
+    let (during, status) =
+        upload_with_pause(&server, "/libs/direct.bin", small.clone(), false).await;
     assert_eq!(status, StatusCode::CREATED);
     assert!(
         during < 64 * 1024,
@@ -160,13 +168,25 @@ async fn a_direct_upload_never_writes_the_body_to_local_disk() {
 
     // The same measurement sees the spooled path's temp file: the check can fail.
     let large = Bytes::from(bytes(41, THRESHOLD + MIB));
-    let (during, status) = upload_with_pause(&server, "/libs/spooled.bin", large.clone()).await;
+    let (during, status) =
+        upload_with_pause(&server, "/libs/spooled.bin", large.clone(), false).await;
     assert_eq!(status, StatusCode::CREATED);
     assert!(
-        during >= (THRESHOLD / 2) as u64,
-        "the spooled path should hold half the body on disk, saw {during} bytes"
+        during >= MIB as u64,
+        "the spooled path should hold much of the half sent on disk, saw {during} bytes"
     );
     assert_served(&server, "/libs/spooled.bin", &large).await;
+
+    // Above the threshold with a declared SHA-256: parts go from memory to S3, not to disk.
+    let declared = Bytes::from(bytes(42, THRESHOLD + 5 * MIB));
+    let (during, status) =
+        upload_with_pause(&server, "/libs/declared.bin", declared.clone(), true).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(
+        during < 64 * 1024,
+        "the declared multipart path wrote {during} bytes to local disk"
+    );
+    assert_served(&server, "/libs/declared.bin", &declared).await;
     assert_eq!(files_below(&server.data_dir.join("s3-spool")).len(), 0);
     server.stop().await;
 }

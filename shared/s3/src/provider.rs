@@ -8,10 +8,17 @@
 //! that identical bytes were already there. Larger ones stream: straight to the content key
 //! when the client declared the SHA-256, otherwise to a staging key `<path>/_pre/<random>` and
 //! then a server-side copy to the content key, because a key must never hold bytes that do not
-//! hash to its name. Every PUT carries `x-amz-checksum-sha256` (or the SDK's SHA-256 trailer),
-//! so S3 itself refuses damaged bytes. Larger uploads, and bodies of unknown length, are spooled to a temporary file
-//! while hashed and sent as a multipart upload with parallel parts, each carrying its own
-//! SHA-256. Whatever fails, the staging object is deleted and the multipart upload aborted;
+//! hash to its name.
+//!
+//! At or above the threshold, and for bodies of unknown length, the body is spooled to a
+//! temporary file while hashed and sent as a multipart upload with parallel parts. When the
+//! client declared the SHA-256 the content key is known up front, so instead the body is cut
+//! into parts in memory (part size × (concurrency + 1), within the budget) and sent straight to
+//! that key; the upload is completed only once the whole body hashed to the declared digest.
+//!
+//! Every PUT and part carries a SHA-256 checksum (`x-amz-checksum-sha256` or the SDK's
+//! trailer), so S3 itself refuses damaged bytes. Whatever fails, the staging object is deleted
+//! and the multipart upload aborted;
 //! [`S3Provider::clean_stale_uploads`] sweeps what a crash left behind.
 
 use std::fmt;
@@ -53,6 +60,24 @@ const STREAM_QUEUE_CHUNKS: usize = 8;
 const SPOOL_BUFFER: usize = 1 << 20;
 /// Folder, under the prefix, of staging objects.
 pub(crate) const STAGING: &str = "_pre";
+
+/// Applies the stored-binary settings (encryption, KMS key, storage class) to a request
+/// builder that has them (PutObject, CopyObject, CreateMultipartUpload).
+macro_rules! with_storage_settings {
+    ($builder:expr, $config:expr) => {{
+        let mut builder = $builder;
+        if let Some(sse) = $config.server_side_encryption {
+            builder = builder.server_side_encryption(sse_of(sse));
+        }
+        if let Some(kms) = &$config.kms_server_side_encryption_key_id {
+            builder = builder.ssekms_key_id(kms);
+        }
+        if let Some(class) = &$config.storage_class {
+            builder = builder.storage_class(class.as_str().into());
+        }
+        builder
+    }};
+}
 
 /// Stores binaries in an S3 bucket.
 #[derive(Debug, Clone)]
@@ -246,15 +271,7 @@ impl S3Provider {
             .bucket(&self.inner.bucket)
             .key(key)
             .content_type("application/octet-stream");
-        if let Some(sse) = c.server_side_encryption {
-            request = request.server_side_encryption(sse_of(sse));
-        }
-        if let Some(kms) = &c.kms_server_side_encryption_key_id {
-            request = request.ssekms_key_id(kms);
-        }
-        if let Some(class) = &c.storage_class {
-            request = request.storage_class(class.as_str().into());
-        }
+        request = with_storage_settings!(request, c);
         request
     }
 
@@ -293,7 +310,12 @@ impl S3Provider {
         if size > self.inner.config.max_in_memory_upload_size.as_u64() {
             return None;
         }
-        let kib = u32::try_from(size.div_ceil(1024).max(1)).ok()?;
+        self.reserve_budget(size)
+    }
+
+    /// Reserves `bytes` of the in-memory budget, if it allows now.
+    fn reserve_budget(&self, bytes: u64) -> Option<OwnedSemaphorePermit> {
+        let kib = u32::try_from(bytes.div_ceil(1024).max(1)).ok()?;
         self.inner.memory.clone().try_acquire_many_owned(kib).ok()
     }
 
@@ -592,13 +614,9 @@ impl S3Provider {
         Ok(true)
     }
 
-    async fn multipart_from_file(
-        &self,
-        key: &str,
-        path: &Path,
-        size: u64,
-        part_size: u64,
-    ) -> Result<()> {
+    /// Starts a multipart upload of a stored binary (its settings, and SHA-256 part checksums
+    /// when `sha256_parts`). Returns the upload id.
+    pub(crate) async fn create_multipart(&self, key: &str, sha256_parts: bool) -> Result<String> {
         let c = &self.inner.config;
         let mut create = self
             .inner
@@ -606,75 +624,75 @@ impl S3Provider {
             .create_multipart_upload()
             .bucket(&self.inner.bucket)
             .key(key)
-            .content_type("application/octet-stream")
-            .checksum_algorithm(ChecksumAlgorithm::Sha256);
-        if let Some(sse) = c.server_side_encryption {
-            create = create.server_side_encryption(sse_of(sse));
+            .content_type("application/octet-stream");
+        if sha256_parts {
+            create = create.checksum_algorithm(ChecksumAlgorithm::Sha256);
         }
-        if let Some(kms) = &c.kms_server_side_encryption_key_id {
-            create = create.ssekms_key_id(kms);
-        }
-        if let Some(class) = &c.storage_class {
-            create = create.storage_class(class.as_str().into());
-        }
-        let upload_id = {
-            let _permit = self.permit().await?;
-            create
-                .send()
-                .await
-                .map_err(|e| self.map(key, "CreateMultipartUpload", e))?
-                .upload_id()
-                .map(str::to_owned)
-                .ok_or_else(|| Error::Storage {
-                    backend: self.to_string(),
-                    key: key.to_owned(),
-                    source: "CreateMultipartUpload returned no upload id".into(),
-                    retryable: true,
-                })?
-        };
-        let parts = size.div_ceil(part_size);
-        let uploaded: Result<Vec<CompletedPart>> = futures::stream::iter(0..parts)
-            .map(|index| {
-                let upload_id = upload_id.as_str();
-                async move {
-                    let offset = index * part_size;
-                    let len = part_size.min(size - offset);
-                    let number = i32::try_from(index + 1).unwrap_or(i32::MAX);
-                    let body = file_body(path, offset, len).await?;
-                    let _permit = self.permit().await?;
-                    let out = self
-                        .inner
-                        .client
-                        .upload_part()
-                        .bucket(&self.inner.bucket)
-                        .key(key)
-                        .upload_id(upload_id)
-                        .part_number(number)
-                        .content_length(i64::try_from(len).unwrap_or(i64::MAX))
-                        .checksum_algorithm(ChecksumAlgorithm::Sha256)
-                        .body(body)
-                        .send()
-                        .await
-                        .map_err(|e| self.map(key, "UploadPart", e))?;
-                    Ok(CompletedPart::builder()
-                        .part_number(number)
-                        .set_e_tag(out.e_tag().map(str::to_owned))
-                        .set_checksum_sha256(out.checksum_sha256().map(str::to_owned))
-                        .build())
-                }
+        create = with_storage_settings!(create, c);
+        let _permit = self.permit().await?;
+        create
+            .send()
+            .await
+            .map_err(|e| self.map(key, "CreateMultipartUpload", e))?
+            .upload_id()
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Storage {
+                backend: self.to_string(),
+                key: key.to_owned(),
+                source: "CreateMultipartUpload returned no upload id".into(),
+                retryable: true,
             })
-            .buffered(self.inner.config.multipart_concurrency)
-            .try_collect()
-            .await;
-        let completed = match uploaded {
-            Ok(parts) => {
+    }
+
+    /// Sends one part with a SHA-256 checksum S3 verifies.
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        len: u64,
+        body: SdkStream,
+    ) -> Result<CompletedPart> {
+        let _permit = self.permit().await?;
+        let out = self
+            .inner
+            .client
+            .upload_part()
+            .bucket(&self.inner.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .content_length(i64::try_from(len).unwrap_or(i64::MAX))
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.map(key, "UploadPart", e))?;
+        Ok(CompletedPart::builder()
+            .part_number(number)
+            .set_e_tag(out.e_tag().map(str::to_owned))
+            .set_checksum_sha256(out.checksum_sha256().map(str::to_owned))
+            .build())
+    }
+
+    /// Completes a multipart upload from its parts, or aborts it when the parts (`parts` is an
+    /// error) or the completion failed: no incomplete upload is left behind.
+    pub(crate) async fn finish_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Result<Vec<CompletedPart>>,
+    ) -> Result<()> {
+        let completed = match parts {
+            Ok(mut parts) => {
+                parts.sort_by_key(|p| p.part_number());
                 let _permit = self.permit().await?;
                 self.inner
                     .client
                     .complete_multipart_upload()
                     .bucket(&self.inner.bucket)
                     .key(key)
-                    .upload_id(&upload_id)
+                    .upload_id(upload_id)
                     .multipart_upload(
                         CompletedMultipartUpload::builder()
                             .set_parts(Some(parts))
@@ -688,9 +706,136 @@ impl S3Provider {
             Err(e) => Err(e),
         };
         if completed.is_err() {
-            self.abort_multipart(key, &upload_id).await;
+            self.abort_multipart(key, upload_id).await;
         }
         completed
+    }
+
+    async fn multipart_from_file(
+        &self,
+        key: &str,
+        path: &Path,
+        size: u64,
+        part_size: u64,
+    ) -> Result<()> {
+        let upload_id = self.create_multipart(key, true).await?;
+        let parts = futures::stream::iter(0..size.div_ceil(part_size))
+            .map(|index| {
+                let upload_id = upload_id.as_str();
+                async move {
+                    let offset = index * part_size;
+                    let len = part_size.min(size - offset);
+                    let number = i32::try_from(index + 1).unwrap_or(i32::MAX);
+                    let body = file_body(path, offset, len).await?;
+                    self.upload_part(key, upload_id, number, len, body).await
+                }
+            })
+            .buffered(self.inner.config.multipart_concurrency)
+            .try_collect()
+            .await;
+        self.finish_multipart(key, &upload_id, parts).await
+    }
+
+    /// The declared large path: parts are cut from the body as it arrives (held in memory,
+    /// within the budget) and sent straight to the content key, which the client's declared
+    /// SHA-256 names; the upload is completed only if the whole body hashed to it, so the key
+    /// never holds other bytes. No local disk, and hashing overlaps with sending.
+    async fn put_multipart_streamed(
+        &self,
+        body: ByteStream,
+        opts: PutOptions,
+        size: u64,
+        sha256: Sha256,
+        _reserved: OwnedSemaphorePermit,
+    ) -> Result<PutResult> {
+        let key = self.key_of(&sha256);
+        let (mut body, hashing) = hash_stream(body);
+        if self.key_exists(&key).await? {
+            drain(body, size).await?;
+            let (checksums, size) = hashing.finish().await?;
+            opts.expected.verify(&checksums)?;
+            return Ok(PutResult {
+                checksums,
+                size,
+                created: false,
+            });
+        }
+        let part_size =
+            usize::try_from(self.inner.config.part_size_for(size)).unwrap_or(usize::MAX);
+        let upload_id = self.create_multipart(&key, true).await?;
+        let sent: Result<Vec<CompletedPart>> = async {
+            let mut in_flight = futures::stream::FuturesUnordered::new();
+            let mut parts = Vec::new();
+            let mut buf = bytes::BytesMut::with_capacity(part_size);
+            let (mut received, mut number) = (0u64, 0i32);
+            let mut ended = false;
+            while !ended {
+                match body.next().await {
+                    Some(chunk) => {
+                        let chunk = chunk?;
+                        received += chunk.len() as u64;
+                        if received > size {
+                            return Err(Error::TooLong { expected: size });
+                        }
+                        buf.extend_from_slice(&chunk);
+                    }
+                    None if received < size => {
+                        return Err(Error::Truncated {
+                            expected: size,
+                            received,
+                        });
+                    }
+                    None => ended = true,
+                }
+                while buf.len() >= part_size || (ended && !buf.is_empty()) {
+                    let part = buf.split_to(part_size.min(buf.len())).freeze();
+                    number += 1;
+                    if in_flight.len() >= self.inner.config.multipart_concurrency
+                        && let Some(done) = in_flight.next().await
+                    {
+                        parts.push(done?);
+                    }
+                    let len = part.len() as u64;
+                    in_flight.push(self.upload_part(
+                        &key,
+                        &upload_id,
+                        number,
+                        len,
+                        SdkStream::from(part),
+                    ));
+                }
+            }
+            while let Some(done) = in_flight.next().await {
+                parts.push(done?);
+            }
+            Ok(parts)
+        }
+        .await;
+        // Complete only bytes that are what the client declared.
+        let verified = match sent {
+            Ok(parts) => match hashing.finish().await {
+                Ok((checksums, size)) => match opts.expected.verify(&checksums) {
+                    Ok(()) => Ok((parts, checksums, size)),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        match verified {
+            Ok((parts, checksums, size)) => {
+                self.finish_multipart(&key, &upload_id, Ok(parts)).await?;
+                Ok(PutResult {
+                    checksums,
+                    size,
+                    created: true,
+                })
+            }
+            Err(e) => {
+                self.abort_multipart(&key, &upload_id).await;
+                Err(e)
+            }
+        }
     }
 
     /// Aborts a multipart upload, logging (not failing) when that is impossible: the
@@ -730,47 +875,14 @@ impl S3Provider {
                 .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
                 .content_type("application/octet-stream")
                 .checksum_algorithm(ChecksumAlgorithm::Sha256);
-            if let Some(sse) = c.server_side_encryption {
-                copy = copy.server_side_encryption(sse_of(sse));
-            }
-            if let Some(kms) = &c.kms_server_side_encryption_key_id {
-                copy = copy.ssekms_key_id(kms);
-            }
-            if let Some(class) = &c.storage_class {
-                copy = copy.storage_class(class.as_str().into());
-            }
+            copy = with_storage_settings!(copy, c);
             let _permit = self.permit().await?;
             copy.send()
                 .await
                 .map_err(|e| self.map(to, "CopyObject", e))?;
             return Ok(());
         }
-        let upload_id = {
-            let _permit = self.permit().await?;
-            let mut create = self
-                .inner
-                .client
-                .create_multipart_upload()
-                .bucket(&self.inner.bucket)
-                .key(to)
-                .content_type("application/octet-stream");
-            if let Some(sse) = c.server_side_encryption {
-                create = create.server_side_encryption(sse_of(sse));
-            }
-            if let Some(kms) = &c.kms_server_side_encryption_key_id {
-                create = create.ssekms_key_id(kms);
-            }
-            if let Some(class) = &c.storage_class {
-                create = create.storage_class(class.as_str().into());
-            }
-            create
-                .send()
-                .await
-                .map_err(|e| self.map(to, "CreateMultipartUpload", e))?
-                .upload_id()
-                .map(str::to_owned)
-                .unwrap_or_default()
-        };
+        let upload_id = self.create_multipart(to, false).await?;
         // Copy parts are bounded by 5 GiB each; large ones keep the request count low.
         let part_size = c.part_size_for(size).max(512 << 20);
         let copied: Result<Vec<CompletedPart>> = futures::stream::iter(0..size.div_ceil(part_size))
@@ -807,29 +919,7 @@ impl S3Provider {
             .buffered(c.multipart_concurrency)
             .try_collect()
             .await;
-        let completed = match copied {
-            Ok(parts) => self
-                .inner
-                .client
-                .complete_multipart_upload()
-                .bucket(&self.inner.bucket)
-                .key(to)
-                .upload_id(&upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| self.map(to, "CompleteMultipartUpload", e)),
-            Err(e) => Err(e),
-        };
-        if completed.is_err() {
-            self.abort_multipart(to, &upload_id).await;
-        }
-        completed
+        self.finish_multipart(to, &upload_id, copied).await
     }
 
     /// Streams an object (or a byte range of it), holding a connection slot until the stream
@@ -978,6 +1068,18 @@ impl BinaryProvider for S3Provider {
                 match self.reserve_memory(size) {
                     Some(reserved) => self.put_buffered(body, opts, size, reserved).await,
                     None => self.put_streamed(body, opts, size).await,
+                }
+            }
+            // Large with a declared SHA-256: parts straight from memory to the content key.
+            Some(size) if opts.expected.sha256.is_some() => {
+                let part = self.inner.config.part_size_for(size);
+                let window = part * (self.inner.config.multipart_concurrency as u64 + 1);
+                match (opts.expected.sha256, self.reserve_budget(window)) {
+                    (Some(sha256), Some(reserved)) => {
+                        self.put_multipart_streamed(body, opts, size, sha256, reserved)
+                            .await
+                    }
+                    _ => self.put_spooled(body, opts).await,
                 }
             }
             _ => self.put_spooled(body, opts).await,

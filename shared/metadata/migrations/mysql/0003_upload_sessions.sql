@@ -6,7 +6,7 @@ CREATE TABLE upload_sessions (
     id                   VARCHAR(64)   CHARACTER SET ascii COLLATE ascii_bin PRIMARY KEY NOT NULL,
     repo                 VARCHAR(255)  NOT NULL,
     path                 TEXT          NOT NULL,
-    sha256               CHAR(64)      CHARACTER SET ascii NOT NULL,
+    sha256               VARCHAR(64)   CHARACTER SET ascii NOT NULL,
     size                 BIGINT        NOT NULL,
     multipart_upload_id  TEXT,
     created_by           VARCHAR(255)  NOT NULL,

@@ -6,7 +6,7 @@ CREATE TABLE upload_sessions (
     id                   VARCHAR(64)  PRIMARY KEY NOT NULL,
     repo                 TEXT         NOT NULL,
     path                 TEXT         NOT NULL,
-    sha256               CHAR(64)     NOT NULL,
+    sha256               VARCHAR(64)  NOT NULL,
     size                 BIGINT       NOT NULL,
     multipart_upload_id  TEXT,
     created_by           TEXT         NOT NULL,
