@@ -132,6 +132,7 @@ async fn upload_with_pause(
         tx.send(Ok(data.slice(..half))).await.expect("send");
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let during = bytes_below(&server.data_dir).saturating_sub(before);
+
         tx.send(Ok(data.slice(half..))).await.expect("send");
         drop(tx);
         during
