@@ -553,3 +553,69 @@ async fn serve_refuses_to_start_on_a_missing_bucket() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn expired_sessions_are_aborted_by_garbage_collection() {
+    let Some(endpoint) = s3::endpoint() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bucket = s3::bucket_name();
+    let s3 = s3::create_bucket(&endpoint, &bucket, dir.path()).await;
+    let server = start(
+        dir.path(),
+        s3_config(
+            "s3-storage-v3-direct",
+            &endpoint,
+            &bucket,
+            "[uploads]\nsession_expiry_secs = 1\n",
+        ),
+    )
+    .await;
+    server.create_repo("libs").await;
+    let data = bytes(120, THRESHOLD + MIB);
+    let session = open_session(&server, "late.bin", &data, &sha256_hex(&data)).await;
+    assert_eq!(session["upload"]["kind"], "multipart");
+    let statuses = send_bytes(&session, &data).await;
+    assert!(statuses.iter().all(|s| s.is_success()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Too late to complete; garbage collection ends it and what it left.
+    assert_eq!(
+        complete(&server, &session).await.status(),
+        StatusCode::CONFLICT
+    );
+    let session = open_session(
+        &server,
+        "later.bin",
+        &data[..1000],
+        &sha256_hex(&data[..1000]),
+    )
+    .await;
+    assert_eq!(send_bytes(&session, &data[..1000]).await[0], StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = server
+        .admin()
+        .post(server.url("/api/system/storage/gc"))
+        .send()
+        .await
+        .expect("gc");
+    assert_eq!(r.status(), StatusCode::OK);
+    let report: Value = r.json().await.expect("json");
+    assert_eq!(report["uploadSessionsExpired"], 1, "{report}");
+    assert_eq!(
+        complete(&server, &session).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let keys = s3::keys(&s3).await;
+    assert!(keys.is_empty(), "{keys:?}");
+    let uploads = s3
+        .client()
+        .list_multipart_uploads()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("uploads");
+    assert!(uploads.uploads().is_empty());
+    server.stop().await;
+}

@@ -766,18 +766,44 @@ impl S3Provider {
         let sent: Result<Vec<CompletedPart>> = async {
             let mut in_flight = futures::stream::FuturesUnordered::new();
             let mut parts = Vec::new();
+            // Each part gets a buffer of its own, exactly its size, so memory stays at
+            // (concurrency + 1) parts whatever the file size.
             let mut buf = bytes::BytesMut::with_capacity(part_size);
             let (mut received, mut number) = (0u64, 0i32);
             let mut ended = false;
             while !ended {
                 match body.next().await {
                     Some(chunk) => {
-                        let chunk = chunk?;
+                        let mut chunk = chunk?;
                         received += chunk.len() as u64;
                         if received > size {
                             return Err(Error::TooLong { expected: size });
                         }
-                        buf.extend_from_slice(&chunk);
+                        while !chunk.is_empty() {
+                            let take = (part_size - buf.len()).min(chunk.len());
+                            buf.extend_from_slice(&chunk.split_to(take));
+                            if buf.len() < part_size {
+                                continue;
+                            }
+                            let part = std::mem::replace(
+                                &mut buf,
+                                bytes::BytesMut::with_capacity(part_size),
+                            );
+                            number += 1;
+                            if in_flight.len() >= self.inner.config.multipart_concurrency
+                                && let Some(done) = in_flight.next().await
+                            {
+                                parts.push(done?);
+                            }
+                            let len = part.len() as u64;
+                            in_flight.push(self.upload_part(
+                                &key,
+                                &upload_id,
+                                number,
+                                len,
+                                SdkStream::from(part.freeze()),
+                            ));
+                        }
                     }
                     None if received < size => {
                         return Err(Error::Truncated {
@@ -787,23 +813,17 @@ impl S3Provider {
                     }
                     None => ended = true,
                 }
-                while buf.len() >= part_size || (ended && !buf.is_empty()) {
-                    let part = buf.split_to(part_size.min(buf.len())).freeze();
-                    number += 1;
-                    if in_flight.len() >= self.inner.config.multipart_concurrency
-                        && let Some(done) = in_flight.next().await
-                    {
-                        parts.push(done?);
-                    }
-                    let len = part.len() as u64;
-                    in_flight.push(self.upload_part(
-                        &key,
-                        &upload_id,
-                        number,
-                        len,
-                        SdkStream::from(part),
-                    ));
-                }
+            }
+            if !buf.is_empty() {
+                number += 1;
+                let len = buf.len() as u64;
+                in_flight.push(self.upload_part(
+                    &key,
+                    &upload_id,
+                    number,
+                    len,
+                    SdkStream::from(buf.freeze()),
+                ));
             }
             while let Some(done) = in_flight.next().await {
                 parts.push(done?);

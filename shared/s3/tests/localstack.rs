@@ -457,3 +457,94 @@ async fn an_unreachable_endpoint_is_retryable() {
         .expect_err("unreachable");
     assert!(err.is_retryable(), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_body_that_fails_midway_leaves_no_multipart_upload_or_staging() {
+    let Some((p, _spool)) = provider().await else {
+        return;
+    };
+    let data = test_bytes(60, 12 * 1024 * 1024);
+    let sums = ChecksumHasher::digest(&data);
+    for declared in [false, true] {
+        // Eight MiB arrive, then the client goes away.
+        let chunks: Vec<stowage_core::Result<Bytes>> = vec![
+            Ok(data.slice(..8 * 1024 * 1024)),
+            Err(Error::Body {
+                source: "client went away".into(),
+            }),
+        ];
+        let err = p
+            .put_opts(
+                futures::stream::iter(chunks).boxed(),
+                PutOptions {
+                    expected: ExpectedChecksums {
+                        sha256: declared.then_some(sums.sha256),
+                        ..Default::default()
+                    },
+                    size: Some(data.len() as u64),
+                },
+            )
+            .await
+            .expect_err("the body failed");
+        assert!(matches!(err, Error::Body { .. }), "{err:?}");
+    }
+    assert!(object_keys(&p).await.is_empty());
+    assert_eq!(multipart_uploads(&p).await, 0);
+}
+
+#[tokio::test]
+async fn encryption_and_storage_class_settings_reach_the_stored_objects() {
+    let Some(endpoint) = endpoint() else {
+        return;
+    };
+    let bucket = format!("stowage-test-{:016x}", rand::random::<u64>());
+    let spool = tempfile::tempdir().expect("tempdir");
+    let mut c = config(&endpoint, &bucket);
+    c.test_connection = false;
+    c.server_side_encryption = Some(stowage_s3::ServerSideEncryption::Aes256);
+    c.storage_class = Some("STANDARD_IA".into());
+    let p = S3Provider::connect(c, KeyLayout::default(), DIRECT_LIMIT, spool.path().into())
+        .await
+        .expect("client");
+    p.client()
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("bucket");
+    // One binary per path: in memory, streamed via staging and copy, spooled multipart.
+    for (i, len) in [1000usize, 3 * 1024 * 1024, 7 * 1024 * 1024]
+        .into_iter()
+        .enumerate()
+    {
+        let data = test_bytes(70 + i as u64, len);
+        let put = p
+            .put_opts(
+                stream_of(&data, 64 * 1024),
+                PutOptions {
+                    expected: ExpectedChecksums::none(),
+                    size: Some(len as u64),
+                },
+            )
+            .await
+            .expect("put");
+        let head = p
+            .client()
+            .head_object()
+            .bucket(&bucket)
+            .key(p.key_of(&put.checksums.sha256))
+            .send()
+            .await
+            .expect("head");
+        assert_eq!(
+            head.server_side_encryption(),
+            Some(&aws_sdk_s3::types::ServerSideEncryption::Aes256),
+            "{len} bytes"
+        );
+        assert_eq!(
+            head.storage_class(),
+            Some(&aws_sdk_s3::types::StorageClass::StandardIa),
+            "{len} bytes"
+        );
+    }
+}
