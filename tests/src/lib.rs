@@ -320,6 +320,25 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Runs `stowage serve` with this configuration, expecting it to refuse to start; returns
+/// what it printed on standard error.
+pub async fn serve_refused(dir: &Path, config: &str) -> String {
+    let path = dir.join("refused.toml");
+    std::fs::write(&path, config).expect("config file");
+    let out = Command::new(stowage_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run serve");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "serve started anyway: {stderr}");
+    stderr
+}
+
 /// Hex SHA-256 of bytes.
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;

@@ -32,16 +32,7 @@ pub fn bucket_name() -> String {
 
 /// The `[filestore.s3]` settings for LocalStack, as a provider configuration.
 pub fn config(endpoint: &str, bucket: &str) -> S3Config {
-    S3Config {
-        bucket_name: bucket.into(),
-        endpoint: Some(endpoint.into()),
-        region: Some("us-east-1".into()),
-        use_path_style_access: true,
-        identity: Some("test".into()),
-        credential: Some("test".into()),
-        test_connection: false,
-        ..S3Config::default()
-    }
+    S3Config::local_emulator(endpoint, bucket)
 }
 
 /// The same settings as a TOML section.

@@ -29,18 +29,8 @@ async fn migrate_creates_the_database_and_is_idempotent() {
 #[tokio::test]
 async fn a_bad_configuration_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("bad.toml");
-    std::fs::write(&config, "[filestore]\ntemplate = \"floppy-disk\"\n").expect("write");
-    let out = tokio::process::Command::new(stowage_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .output()
-        .await
-        .expect("run serve");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr =
+        stowage_tests::serve_refused(dir.path(), "[filestore]\ntemplate = \"floppy-disk\"\n").await;
     assert!(
         stderr.contains("unknown filestore template \"floppy-disk\""),
         "{stderr}"

@@ -35,6 +35,29 @@ async fn start(dir: &Path, config: String) -> Server {
     .await
 }
 
+/// A `stowage serve` on `s3-storage-v3-direct` over a fresh bucket of the shared LocalStack,
+/// with a `libs` repository.
+struct Direct {
+    server: Server,
+    s3: stowage_s3::S3Provider,
+    bucket: String,
+}
+
+/// Starts a [`Direct`] with `extra` configuration; `None` when LocalStack is missing (a loud
+/// skip, or a failure under CI).
+async fn direct_server(dir: &Path, extra: &str) -> Option<Direct> {
+    let endpoint = s3::endpoint()?;
+    let bucket = s3::bucket_name();
+    let s3 = s3::create_bucket(&endpoint, &bucket, dir).await;
+    let server = start(
+        dir,
+        s3_config("s3-storage-v3-direct", &endpoint, &bucket, extra),
+    )
+    .await;
+    server.create_repo("libs").await;
+    Some(Direct { server, s3, bucket })
+}
+
 async fn deploy(server: &Server, path: &str, data: &[u8], sha256: bool) -> reqwest::Response {
     let mut request = server.admin().put(server.url(path)).body(data.to_vec());
     if sha256 {
@@ -72,18 +95,10 @@ fn bytes_below(dir: &Path) -> u64 {
 
 #[tokio::test]
 async fn direct_uploads_below_at_and_above_the_threshold_round_trip() {
-    let Some(endpoint) = s3::endpoint() else {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(Direct { server, s3, .. }) = direct_server(dir.path(), "").await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let bucket = s3::bucket_name();
-    let s3 = s3::create_bucket(&endpoint, &bucket, dir.path()).await;
-    let server = start(
-        dir.path(),
-        s3_config("s3-storage-v3-direct", &endpoint, &bucket, ""),
-    )
-    .await;
-    server.create_repo("libs").await;
     for (i, len) in [THRESHOLD - 1, THRESHOLD, THRESHOLD + 1]
         .into_iter()
         .enumerate()
@@ -143,18 +158,10 @@ async fn upload_with_pause(
 
 #[tokio::test]
 async fn a_direct_upload_never_writes_the_body_to_local_disk() {
-    let Some(endpoint) = s3::endpoint() else {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(Direct { server, .. }) = direct_server(dir.path(), "").await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let bucket = s3::bucket_name();
-    s3::create_bucket(&endpoint, &bucket, dir.path()).await;
-    let server = start(
-        dir.path(),
-        s3_config("s3-storage-v3-direct", &endpoint, &bucket, ""),
-    )
-    .await;
-    server.create_repo("libs").await;
 
     // Below the threshold: half the body is in flight and nothing of it is on disk.
     let small = Bytes::from(bytes(40, THRESHOLD - 1));
@@ -359,18 +366,10 @@ async fn complete(server: &Server, session: &Value) -> reqwest::Response {
 
 #[tokio::test]
 async fn presigned_sessions_deploy_verified_bytes_and_refuse_others() {
-    let Some(endpoint) = s3::endpoint() else {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(Direct { server, s3, .. }) = direct_server(dir.path(), "").await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let bucket = s3::bucket_name();
-    let s3 = s3::create_bucket(&endpoint, &bucket, dir.path()).await;
-    let server = start(
-        dir.path(),
-        s3_config("s3-storage-v3-direct", &endpoint, &bucket, ""),
-    )
-    .await;
-    server.create_repo("libs").await;
 
     for (i, len) in [2 * MIB, THRESHOLD + 5 * MIB].into_iter().enumerate() {
         let data = bytes(80 + i as u64, len);
@@ -496,18 +495,10 @@ async fn sessions_need_an_object_store() {
 
 #[tokio::test]
 async fn s3_refusals_are_clear_api_errors() {
-    let Some(endpoint) = s3::endpoint() else {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(Direct { server, s3, bucket }) = direct_server(dir.path(), "").await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let bucket = s3::bucket_name();
-    let s3 = s3::create_bucket(&endpoint, &bucket, dir.path()).await;
-    let server = start(
-        dir.path(),
-        s3_config("s3-storage-v3-direct", &endpoint, &bucket, ""),
-    )
-    .await;
-    server.create_repo("libs").await;
     s3.client()
         .delete_bucket()
         .bucket(&bucket)
@@ -527,27 +518,13 @@ async fn serve_refuses_to_start_on_a_missing_bucket() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("stowage.toml");
-    std::fs::write(
-        &config,
-        s3_config(
-            "s3-storage-v3-direct",
-            &endpoint,
-            "stowage-no-such-bucket",
-            "",
-        ),
-    )
-    .expect("write");
-    let out = tokio::process::Command::new(stowage_tests::stowage_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .output()
-        .await
-        .expect("run serve");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let config = s3_config(
+        "s3-storage-v3-direct",
+        &endpoint,
+        "stowage-no-such-bucket",
+        "",
+    );
+    let stderr = stowage_tests::serve_refused(dir.path(), &config).await;
     assert!(
         stderr.contains("S3 connection test failed") && stderr.contains("does not exist"),
         "{stderr}"
@@ -556,23 +533,12 @@ async fn serve_refuses_to_start_on_a_missing_bucket() {
 
 #[tokio::test]
 async fn expired_sessions_are_aborted_by_garbage_collection() {
-    let Some(endpoint) = s3::endpoint() else {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(Direct { server, s3, bucket }) =
+        direct_server(dir.path(), "[uploads]\nsession_expiry_secs = 1\n").await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let bucket = s3::bucket_name();
-    let s3 = s3::create_bucket(&endpoint, &bucket, dir.path()).await;
-    let server = start(
-        dir.path(),
-        s3_config(
-            "s3-storage-v3-direct",
-            &endpoint,
-            &bucket,
-            "[uploads]\nsession_expiry_secs = 1\n",
-        ),
-    )
-    .await;
-    server.create_repo("libs").await;
     let data = bytes(120, THRESHOLD + MIB);
     let session = open_session(&server, "late.bin", &data, &sha256_hex(&data)).await;
     assert_eq!(session["upload"]["kind"], "multipart");

@@ -86,16 +86,7 @@ fn make_set(pattern: &Bytes, size: u64, count: usize, seed: u64) -> FileSet {
 }
 
 async fn s3_client(endpoint: &str, bucket: &str, spool: &Path) -> Result<S3Provider, Error> {
-    let config = S3Config {
-        bucket_name: bucket.into(),
-        endpoint: Some(endpoint.into()),
-        region: Some("us-east-1".into()),
-        use_path_style_access: true,
-        identity: Some("test".into()),
-        credential: Some("test".into()),
-        test_connection: false,
-        ..S3Config::default()
-    };
+    let config = S3Config::local_emulator(endpoint, bucket);
     let s3 = S3Provider::connect(config, KeyLayout::default(), u64::MAX, spool.into()).await?;
     s3.client()
         .create_bucket()

@@ -101,6 +101,22 @@ impl Default for S3Config {
 }
 
 impl S3Config {
+    /// Settings for an S3 emulator on this machine (LocalStack in development and tests):
+    /// path-style URLs, LocalStack's static keys `test`/`test`, region `us-east-1`, and no
+    /// connection test (the caller usually creates the bucket next). Never for AWS itself.
+    pub fn local_emulator(endpoint: &str, bucket: &str) -> Self {
+        Self {
+            bucket_name: bucket.into(),
+            endpoint: Some(endpoint.into()),
+            region: Some("us-east-1".into()),
+            use_path_style_access: true,
+            identity: Some("test".into()),
+            credential: Some("test".into()),
+            test_connection: false,
+            ..Self::default()
+        }
+    }
+
     /// Checks what serde cannot: required and related settings.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |m: String| Err(Error::InvalidInput(format!("[filestore.s3] {m}")));

@@ -421,15 +421,7 @@ impl S3Provider {
         };
         let key = self.key_of(&sha256);
         if self.key_exists(&key).await? {
-            // Already stored: read the body only to check what the client declared.
-            drain(body, size).await?;
-            let (checksums, size) = hashing.finish().await?;
-            opts.expected.verify(&checksums)?;
-            return Ok(PutResult {
-                checksums,
-                size,
-                created: false,
-            });
+            return already_stored(body, hashing, &opts, size).await;
         }
         let request = self
             .put_request(&key)
@@ -675,6 +667,32 @@ impl S3Provider {
             .build())
     }
 
+    /// Completes a multipart upload from its parts (in any order).
+    pub(crate) async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        mut parts: Vec<CompletedPart>,
+    ) -> Result<()> {
+        parts.sort_by_key(|p| p.part_number());
+        let _permit = self.permit().await?;
+        self.inner
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.inner.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.map(key, "CompleteMultipartUpload", e))?;
+        Ok(())
+    }
+
     /// Completes a multipart upload from its parts, or aborts it when the parts (`parts` is an
     /// error) or the completion failed: no incomplete upload is left behind.
     pub(crate) async fn finish_multipart(
@@ -684,25 +702,7 @@ impl S3Provider {
         parts: Result<Vec<CompletedPart>>,
     ) -> Result<()> {
         let completed = match parts {
-            Ok(mut parts) => {
-                parts.sort_by_key(|p| p.part_number());
-                let _permit = self.permit().await?;
-                self.inner
-                    .client
-                    .complete_multipart_upload()
-                    .bucket(&self.inner.bucket)
-                    .key(key)
-                    .upload_id(upload_id)
-                    .multipart_upload(
-                        CompletedMultipartUpload::builder()
-                            .set_parts(Some(parts))
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| self.map(key, "CompleteMultipartUpload", e))
-            }
+            Ok(parts) => self.complete_multipart(key, upload_id, parts).await,
             Err(e) => Err(e),
         };
         if completed.is_err() {
@@ -751,14 +751,7 @@ impl S3Provider {
         let key = self.key_of(&sha256);
         let (mut body, hashing) = hash_stream(body);
         if self.key_exists(&key).await? {
-            drain(body, size).await?;
-            let (checksums, size) = hashing.finish().await?;
-            opts.expected.verify(&checksums)?;
-            return Ok(PutResult {
-                checksums,
-                size,
-                created: false,
-            });
+            return already_stored(body, hashing, &opts, size).await;
         }
         let part_size =
             usize::try_from(self.inner.config.part_size_for(size)).unwrap_or(usize::MAX);
@@ -1026,6 +1019,24 @@ async fn sha256_of_file(path: &Path) -> io::Result<Sha256> {
     })
     .await
     .map_err(io::Error::other)?
+}
+
+/// The answer for bytes already stored under the declared digest: the body is read only to
+/// check its length and what the client declared.
+async fn already_stored(
+    body: ByteStream,
+    hashing: stowage_core::HashingTask,
+    opts: &PutOptions,
+    size: u64,
+) -> Result<PutResult> {
+    drain(body, size).await?;
+    let (checksums, size) = hashing.finish().await?;
+    opts.expected.verify(&checksums)?;
+    Ok(PutResult {
+        checksums,
+        size,
+        created: false,
+    })
 }
 
 /// Reads a body to its end, checking its length (the bytes are already stored).

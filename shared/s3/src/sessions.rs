@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_sdk_s3::presigning::PresigningConfig;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::CompletedPart;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use futures::StreamExt;
@@ -75,22 +75,7 @@ impl S3Provider {
                 "no part of this upload session has reached the object store yet".into(),
             ));
         }
-        parts.sort_by_key(|p| p.part_number());
-        self.inner
-            .client
-            .complete_multipart_upload()
-            .bucket(&self.inner.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| self.map(key, "CompleteMultipartUpload", e))?;
-        Ok(())
+        self.complete_multipart(key, upload_id, parts).await
     }
 
     /// Reads a staged object back and checks it is `size` bytes with this SHA-256.

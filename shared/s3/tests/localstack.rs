@@ -37,16 +37,11 @@ fn endpoint() -> Option<String> {
 
 fn config(endpoint: &str, bucket: &str) -> S3Config {
     S3Config {
-        bucket_name: bucket.into(),
-        endpoint: Some(endpoint.into()),
-        region: Some("us-east-1".into()),
-        use_path_style_access: true,
-        identity: Some("test".into()),
-        credential: Some("test".into()),
+        test_connection: true,
         multipart_part_size: bytesize::ByteSize::b(5 * MIB),
         // Small, so that uploads below DIRECT_LIMIT take both the in-memory and the streamed path.
         max_in_memory_upload_size: bytesize::ByteSize::mib(1),
-        ..S3Config::default()
+        ..S3Config::local_emulator(endpoint, bucket)
     }
 }
 
