@@ -535,31 +535,31 @@ async fn serve_refuses_to_start_on_a_missing_bucket() {
 async fn expired_sessions_are_aborted_by_garbage_collection() {
     let dir = tempfile::tempdir().expect("tempdir");
     let Some(Direct { server, s3, bucket }) =
-        direct_server(dir.path(), "[uploads]\nsession_expiry_secs = 1\n").await
+        direct_server(dir.path(), "[uploads]\nsession_expiry_secs = 4\n").await
     else {
         return;
     };
+    // Two sessions whose clients send their bytes but never complete in time.
     let data = bytes(120, THRESHOLD + MIB);
-    let session = open_session(&server, "late.bin", &data, &sha256_hex(&data)).await;
-    assert_eq!(session["upload"]["kind"], "multipart");
-    let statuses = send_bytes(&session, &data).await;
-    assert!(statuses.iter().all(|s| s.is_success()));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let late = open_session(&server, "late.bin", &data, &sha256_hex(&data)).await;
+    assert_eq!(late["upload"]["kind"], "multipart");
+    let small = &data[..1000];
+    let later = open_session(&server, "later.bin", small, &sha256_hex(small)).await;
+    let opened = Instant::now(); // both sessions expire within 4 s of this
+    assert!(
+        send_bytes(&late, &data)
+            .await
+            .iter()
+            .all(|s| s.is_success())
+    );
+    assert_eq!(send_bytes(&later, small).await[0], StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(4500).saturating_sub(opened.elapsed())).await;
 
-    // Too late to complete; garbage collection ends it and what it left.
+    // Too late to complete: that ends the session. Garbage collection ends the other.
     assert_eq!(
-        complete(&server, &session).await.status(),
+        complete(&server, &late).await.status(),
         StatusCode::CONFLICT
     );
-    let session = open_session(
-        &server,
-        "later.bin",
-        &data[..1000],
-        &sha256_hex(&data[..1000]),
-    )
-    .await;
-    assert_eq!(send_bytes(&session, &data[..1000]).await[0], StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     let r = server
         .admin()
         .post(server.url("/api/system/storage/gc"))
@@ -570,7 +570,7 @@ async fn expired_sessions_are_aborted_by_garbage_collection() {
     let report: Value = r.json().await.expect("json");
     assert_eq!(report["uploadSessionsExpired"], 1, "{report}");
     assert_eq!(
-        complete(&server, &session).await.status(),
+        complete(&server, &later).await.status(),
         StatusCode::NOT_FOUND
     );
     let keys = s3::keys(&s3).await;
