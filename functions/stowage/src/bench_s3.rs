@@ -27,6 +27,10 @@ pub(crate) struct BenchS3Args {
     /// File sets as SIZE×COUNT, comma-separated.
     #[arg(long, default_value = "1MiB×200,64MiB×8,512MiB×1")]
     sets: String,
+    /// Uploads in flight at once on every side (CI clients upload in parallel); 1 measures
+    /// one file at a time.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
     /// Rounds per set (new bytes each round); medians are reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -98,18 +102,29 @@ async fn s3_client(endpoint: &str, bucket: &str, spool: &Path) -> Result<S3Provi
 }
 
 /// The plain SDK: one PutObject per file, as a user of aws-sdk-s3 would write it.
-async fn sdk_upload(s3: &S3Provider, set: &FileSet, tag: &str) -> Result<Duration, Error> {
+async fn sdk_upload(
+    s3: &S3Provider,
+    set: &FileSet,
+    tag: &str,
+    clients: usize,
+) -> Result<Duration, Error> {
+    use futures::{StreamExt, TryStreamExt};
     let start = Instant::now();
-    for (i, file) in set.files.iter().enumerate() {
-        s3.client()
-            .put_object()
-            .bucket(s3.bucket())
-            .key(format!("sdk/{tag}/{i}"))
-            .body(file.clone().into())
-            .send()
-            .await
-            .map_err(|e| Error::Unavailable(format!("bench-s3: SDK PutObject: {e:?}")))?;
-    }
+    futures::stream::iter(set.files.iter().enumerate())
+        .map(|(i, file)| async move {
+            s3.client()
+                .put_object()
+                .bucket(s3.bucket())
+                .key(format!("sdk/{tag}/{i}"))
+                .body(file.clone().into())
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| Error::Unavailable(format!("bench-s3: SDK PutObject: {e:?}")))
+        })
+        .buffer_unordered(clients.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
     Ok(start.elapsed())
 }
 
@@ -215,28 +230,35 @@ async fn stowage_upload(
     set: &FileSet,
     tag: &str,
     declare: bool,
+    clients: usize,
 ) -> Result<Duration, Error> {
+    use futures::{StreamExt, TryStreamExt};
     let start = Instant::now();
-    for (i, file) in set.files.iter().enumerate() {
-        let mut request = client
-            .put(format!("{}/bench/{tag}/{i}.bin", server.base))
-            .bearer_auth(&server.token);
-        if declare {
-            request = request.header("X-Checksum-Sha256", &set.sha256[i]);
-        }
-        let r = request
-            .body(file.clone())
-            .send()
-            .await
-            .map_err(|e| Error::Unavailable(format!("bench-s3: upload: {e}")))?;
-        if r.status() != reqwest::StatusCode::CREATED {
-            let status = r.status();
-            let text = r.text().await.unwrap_or_default();
-            return Err(Error::Unavailable(format!(
-                "bench-s3: upload answered {status}: {text}"
-            )));
-        }
-    }
+    futures::stream::iter(set.files.iter().enumerate())
+        .map(|(i, file)| async move {
+            let mut request = client
+                .put(format!("{}/bench/{tag}/{i}.bin", server.base))
+                .bearer_auth(&server.token);
+            if declare {
+                request = request.header("X-Checksum-Sha256", &set.sha256[i]);
+            }
+            let r = request
+                .body(file.clone())
+                .send()
+                .await
+                .map_err(|e| Error::Unavailable(format!("bench-s3: upload: {e}")))?;
+            if r.status() != reqwest::StatusCode::CREATED {
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                return Err(Error::Unavailable(format!(
+                    "bench-s3: upload answered {status}: {text}"
+                )));
+            }
+            Ok(())
+        })
+        .buffer_unordered(clients.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
     Ok(start.elapsed())
 }
 
@@ -387,9 +409,10 @@ pub(crate) async fn run(args: &BenchS3Args) -> Result<(), Error> {
     let client = reqwest::Client::new();
     let pattern = random_pattern();
     println!(
-        "# stowage bench-s3 against {} ({})",
+        "# stowage bench-s3 against {} ({}), {} upload(s) in flight per side",
         args.endpoint,
-        work.path().display()
+        work.path().display(),
+        args.clients.max(1)
     );
     println!();
     println!(
@@ -409,18 +432,26 @@ pub(crate) async fn run(args: &BenchS3Args) -> Result<(), Error> {
             let seed = (n * 100 + round * 5) as u64;
             let tag = format!("set{n}-r{round}");
             let set = make_set(&pattern, size, count, seed);
-            sdk_r.push(rate(sdk_upload(sdk, &set, &tag).await?));
+            sdk_r.push(rate(sdk_upload(sdk, &set, &tag, args.clients).await?));
             if size >= DIRECT_LIMIT {
                 sdk_mp_r.push(rate(sdk_multipart_upload(sdk, &set, &tag).await?));
             }
             reset_peak(direct_pid);
             direct_r.push(rate(
-                stowage_upload(&client, &direct, &set, &tag, false).await?,
+                stowage_upload(&client, &direct, &set, &tag, false, args.clients).await?,
             ));
             drop(set);
             let declared = make_set(&pattern, size, count, seed + 1);
             declared_r.push(rate(
-                stowage_upload(&client, &direct, &declared, &format!("{tag}-d"), true).await?,
+                stowage_upload(
+                    &client,
+                    &direct,
+                    &declared,
+                    &format!("{tag}-d"),
+                    true,
+                    args.clients,
+                )
+                .await?,
             ));
             direct_rss = direct_rss.max(rss_kib(direct_pid, "VmHWM:").unwrap_or(0));
             drop(declared);
@@ -431,7 +462,8 @@ pub(crate) async fn run(args: &BenchS3Args) -> Result<(), Error> {
                 .map_err(|e| Error::Unavailable(format!("bench-s3: {e}")))??;
             local_r.push(rate(t_local));
             reset_peak(eventual_pid);
-            let t_eventual = stowage_upload(&client, &eventual, &queued, &tag, false).await?;
+            let t_eventual =
+                stowage_upload(&client, &eventual, &queued, &tag, false, args.clients).await?;
             eventual_r.push(rate(t_eventual));
             eventual_rss = eventual_rss.max(rss_kib(eventual_pid, "VmHWM:").unwrap_or(0));
             // Let the queue drain before going on, so rounds do not share the disk.
@@ -445,7 +477,7 @@ pub(crate) async fn run(args: &BenchS3Args) -> Result<(), Error> {
             }
             let alone = make_set(&pattern, size, count, seed + 3);
             alone_r.push(rate(
-                stowage_upload(&client, &queue_only, &alone, &tag, false).await?,
+                stowage_upload(&client, &queue_only, &alone, &tag, false, args.clients).await?,
             ));
             eventual_rss = eventual_rss.max(rss_kib(queue_only_pid, "VmHWM:").unwrap_or(0));
             drop(alone);
@@ -486,8 +518,8 @@ pub(crate) async fn run(args: &BenchS3Args) -> Result<(), Error> {
         "Ratios: direct and declared against the plain SDK (its multipart upload for files at or \
          above the threshold, which Stowage sends in parts), eventual against the local write. \
          Medians of the rounds. Goals: direct ≥ 0.90 of the plain SDK; eventual acknowledges at ≥ 0.70 of the fsync'd \
-         local write; peak RSS bounded and independent of file size. Uploads are sequential, one \
-         file at a time, on every side; files ≥ maxFileSizeForDirectUpload (250 MB) go through \
+         local write; peak RSS bounded and independent of file size. Uploads run --clients at a \
+         time on every side (the local write one at a time); files ≥ maxFileSizeForDirectUpload (250 MB) go through \
          the spooled multipart path."
     );
     stop(direct).await;
