@@ -623,18 +623,24 @@ mod tests {
         assert!(err.to_string().contains("lenientLimit is 2"), "{err}");
     }
 
-    #[tokio::test]
-    async fn a_missing_queue_dir_below_lenient_limit_still_acknowledges() {
+    /// A queue over two directories, the second of which has been removed since.
+    fn second_dir_lost(lenient_limit: usize) -> (tempfile::TempDir, EventualProvider) {
         let dir = tempfile::tempdir().expect("tempdir");
         let backend: Arc<dyn BinaryProvider> = Arc::new(InMemoryProvider::new());
         let (q1, q2) = (dir.path().join("q1"), dir.path().join("q2"));
         let eventual = EventualProvider::new(
             backend,
             KeyLayout::default(),
-            settings(vec![q1, q2.clone()], 1),
+            settings(vec![q1, q2.clone()], lenient_limit),
         )
         .expect("eventual");
         std::fs::remove_dir_all(&q2).expect("remove q2");
+        (dir, eventual)
+    }
+
+    #[tokio::test]
+    async fn a_missing_queue_dir_below_lenient_limit_still_acknowledges() {
+        let (_dir, eventual) = second_dir_lost(1);
         let data = crate::conformance::test_bytes(4, 10_000);
         let stored = eventual
             .put_bytes(data.clone(), Default::default())
@@ -651,16 +657,7 @@ mod tests {
 
     #[tokio::test]
     async fn too_few_copies_fail_and_leave_nothing_queued() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let backend: Arc<dyn BinaryProvider> = Arc::new(InMemoryProvider::new());
-        let (q1, q2) = (dir.path().join("q1"), dir.path().join("q2"));
-        let eventual = EventualProvider::new(
-            backend,
-            KeyLayout::default(),
-            settings(vec![q1, q2.clone()], 2),
-        )
-        .expect("eventual");
-        std::fs::remove_dir_all(&q2).expect("remove q2");
+        let (_dir, eventual) = second_dir_lost(2);
         let err = eventual
             .put_bytes(
                 crate::conformance::test_bytes(5, 10_000),
