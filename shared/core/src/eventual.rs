@@ -531,16 +531,8 @@ impl BinaryProvider for EventualProvider {
     }
 
     async fn put_file(&self, path: &std::path::Path, sha256: &Sha256, size: u64) -> Result<bool> {
-        let body = crate::fs::read_file_stream(path).await?;
-        let expected = crate::ExpectedChecksums {
-            sha256: Some(*sha256),
-            ..Default::default()
-        };
-        let opts = PutOptions {
-            expected,
-            size: Some(size),
-        };
-        Ok(self.put_opts(body, opts).await?.created)
+        // Into the queue like any upload; the workers send it on.
+        crate::provider::put_file_as_stream(self, path, sha256, size).await
     }
 }
 

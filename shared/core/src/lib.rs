@@ -23,6 +23,6 @@ pub use key::{BinaryKey, KeyLayout};
 pub use path::{ArtifactPath, RepoKey};
 pub use provider::{
     BinaryProvider, BinaryProviderExt, ByteStream, GetOptions, GetResult, Health, ObjectMeta,
-    PutOptions, PutResult, check_range,
+    PutOptions, PutResult, check_range, put_file_as_stream,
 };
 pub use uploads::{PresignedPart, PresignedRequest, PresignedUploads, StaleUploads, UploadPlan};

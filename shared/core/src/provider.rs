@@ -113,22 +113,28 @@ pub trait BinaryProvider: Send + Sync + Debug + Display + 'static {
     /// override it to send the file in parallel parts, retrying each part, instead of one stream.
     /// Returns whether the binary was created (`false`: it was already stored).
     async fn put_file(&self, path: &Path, sha256: &Sha256, size: u64) -> Result<bool> {
-        let body = crate::fs::read_file_stream(path).await?;
-        let expected = crate::ExpectedChecksums {
-            sha256: Some(*sha256),
-            ..Default::default()
-        };
-        let stored = self
-            .put_opts(
-                body,
-                PutOptions {
-                    expected,
-                    size: Some(size),
-                },
-            )
-            .await?;
-        Ok(stored.created)
+        put_file_as_stream(self, path, sha256, size).await
     }
+}
+
+/// [`BinaryProvider::put_file`] through `put_opts`: the file streamed as a body whose SHA-256
+/// and size are declared. For providers (and wrappers) with nothing faster.
+pub async fn put_file_as_stream<P: BinaryProvider + ?Sized>(
+    provider: &P,
+    path: &Path,
+    sha256: &Sha256,
+    size: u64,
+) -> Result<bool> {
+    let body = crate::fs::read_file_stream(path).await?;
+    let expected = ExpectedChecksums {
+        sha256: Some(*sha256),
+        ..Default::default()
+    };
+    let opts = PutOptions {
+        expected,
+        size: Some(size),
+    };
+    Ok(provider.put_opts(body, opts).await?.created)
 }
 
 /// Conveniences over [`BinaryProvider`], for every provider.

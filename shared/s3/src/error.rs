@@ -65,7 +65,7 @@ where
         (_, Some(m)) => m.to_owned(),
         (SdkError::DispatchFailure(f), None) => format!("could not reach S3: {f:?}"),
         (SdkError::TimeoutError(_), None) => "the request timed out".to_owned(),
-        (other, None) => stowage_core::BoxError::from(format!("{other}")).to_string(),
+        (other, None) => other.to_string(),
     };
     classify(
         backend,

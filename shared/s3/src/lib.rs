@@ -11,4 +11,4 @@ mod provider;
 mod sessions;
 
 pub use config::{MAX_PARTS, MIN_PART_SIZE, S3Config, ServerSideEncryption};
-pub use provider::{DEFAULT_STALE_UPLOAD_AGE, S3Provider};
+pub use provider::S3Provider;

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
@@ -1237,6 +1237,3 @@ impl BinaryProvider for S3Provider {
         self.store_file(path, sha256, size, false).await
     }
 }
-
-/// How long an abandoned staging object or multipart upload is kept before the sweep.
-pub const DEFAULT_STALE_UPLOAD_AGE: Duration = Duration::from_secs(24 * 3600);
