@@ -15,19 +15,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore};
 
+use crate::fanout::{FanOutSettings, fan_out};
 use crate::fs::FileSystemProvider;
 use crate::{
     BinaryProvider, ByteStream, Error, GetOptions, GetResult, Health, KeyLayout, ObjectMeta,
     PutOptions, PutResult, Result, Sha256,
 };
 
-/// Chunks buffered per queue directory when one upload is written to several.
-const FAN_OUT_CHUNKS: usize = 8;
+/// How one upload is written to several queue directories at once: each may fall 4 MiB behind,
+/// and one that takes nothing for 30 s is given up (the others may still reach lenientLimit).
+const FAN_OUT: FanOutSettings = FanOutSettings {
+    buffer_bytes: 4 << 20,
+    wait_timeout: Duration::from_secs(30),
+};
 /// Folder, in a queue directory, where copies the backend refused as corrupt are kept.
 const QUARANTINE_DIR: &str = "_corrupt";
 
@@ -366,50 +370,6 @@ async fn quarantine(queue: &FileSystemProvider, path: &std::path::Path) {
     }
 }
 
-/// Splits one body into `n` streams that each see every chunk, reading the body once. A branch
-/// whose reader went away is dropped and the others go on; a body error reaches every branch.
-fn fan_out(mut body: ByteStream, n: usize) -> Vec<ByteStream> {
-    let (senders, receivers): (Vec<_>, Vec<_>) = (0..n)
-        .map(|_| mpsc::channel::<Result<Bytes>>(FAN_OUT_CHUNKS))
-        .unzip();
-    tokio::spawn(async move {
-        let mut senders: Vec<_> = senders.into_iter().map(Some).collect();
-        while let Some(item) = body.next().await {
-            match item {
-                Ok(chunk) => {
-                    for slot in &mut senders {
-                        if let Some(tx) = slot
-                            && tx.send(Ok(chunk.clone())).await.is_err()
-                        {
-                            *slot = None;
-                        }
-                    }
-                    if senders.iter().all(Option::is_none) {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let message = match &e {
-                        Error::Body { source } => source.to_string(),
-                        other => other.to_string(),
-                    };
-                    for tx in senders.iter().flatten() {
-                        let copy = Error::Body {
-                            source: message.clone().into(),
-                        };
-                        let _ = tx.send(Err(copy)).await;
-                    }
-                    return;
-                }
-            }
-        }
-    });
-    receivers
-        .into_iter()
-        .map(|mut rx| futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed())
-        .collect()
-}
-
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]
 impl BinaryProvider for EventualProvider {
@@ -418,7 +378,7 @@ impl BinaryProvider for EventualProvider {
         let results = if queues.len() == 1 {
             vec![queues[0].put_opts(body, opts).await]
         } else {
-            let branches = fan_out(body, queues.len());
+            let branches = fan_out(body, queues.len(), FAN_OUT);
             futures::future::join_all(
                 queues
                     .iter()

@@ -412,11 +412,26 @@ impl BinaryProvider for FileSystemProvider {
     }
 
     async fn health(&self) -> Result<Health> {
-        let root = self.root.clone();
-        let stat = tokio::task::spawn_blocking(move || rustix::fs::statvfs(&root))
-            .await
-            .map_err(|e| join_error(self, e))?
-            .map_err(|e| self.io_error(self.root.display(), io::Error::from(e)))?;
+        let temp_dir = self.temp_dir.clone();
+        let stat = tokio::task::spawn_blocking(move || -> io::Result<_> {
+            // A disk mounted again empty gets its staging folder back; a missing root (the
+            // disk is not mounted) is not recreated, or binaries would fill the disk below.
+            if let Err(e) = std::fs::create_dir(&temp_dir)
+                && e.kind() != io::ErrorKind::AlreadyExists
+            {
+                return Err(e);
+            }
+            Ok(rustix::fs::statvfs(&temp_dir)?)
+        })
+        .await
+        .map_err(|e| join_error(self, e))?
+        .map_err(|e| Error::Storage {
+            // Not `io_error`: a missing root is a missing disk, not a missing binary.
+            backend: self.to_string(),
+            key: self.root.display().to_string(),
+            source: Box::new(e),
+            retryable: true,
+        })?;
         Ok(Health {
             free_space: Some(stat.f_bavail.saturating_mul(stat.f_frsize)),
             total_space: Some(stat.f_blocks.saturating_mul(stat.f_frsize)),

@@ -146,6 +146,61 @@ pub fn hash_stream(body: ByteStream) -> (ByteStream, HashingTask) {
     (stream, HashingTask { sha, md5 })
 }
 
+/// Wraps a read of a whole stored binary so that it is checked against the digest it is
+/// stored under. The last chunk is held back until the digest is known: a corrupt copy never
+/// reaches a client as a complete body. On a mismatch the stream ends with an error instead
+/// of the last chunk and `on_corrupt` runs once (to drop the copy, count it, re-fetch).
+pub fn verify_stream(
+    body: ByteStream,
+    expected: Sha256,
+    on_corrupt: impl FnOnce(Error) -> Error + Send + 'static,
+) -> ByteStream {
+    struct State<F> {
+        body: ByteStream,
+        hasher: Sha256Hasher,
+        held: Option<Bytes>,
+        on_corrupt: Option<F>,
+    }
+    let state = State {
+        body,
+        hasher: Sha256Hasher::new(),
+        held: None,
+        on_corrupt: Some(on_corrupt),
+    };
+    futures::stream::unfold(Some(state), move |state| async move {
+        let mut state = state?;
+        loop {
+            match state.body.next().await {
+                Some(Ok(chunk)) => {
+                    state.hasher.update(&chunk);
+                    if let Some(previous) = state.held.replace(chunk) {
+                        return Some((Ok(previous), Some(state)));
+                    }
+                }
+                Some(Err(e)) => return Some((Err(e), None)),
+                None => {
+                    let actual = Sha256::from_bytes(state.hasher.finalize_reset().into());
+                    if actual == expected {
+                        let last = state.held.take()?;
+                        return Some((Ok(last), None));
+                    }
+                    let mismatch = Error::ChecksumMismatch {
+                        algorithm: crate::ChecksumAlgorithm::Sha256,
+                        expected: expected.to_hex(),
+                        actual: actual.to_hex(),
+                    };
+                    let error = match state.on_corrupt.take() {
+                        Some(f) => f(mismatch),
+                        None => mismatch,
+                    };
+                    return Some((Err(error), None));
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +219,28 @@ mod tests {
         assert_eq!(passed.concat(), data);
         assert_eq!(len, data.len() as u64);
         assert_eq!(sums, ChecksumHasher::digest(&data));
+    }
+
+    #[tokio::test]
+    async fn verify_stream_passes_intact_bytes_and_holds_back_the_end_of_corrupt_ones() {
+        let data = Bytes::from_static(b"hello, verified world");
+        let digest = ChecksumHasher::digest(&data).sha256;
+        let chunks =
+            || futures::stream::iter(vec![Ok(data.slice(..5)), Ok(data.slice(5..))]).boxed();
+        let intact: Vec<Bytes> = verify_stream(chunks(), digest, |e| e)
+            .try_collect()
+            .await
+            .expect("intact");
+        assert_eq!(intact.concat(), data);
+
+        let other = ChecksumHasher::digest(b"something else").sha256;
+        let items: Vec<Result<Bytes>> = verify_stream(chunks(), other, |e| e).collect().await;
+        assert_eq!(
+            items.len(),
+            2,
+            "the first chunk, then the error instead of the last"
+        );
+        assert!(matches!(items[1], Err(Error::ChecksumMismatch { .. })));
     }
 
     #[test]

@@ -8,17 +8,19 @@ pub mod conformance;
 mod digest;
 mod error;
 pub mod eventual;
+pub mod fanout;
 pub mod fs;
 mod hashing;
 mod key;
 pub mod memory;
 mod path;
 mod provider;
+pub mod sharding;
 mod uploads;
 
 pub use digest::{ChecksumAlgorithm, Checksums, ExpectedChecksums, Md5, Sha1, Sha256};
 pub use error::{BoxError, Error, Result};
-pub use hashing::{ChecksumHasher, HashingTask, hash_stream};
+pub use hashing::{ChecksumHasher, HashingTask, hash_stream, verify_stream};
 pub use key::{BinaryKey, KeyLayout};
 pub use path::{ArtifactPath, RepoKey};
 pub use provider::{

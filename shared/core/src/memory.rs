@@ -22,12 +22,24 @@ use crate::{
 #[derive(Debug, Clone, Default)]
 pub struct InMemoryProvider {
     objects: Arc<Mutex<HashMap<Sha256, (Bytes, SystemTime)>>>,
+    /// Reported total space, for tests of free-space placement; `None`: unknown, as for an
+    /// object store.
+    capacity: Option<u64>,
 }
 
 impl InMemoryProvider {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that reports `capacity` bytes of total space and what is left of it as
+    /// free space.
+    pub fn with_capacity(capacity: u64) -> Self {
+        Self {
+            capacity: Some(capacity),
+            ..Self::default()
+        }
     }
 
     fn objects(&self) -> std::sync::MutexGuard<'_, HashMap<Sha256, (Bytes, SystemTime)>> {
@@ -129,6 +141,13 @@ impl BinaryProvider for InMemoryProvider {
     }
 
     async fn health(&self) -> Result<Health> {
-        Ok(Health::default())
+        let Some(total) = self.capacity else {
+            return Ok(Health::default());
+        };
+        let used: u64 = self.objects().values().map(|(b, _)| b.len() as u64).sum();
+        Ok(Health {
+            free_space: Some(total.saturating_sub(used)),
+            total_space: Some(total),
+        })
     }
 }
