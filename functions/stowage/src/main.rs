@@ -1,4 +1,5 @@
-//! The all-in-one `stowage` binary: `serve` (the HTTP API), `migrate`, `gc` and `bench`.
+//! The all-in-one `stowage` binary: `serve` (the HTTP API), `migrate`, `gc`, `balance` and
+//! the benchmarks.
 //! It only wires: configuration, clients and pools are built once here and handed to the
 //! library crates, which hold all the logic.
 
@@ -44,6 +45,9 @@ enum Command {
     /// Collect garbage offline (the server must be stopped; while it runs, use
     /// `POST /api/system/storage/gc`).
     Gc(ConfigArgs),
+    /// Bring every binary of a sharded filestore back to its redundancy, offline (while the
+    /// server runs, use `POST /api/system/storage/optimize`).
+    Balance(ConfigArgs),
     /// Measure upload and download throughput against the disk's and the hashes' raw limits.
     Bench(bench::BenchArgs),
     /// Measure uploads to an S3 endpoint (direct and eventual) against the plain SDK.
@@ -116,6 +120,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::serve(&args).await,
             Command::Migrate(args) => serve::migrate(&args).await,
             Command::Gc(args) => serve::gc(&args).await,
+            Command::Balance(args) => serve::balance(&args).await,
             Command::Bench(args) => bench::run(&args).await,
             Command::BenchS3(args) => bench_s3::run(&args).await,
         }

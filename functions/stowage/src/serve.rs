@@ -1,4 +1,4 @@
-//! `stowage serve`, `migrate` and `gc`: build the clients once, then run.
+//! `stowage serve`, `migrate`, `gc` and `balance`: build the clients once, then run.
 
 use std::fs::File;
 use std::sync::Arc;
@@ -106,6 +106,26 @@ pub(crate) async fn gc(args: &ConfigArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// `stowage balance`: one balancing pass of the sharded store, offline.
+pub(crate) async fn balance(args: &ConfigArgs) -> Result<(), Error> {
+    let config = args.load()?;
+    let _lock = lock_data_dir(&config)?;
+    let (stowage, metadata, _) = build(&config, &node_id(&config)).await?;
+    let report = stowage.balance().await;
+    metadata.close().await;
+    let report = report?.ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "filestore template {:?} is not sharded: there is nothing to balance",
+            config.filestore.template
+        ))
+    })?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
+    Ok(())
+}
+
 pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
     let config = args.load()?;
     let _lock = lock_data_dir(&config)?;
@@ -154,6 +174,14 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
             Duration::from_secs(config.gc.interval_secs),
         )
     });
+    let balancing_interval = config.filestore.sharding.balancing_interval;
+    let scheduled_balancing = (filestore.sharding.is_some() && balancing_interval > 0).then(|| {
+        stowage_api::tasks::spawn_scheduled_balancing(
+            Arc::clone(&stowage),
+            Arc::clone(&cluster),
+            Duration::from_millis(balancing_interval),
+        )
+    });
     let state = AppState {
         stowage,
         auth: Arc::new(auth),
@@ -173,7 +201,7 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
         // Uploads cut short stay queued; the next start sends them.
         task.abort();
     }
-    if let Some(task) = scheduled_gc {
+    for task in [scheduled_gc, scheduled_balancing].into_iter().flatten() {
         task.abort();
     }
     cluster.leave().await;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::Deserialize;
 use stowage_core::Error;
+use stowage_core::sharding::{ReadBehavior, WriteBehavior};
 
 /// The whole configuration (`stowage serve --config FILE`).
 #[derive(Debug, Clone, Deserialize)]
@@ -111,7 +112,8 @@ pub struct FilestoreConfig {
     pub google_storage: Option<toml::Table>,
     #[serde(rename = "azure-blob-storage")]
     pub azure_blob_storage: Option<toml::Table>,
-    pub sharding: Option<toml::Table>,
+    /// `[filestore.sharding]`, for `double-shards`, `redundant-shards` and `s3-sharding`.
+    pub sharding: ShardingConfig,
 }
 
 impl Default for FilestoreConfig {
@@ -126,7 +128,7 @@ impl Default for FilestoreConfig {
             eventual: EventualConfig::default(),
             google_storage: None,
             azure_blob_storage: None,
-            sharding: None,
+            sharding: ShardingConfig::default(),
         }
     }
 }
@@ -165,6 +167,82 @@ impl Default for EventualConfig {
             max_retry_backoff_secs: 300,
         }
     }
+}
+
+/// `[filestore.sharding]`: the sharding provider and its mounts. Names and defaults follow
+/// Artifactory's sharding and state-aware binary providers; times are in milliseconds as there.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct ShardingConfig {
+    /// Copies of each binary, at most the number of mounts. Default: 1 for `double-shards` and
+    /// `s3-sharding`, 2 for `redundant-shards`.
+    pub redundancy: Option<usize>,
+    /// Copies that must be written for an upload to succeed; 0 means `redundancy`. Default 1.
+    pub lenient_limit: usize,
+    /// `roundRobin` (default), `freeSpace`, `percentageFreeSpace`, `zoneFreeSpace` or
+    /// `zonePercentageFreeSpace`.
+    pub write_behavior: WriteBehavior,
+    /// `roundRobin` (default) or `zone` (this node's zones first, by `[cluster] crossZoneOrder`).
+    pub read_behavior: ReadBehavior,
+    /// How long a redundant write waits for a slow copy before cutting it off. Default 30000.
+    pub concurrent_stream_wait_timeout: u64,
+    /// Buffer, in KiB, each copy of a redundant write may fall behind by. Default 32.
+    pub concurrent_stream_buffer_kb: usize,
+    /// How long a free-space sample is used by the free-space behaviours. Default 3600000.
+    pub free_space_sample_interval: u64,
+    /// How long one balancing pass may run. Default 3600000.
+    pub max_balancing_run_time: u64,
+    /// Time between scheduled balancing passes on the primary node, besides the pass after
+    /// each garbage collection; 0 turns the schedule off. Default 3600000. (Stowage's own.)
+    pub balancing_interval: u64,
+    /// How often a mount that failed is tried again, for mounts that do not set their own.
+    /// Default 15000.
+    pub check_period: u64,
+    /// The mounts. Default for `double-shards` and `redundant-shards`: two directories,
+    /// `<data_dir>/shard-fs-1` and `<data_dir>/shard-fs-2`.
+    pub mounts: Vec<MountConfig>,
+}
+
+impl Default for ShardingConfig {
+    fn default() -> Self {
+        Self {
+            redundancy: None,
+            lenient_limit: 1,
+            write_behavior: WriteBehavior::default(),
+            read_behavior: ReadBehavior::default(),
+            concurrent_stream_wait_timeout: 30_000,
+            concurrent_stream_buffer_kb: 32,
+            free_space_sample_interval: 3_600_000,
+            max_balancing_run_time: 3_600_000,
+            balancing_interval: 3_600_000,
+            check_period: 15_000,
+            mounts: Vec::new(),
+        }
+    }
+}
+
+/// One mount of `[filestore.sharding]`: a directory or an S3 bucket (a state-aware provider).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MountConfig {
+    /// The mount's name in logs and `/api/storageinfo`.
+    pub id: String,
+    /// A local directory (a disk's mount point).
+    pub dir: Option<PathBuf>,
+    /// An S3 bucket: settings laid over `[filestore.s3]` (often just `bucketName`).
+    pub s3: Option<toml::Table>,
+    /// The sharding zone.
+    pub zone: Option<String>,
+    /// `false`: read, balanced from and cleaned by garbage collection, never written.
+    /// Default `true`.
+    #[serde(default = "yes")]
+    pub write_enabled: bool,
+    /// Overrides `checkPeriod` for this mount.
+    pub check_period: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `[uploads]`: presigned upload sessions (object-store templates only).
@@ -271,6 +349,11 @@ pub struct ClusterConfig {
     pub lock_lease_secs: u64,
     /// Seconds a request waits for a lock before a 503. Default 30.
     pub lock_wait_secs: u64,
+    /// This node's sharding zones, nearest first, comma-separated (`"us-east-1,us-east-2"`),
+    /// as Artifactory's `shared.node.crossZoneOrder`. Used by the zone read and write
+    /// behaviours. Default: the zones in the order the mounts name them.
+    #[serde(rename = "crossZoneOrder")]
+    pub cross_zone_order: String,
 }
 
 impl Default for ClusterConfig {
@@ -282,6 +365,7 @@ impl Default for ClusterConfig {
             primary_lease_secs: 15,
             lock_lease_secs: 30,
             lock_wait_secs: 30,
+            cross_zone_order: String::new(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! | `file-system` (default) | local directory |
 //! | `s3-storage-v3-direct` | S3, uploads streamed (below `maxFileSizeForDirectUpload`) or multipart |
 //! | `s3-storage-v3`, `cluster-s3-storage-v3` | eventual queue → S3 |
+//! | `double-shards`, `redundant-shards`, `s3-sharding` | sharding → state-aware mounts (directories, S3 buckets) |
 //!
 //! Beside the chain it keeps the handles the service needs: the eventual queue (its dispatcher
 //! and figures) and the store that accepts presigned upload sessions.
@@ -16,10 +17,13 @@ use std::time::Duration;
 
 use stowage_core::eventual::{EventualProvider, EventualSettings};
 use stowage_core::fs::FileSystemProvider;
+use stowage_core::fanout::FanOutSettings;
+use stowage_core::sharding::{MountSettings, Mounts, ShardingProvider, ShardingSettings};
 use stowage_core::{BinaryProvider, Error, KeyLayout, PresignedUploads, Result};
 use stowage_s3::S3Provider;
 
 use crate::Config;
+use crate::config::MountConfig;
 
 /// Every template name, for messages.
 const TEMPLATES: &str = "file-system, cache-fs, double-shards, redundant-shards, s3-storage-v3, \
@@ -35,6 +39,8 @@ pub struct Filestore {
     pub eventual: Option<EventualProvider>,
     /// The object store that takes presigned upload sessions, for templates that have one.
     pub uploads: Option<Arc<dyn PresignedUploads>>,
+    /// The sharded store (its mounts, balancing), for the sharding templates.
+    pub sharding: Option<ShardingProvider>,
     /// Local staging the chain keeps (filesystem `_pre`), cleaned of crash leftovers.
     local: Option<FileSystemProvider>,
 }
@@ -45,6 +51,7 @@ impl fmt::Debug for Filestore {
             .field("provider", &self.provider.to_string())
             .field("eventual", &self.eventual.is_some())
             .field("uploads", &self.uploads.is_some())
+            .field("sharding", &self.sharding.is_some())
             .finish()
     }
 }
@@ -56,6 +63,7 @@ impl Filestore {
             provider,
             eventual: None,
             uploads: None,
+            sharding: None,
             local: None,
         }
     }
@@ -70,6 +78,7 @@ impl Filestore {
                     provider: Arc::new(fs.clone()),
                     eventual: None,
                     uploads: None,
+                    sharding: None,
                     local: Some(fs),
                 })
             }
@@ -79,6 +88,7 @@ impl Filestore {
                     provider: s3.clone(),
                     eventual: None,
                     uploads: Some(s3),
+                    sharding: None,
                     local: None,
                 })
             }
@@ -101,14 +111,29 @@ impl Filestore {
                     provider: Arc::new(eventual.clone()),
                     eventual: Some(eventual),
                     uploads: Some(s3),
+                    sharding: None,
                     local: None,
                 })
             }
-            template @ ("cache-fs" | "double-shards" | "redundant-shards" | "s3-sharding"
-            | "google-storage" | "azure-blob-storage") => Err(Error::InvalidInput(format!(
-                "filestore template {template:?} is not available in this build yet; use one of \
-                 file-system, s3-storage-v3-direct, s3-storage-v3, cluster-s3-storage-v3"
-            ))),
+            "double-shards" => build_sharding(config, layout, 1).await,
+            "redundant-shards" => build_sharding(config, layout, 2).await,
+            "s3-sharding" => {
+                if config.filestore.sharding.mounts.is_empty() {
+                    return Err(Error::InvalidInput(
+                        "template \"s3-sharding\" needs [filestore.sharding] mounts, each with \
+                         s3 = { bucketName = \"…\" }"
+                            .into(),
+                    ));
+                }
+                build_sharding(config, layout, 1).await
+            }
+            template @ ("cache-fs" | "google-storage" | "azure-blob-storage") => {
+                Err(Error::InvalidInput(format!(
+                    "filestore template {template:?} is not available in this build yet; use \
+                     one of file-system, s3-storage-v3-direct, s3-storage-v3, \
+                     cluster-s3-storage-v3, double-shards, redundant-shards, s3-sharding"
+                )))
+            }
             other => Err(Error::InvalidInput(format!(
                 "unknown filestore template {other:?}; expected one of {TEMPLATES}"
             ))),
@@ -129,6 +154,113 @@ impl Filestore {
     }
 }
 
+/// A sharded store over the configured mounts (or two directories under the data directory).
+async fn build_sharding(
+    config: &Config,
+    layout: KeyLayout,
+    default_redundancy: usize,
+) -> Result<Filestore> {
+    let c = &config.filestore.sharding;
+    let mounts = if c.mounts.is_empty() {
+        (1..=2)
+            .map(|n| MountConfig {
+                id: format!("shard-fs-{n}"),
+                dir: Some(config.data_dir.join(format!("shard-fs-{n}"))),
+                s3: None,
+                zone: None,
+                write_enabled: true,
+                check_period: None,
+            })
+            .collect()
+    } else {
+        c.mounts.clone()
+    };
+    let mut built: Mounts = Vec::new();
+    for mount in mounts {
+        let provider: Arc<dyn BinaryProvider> = match (&mount.dir, &mount.s3) {
+            (Some(dir), None) => Arc::new(FileSystemProvider::new(dir, layout).map_err(|e| {
+                Error::InvalidInput(format!("[filestore.sharding] mount {:?}: {e}", mount.id))
+            })?),
+            (None, Some(table)) => {
+                let s3 = shard_s3_config(config, &mount.id, table)?;
+                let spool = config.data_dir.join("s3-spool").join(&mount.id);
+                // Checked below with the other mounts: a bucket that is away at start-up
+                // leaves its mount down, not the whole store.
+                let s3 = stowage_s3::S3Config {
+                    test_connection: false,
+                    ..s3
+                };
+                Arc::new(connect_s3_with(config, s3, layout, spool).await?)
+            }
+            _ => {
+                return Err(Error::InvalidInput(format!(
+                    "[filestore.sharding] mount {:?} needs exactly one of dir = \"…\" or \
+                     s3 = {{ bucketName = \"…\" }}",
+                    mount.id
+                )));
+            }
+        };
+        let settings = MountSettings {
+            id: mount.id.clone(),
+            zone: mount.zone.clone(),
+            write_enabled: mount.write_enabled,
+            check_period: Duration::from_millis(mount.check_period.unwrap_or(c.check_period)),
+        };
+        built.push((settings, provider));
+    }
+    let cross_zone_order = config
+        .cluster
+        .cross_zone_order
+        .split(',')
+        .map(str::trim)
+        .filter(|z| !z.is_empty())
+        .map(String::from)
+        .collect();
+    let settings = ShardingSettings {
+        redundancy: c.redundancy.unwrap_or(default_redundancy),
+        lenient_limit: c.lenient_limit,
+        write_behavior: c.write_behavior,
+        read_behavior: c.read_behavior,
+        cross_zone_order,
+        fan_out: FanOutSettings {
+            buffer_bytes: c.concurrent_stream_buffer_kb.max(1) << 10,
+            wait_timeout: Duration::from_millis(c.concurrent_stream_wait_timeout.max(1)),
+        },
+        free_space_sample_interval: Duration::from_millis(c.free_space_sample_interval),
+        max_balancing_run_time: Duration::from_millis(c.max_balancing_run_time.max(1)),
+    };
+    let sharding = ShardingProvider::new(built, settings)?;
+    for (id, e) in sharding.check_mounts().await {
+        tracing::warn!(mount = %id, error = %e, "a mount is down at start-up; it is tried again every checkPeriod");
+    }
+    Ok(Filestore {
+        provider: Arc::new(sharding.clone()),
+        eventual: None,
+        uploads: None,
+        sharding: Some(sharding),
+        local: None,
+    })
+}
+
+/// A shard's S3 settings: its own table laid over `[filestore.s3]`.
+fn shard_s3_config(
+    config: &Config,
+    id: &str,
+    table: &toml::Table,
+) -> Result<stowage_s3::S3Config> {
+    let bad = |e: String| Error::InvalidInput(format!("[filestore.sharding] mount {id:?}: {e}"));
+    let mut merged = match &config.filestore.s3 {
+        Some(base) => toml::Table::try_from(base).map_err(|e| bad(e.to_string()))?,
+        None => toml::Table::new(),
+    };
+    for (key, value) in table {
+        merged.insert(key.clone(), value.clone());
+    }
+    merged
+        .try_into()
+        .map_err(|e: toml::de::Error| bad(format!("s3: {}", e.message())))
+}
+
 async fn connect_s3(config: &Config, layout: KeyLayout) -> Result<S3Provider> {
     let s3 = config.filestore.s3.clone().ok_or_else(|| {
         Error::InvalidInput(format!(
@@ -136,7 +268,15 @@ async fn connect_s3(config: &Config, layout: KeyLayout) -> Result<S3Provider> {
             config.filestore.template
         ))
     })?;
-    let spool = config.data_dir.join("s3-spool");
+    connect_s3_with(config, s3, layout, config.data_dir.join("s3-spool")).await
+}
+
+async fn connect_s3_with(
+    config: &Config,
+    s3: stowage_s3::S3Config,
+    layout: KeyLayout,
+    spool: std::path::PathBuf,
+) -> Result<S3Provider> {
     // This process owns its data directory (the data-dir lock): older spool files are a
     // crash's leftovers.
     if let Ok(mut entries) = tokio::fs::read_dir(&spool).await {

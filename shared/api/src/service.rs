@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use futures::TryStreamExt;
 use stowage_core::eventual::{EventualProvider, QueueStats};
+use stowage_core::sharding::{BalanceReport, ShardingProvider, Wanted};
 use stowage_core::{
     ArtifactPath, BinaryProvider, BinaryProviderExt, ByteStream, Error, ExpectedChecksums,
     GetOptions, GetResult, PresignedUploads, PutOptions, RepoKey, Result, StaleUploads, UploadPlan,
@@ -48,6 +49,8 @@ pub struct GcReport {
     pub upload_sessions_expired: u64,
     /// Staging objects and multipart uploads abandoned by crashes, removed.
     pub stale_uploads: StaleUploads,
+    /// The balancing pass that follows collection on a sharded store.
+    pub balancing: Option<BalanceReport>,
 }
 
 /// What opening an upload session gave.
@@ -68,6 +71,7 @@ pub struct Stowage {
     provider: Arc<dyn BinaryProvider>,
     eventual: Option<EventualProvider>,
     uploads: Option<Arc<dyn PresignedUploads>>,
+    sharding: Option<ShardingProvider>,
     session_expiry: Duration,
     metadata: Metadata,
     /// Order metadata changes across nodes: a path's changes one at a time, and "store bytes,
@@ -89,6 +93,7 @@ impl Stowage {
             provider: filestore.provider,
             eventual: filestore.eventual,
             uploads: filestore.uploads,
+            sharding: filestore.sharding,
             session_expiry: Duration::from_secs(config.uploads.session_expiry_secs.max(1)),
             metadata,
             trash_retention: config.trash_retention(),
@@ -337,6 +342,28 @@ impl Stowage {
     }
 
     /// This service with other locks (benchmark builds: measuring the cost of locking).
+    /// The sharded store, for templates that shard.
+    pub fn sharding(&self) -> Option<&ShardingProvider> {
+        self.sharding.as_ref()
+    }
+
+    /// One balancing pass over the sharded store (`None` when the store is not sharded).
+    /// Binaries no metadata refers to are left to garbage collection.
+    pub async fn balance(&self) -> Result<Option<BalanceReport>> {
+        let Some(sharding) = &self.sharding else {
+            return Ok(None);
+        };
+        let metadata = self.metadata.clone();
+        let wanted: Wanted = Arc::new(move |digest| {
+            let metadata = metadata.clone();
+            Box::pin(async move {
+                let lookup = ChecksumLookup::Sha256(digest);
+                Ok(metadata.find_binary(lookup).await?.is_some())
+            })
+        });
+        sharding.balance(Some(wanted)).await.map(Some)
+    }
+
     #[cfg(feature = "bench")]
     pub fn with_locks(mut self, locks: Locks) -> Self {
         self.locks = locks;
@@ -397,6 +424,15 @@ impl Stowage {
             }
         }
         (report.upload_sessions_expired, report.stale_uploads) = self.clean_uploads().await?;
+        // As in Artifactory, balancing follows collection (which removed the copies that
+        // need no balancing). A pass already running is left to finish.
+        report.balancing = match self.balance().await {
+            Err(Error::Conflict(reason)) => {
+                tracing::info!(%reason, "balancing after garbage collection skipped");
+                None
+            }
+            other => other?,
+        };
         tracing::info!(?report, "garbage collection finished");
         Ok(report)
     }

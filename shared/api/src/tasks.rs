@@ -1,41 +1,87 @@
 //! Cluster-wide tasks: run by the primary node only, one run at a time across the cluster (a
 //! named lock in the database), each run recorded in `task_runs` with its node and times.
-//! Garbage collection is the first; balancing joins it with sharding.
+//! Garbage collection (followed by balancing on a sharded store), and balancing on its own:
+//! on a schedule, or raised by `POST /api/system/storage/optimize`.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use stowage_core::sharding::BalanceReport;
 use stowage_core::{Error, Result};
 
 use crate::cluster::Cluster;
 use crate::locks::LockName;
 use crate::service::{GcReport, Stowage};
 
-/// Runs garbage collection as a cluster-wide task. `Conflict` on a node that is not primary.
-pub async fn run_gc(stowage: &Stowage, cluster: &Cluster) -> Result<GcReport> {
+/// Runs `task` as the cluster-wide task `name`. `Conflict` on a node that is not primary.
+async fn run_on_primary<T, F, Fut>(
+    stowage: &Stowage,
+    cluster: &Cluster,
+    name: &'static str,
+    task: F,
+    outcome: impl Fn(&T) -> String,
+) -> Result<T>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
     if !cluster.is_primary() {
-        return Err(not_primary(cluster).await);
+        return Err(not_primary(cluster, name).await);
     }
-    let _lock = stowage.locks().lock(&LockName::Named("gc")).await?;
+    let _lock = stowage.locks().lock(&LockName::Named(name)).await?;
     // The role may have moved while this node waited for the lock.
     if !cluster.is_primary() {
-        return Err(not_primary(cluster).await);
+        return Err(not_primary(cluster, name).await);
     }
     let metadata = stowage.metadata();
-    let run = metadata.start_task_run("gc", cluster.node_id()).await?;
-    let result = stowage.gc().await;
-    let outcome = match &result {
-        Ok(report) => format!(
-            "ok: {} binaries, {} orphans, {} bytes freed",
-            report.binaries_removed, report.orphans_removed, report.bytes_freed
-        ),
+    let run = metadata.start_task_run(name, cluster.node_id()).await?;
+    let result = task().await;
+    let text = match &result {
+        Ok(report) => format!("ok: {}", outcome(report)),
         Err(e) => format!("failed: {e}"),
     };
-    metadata.finish_task_run(run, &outcome).await?;
+    metadata.finish_task_run(run, &text).await?;
     result
 }
 
-async fn not_primary(cluster: &Cluster) -> Error {
+/// Runs garbage collection (and the balancing that follows it) as a cluster-wide task.
+pub async fn run_gc(stowage: &Stowage, cluster: &Cluster) -> Result<GcReport> {
+    run_on_primary(
+        stowage,
+        cluster,
+        "gc",
+        || stowage.gc(),
+        |r| {
+            format!(
+                "{} binaries, {} orphans, {} bytes freed",
+                r.binaries_removed, r.orphans_removed, r.bytes_freed
+            )
+        },
+    )
+    .await
+}
+
+/// Runs one balancing pass as a cluster-wide task; `None` when the store is not sharded.
+pub async fn run_balance(stowage: &Stowage, cluster: &Cluster) -> Result<Option<BalanceReport>> {
+    run_on_primary(
+        stowage,
+        cluster,
+        "balance",
+        || stowage.balance(),
+        |r| match r {
+            Some(r) => format!(
+                "{} checked, {} copied, {} removed, {} remaining",
+                r.checked, r.copied, r.removed, r.remaining
+            ),
+            None => "not sharded".into(),
+        },
+    )
+    .await
+}
+
+/// The answer to a cluster-wide task asked of a node that is not primary: where to send it.
+pub(crate) async fn not_primary(cluster: &Cluster, task: &str) -> Error {
     let primary = match cluster.status().await {
         Ok(status) => status
             .primary
@@ -46,26 +92,63 @@ async fn not_primary(cluster: &Cluster) -> Error {
             ),
         Err(_) => "unknown: the database is unavailable".to_string(),
     };
+    let task = match task {
+        "gc" => "garbage collection",
+        "balance" => "balancing",
+        other => other,
+    };
     Error::Conflict(format!(
-        "garbage collection runs on the primary node ({primary}); send the request there"
+        "{task} runs on the primary node ({primary}); send the request there"
     ))
 }
 
-/// Runs garbage collection every `interval` on whichever node is primary at the time.
-pub fn spawn_scheduled_gc(
-    stowage: Arc<Stowage>,
+/// Runs `task` every `interval` on whichever node is primary at the time.
+fn spawn_scheduled<F, Fut, T>(
     cluster: Arc<Cluster>,
     interval: Duration,
-) -> tokio::task::JoinHandle<()> {
+    what: &'static str,
+    task: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T>> + Send,
+{
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(interval).await;
             if !cluster.is_primary() {
                 continue;
             }
-            if let Err(e) = run_gc(&stowage, &cluster).await {
-                tracing::warn!(error = %e, "scheduled garbage collection did not run");
+            if let Err(e) = task().await {
+                tracing::warn!(error = %e, "scheduled {what} did not run");
             }
         }
+    })
+}
+
+/// Runs garbage collection every `interval` on the primary node.
+pub fn spawn_scheduled_gc(
+    stowage: Arc<Stowage>,
+    cluster: Arc<Cluster>,
+    interval: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let c = Arc::clone(&cluster);
+    spawn_scheduled(cluster, interval, "garbage collection", move || {
+        let (stowage, cluster) = (Arc::clone(&stowage), Arc::clone(&c));
+        async move { run_gc(&stowage, &cluster).await }
+    })
+}
+
+/// Runs balancing every `interval` on the primary node (besides the pass after each garbage
+/// collection).
+pub fn spawn_scheduled_balancing(
+    stowage: Arc<Stowage>,
+    cluster: Arc<Cluster>,
+    interval: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let c = Arc::clone(&cluster);
+    spawn_scheduled(cluster, interval, "balancing", move || {
+        let (stowage, cluster) = (Arc::clone(&stowage), Arc::clone(&c));
+        async move { run_balance(&stowage, &cluster).await }
     })
 }

@@ -4,7 +4,7 @@
 //! panics; `validate` names the setting that is wrong.
 
 use bytesize::ByteSize;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use stowage_core::Error;
 
 /// Smallest part S3 accepts in a multipart upload (all but the last part).
@@ -13,7 +13,7 @@ pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 pub const MAX_PARTS: u64 = 10_000;
 
 /// Server-side encryption of stored objects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum ServerSideEncryption {
     /// SSE-S3: keys managed by S3.
     #[serde(rename = "AES256")]
@@ -23,8 +23,8 @@ pub enum ServerSideEncryption {
     AwsKms,
 }
 
-/// `[filestore.s3]`.
-#[derive(Debug, Clone, Deserialize)]
+/// `[filestore.s3]`. (Serialize only lets a shard's settings be laid over these.)
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct S3Config {
     /// The bucket. Required.

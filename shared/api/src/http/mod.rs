@@ -55,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/system/ping", get(system::ping))
         .route("/api/system/version", get(system::version))
         .route("/api/system/storage/gc", post(system::gc))
+        .route("/api/system/storage/optimize", post(system::optimize))
         .route("/api/system/cluster", get(system::cluster))
         .route("/api/storageinfo", get(system::storage_info))
         .route("/api/repositories", get(system::list_repositories))

@@ -27,6 +27,33 @@ pub(crate) async fn gc(State(state): State<AppState>) -> Result<Response, ApiErr
     Ok(Json(report).into_response())
 }
 
+/// `POST /api/system/storage/optimize` (Optimize System Storage): starts a balancing pass of
+/// the sharded store on the primary node and answers at once (202); its progress is in
+/// `/api/storageinfo` under `shards.balancing`.
+pub(crate) async fn optimize(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let Some(sharding) = state.stowage.sharding() else {
+        return Err(Error::InvalidInput(
+            "the filestore is not sharded: there is nothing to balance".into(),
+        )
+        .into());
+    };
+    if sharding.balance_progress().running {
+        let body = json!({ "status": "balancing is already running", "progress": "/api/storageinfo" });
+        return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
+    }
+    if !state.cluster.is_primary() {
+        return Err(crate::tasks::not_primary(&state.cluster, "balance").await.into());
+    }
+    let (stowage, cluster) = (state.stowage.clone(), state.cluster.clone());
+    tokio::spawn(async move {
+        if let Err(e) = crate::tasks::run_balance(&stowage, &cluster).await {
+            tracing::warn!(error = %e, "balancing raised by optimize did not run");
+        }
+    });
+    let body = json!({ "status": "balancing started", "progress": "/api/storageinfo" });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
 /// `GET /api/system/cluster`: the nodes and which one is primary.
 pub(crate) async fn cluster(State(state): State<AppState>) -> Result<Response, ApiError> {
     let status = state.cluster.status().await?;
@@ -72,7 +99,12 @@ fn human(bytes: u64) -> String {
 /// numbers and the deduplication ratio.
 pub(crate) async fn storage_info(State(state): State<AppState>) -> Result<Response, ApiError> {
     let s = state.stowage.metadata().storage_summary().await?;
-    let health = state.stowage.provider().health().await?;
+    // Storage info must still answer when the store cannot take writes: that is when it is
+    // needed most.
+    let (health, health_error) = match state.stowage.provider().health().await {
+        Ok(health) => (health, None),
+        Err(e) => (Default::default(), Some(e.to_string())),
+    };
     // Artifactory's "optimization": stored bytes as a share of logical bytes (lower is better).
     let optimization = if s.artifacts_size == 0 {
         0.0
@@ -107,6 +139,15 @@ pub(crate) async fn storage_info(State(state): State<AppState>) -> Result<Respon
         .collect();
     let provider = state.stowage.provider().to_string();
     let queue = state.stowage.queue_stats().await?;
+    let shards = match state.stowage.sharding() {
+        Some(sharding) => Some(json!({
+            "redundancy": sharding.redundancy(),
+            "lenientLimit": sharding.lenient_limit(),
+            "mounts": sharding.mount_status().await,
+            "balancing": sharding.balance_progress(),
+        })),
+        None => None,
+    };
     Ok(Json(json!({
         "binariesSummary": {
             "binariesCount": grouped(s.binaries_count),
@@ -127,9 +168,11 @@ pub(crate) async fn storage_info(State(state): State<AppState>) -> Result<Respon
             "storageDirectory": provider,
             "totalSpaceInBytes": health.total_space,
             "freeSpaceInBytes": health.free_space,
+            "error": health_error,
         },
         "repositoriesSummaryList": repos,
         "eventualQueue": queue,
+        "shards": shards,
     }))
     .into_response())
 }

@@ -275,6 +275,25 @@ impl ShardingProvider {
         self.inner.unbalanced.load(Ordering::Relaxed)
     }
 
+    /// Checks every mount now (its `health`, as at start-up); those that fail are marked down
+    /// and returned with their errors.
+    pub async fn check_mounts(&self) -> Vec<(String, Error)> {
+        let checks = self.inner.mounts.iter().map(|mount| async move {
+            match mount.provider.health().await {
+                Ok(_) => None,
+                Err(e) => {
+                    mount.failed(&e);
+                    Some((mount.id().to_string(), e))
+                }
+            }
+        });
+        futures::future::join_all(checks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
     /// Every mount's state, free space and binaries count (each mount that is up is listed).
     pub async fn mount_status(&self) -> Vec<MountStatus> {
         let interval = self.inner.settings.free_space_sample_interval;
