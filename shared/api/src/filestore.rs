@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stowage_core::eventual::{EventualProvider, EventualSettings};
-use stowage_core::fs::FileSystemProvider;
 use stowage_core::fanout::FanOutSettings;
+use stowage_core::fs::FileSystemProvider;
 use stowage_core::sharding::{MountSettings, Mounts, ShardingProvider, ShardingSettings};
 use stowage_core::{BinaryProvider, Error, KeyLayout, PresignedUploads, Result};
 use stowage_s3::S3Provider;
@@ -243,11 +243,7 @@ async fn build_sharding(
 }
 
 /// A shard's S3 settings: its own table laid over `[filestore.s3]`.
-fn shard_s3_config(
-    config: &Config,
-    id: &str,
-    table: &toml::Table,
-) -> Result<stowage_s3::S3Config> {
+fn shard_s3_config(config: &Config, id: &str, table: &toml::Table) -> Result<stowage_s3::S3Config> {
     let bad = |e: String| Error::InvalidInput(format!("[filestore.sharding] mount {id:?}: {e}"));
     let mut merged = match &config.filestore.s3 {
         Some(base) => toml::Table::try_from(base).map_err(|e| bad(e.to_string()))?,

@@ -173,10 +173,13 @@ impl TempFile {
         let parent = target
             .parent()
             .ok_or_else(|| io::Error::other("binary path has no parent"))?;
-        let new_parent = !parent.exists();
-        if new_parent {
-            std::fs::create_dir_all(parent)?;
-        }
+        // Only the prefix folder is created: a missing root is a disk that is not mounted,
+        // and recreating it would put binaries on the disk below the mount point.
+        let new_parent = match std::fs::create_dir(parent) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(e),
+        };
         std::fs::rename(path, target)?;
         self.path = None;
         File::open(parent)?.sync_all()?;
@@ -252,7 +255,13 @@ impl BinaryProvider for FileSystemProvider {
         let created = tokio::task::spawn_blocking(move || temp.persist(&target, size))
             .await
             .map_err(|e| join_error(self, e))?
-            .map_err(|e| self.io_error(self.layout.key(&checksums.sha256), e))?;
+            .map_err(|e| Error::Storage {
+                // Not `io_error`: a folder missing here is a broken store, not a missing binary.
+                backend: self.to_string(),
+                key: self.layout.key(&checksums.sha256).to_string(),
+                source: format!("cannot move the staged upload into place: {e}").into(),
+                retryable: false,
+            })?;
         Ok(PutResult {
             checksums,
             size,

@@ -38,11 +38,14 @@ pub(crate) async fn optimize(State(state): State<AppState>) -> Result<Response, 
         .into());
     };
     if sharding.balance_progress().running {
-        let body = json!({ "status": "balancing is already running", "progress": "/api/storageinfo" });
+        let body =
+            json!({ "status": "balancing is already running", "progress": "/api/storageinfo" });
         return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
     }
     if !state.cluster.is_primary() {
-        return Err(crate::tasks::not_primary(&state.cluster, "balance").await.into());
+        return Err(crate::tasks::not_primary(&state.cluster, "balance")
+            .await
+            .into());
     }
     let (stowage, cluster) = (state.stowage.clone(), state.cluster.clone());
     tokio::spawn(async move {
