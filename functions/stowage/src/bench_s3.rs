@@ -46,7 +46,7 @@ struct FileSet {
     sha256: Vec<String>,
 }
 
-fn parse_sets(spec: &str) -> Result<Vec<(u64, usize)>, Error> {
+pub(crate) fn parse_sets(spec: &str) -> Result<Vec<(u64, usize)>, Error> {
     spec.split(',')
         .map(|set| {
             let (size, count) = set.split_once(['×', 'x']).ok_or_else(|| {

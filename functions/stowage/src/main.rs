@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_s3;
+mod bench_shards;
 mod serve;
 
 use std::path::PathBuf;
@@ -53,6 +54,9 @@ enum Command {
     /// Measure uploads to an S3 endpoint (direct and eventual) against the plain SDK.
     #[command(name = "bench-s3")]
     BenchS3(bench_s3::BenchS3Args),
+    /// Measure sharded uploads for redundancy 1–3 on tmpfs and disk, and the balancing rate.
+    #[command(name = "bench-shards")]
+    BenchShards(bench_shards::BenchShardsArgs),
 }
 
 /// Where the configuration comes from; flags override `STOWAGE_*` variables, which override
@@ -123,6 +127,7 @@ fn main() -> ExitCode {
             Command::Balance(args) => serve::balance(&args).await,
             Command::Bench(args) => bench::run(&args).await,
             Command::BenchS3(args) => bench_s3::run(&args).await,
+            Command::BenchShards(args) => bench_shards::run(&args).await,
         }
     });
     match result {

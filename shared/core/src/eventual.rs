@@ -494,6 +494,10 @@ impl BinaryProvider for EventualProvider {
         // Into the queue like any upload; the workers send it on.
         crate::provider::put_file_as_stream(self, path, sha256, size).await
     }
+
+    fn as_stager(&self) -> Option<&dyn crate::Stager> {
+        None // acknowledging means queueing: the queue names what it holds by digest
+    }
 }
 
 #[cfg(test)]

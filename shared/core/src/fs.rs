@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::provider::check_range;
 use crate::{
     BinaryProvider, ByteStream, Error, GetOptions, GetResult, Health, KeyLayout, ObjectMeta,
-    PutOptions, PutResult, Result, Sha256,
+    PutOptions, PutResult, Result, Sha256, StagedBinary, Stager,
 };
 
 /// Folder, under the filestore root, where uploads are staged (Artifactory's name for it).
@@ -201,10 +201,47 @@ impl Drop for TempFile {
     }
 }
 
+/// An upload written and fsynced in `_pre`, waiting for its name.
+#[derive(Debug)]
+struct StagedFile {
+    provider: FileSystemProvider,
+    temp: TempFile,
+    size: u64,
+}
+
 #[async_trait]
-impl BinaryProvider for FileSystemProvider {
-    async fn put_opts(&self, body: ByteStream, opts: PutOptions) -> Result<PutResult> {
-        let (mut body, hashing) = crate::hash_stream(body);
+impl StagedBinary for StagedFile {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    async fn commit(self: Box<Self>, digest: &Sha256) -> Result<bool> {
+        let StagedFile {
+            provider,
+            temp,
+            size,
+        } = *self;
+        let target = provider.path_of(digest);
+        tokio::task::spawn_blocking(move || temp.persist(&target, size))
+            .await
+            .map_err(|e| join_error(&provider, e))?
+            .map_err(|e| Error::Storage {
+                // Not `io_error`: a folder missing here is a broken store, not a missing binary.
+                backend: provider.to_string(),
+                key: provider.layout.key(digest).to_string(),
+                source: format!("cannot move the staged upload into place: {e}").into(),
+                retryable: false,
+            })
+    }
+}
+
+#[async_trait]
+impl Stager for FileSystemProvider {
+    async fn stage(
+        &self,
+        mut body: ByteStream,
+        size: Option<u64>,
+    ) -> Result<Box<dyn StagedBinary>> {
         let temp_dir = self.temp_dir.clone();
         let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE_CHUNKS);
         let writer = tokio::task::spawn_blocking(move || -> io::Result<TempFile> {
@@ -223,7 +260,7 @@ impl BinaryProvider for FileSystemProvider {
         while let Some(chunk) = body.next().await {
             let chunk = chunk?;
             received += chunk.len() as u64;
-            if let Some(expected) = opts.size
+            if let Some(expected) = size
                 && received > expected
             {
                 return Err(Error::TooLong { expected });
@@ -243,25 +280,27 @@ impl BinaryProvider for FileSystemProvider {
                 source: Box::new(e),
                 retryable: false,
             })?;
-        if let Some(expected) = opts.size
+        if let Some(expected) = size
             && received < expected
         {
             return Err(Error::Truncated { expected, received });
         }
+        Ok(Box::new(StagedFile {
+            provider: self.clone(),
+            temp,
+            size: received,
+        }))
+    }
+}
+
+#[async_trait]
+impl BinaryProvider for FileSystemProvider {
+    async fn put_opts(&self, body: ByteStream, opts: PutOptions) -> Result<PutResult> {
+        let (body, hashing) = crate::hash_stream(body);
+        let staged = self.stage(body, opts.size).await?;
         let (checksums, size) = hashing.finish().await?;
         opts.expected.verify(&checksums)?;
-
-        let target = self.path_of(&checksums.sha256);
-        let created = tokio::task::spawn_blocking(move || temp.persist(&target, size))
-            .await
-            .map_err(|e| join_error(self, e))?
-            .map_err(|e| Error::Storage {
-                // Not `io_error`: a folder missing here is a broken store, not a missing binary.
-                backend: self.to_string(),
-                key: self.layout.key(&checksums.sha256).to_string(),
-                source: format!("cannot move the staged upload into place: {e}").into(),
-                retryable: false,
-            })?;
+        let created = staged.commit(&checksums.sha256).await?;
         Ok(PutResult {
             checksums,
             size,
@@ -418,6 +457,10 @@ impl BinaryProvider for FileSystemProvider {
             }
         });
         futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+    }
+
+    fn as_stager(&self) -> Option<&dyn Stager> {
+        Some(self)
     }
 
     async fn health(&self) -> Result<Health> {

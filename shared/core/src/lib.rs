@@ -25,6 +25,6 @@ pub use key::{BinaryKey, KeyLayout};
 pub use path::{ArtifactPath, RepoKey};
 pub use provider::{
     BinaryProvider, BinaryProviderExt, ByteStream, GetOptions, GetResult, Health, ObjectMeta,
-    PutOptions, PutResult, check_range, put_file_as_stream,
+    PutOptions, PutResult, StagedBinary, Stager, check_range, put_file_as_stream,
 };
 pub use uploads::{PresignedPart, PresignedRequest, PresignedUploads, StaleUploads, UploadPlan};

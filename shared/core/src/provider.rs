@@ -115,6 +115,31 @@ pub trait BinaryProvider: Send + Sync + Debug + Display + 'static {
     async fn put_file(&self, path: &Path, sha256: &Sha256, size: u64) -> Result<bool> {
         put_file_as_stream(self, path, sha256, size).await
     }
+
+    /// The provider's staging side, if it can write bytes durably before it knows their
+    /// digest, at no extra cost (a local disk: write, then rename). Wrappers that write one body
+    /// to several providers hash it once and stage it on each. Default: `None`.
+    fn as_stager(&self) -> Option<&dyn Stager> {
+        None
+    }
+}
+
+/// Writes bodies without hashing them; the caller hashes once and names the result.
+#[async_trait]
+pub trait Stager: Send + Sync {
+    /// Writes the body durably under no name. `size`, when given, must match the body's
+    /// length (else [`Error::Truncated`] or [`Error::TooLong`] and nothing is kept).
+    async fn stage(&self, body: ByteStream, size: Option<u64>) -> Result<Box<dyn StagedBinary>>;
+}
+
+/// A body written by a [`Stager`], not yet visible. Dropping it discards it.
+#[async_trait]
+pub trait StagedBinary: Send + Sync + Debug {
+    /// Bytes written.
+    fn size(&self) -> u64;
+    /// Makes the bytes visible under `digest`, which the caller computed from them. Returns
+    /// whether the binary was created (`false`: it was already stored).
+    async fn commit(self: Box<Self>, digest: &Sha256) -> Result<bool>;
 }
 
 /// [`BinaryProvider::put_file`] through `put_opts`: the file streamed as a body whose SHA-256

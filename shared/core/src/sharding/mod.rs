@@ -32,7 +32,7 @@ use mount::{Mount, is_mount_failure};
 use crate::fanout::{FanOutSettings, fan_out};
 use crate::{
     BinaryProvider, ByteStream, Error, GetOptions, GetResult, Health, ObjectMeta, PutOptions,
-    PutResult, Result, Sha256,
+    PutResult, Result, Sha256, StagedBinary,
 };
 
 /// Whole reads up to this size are checked before the first byte is served, so a corrupt copy
@@ -521,7 +521,9 @@ impl ShardingProvider {
         Ok(Some(found))
     }
 
-    /// Stores the body on `targets` at once, from one read of it.
+    /// Stores the body on `targets` at once, from one read of it. The body is hashed once,
+    /// here; mounts that can stage (directories) only write, and are named once the digest is
+    /// known and checked. Others (object stores) store and hash their copy themselves.
     async fn write_copies(
         &self,
         targets: &[usize],
@@ -532,13 +534,56 @@ impl ShardingProvider {
         if let [only] = targets {
             return vec![mounts[*only].provider.put_opts(body, opts.clone()).await];
         }
-        let branches = fan_out(body, targets.len(), self.inner.settings.fan_out);
-        futures::future::join_all(
-            targets
-                .iter()
-                .zip(branches)
-                .map(|(&i, branch)| mounts[i].provider.put_opts(branch, opts.clone())),
-        )
+        let (hashed, hashing) = crate::hash_stream(body);
+        let branches = fan_out(hashed, targets.len(), self.inner.settings.fan_out);
+        let writes = futures::future::join_all(targets.iter().zip(branches).map(
+            |(&i, branch)| async move {
+                let provider = &mounts[i].provider;
+                match provider.as_stager() {
+                    Some(stager) => stager.stage(branch, opts.size).await.map(Written::Staged),
+                    None => provider
+                        .put_opts(branch, opts.clone())
+                        .await
+                        .map(Written::Stored),
+                }
+            },
+        ))
+        .await;
+        // When a copy was written whole, the body was read to its end and hashed.
+        let verdict = if writes.iter().any(Result::is_ok) {
+            match hashing.finish().await {
+                Ok((checksums, size)) => match opts.expected.verify(&checksums) {
+                    Ok(()) => Verdict::Good(checksums, size),
+                    Err(_) => Verdict::Mismatch(checksums),
+                },
+                Err(e) => Verdict::Failed(e.to_string()),
+            }
+        } else {
+            Verdict::Failed("no copy was written".into())
+        };
+        futures::future::join_all(targets.iter().zip(writes).map(|(&i, write)| {
+            let verdict = &verdict;
+            async move {
+                match (write?, verdict) {
+                    (Written::Stored(r), Verdict::Good(..)) => Ok(r),
+                    (Written::Staged(staged), Verdict::Good(checksums, size)) => Ok(PutResult {
+                        checksums: *checksums,
+                        size: *size,
+                        created: staged.commit(&checksums.sha256).await?,
+                    }),
+                    (written, bad) => {
+                        // A staged copy vanishes when dropped; a stored one this upload
+                        // created is removed.
+                        if let Written::Stored(r) = written
+                            && r.created
+                        {
+                            let _ = mounts[i].provider.delete(&r.checksums.sha256).await;
+                        }
+                        Err(bad.error(opts))
+                    }
+                }
+            }
+        }))
         .await
     }
 
@@ -605,7 +650,7 @@ impl BinaryProvider for ShardingProvider {
         {
             if stored.len() < self.inner.redundancy {
                 self.inner.unbalanced.store(true, Ordering::Relaxed);
-                tracing::warn!(digest = %first.checksums.sha256, copies = stored.len(),
+                tracing::debug!(digest = %first.checksums.sha256, copies = stored.len(),
                     redundancy = self.inner.redundancy,
                     "a binary was stored with fewer copies than the redundancy; balancing adds the rest");
             }
@@ -762,6 +807,33 @@ impl BinaryProvider for ShardingProvider {
             free_space: sum(|h| h.free_space),
             total_space: sum(|h| h.total_space),
         })
+    }
+}
+
+/// One copy of a redundant write: staged (named once the digest is checked) or stored.
+enum Written {
+    Staged(Box<dyn StagedBinary>),
+    Stored(PutResult),
+}
+
+/// What hashing a redundant write found.
+enum Verdict {
+    Good(crate::Checksums, u64),
+    Mismatch(crate::Checksums),
+    Failed(String),
+}
+
+impl Verdict {
+    fn error(&self, opts: &PutOptions) -> Error {
+        match self {
+            Verdict::Mismatch(checksums) => match opts.expected.verify(checksums) {
+                Err(e) => e,
+                Ok(()) => Error::Unavailable("the upload's checksums changed".into()),
+            },
+            Verdict::Failed(why) => Error::Unavailable(format!("the upload was not stored: {why}")),
+            // Only asked of a verdict that is not good.
+            Verdict::Good(..) => Error::Unavailable("the upload was not stored".into()),
+        }
     }
 }
 

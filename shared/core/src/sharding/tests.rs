@@ -76,6 +76,19 @@ async fn conformance_over_three_mounts_with_two_copies() {
 }
 
 #[tokio::test]
+async fn conformance_over_three_directories_with_two_staged_copies() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (dirs, mounts) = dir_mounts(root.path(), 3);
+    let sharding = ShardingProvider::new(mounts, settings(2, 0)).expect("sharding");
+    crate::conformance::run_all(Arc::new(sharding), 12).await;
+    // Refused uploads (wrong checksum, short body) left nothing staged or stored.
+    for dir in &dirs {
+        let staged = std::fs::read_dir(dir.join(crate::fs::TEMP_DIR_NAME)).expect("_pre").count();
+        assert_eq!(staged, 0, "{}", dir.display());
+    }
+}
+
+#[tokio::test]
 async fn two_copies_over_three_mounts_land_on_two_distinct_mounts_evenly() {
     let (providers, mounts) = memory_mounts(3);
     let sharding = ShardingProvider::new(mounts, settings(2, 0)).expect("sharding");
