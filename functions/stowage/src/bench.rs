@@ -126,7 +126,7 @@ fn raw_hash(pattern: &Bytes, size: u64) -> Duration {
     start.elapsed()
 }
 
-async fn pipelined_hash(pattern: &Bytes, size: u64) -> Result<Duration, Error> {
+pub(crate) async fn pipelined_hash(pattern: &Bytes, size: u64) -> Result<Duration, Error> {
     let start = Instant::now();
     let chunks = futures::stream::iter(body(pattern, size).map(Ok)).boxed();
     let (mut stream, task) = stowage_core::hash_stream(chunks);

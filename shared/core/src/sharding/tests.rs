@@ -83,7 +83,9 @@ async fn conformance_over_three_directories_with_two_staged_copies() {
     crate::conformance::run_all(Arc::new(sharding), 12).await;
     // Refused uploads (wrong checksum, short body) left nothing staged or stored.
     for dir in &dirs {
-        let staged = std::fs::read_dir(dir.join(crate::fs::TEMP_DIR_NAME)).expect("_pre").count();
+        let staged = std::fs::read_dir(dir.join(crate::fs::TEMP_DIR_NAME))
+            .expect("_pre")
+            .count();
         assert_eq!(staged, 0, "{}", dir.display());
     }
 }
