@@ -182,6 +182,23 @@ async fn two_copies_over_three_directories_spread_evenly() {
         assert_eq!(mount["binariesCount"], 8);
         assert!(mount["freeSpace"].as_u64().is_some(), "{mount}");
     }
+    // Garbage collection is followed by a balancing pass, which finds nothing to do.
+    let r = server
+        .admin()
+        .post(server.url("/api/system/storage/gc"))
+        .send()
+        .await
+        .expect("gc");
+    assert_eq!(r.status(), StatusCode::OK);
+    let gc: Value = r.json().await.expect("json");
+    let balancing = &gc["balancing"];
+    assert_eq!(balancing["complete"], true, "{gc}");
+    assert_eq!(balancing["total"], 12, "{gc}");
+    assert_eq!(
+        (balancing["copied"].as_u64(), balancing["removed"].as_u64()),
+        (Some(0), Some(0)),
+        "{gc}"
+    );
     server.stop().await;
 }
 

@@ -454,3 +454,37 @@ async fn balancing_removes_copies_beyond_the_redundancy_and_skips_unwanted_binar
     assert_eq!(holders(&providers, &garbage_digest).await, vec![0]);
     assert_eq!(sharding.balance_progress().last, Some(report));
 }
+
+#[tokio::test]
+async fn a_pass_out_of_time_reports_what_remains_and_the_next_one_finishes() {
+    let (providers, mounts) = memory_mounts(2);
+    let mut s = settings(2, 0);
+    s.max_balancing_run_time = Duration::ZERO;
+    let sharding = ShardingProvider::new(mounts, s).expect("sharding");
+    for seed in 0..5 {
+        providers[0]
+            .put_bytes(test_bytes(70 + seed, 1000), Default::default())
+            .await
+            .expect("seed");
+    }
+    let report = sharding.balance(None).await.expect("balance");
+    assert!(!report.complete, "{report:?}");
+    assert_eq!((report.copied, report.remaining), (0, 5), "{report:?}");
+    assert!(sharding.needs_balancing());
+
+    // A fresh pass with time to spare (a new store over the same mounts).
+    let mounts: Mounts = vec![
+        (
+            mount("m0"),
+            Arc::new(providers[0].clone()) as Arc<dyn BinaryProvider>,
+        ),
+        (
+            mount("m1"),
+            Arc::new(providers[1].clone()) as Arc<dyn BinaryProvider>,
+        ),
+    ];
+    let sharding = ShardingProvider::new(mounts, settings(2, 0)).expect("sharding");
+    let report = sharding.balance(None).await.expect("balance");
+    assert!(report.complete);
+    assert_eq!((report.copied, report.remaining), (5, 0), "{report:?}");
+}
