@@ -4,6 +4,7 @@
 //!
 //! This crate knows nothing of HTTP or SQL: those live in `stowage-api` and `stowage-metadata`.
 
+pub mod cache;
 pub mod conformance;
 mod digest;
 mod error;
