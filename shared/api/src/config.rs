@@ -98,7 +98,7 @@ pub struct FilestoreConfig {
     pub root_folders_name_length: usize,
     #[serde(rename = "file-system")]
     pub file_system: FileSystemConfig,
-    /// `[filestore.cache]`, used by the `cache-fs` template.
+    /// `[filestore.cache]`, the read cache of `cache-fs` (and of any template that enables it).
     pub cache: CacheConfig,
     /// `[filestore.s3]`, for the S3 templates (`s3-storage-v3-direct`, `s3-storage-v3`,
     /// `cluster-s3-storage-v3`).
@@ -271,19 +271,32 @@ pub struct FileSystemConfig {
     pub file_store_dir: Option<PathBuf>,
 }
 
-/// `[filestore.cache]`.
+/// `[filestore.cache]`: the `cache-fs` read cache. Names follow Artifactory's cache-fs.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct CacheConfig {
-    /// Bound of the local read cache. Default 5 GB.
-    #[serde(rename = "maxCacheSize")]
+    /// Puts the cache in front of any template. Default: `true` for `cache-fs` (the cache in
+    /// front of the filesystem provider), `false` for the others. (Stowage's own: Artifactory's
+    /// templates fix it; a Lambda has no disk to cache on.)
+    pub enabled: Option<bool>,
+    /// Bytes the cache files may take on disk. Default 5 GB.
     pub max_cache_size: ByteSize,
+    /// Binaries larger than this are never cached. Default 1 GB.
+    pub max_file_size_limit: ByteSize,
+    /// Uploads go to the store only, not into the cache. Default `false`.
+    pub skip_during_upload: bool,
+    /// Where the cache files live. Default `<data_dir>/cache`.
+    pub cache_provider_dir: Option<PathBuf>,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
         Self {
+            enabled: None,
             max_cache_size: ByteSize::gb(5),
+            max_file_size_limit: ByteSize::gb(1),
+            skip_during_upload: false,
+            cache_provider_dir: None,
         }
     }
 }

@@ -7,6 +7,9 @@
 //! | `s3-storage-v3-direct` | S3, uploads streamed (below `maxFileSizeForDirectUpload`) or multipart |
 //! | `s3-storage-v3`, `cluster-s3-storage-v3` | eventual queue → S3 |
 //! | `double-shards`, `redundant-shards`, `s3-sharding` | sharding → state-aware mounts (directories, S3 buckets) |
+//! | `cache-fs` | read cache → local directory |
+//!
+//! `[filestore.cache] enabled = true` puts the read cache in front of any of them.
 //!
 //! Beside the chain it keeps the handles the service needs: the eventual queue (its dispatcher
 //! and figures) and the store that accepts presigned upload sessions.
@@ -16,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stowage_core::eventual::{EventualProvider, EventualSettings};
+use stowage_core::cache::{CacheSettings, CachedProvider};
 use stowage_core::fanout::FanOutSettings;
 use stowage_core::fs::FileSystemProvider;
 use stowage_core::sharding::{MountSettings, Mounts, ShardingProvider, ShardingSettings};
@@ -41,6 +45,8 @@ pub struct Filestore {
     pub uploads: Option<Arc<dyn PresignedUploads>>,
     /// The sharded store (its mounts, balancing), for the sharding templates.
     pub sharding: Option<ShardingProvider>,
+    /// The read cache, where there is one.
+    pub cache: Option<CachedProvider>,
     /// Local staging the chain keeps (filesystem `_pre`), cleaned of crash leftovers.
     local: Option<FileSystemProvider>,
 }
@@ -52,6 +58,7 @@ impl fmt::Debug for Filestore {
             .field("eventual", &self.eventual.is_some())
             .field("uploads", &self.uploads.is_some())
             .field("sharding", &self.sharding.is_some())
+            .field("cache", &self.cache.is_some())
             .finish()
     }
 }
@@ -64,6 +71,7 @@ impl Filestore {
             eventual: None,
             uploads: None,
             sharding: None,
+            cache: None,
             local: None,
         }
     }
@@ -71,14 +79,39 @@ impl Filestore {
     /// Builds the chain `config` names; object stores are connected (and tested) here.
     pub async fn build(config: &Config) -> Result<Self> {
         let layout = KeyLayout::new(config.filestore.root_folders_name_length)?;
+        let template = config.filestore.template.as_str();
+        let mut built = Self::build_chain(config, layout).await?;
+        let c = &config.filestore.cache;
+        if c.enabled.unwrap_or(template == "cache-fs") {
+            let settings = CacheSettings {
+                dir: c
+                    .cache_provider_dir
+                    .clone()
+                    .unwrap_or_else(|| config.data_dir.join("cache")),
+                max_cache_size: c.max_cache_size.as_u64(),
+                max_file_size_limit: c.max_file_size_limit.as_u64(),
+                skip_during_upload: c.skip_during_upload,
+            };
+            let cache = CachedProvider::open(Arc::clone(&built.provider), layout, settings)
+                .await
+                .map_err(|e| Error::InvalidInput(format!("[filestore.cache] {e}")))?;
+            built.provider = Arc::new(cache.clone());
+            built.cache = Some(cache);
+        }
+        Ok(built)
+    }
+
+    /// The chain below the read cache.
+    async fn build_chain(config: &Config, layout: KeyLayout) -> Result<Self> {
         match config.filestore.template.as_str() {
-            "file-system" => {
+            "file-system" | "cache-fs" => {
                 let fs = FileSystemProvider::new(config.file_store_dir(), layout)?;
                 Ok(Self {
                     provider: Arc::new(fs.clone()),
                     eventual: None,
                     uploads: None,
                     sharding: None,
+                    cache: None,
                     local: Some(fs),
                 })
             }
@@ -89,6 +122,7 @@ impl Filestore {
                     eventual: None,
                     uploads: Some(s3),
                     sharding: None,
+                    cache: None,
                     local: None,
                 })
             }
@@ -112,6 +146,7 @@ impl Filestore {
                     eventual: Some(eventual),
                     uploads: Some(s3),
                     sharding: None,
+                    cache: None,
                     local: None,
                 })
             }
@@ -127,10 +162,10 @@ impl Filestore {
                 }
                 build_sharding(config, layout, 1).await
             }
-            template @ ("cache-fs" | "google-storage" | "azure-blob-storage") => {
+            template @ ("google-storage" | "azure-blob-storage") => {
                 Err(Error::InvalidInput(format!(
                     "filestore template {template:?} is not available in this build yet; use \
-                     one of file-system, s3-storage-v3-direct, s3-storage-v3, \
+                     one of file-system, cache-fs, s3-storage-v3-direct, s3-storage-v3, \
                      cluster-s3-storage-v3, double-shards, redundant-shards, s3-sharding"
                 )))
             }
@@ -238,6 +273,7 @@ async fn build_sharding(
         eventual: None,
         uploads: None,
         sharding: Some(sharding),
+        cache: None,
         local: None,
     })
 }

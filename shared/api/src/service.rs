@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::TryStreamExt;
+use stowage_core::cache::{CacheStats, CachedProvider};
 use stowage_core::eventual::{EventualProvider, QueueStats};
 use stowage_core::sharding::{BalanceReport, ShardingProvider, Wanted};
 use stowage_core::{
@@ -72,6 +73,7 @@ pub struct Stowage {
     eventual: Option<EventualProvider>,
     uploads: Option<Arc<dyn PresignedUploads>>,
     sharding: Option<ShardingProvider>,
+    cache: Option<CachedProvider>,
     session_expiry: Duration,
     metadata: Metadata,
     /// Order metadata changes across nodes: a path's changes one at a time, and "store bytes,
@@ -94,6 +96,7 @@ impl Stowage {
             eventual: filestore.eventual,
             uploads: filestore.uploads,
             sharding: filestore.sharding,
+            cache: filestore.cache,
             session_expiry: Duration::from_secs(config.uploads.session_expiry_secs.max(1)),
             metadata,
             trash_retention: config.trash_retention(),
@@ -342,6 +345,11 @@ impl Stowage {
     }
 
     /// This service with other locks (benchmark builds: measuring the cost of locking).
+    /// Figures of the read cache, where there is one.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.cache.as_ref().map(CachedProvider::stats)
+    }
+
     /// The sharded store, for templates that shard.
     pub fn sharding(&self) -> Option<&ShardingProvider> {
         self.sharding.as_ref()

@@ -176,6 +176,7 @@ pub(crate) async fn storage_info(State(state): State<AppState>) -> Result<Respon
         "repositoriesSummaryList": repos,
         "eventualQueue": queue,
         "shards": shards,
+        "cache": state.stowage.cache_stats(),
     }))
     .into_response())
 }
