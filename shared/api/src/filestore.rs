@@ -18,8 +18,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stowage_core::eventual::{EventualProvider, EventualSettings};
 use stowage_core::cache::{CacheSettings, CachedProvider};
+use stowage_core::eventual::{EventualProvider, EventualSettings};
 use stowage_core::fanout::FanOutSettings;
 use stowage_core::fs::FileSystemProvider;
 use stowage_core::sharding::{MountSettings, Mounts, ShardingProvider, ShardingSettings};
