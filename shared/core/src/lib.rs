@@ -17,6 +17,7 @@ pub mod memory;
 mod path;
 mod provider;
 pub mod sharding;
+pub mod signing;
 mod uploads;
 
 pub use digest::{ChecksumAlgorithm, Checksums, ExpectedChecksums, Md5, Sha1, Sha256};

@@ -14,7 +14,14 @@ use crate::config::S3Config;
 /// Region used when neither the configuration nor the environment names one.
 const FALLBACK_REGION: &str = "us-east-1";
 
-pub(crate) async fn build(config: &S3Config) -> aws_sdk_s3::Client {
+/// The client, and the credentials provider it signs with (whose credentials' expiry bounds
+/// how long a presigned URL works).
+pub(crate) async fn build(
+    config: &S3Config,
+) -> (
+    aws_sdk_s3::Client,
+    Option<aws_sdk_s3::config::SharedCredentialsProvider>,
+) {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::standard().with_max_attempts(config.max_retry_attempts))
         .timeout_config(
@@ -38,5 +45,6 @@ pub(crate) async fn build(config: &S3Config) -> aws_sdk_s3::Client {
     if shared.region().is_none() {
         builder = builder.region(Region::new(FALLBACK_REGION));
     }
-    aws_sdk_s3::Client::from_conf(builder.build())
+    let credentials = shared.credentials_provider();
+    (aws_sdk_s3::Client::from_conf(builder.build()), credentials)
 }

@@ -74,6 +74,27 @@ pub struct S3Config {
     /// Memory all in-memory uploads of a process may hold at once; an upload that finds it
     /// spent streams instead. Default 256 MiB. (Stowage's own.)
     pub in_memory_upload_budget: ByteSize,
+    /// Least validity of download redirect URLs. Default 600 (Artifactory's 30 s breaks clients
+    /// that wait in a queue before they start).
+    pub signed_url_expiry_seconds: u64,
+    /// A slow client's rate: URLs for large binaries stay valid as long as such a client needs
+    /// for the whole binary, so that a transfer resumed with `Range` still works. Default 1 MB
+    /// (per second). (Stowage's own.)
+    pub signed_url_slow_client_rate: ByteSize,
+    /// Sign download redirects for this CloudFront domain (`d111111abcdef8.cloudfront.net`)
+    /// instead of presigning S3 URLs. Default: none.
+    pub cloud_front_domain_name: Option<String>,
+    /// The CloudFront public key's id (of the trusted key group).
+    pub cloud_front_key_pair_id: Option<String>,
+    /// The RSA private key as PEM (PKCS#1 or PKCS#8), e.g. from a secret in the environment.
+    pub cloud_front_private_key: Option<String>,
+    /// Or the file holding it (a mounted secret). (Stowage's own.)
+    pub cloud_front_private_key_file: Option<std::path::PathBuf>,
+    /// Restrict CloudFront URLs to this source address or CIDR range (a custom policy).
+    pub cloud_front_ip_range: Option<String>,
+    /// Sign CloudFront URLs with a custom policy (`Policy=`) even without an IP range.
+    /// Default `false`: the canned policy (`Expires=`).
+    pub cloud_front_custom_policy: bool,
 }
 
 impl Default for S3Config {
@@ -96,6 +117,14 @@ impl Default for S3Config {
             multipart_concurrency: 4,
             max_in_memory_upload_size: ByteSize::mib(8),
             in_memory_upload_budget: ByteSize::mib(256),
+            signed_url_expiry_seconds: 600,
+            signed_url_slow_client_rate: ByteSize::mb(1),
+            cloud_front_domain_name: None,
+            cloud_front_key_pair_id: None,
+            cloud_front_private_key: None,
+            cloud_front_private_key_file: None,
+            cloud_front_ip_range: None,
+            cloud_front_custom_policy: false,
         }
     }
 }

@@ -6,9 +6,11 @@
 
 mod client;
 mod config;
+mod downloads;
 mod error;
 mod provider;
 mod sessions;
 
 pub use config::{MAX_PARTS, MIN_PART_SIZE, S3Config, ServerSideEncryption};
+pub use downloads::{CloudFrontSigner, cloudfront_base64};
 pub use provider::S3Provider;

@@ -88,6 +88,7 @@ pub struct S3Provider {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) client: Client,
+    pub(crate) credentials: Option<aws_sdk_s3::config::SharedCredentialsProvider>,
     pub(crate) bucket: String,
     /// `""` or `"<path>/"`.
     pub(crate) prefix: String,
@@ -128,7 +129,7 @@ impl S3Provider {
                 source: format!("cannot create the multipart spool directory: {e}").into(),
                 retryable: false,
             })?;
-        let client = crate::client::build(&config).await;
+        let (client, credentials) = crate::client::build(&config).await;
         let prefix = match config.path.as_str() {
             "" => String::new(),
             p => format!("{p}/"),
@@ -137,6 +138,7 @@ impl S3Provider {
         let provider = Self {
             inner: Arc::new(Inner {
                 client,
+                credentials,
                 bucket: config.bucket_name.clone(),
                 prefix,
                 layout,
@@ -169,6 +171,11 @@ impl S3Provider {
     /// The SDK client, for tools and tests that talk to the same bucket.
     pub fn client(&self) -> &Client {
         &self.inner.client
+    }
+
+    /// The settings it runs with.
+    pub fn config(&self) -> &crate::S3Config {
+        &self.inner.config
     }
 
     /// The bucket.

@@ -1,0 +1,107 @@
+//! Signed download URLs: a redirect that lets a client fetch a binary straight from the object
+//! store (S3 presigned GET, CloudFront signed URL, GCS V4, Azure SAS) without Stowage's
+//! credentials or the caller's. Object stores implement [`DownloadSigner`].
+
+use std::fmt::Debug;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+
+use crate::{Result, Sha256};
+
+/// What the signed URL should make the store answer.
+#[derive(Debug, Clone)]
+pub struct DownloadUrlRequest {
+    /// The name the client should save the file as (`Content-Disposition`).
+    pub file_name: String,
+    /// The `Content-Type` to answer with.
+    pub content_type: String,
+    /// The binary's size, which the expiry scales with.
+    pub size: u64,
+}
+
+/// A signed URL and when it stops working.
+#[derive(Debug, Clone)]
+pub struct SignedUrl {
+    pub url: String,
+    pub expires_at: SystemTime,
+}
+
+/// Signs download URLs for stored binaries.
+#[async_trait]
+pub trait DownloadSigner: Send + Sync + Debug {
+    /// A URL serving the binary to whoever holds it, until it expires.
+    async fn download_url(
+        &self,
+        digest: &Sha256,
+        request: &DownloadUrlRequest,
+    ) -> Result<SignedUrl>;
+}
+
+/// How long download URLs stay valid.
+#[derive(Debug, Clone, Copy)]
+pub struct UrlExpiry {
+    /// The least validity (`signedUrlExpirySeconds`).
+    pub base: Duration,
+    /// A slow client's rate: the validity grows by the time such a client needs for the whole
+    /// binary, so that one that resumes a broken transfer with `Range` still can.
+    pub slow_client_bytes_per_sec: u64,
+    /// The longest validity the signing scheme allows.
+    pub max: Duration,
+}
+
+impl UrlExpiry {
+    /// The validity of a URL for a binary of `size` bytes.
+    pub fn for_size(&self, size: u64) -> Duration {
+        let transfer = Duration::from_secs(size / self.slow_client_bytes_per_sec.max(1));
+        (self.base + transfer).min(self.max)
+    }
+}
+
+/// `Content-Disposition: attachment` with the name as given (quotes and backslashes escaped,
+/// non-ASCII replaced) and, for non-ASCII names, RFC 6266's `filename*` in UTF-8.
+pub fn content_disposition(file_name: &str) -> String {
+    let plain: String = file_name
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' => '_',
+            c if c.is_ascii() && !c.is_ascii_control() => c,
+            _ => '_',
+        })
+        .collect();
+    if plain == file_name {
+        return format!("attachment; filename=\"{plain}\"");
+    }
+    let encoded =
+        percent_encoding::utf8_percent_encode(file_name, percent_encoding::NON_ALPHANUMERIC);
+    format!("attachment; filename=\"{plain}\"; filename*=UTF-8''{encoded}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_grows_with_size_up_to_the_maximum() {
+        let e = UrlExpiry {
+            base: Duration::from_secs(600),
+            slow_client_bytes_per_sec: 1_000_000,
+            max: Duration::from_secs(7 * 86_400),
+        };
+        assert_eq!(e.for_size(0), Duration::from_secs(600));
+        assert_eq!(e.for_size(10_000_000_000), Duration::from_secs(10_600));
+        assert_eq!(e.for_size(u64::MAX), Duration::from_secs(7 * 86_400));
+    }
+
+    #[test]
+    fn disposition_keeps_plain_names_and_encodes_others() {
+        assert_eq!(
+            content_disposition("app-1.0.jar"),
+            "attachment; filename=\"app-1.0.jar\""
+        );
+        assert_eq!(
+            content_disposition("résumé \"v2\".txt"),
+            "attachment; filename=\"r_sum_ _v2_.txt\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%22v2%22%2Etxt"
+        );
+    }
+}
