@@ -33,6 +33,7 @@ pub struct Config {
     pub gc: GcConfig,
     pub cluster: ClusterConfig,
     pub uploads: UploadsConfig,
+    pub downloads: DownloadsConfig,
 }
 
 impl Default for Config {
@@ -48,6 +49,7 @@ impl Default for Config {
             gc: GcConfig::default(),
             cluster: ClusterConfig::default(),
             uploads: UploadsConfig::default(),
+            downloads: DownloadsConfig::default(),
         }
     }
 }
@@ -243,6 +245,17 @@ pub struct MountConfig {
 
 fn yes() -> bool {
     true
+}
+
+/// `[downloads]`: how redirecting repositories (`downloadRedirect` in a repository's JSON)
+/// answer.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DownloadsConfig {
+    /// Clients whose `User-Agent` contains one of these (any case) get the bytes proxied
+    /// instead of a redirect: tools that do not follow redirects. Default: none. A client can
+    /// also ask with `?redirect=false`.
+    pub proxy_user_agents: Vec<String>,
 }
 
 /// `[uploads]`: presigned upload sessions (object-store templates only).

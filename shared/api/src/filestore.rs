@@ -23,8 +23,9 @@ use stowage_core::eventual::{EventualProvider, EventualSettings};
 use stowage_core::fanout::FanOutSettings;
 use stowage_core::fs::FileSystemProvider;
 use stowage_core::sharding::{MountSettings, Mounts, ShardingProvider, ShardingSettings};
+use stowage_core::signing::DownloadSigner;
 use stowage_core::{BinaryProvider, Error, KeyLayout, PresignedUploads, Result};
-use stowage_s3::S3Provider;
+use stowage_s3::{CloudFrontSigner, S3Provider};
 
 use crate::Config;
 use crate::config::MountConfig;
@@ -47,6 +48,8 @@ pub struct Filestore {
     pub sharding: Option<ShardingProvider>,
     /// The read cache, where there is one.
     pub cache: Option<CachedProvider>,
+    /// Signs download redirects (S3 presigned or CloudFront), for object-store templates.
+    pub signer: Option<Arc<dyn DownloadSigner>>,
     /// Local staging the chain keeps (filesystem `_pre`), cleaned of crash leftovers.
     local: Option<FileSystemProvider>,
 }
@@ -72,6 +75,7 @@ impl Filestore {
             uploads: None,
             sharding: None,
             cache: None,
+            signer: None,
             local: None,
         }
     }
@@ -112,6 +116,7 @@ impl Filestore {
                     uploads: None,
                     sharding: None,
                     cache: None,
+                    signer: None,
                     local: Some(fs),
                 })
             }
@@ -120,6 +125,7 @@ impl Filestore {
                 Ok(Self {
                     provider: s3.clone(),
                     eventual: None,
+                    signer: Some(download_signer(&s3)?),
                     uploads: Some(s3),
                     sharding: None,
                     cache: None,
@@ -144,6 +150,7 @@ impl Filestore {
                 Ok(Self {
                     provider: Arc::new(eventual.clone()),
                     eventual: Some(eventual),
+                    signer: Some(download_signer(&s3)?),
                     uploads: Some(s3),
                     sharding: None,
                     cache: None,
@@ -274,7 +281,16 @@ async fn build_sharding(
         uploads: None,
         sharding: Some(sharding),
         cache: None,
+        signer: None,
         local: None,
+    })
+}
+
+/// CloudFront when `cloudFrontDomainName` is set, else S3 presigned URLs.
+fn download_signer(s3: &Arc<S3Provider>) -> Result<Arc<dyn DownloadSigner>> {
+    Ok(match CloudFrontSigner::from_config(s3)? {
+        Some(cloudfront) => Arc::new(cloudfront),
+        None => s3.clone(),
     })
 }
 

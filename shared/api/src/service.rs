@@ -10,6 +10,7 @@ use futures::TryStreamExt;
 use stowage_core::cache::{CacheStats, CachedProvider};
 use stowage_core::eventual::{EventualProvider, QueueStats};
 use stowage_core::sharding::{BalanceReport, ShardingProvider, Wanted};
+use stowage_core::signing::{DownloadSigner, DownloadUrlRequest, SignedUrl};
 use stowage_core::{
     ArtifactPath, BinaryProvider, BinaryProviderExt, ByteStream, Error, ExpectedChecksums,
     GetOptions, GetResult, PresignedUploads, PutOptions, RepoKey, Result, StaleUploads, UploadPlan,
@@ -23,6 +24,10 @@ use crate::filestore::Filestore;
 use crate::locks::{LockName, LockSettings, Locks, release_all};
 
 mod sessions;
+
+/// Below this size a redirecting repository still serves the bytes: the round trip of a
+/// redirect costs more than they do.
+const DEFAULT_REDIRECT_MIN_SIZE: u64 = 1 << 20;
 
 /// Binaries examined per garbage-collection batch.
 const GC_BATCH: u32 = 1000;
@@ -74,6 +79,9 @@ pub struct Stowage {
     uploads: Option<Arc<dyn PresignedUploads>>,
     sharding: Option<ShardingProvider>,
     cache: Option<CachedProvider>,
+    signer: Option<Arc<dyn DownloadSigner>>,
+    /// Lower-cased `[downloads] proxy_user_agents`.
+    proxy_user_agents: Vec<String>,
     session_expiry: Duration,
     metadata: Metadata,
     /// Order metadata changes across nodes: a path's changes one at a time, and "store bytes,
@@ -97,6 +105,13 @@ impl Stowage {
             uploads: filestore.uploads,
             sharding: filestore.sharding,
             cache: filestore.cache,
+            signer: filestore.signer,
+            proxy_user_agents: config
+                .downloads
+                .proxy_user_agents
+                .iter()
+                .map(|p| p.to_lowercase())
+                .collect(),
             session_expiry: Duration::from_secs(config.uploads.session_expiry_secs.max(1)),
             metadata,
             trash_retention: config.trash_retention(),
@@ -269,6 +284,50 @@ impl Stowage {
         Err(Error::NotFound {
             what: format!("{repo}/{path}"),
         })
+    }
+
+    /// A signed URL to redirect a download to, when the store can sign one, the artifact's
+    /// repository asks for redirects (`downloadRedirect`), the binary is at least
+    /// `downloadRedirectMinSize` bytes (default 1 MiB) and the client is not one that must be
+    /// proxied. `None`: serve the bytes.
+    pub async fn download_redirect(
+        &self,
+        record: &ArtifactRecord,
+        content_type: &str,
+        user_agent: Option<&str>,
+    ) -> Result<Option<SignedUrl>> {
+        let Some(signer) = &self.signer else {
+            return Ok(None);
+        };
+        if let Some(agent) = user_agent.map(str::to_lowercase)
+            && self.proxy_user_agents.iter().any(|p| agent.contains(p))
+        {
+            return Ok(None);
+        }
+        let Some(repo) = self.metadata.repository(&record.repo).await? else {
+            return Ok(None);
+        };
+        let redirect = repo
+            .config
+            .get("downloadRedirect")
+            .and_then(|v| v.as_bool());
+        let min_size = repo
+            .config
+            .get("downloadRedirectMinSize")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(DEFAULT_REDIRECT_MIN_SIZE);
+        if redirect != Some(true) || record.size < min_size {
+            return Ok(None);
+        }
+        let request = DownloadUrlRequest {
+            file_name: record.path.name().to_string(),
+            content_type: content_type.to_string(),
+            size: record.size,
+        };
+        signer
+            .download_url(&record.checksums.sha256, &request)
+            .await
+            .map(Some)
     }
 
     /// Opens the bytes of a recorded artifact, or a range of them.

@@ -191,7 +191,25 @@ pub(crate) async fn download(
     if none_match(header_str(&headers, header::IF_NONE_MATCH.as_str())?, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, out).into_response());
     }
-    put(header::CONTENT_TYPE, &shapes::mime_type(&record.path));
+    let content_type = shapes::mime_type(&record.path);
+    // A redirect (never for HEAD, which answers the headers here): the signed URL carries no
+    // credentials of the caller's or Stowage's, only its own signature.
+    let proxied = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "redirect=false"));
+    if method == Method::GET && !proxied {
+        let agent = header_str(&headers, header::USER_AGENT.as_str())?;
+        if let Some(signed) = state
+            .stowage
+            .download_redirect(&record, &content_type, agent)
+            .await?
+        {
+            put(header::LOCATION, &signed.url);
+            put(header::CACHE_CONTROL, "private, no-store");
+            return Ok((StatusCode::FOUND, out).into_response());
+        }
+    }
+    put(header::CONTENT_TYPE, &content_type);
 
     // If-Range with another validator means "send everything".
     let range_header = match header_str(&headers, header::IF_RANGE.as_str())? {

@@ -278,6 +278,22 @@ pub(crate) async fn put_repository(
     }
     let package_type = take("packageType")?.unwrap_or_else(|| "generic".into());
     let description = take("description")?.unwrap_or_default();
+    if config
+        .get("downloadRedirect")
+        .is_some_and(|v| !v.is_boolean() && !v.is_null())
+    {
+        return Err(ApiError::bad_request(
+            "downloadRedirect must be true or false",
+        ));
+    }
+    if config
+        .get("downloadRedirectMinSize")
+        .is_some_and(|v| v.as_u64().is_none() && !v.is_null())
+    {
+        return Err(ApiError::bad_request(
+            "downloadRedirectMinSize must be a number of bytes (0 or more)",
+        ));
+    }
     let repo = Repository {
         key: key.clone(),
         rclass,
