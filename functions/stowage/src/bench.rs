@@ -69,7 +69,7 @@ fn body(pattern: &Bytes, size: u64) -> impl Iterator<Item = Bytes> + use<> {
 }
 
 /// Drops a file's pages from the page cache, so the next read comes from the disk.
-fn evict(path: &Path) -> Result<(), Error> {
+pub(crate) fn evict(path: &Path) -> Result<(), Error> {
     let file = std::fs::File::open(path).map_err(fail("open for eviction"))?;
     file.sync_all().map_err(fail("fsync before eviction"))?;
     rustix::fs::fadvise(&file, 0, None::<NonZeroU64>, rustix::fs::Advice::DontNeed)
@@ -91,7 +91,7 @@ const READ_AHEAD: u64 = 8 << 20;
 
 /// Reads a file in 1 MiB reads; with `hints`, also asks the kernel to read 8 MiB ahead, as the
 /// filesystem provider does.
-fn raw_read(path: &Path, hints: bool) -> Result<(u64, Duration), Error> {
+pub(crate) fn raw_read(path: &Path, hints: bool) -> Result<(u64, Duration), Error> {
     let start = Instant::now();
     let mut file = std::fs::File::open(path).map_err(fail("open"))?;
     let mut buf = vec![0u8; CHUNK];
@@ -194,7 +194,7 @@ pub(crate) async fn start_server(data_dir: &Path, config: Option<&Path>) -> Resu
     Ok(Server { child, base, token })
 }
 
-async fn upload(
+pub(crate) async fn upload(
     client: &reqwest::Client,
     server: &Server,
     path: &str,
@@ -231,7 +231,7 @@ async fn upload(
 
 /// Downloads with a minimal HTTP/1.1 client (one request, a 1 MiB read buffer, bytes counted and
 /// dropped), so the figure is the server's, not a client library's.
-async fn download(server: &Server, path: &str) -> Result<(u64, Duration), Error> {
+pub(crate) async fn download(server: &Server, path: &str) -> Result<(u64, Duration), Error> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = server.base.trim_start_matches("http://");
     let start = Instant::now();

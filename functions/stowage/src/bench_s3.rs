@@ -89,7 +89,11 @@ fn make_set(pattern: &Bytes, size: u64, count: usize, seed: u64) -> FileSet {
     FileSet { files, sha256 }
 }
 
-async fn s3_client(endpoint: &str, bucket: &str, spool: &Path) -> Result<S3Provider, Error> {
+pub(crate) async fn s3_client(
+    endpoint: &str,
+    bucket: &str,
+    spool: &Path,
+) -> Result<S3Provider, Error> {
     let config = S3Config::local_emulator(endpoint, bucket);
     let s3 = S3Provider::connect(config, KeyLayout::default(), u64::MAX, spool.into()).await?;
     s3.client()

@@ -4,6 +4,7 @@
 //! library crates, which hold all the logic.
 
 mod bench;
+mod bench_downloads;
 mod bench_s3;
 mod bench_shards;
 mod serve;
@@ -54,6 +55,10 @@ enum Command {
     /// Measure uploads to an S3 endpoint (direct and eventual) against the plain SDK.
     #[command(name = "bench-s3")]
     BenchS3(bench_s3::BenchS3Args),
+    /// Measure proxied downloads (cache hit, miss, filesystem) against the disk, the
+    /// single-flight fan-out, and redirect answers against ping.
+    #[command(name = "bench-downloads")]
+    BenchDownloads(bench_downloads::BenchDownloadsArgs),
     /// Measure sharded uploads for redundancy 1–3 on tmpfs and disk, and the balancing rate.
     #[command(name = "bench-shards")]
     BenchShards(bench_shards::BenchShardsArgs),
@@ -128,6 +133,7 @@ fn main() -> ExitCode {
             Command::Bench(args) => bench::run(&args).await,
             Command::BenchS3(args) => bench_s3::run(&args).await,
             Command::BenchShards(args) => bench_shards::run(&args).await,
+            Command::BenchDownloads(args) => bench_downloads::run(&args).await,
         }
     });
     match result {

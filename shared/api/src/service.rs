@@ -10,7 +10,7 @@ use futures::TryStreamExt;
 use stowage_core::cache::{CacheStats, CachedProvider};
 use stowage_core::eventual::{EventualProvider, QueueStats};
 use stowage_core::sharding::{BalanceReport, ShardingProvider, Wanted};
-use stowage_core::signing::{DownloadSigner, DownloadUrlRequest, SignedUrl};
+use stowage_core::signing::{DownloadSigner, DownloadUrlRequest, ReusingSigner, SignedUrl};
 use stowage_core::{
     ArtifactPath, BinaryProvider, BinaryProviderExt, ByteStream, Error, ExpectedChecksums,
     GetOptions, GetResult, PresignedUploads, PutOptions, RepoKey, Result, StaleUploads, UploadPlan,
@@ -28,6 +28,10 @@ mod sessions;
 /// Below this size a redirecting repository still serves the bytes: the round trip of a
 /// redirect costs more than they do.
 const DEFAULT_REDIRECT_MIN_SIZE: u64 = 1 << 20;
+
+/// How long a repository's redirect settings are kept in memory: a change to them reaches
+/// every node within this.
+const REDIRECT_SETTINGS_TTL: Duration = Duration::from_secs(5);
 
 /// Binaries examined per garbage-collection batch.
 const GC_BATCH: u32 = 1000;
@@ -82,6 +86,9 @@ pub struct Stowage {
     signer: Option<Arc<dyn DownloadSigner>>,
     /// Lower-cased `[downloads] proxy_user_agents`.
     proxy_user_agents: Vec<String>,
+    /// Each repository's redirect settings (`downloadRedirect`, `downloadRedirectMinSize`),
+    /// kept for a few seconds so a redirect costs one metadata query, not two.
+    redirect_settings: moka::future::Cache<RepoKey, Option<u64>>,
     session_expiry: Duration,
     metadata: Metadata,
     /// Order metadata changes across nodes: a path's changes one at a time, and "store bytes,
@@ -105,13 +112,19 @@ impl Stowage {
             uploads: filestore.uploads,
             sharding: filestore.sharding,
             cache: filestore.cache,
-            signer: filestore.signer,
+            signer: filestore
+                .signer
+                .map(|s| Arc::new(ReusingSigner::new(s)) as Arc<dyn DownloadSigner>),
             proxy_user_agents: config
                 .downloads
                 .proxy_user_agents
                 .iter()
                 .map(|p| p.to_lowercase())
                 .collect(),
+            redirect_settings: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(REDIRECT_SETTINGS_TTL)
+                .build(),
             session_expiry: Duration::from_secs(config.uploads.session_expiry_secs.max(1)),
             metadata,
             trash_retention: config.trash_retention(),
@@ -304,30 +317,46 @@ impl Stowage {
         {
             return Ok(None);
         }
-        let Some(repo) = self.metadata.repository(&record.repo).await? else {
+        let Some(min_size) = self.redirect_min_size(&record.repo).await? else {
             return Ok(None);
         };
-        let redirect = repo
-            .config
-            .get("downloadRedirect")
-            .and_then(|v| v.as_bool());
-        let min_size = repo
-            .config
-            .get("downloadRedirectMinSize")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(DEFAULT_REDIRECT_MIN_SIZE);
-        if redirect != Some(true) || record.size < min_size {
+        if record.size < min_size {
             return Ok(None);
         }
         let request = DownloadUrlRequest {
             file_name: record.path.name().to_string(),
             content_type: content_type.to_string(),
             size: record.size,
+            extra_validity: Duration::ZERO,
         };
         signer
             .download_url(&record.checksums.sha256, &request)
             .await
             .map(Some)
+    }
+
+    /// Forgets what this node keeps of a repository's settings (after it changed here; other
+    /// nodes see the change within a few seconds).
+    pub async fn repository_changed(&self, repo: &RepoKey) {
+        self.redirect_settings.invalidate(repo).await;
+    }
+
+    /// The smallest binary a repository redirects, `None` if it does not redirect.
+    async fn redirect_min_size(&self, repo: &RepoKey) -> Result<Option<u64>> {
+        if let Some(cached) = self.redirect_settings.get(repo).await {
+            return Ok(cached);
+        }
+        let settings = self.metadata.repository(repo).await?.and_then(|r| {
+            let redirect = r.config.get("downloadRedirect").and_then(|v| v.as_bool());
+            let min_size = r
+                .config
+                .get("downloadRedirectMinSize")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(DEFAULT_REDIRECT_MIN_SIZE);
+            (redirect == Some(true)).then_some(min_size)
+        });
+        self.redirect_settings.insert(repo.clone(), settings).await;
+        Ok(settings)
     }
 
     /// Opens the bytes of a recorded artifact, or a range of them.

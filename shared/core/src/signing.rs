@@ -18,6 +18,9 @@ pub struct DownloadUrlRequest {
     pub content_type: String,
     /// The binary's size, which the expiry scales with.
     pub size: u64,
+    /// Validity to add to what the signer would give (a URL meant to be handed out again
+    /// later, as [`ReusingSigner`] does).
+    pub extra_validity: Duration,
 }
 
 /// A signed URL and when it stops working.
@@ -25,6 +28,9 @@ pub struct DownloadUrlRequest {
 pub struct SignedUrl {
     pub url: String,
     pub expires_at: SystemTime,
+    /// How long it may still be handed out with the validity asked for left in full: the
+    /// part of `extra_validity` the signer could grant.
+    pub reusable_for: Duration,
 }
 
 /// Signs download URLs for stored binaries.
@@ -55,6 +61,71 @@ impl UrlExpiry {
     pub fn for_size(&self, size: u64) -> Duration {
         let transfer = Duration::from_secs(size / self.slow_client_bytes_per_sec.max(1));
         (self.base + transfer).min(self.max)
+    }
+
+    /// The validity to sign a request with, at most `cap`, and how much of its
+    /// `extra_validity` (at most half the validity) that leaves for reuse.
+    pub fn for_request(&self, request: &DownloadUrlRequest, cap: Duration) -> (Duration, Duration) {
+        let wanted = self.for_size(request.size).min(cap);
+        // A URL never lives more than half as long again as configured.
+        let extra = request.extra_validity.min(wanted / 2);
+        let signed = (wanted + extra).min(self.max).min(cap);
+        (signed, signed.saturating_sub(wanted))
+    }
+}
+
+/// Longest time a signed URL is handed out again.
+const MAX_REUSE: Duration = Duration::from_secs(300);
+
+/// Hands out the same signed URL for the same binary, name and type for a while, so that
+/// popular binaries (CI clients fetch the same ones again and again) cost one signature per
+/// window instead of one per request. Each URL is signed for the window longer than its
+/// validity, so every copy handed out still has its full validity left.
+#[derive(Debug)]
+pub struct ReusingSigner {
+    inner: std::sync::Arc<dyn DownloadSigner>,
+    urls: moka::future::Cache<(Sha256, String, String, u64), (SignedUrl, std::time::Instant)>,
+}
+
+impl ReusingSigner {
+    pub fn new(inner: std::sync::Arc<dyn DownloadSigner>) -> Self {
+        Self {
+            inner,
+            urls: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(MAX_REUSE)
+                .build(),
+        }
+    }
+}
+
+#[async_trait]
+impl DownloadSigner for ReusingSigner {
+    async fn download_url(
+        &self,
+        digest: &Sha256,
+        request: &DownloadUrlRequest,
+    ) -> Result<SignedUrl> {
+        let key = (
+            *digest,
+            request.file_name.clone(),
+            request.content_type.clone(),
+            request.size,
+        );
+        let now = std::time::Instant::now();
+        if let Some((url, until)) = self.urls.get(&key).await
+            && now < until
+        {
+            return Ok(url);
+        }
+        let mut wider = request.clone();
+        wider.extra_validity += MAX_REUSE;
+        let signed = self.inner.download_url(digest, &wider).await?;
+        let window = signed.reusable_for.min(MAX_REUSE);
+        if !window.is_zero() {
+            self.urls.insert(key, (signed.clone(), now + window)).await;
+        }
+        Ok(signed)
     }
 }
 
@@ -91,6 +162,28 @@ mod tests {
         assert_eq!(e.for_size(0), Duration::from_secs(600));
         assert_eq!(e.for_size(10_000_000_000), Duration::from_secs(10_600));
         assert_eq!(e.for_size(u64::MAX), Duration::from_secs(7 * 86_400));
+        let request = |size, extra| DownloadUrlRequest {
+            file_name: "f".into(),
+            content_type: "t".into(),
+            size,
+            extra_validity: Duration::from_secs(extra),
+        };
+        let cap = Duration::from_secs(7 * 86_400);
+        let secs = |(a, b): (Duration, Duration)| (a.as_secs(), b.as_secs());
+        assert_eq!(secs(e.for_request(&request(0, 300), cap)), (900, 300));
+        assert_eq!(
+            secs(e.for_request(&request(0, 3000), cap)),
+            (900, 300),
+            "at most half again"
+        );
+        assert_eq!(
+            secs(e.for_request(&request(0, 300), Duration::from_secs(700))),
+            (700, 100)
+        );
+        assert_eq!(
+            secs(e.for_request(&request(u64::MAX, 300), cap)),
+            (7 * 86_400, 0)
+        );
     }
 
     #[test]

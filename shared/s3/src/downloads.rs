@@ -43,23 +43,26 @@ impl DownloadSigner for S3Provider {
         digest: &Sha256,
         request: &DownloadUrlRequest,
     ) -> Result<SignedUrl> {
-        let mut expires_in = url_expiry(self.config(), MAX_PRESIGNED_EXPIRY).for_size(request.size);
         // A URL is only good while the credentials that signed it are.
+        let mut cap = MAX_PRESIGNED_EXPIRY;
         if let Some(provider) = &self.inner.credentials
             && let Ok(credentials) = provider.provide_credentials().await
             && let Some(expiry) = credentials.expiry()
         {
-            let left = expiry
+            cap = expiry
                 .duration_since(SystemTime::now())
                 .unwrap_or_default()
-                .saturating_sub(CREDENTIALS_MARGIN);
-            if left < expires_in {
-                tracing::warn!(wanted = ?expires_in, capped = ?left,
+                .saturating_sub(CREDENTIALS_MARGIN)
+                .max(Duration::from_secs(1));
+            let wanted = url_expiry(self.config(), MAX_PRESIGNED_EXPIRY).for_size(request.size);
+            if cap < wanted {
+                tracing::warn!(?wanted, capped = ?cap,
                     "a download URL is capped at the expiry of the temporary credentials that sign it; \
                      use static keys or CloudFront for longer-lived URLs");
-                expires_in = left.max(Duration::from_secs(1));
             }
         }
+        let (expires_in, reusable_for) =
+            url_expiry(self.config(), MAX_PRESIGNED_EXPIRY).for_request(request, cap);
         let key = self.key_of(digest);
         let presigning = aws_sdk_s3::presigning::PresigningConfig::expires_in(expires_in)
             .map_err(|e| Error::InvalidInput(format!("bad download URL expiry: {e}")))?;
@@ -76,6 +79,7 @@ impl DownloadSigner for S3Provider {
         Ok(SignedUrl {
             url: presigned.uri().to_string(),
             expires_at: SystemTime::now() + expires_in,
+            reusable_for,
         })
     }
 }
@@ -262,7 +266,8 @@ impl DownloadSigner for CloudFrontSigner {
         request: &DownloadUrlRequest,
     ) -> Result<SignedUrl> {
         use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-        let expires_at = SystemTime::now() + self.expiry.for_size(request.size);
+        let (validity, reusable_for) = self.expiry.for_request(request, self.expiry.max);
+        let expires_at = SystemTime::now() + validity;
         let expires = expires_at
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -277,6 +282,7 @@ impl DownloadSigner for CloudFrontSigner {
         Ok(SignedUrl {
             url: self.sign(&url, expires),
             expires_at,
+            reusable_for,
         })
     }
 }

@@ -303,6 +303,7 @@ pub(crate) async fn put_repository(
         created_ms: now_ms(),
     };
     let created = state.stowage.metadata().put_repository(&repo).await?;
+    state.stowage.repository_changed(&key).await;
     let (status, verb) = if created {
         (StatusCode::CREATED, "created")
     } else {
@@ -317,7 +318,9 @@ pub(crate) async fn delete_repository(
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
     let key = repo_key(&key)?;
-    if !state.stowage.metadata().delete_repository(&key).await? {
+    let deleted = state.stowage.metadata().delete_repository(&key).await?;
+    state.stowage.repository_changed(&key).await;
+    if !deleted {
         return Err(ApiError::not_found(format!("repository {key:?}")));
     }
     Ok(
