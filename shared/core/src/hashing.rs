@@ -157,13 +157,24 @@ pub fn verify_stream(
 ) -> ByteStream {
     struct State<F> {
         body: ByteStream,
-        hasher: Sha256Hasher,
+        /// Chunks to the hashing thread, which runs beside the sending of the body.
+        tx: Option<mpsc::Sender<Bytes>>,
+        digest: Option<JoinHandle<Sha256Hasher>>,
         held: Option<Bytes>,
         on_corrupt: Option<F>,
     }
+    let (tx, mut rx) = mpsc::channel::<Bytes>(HASH_QUEUE_CHUNKS);
+    let digest = tokio::task::spawn_blocking(move || {
+        let mut hasher = Sha256Hasher::new();
+        while let Some(chunk) = rx.blocking_recv() {
+            hasher.update(&chunk);
+        }
+        hasher
+    });
     let state = State {
         body,
-        hasher: Sha256Hasher::new(),
+        tx: Some(tx),
+        digest: Some(digest),
         held: None,
         on_corrupt: Some(on_corrupt),
     };
@@ -172,14 +183,39 @@ pub fn verify_stream(
         loop {
             match state.body.next().await {
                 Some(Ok(chunk)) => {
-                    state.hasher.update(&chunk);
+                    let sent = match &state.tx {
+                        Some(tx) => tx.send(chunk.clone()).await.is_ok(),
+                        None => false,
+                    };
+                    if !sent {
+                        let stopped = Error::Storage {
+                            backend: "hashing".into(),
+                            key: expected.to_string(),
+                            source: "the hashing thread stopped early".into(),
+                            retryable: true,
+                        };
+                        return Some((Err(stopped), None));
+                    }
                     if let Some(previous) = state.held.replace(chunk) {
                         return Some((Ok(previous), Some(state)));
                     }
                 }
                 Some(Err(e)) => return Some((Err(e), None)),
                 None => {
-                    let actual = Sha256::from_bytes(state.hasher.finalize_reset().into());
+                    drop(state.tx.take()); // lets the hashing thread finish
+                    let actual = match state.digest.take()?.await {
+                        Ok(hasher) => Sha256::from_bytes(hasher.finalize().into()),
+                        Err(e) => {
+                            // Not the bytes' fault: no verdict on the copy.
+                            let failed = Error::Storage {
+                                backend: "hashing".into(),
+                                key: expected.to_string(),
+                                source: Box::new(e),
+                                retryable: true,
+                            };
+                            return Some((Err(failed), None));
+                        }
+                    };
                     if actual == expected {
                         let last = state.held.take()?;
                         return Some((Ok(last), None));
