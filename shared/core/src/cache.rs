@@ -36,9 +36,6 @@ use crate::{
 
 /// Size of the chunks read from a cache file.
 const READ_CHUNK: usize = 512 << 10;
-/// Whole reads up to this size are checked before the first byte is served, so a corrupt cache
-/// file is re-fetched within the same request.
-const VERIFY_BEFORE_SERVING: u64 = 1 << 20;
 /// How an upload is written to the backend and the cache at once: the cache copy may fall
 /// 4 MiB behind and is given up (not the upload) if it stalls.
 const UPLOAD_FAN_OUT: FanOutSettings = FanOutSettings {
@@ -291,7 +288,7 @@ impl CachedProvider {
             Some(Entry { ready: true, .. }) => {}
             _ => return Ok(None),
         }
-        let mut found = match self.inner.files.get_opts(digest, opts.clone()).await {
+        let found = match self.inner.files.get_opts(digest, opts.clone()).await {
             Ok(found) => found,
             Err(Error::NotFound { .. }) => {
                 self.inner.index.invalidate(digest).await;
@@ -308,28 +305,26 @@ impl CachedProvider {
         if opts.range.is_some() {
             return Ok(Some(found));
         }
-        if found.meta.size <= VERIFY_BEFORE_SERVING {
-            let chunks: Vec<Bytes> = found.stream.try_collect().await?;
-            let bytes = Bytes::from(chunks.concat());
-            if Sha256::from_bytes(sha2::Sha256::digest(&bytes).into()) != *digest {
-                self.drop_corrupt(digest).await;
-                return Ok(None);
-            }
-            found.stream = futures::stream::once(async move { Ok(bytes) }).boxed();
-            return Ok(Some(found));
-        }
         let this = self.clone();
         let digest = *digest;
-        found.stream = crate::hashing::verify_stream(found.stream, digest, move |e| {
+        let checked = crate::hashing::checked_read(found, move |e| {
             tokio::spawn(async move { this.drop_corrupt(&digest).await });
             Error::Storage {
                 backend: "cache-fs".into(),
                 key: digest.to_string(),
-                source: format!("the cache file was corrupt and has been dropped; a retry fetches the binary again ({e})").into(),
+                source: format!(
+                    "the cache file was corrupt and has been dropped; a retry fetches the \
+                     binary again ({e})"
+                )
+                .into(),
                 retryable: true,
             }
-        });
-        Ok(Some(found))
+        })
+        .await?;
+        if checked.is_none() {
+            self.drop_corrupt(&digest).await;
+        }
+        Ok(checked)
     }
 
     /// Joins the fetch of `digest` in progress, or starts one.

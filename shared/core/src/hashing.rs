@@ -146,6 +146,33 @@ pub fn hash_stream(body: ByteStream) -> (ByteStream, HashingTask) {
     (stream, HashingTask { sha, md5 })
 }
 
+/// Whole reads up to this size are read and checked before the first byte is served, so that
+/// a corrupt copy can be replaced within the same request; larger ones are checked as they
+/// stream ([`verify_stream`]).
+pub(crate) const CHECK_BEFORE_SERVING: u64 = 1 << 20;
+
+/// A whole read of a stored binary, checked against the digest it is stored under.
+/// `Ok(None)`: the copy is corrupt (found before serving; the caller drops it and reads
+/// another). For larger binaries the check happens as the stream is read: on a mismatch the
+/// stream ends with the error `on_corrupt` returns instead of its last chunk.
+pub(crate) async fn checked_read(
+    mut found: crate::GetResult,
+    on_corrupt: impl FnOnce(Error) -> Error + Send + 'static,
+) -> Result<Option<crate::GetResult>> {
+    let digest = found.meta.digest;
+    if found.meta.size > CHECK_BEFORE_SERVING {
+        found.stream = verify_stream(found.stream, digest, on_corrupt);
+        return Ok(Some(found));
+    }
+    let chunks: Vec<Bytes> = futures::TryStreamExt::try_collect(found.stream).await?;
+    let bytes = Bytes::from(chunks.concat());
+    if Sha256::from_bytes(Sha256Hasher::digest(&bytes).into()) != digest {
+        return Ok(None);
+    }
+    found.stream = futures::stream::once(async move { Ok(bytes) }).boxed();
+    Ok(Some(found))
+}
+
 /// Wraps a read of a whole stored binary so that it is checked against the digest it is
 /// stored under. The last chunk is held back until the digest is known: a corrupt copy never
 /// reaches a client as a complete body. On a mismatch the stream ends with an error instead

@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
@@ -35,9 +34,6 @@ use crate::{
     PutResult, Result, Sha256, StagedBinary,
 };
 
-/// Whole reads up to this size are checked before the first byte is served, so a corrupt copy
-/// falls over to another copy within the same request. Larger reads are checked as they stream.
-const VERIFY_BEFORE_SERVING: u64 = 1 << 20;
 /// The mounts of a sharded store: each one's settings and provider.
 pub type Mounts = Vec<(MountSettings, Arc<dyn BinaryProvider>)>;
 
@@ -482,28 +478,16 @@ impl ShardingProvider {
         digest: &Sha256,
         opts: &GetOptions,
     ) -> Result<Option<GetResult>> {
-        let mut found = self.inner.mounts[i]
+        let found = self.inner.mounts[i]
             .provider
             .get_opts(digest, opts.clone())
             .await?;
         if opts.range.is_some() {
             return Ok(Some(found)); // a range cannot be checked without reading it all
         }
-        if found.meta.size <= VERIFY_BEFORE_SERVING {
-            let chunks: Vec<Bytes> = found.stream.try_collect().await?;
-            let bytes = Bytes::from(chunks.concat());
-            if crate::ChecksumHasher::digest(&bytes).sha256 != *digest {
-                tracing::error!(mount = self.inner.mounts[i].id(), %digest,
-                    "a stored copy does not match its digest; reading another copy");
-                self.drop_corrupt_copy(i, *digest).await;
-                return Ok(None);
-            }
-            found.stream = futures::stream::once(async move { Ok(bytes) }).boxed();
-            return Ok(Some(found));
-        }
         let this = self.clone();
         let digest = *digest;
-        found.stream = crate::hashing::verify_stream(found.stream, digest, move |e| {
+        let checked = crate::hashing::checked_read(found, move |e| {
             tracing::error!(mount = this.inner.mounts[i].id(), %digest, error = %e,
                 "a stored copy does not match its digest; the read is cut short");
             tokio::spawn(async move { this.drop_corrupt_copy(i, digest).await });
@@ -517,8 +501,14 @@ impl ShardingProvider {
                 .into(),
                 retryable: true,
             }
-        });
-        Ok(Some(found))
+        })
+        .await?;
+        if checked.is_none() {
+            tracing::error!(mount = self.inner.mounts[i].id(), %digest,
+                "a stored copy does not match its digest; reading another copy");
+            self.drop_corrupt_copy(i, digest).await;
+        }
+        Ok(checked)
     }
 
     /// Stores the body on `targets` at once, from one read of it. The body is hashed once,
