@@ -61,9 +61,19 @@ pub struct BalanceProgress {
 pub(super) struct Tracker {
     running: AtomicBool,
     progress: Mutex<BalanceProgress>,
+    /// Binaries per mount as the last pass listed them (`None`: that mount was not listed),
+    /// and when.
+    counts: Mutex<Option<(Vec<Option<u64>>, Instant)>>,
 }
 
 impl Tracker {
+    pub(super) fn mount_counts(&self) -> Option<(Vec<Option<u64>>, Instant)> {
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     fn progress(&self) -> std::sync::MutexGuard<'_, BalanceProgress> {
         self.progress
             .lock()
@@ -178,6 +188,7 @@ impl ShardingProvider {
     /// Which mounts (that are up) hold which binaries.
     async fn placement(&self) -> Result<Placement> {
         let mut placement = Placement::new();
+        let mut counts: Vec<Option<u64>> = vec![None; self.inner.mounts.len()];
         let usable = self.usable(false).await;
         if usable.is_empty() {
             return Err(Error::Unavailable(
@@ -187,13 +198,18 @@ impl ShardingProvider {
         for i in usable {
             let mount = &self.inner.mounts[i];
             let mut list = mount.provider.list();
+            let mut listed = 0u64;
             loop {
                 match list.try_next().await {
                     Ok(Some(meta)) => {
                         let entry = placement.entry(meta.digest).or_insert((meta.size, 0));
                         entry.1 |= 1 << i;
+                        listed += 1;
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        counts[i] = Some(listed);
+                        break;
+                    }
                     Err(e) => {
                         // Its copies are not counted; removals only ever count copies seen.
                         tracing::warn!(mount = mount.id(), error = %e,
@@ -204,6 +220,12 @@ impl ShardingProvider {
                 }
             }
         }
+        *self
+            .inner
+            .balance
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((counts, Instant::now()));
         Ok(placement)
     }
 

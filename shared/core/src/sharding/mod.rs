@@ -126,8 +126,11 @@ pub struct MountStatus {
     pub write_enabled: bool,
     pub free_space: Option<u64>,
     pub total_space: Option<u64>,
-    /// Binaries stored on the mount (listed now); `None` while it is down.
+    /// Binaries stored on the mount, as listed at the start of the last balancing pass (listing
+    /// a large bucket on every call would be too dear); `None` before the first pass.
     pub binaries_count: Option<u64>,
+    /// How long ago that count was taken.
+    pub counted_secs_ago: Option<u64>,
     pub down_for_secs: Option<u64>,
     pub last_error: Option<String>,
 }
@@ -290,42 +293,36 @@ impl ShardingProvider {
             .collect()
     }
 
-    /// Every mount's state, free space and binaries count (each mount that is up is listed).
+    /// Every mount's state, free space and binaries count (from the last balancing pass).
     pub async fn mount_status(&self) -> Vec<MountStatus> {
         let interval = self.inner.settings.free_space_sample_interval;
-        let statuses = self.inner.mounts.iter().map(|mount| async move {
-            let up = mount.usable().await;
-            let (health, count) = if up {
-                let health = mount
-                    .free_space(interval.min(Duration::from_secs(10)))
-                    .await;
-                let count = mount
-                    .provider
-                    .list()
-                    .try_fold(0u64, |n, _| async move { Ok(n + 1) })
-                    .await;
-                match count {
-                    Ok(n) => (health, Some(n)),
-                    Err(e) => {
-                        mount.failed(&e);
-                        (health, None)
-                    }
+        let counts = self.inner.balance.mount_counts();
+        let statuses = self.inner.mounts.iter().enumerate().map(|(i, mount)| {
+            let counted = counts
+                .as_ref()
+                .and_then(|(counts, at)| Some((counts[i]?, *at)));
+            async move {
+                let health = if mount.usable().await {
+                    mount
+                        .free_space(interval.min(Duration::from_secs(10)))
+                        .await
+                } else {
+                    Health::default()
+                };
+                let down = mount.down_report();
+                MountStatus {
+                    id: mount.id().to_string(),
+                    provider: mount.provider.to_string(),
+                    zone: mount.settings.zone.clone(),
+                    state: if down.is_some() { "down" } else { "up" },
+                    write_enabled: mount.settings.write_enabled,
+                    free_space: health.free_space,
+                    total_space: health.total_space,
+                    binaries_count: counted.map(|(n, _)| n),
+                    counted_secs_ago: counted.map(|(_, at)| at.elapsed().as_secs()),
+                    down_for_secs: down.as_ref().map(|(d, _)| d.as_secs()),
+                    last_error: down.map(|(_, e)| e),
                 }
-            } else {
-                (Health::default(), None)
-            };
-            let down = mount.down_report();
-            MountStatus {
-                id: mount.id().to_string(),
-                provider: mount.provider.to_string(),
-                zone: mount.settings.zone.clone(),
-                state: if down.is_some() { "down" } else { "up" },
-                write_enabled: mount.settings.write_enabled,
-                free_space: health.free_space,
-                total_space: health.total_space,
-                binaries_count: count,
-                down_for_secs: down.as_ref().map(|(d, _)| d.as_secs()),
-                last_error: down.map(|(_, e)| e),
             }
         });
         futures::future::join_all(statuses).await
