@@ -40,6 +40,17 @@ fn mount_dirs(root: &Path, n: usize) -> Vec<PathBuf> {
     (1..=n).map(|i| root.join(format!("m{i}"))).collect()
 }
 
+/// `n` writable directory mounts `m1`… under `root`: their directories and their TOML.
+fn plain_mounts(root: &Path, n: usize) -> (Vec<PathBuf>, Vec<String>) {
+    let dirs = mount_dirs(root, n);
+    let mounts = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| dir_mount(&format!("m{}", i + 1), d, ""))
+        .collect();
+    (dirs, mounts)
+}
+
 async fn start(dir: &Path, config: String) -> Server {
     let server = Server::start_with(
         dir,
@@ -144,12 +155,7 @@ async fn balance(server: &Server) -> Value {
 #[tokio::test]
 async fn two_copies_over_three_directories_spread_evenly() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let dirs = mount_dirs(dir.path(), 3);
-    let mounts: Vec<String> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| dir_mount(&format!("m{}", i + 1), d, ""))
-        .collect();
+    let (dirs, mounts) = plain_mounts(dir.path(), 3);
     let server = start(dir.path(), config("redundant-shards", 2, 0, &mounts, "")).await;
     let mut per_mount = [0usize; 3];
     for i in 0..12u64 {
@@ -240,12 +246,7 @@ async fn deploy_interrupted(
 #[tokio::test]
 async fn a_mount_lost_mid_upload_is_tolerated_down_to_the_lenient_limit_and_balanced_back() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let dirs = mount_dirs(dir.path(), 2);
-    let mounts: Vec<String> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| dir_mount(&format!("m{}", i + 1), d, ""))
-        .collect();
+    let (dirs, mounts) = plain_mounts(dir.path(), 2);
     let server = start(dir.path(), config("redundant-shards", 2, 1, &mounts, "")).await;
     let before = bytes(1, 300_000);
     assert_eq!(
@@ -299,12 +300,7 @@ async fn a_mount_lost_mid_upload_is_tolerated_down_to_the_lenient_limit_and_bala
 async fn with_lenient_limit_equal_to_redundancy_a_lost_mount_fails_the_upload_and_commits_nothing()
 {
     let dir = tempfile::tempdir().expect("tempdir");
-    let dirs = mount_dirs(dir.path(), 2);
-    let mounts: Vec<String> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| dir_mount(&format!("m{}", i + 1), d, ""))
-        .collect();
+    let (dirs, mounts) = plain_mounts(dir.path(), 2);
     let server = start(dir.path(), config("redundant-shards", 2, 0, &mounts, "")).await;
     let before = bytes(10, 100_000);
     assert_eq!(
@@ -371,12 +367,7 @@ fn corrupt(dir: &Path, data: &[u8]) {
 #[tokio::test]
 async fn a_corrupt_copy_is_detected_on_read_served_from_the_other_and_replaced_by_balancing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let dirs = mount_dirs(dir.path(), 2);
-    let mounts: Vec<String> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| dir_mount(&format!("m{}", i + 1), d, ""))
-        .collect();
+    let (dirs, mounts) = plain_mounts(dir.path(), 2);
     let server = start(dir.path(), config("redundant-shards", 2, 0, &mounts, "")).await;
     let small = bytes(20, 200_000);
     let large = bytes(21, 5 * MIB);
@@ -475,12 +466,7 @@ async fn a_write_disabled_mount_is_never_written_but_read_and_balanced_from() {
 #[tokio::test]
 async fn a_sharded_config_that_cannot_work_is_refused_at_start_up() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let dirs = mount_dirs(dir.path(), 2);
-    let mounts: Vec<String> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| dir_mount(&format!("m{}", i + 1), d, ""))
-        .collect();
+    let (_, mounts) = plain_mounts(dir.path(), 2);
     let stderr =
         stowage_tests::serve_refused(dir.path(), &config("redundant-shards", 3, 0, &mounts, ""))
             .await;
