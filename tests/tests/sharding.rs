@@ -464,6 +464,44 @@ async fn a_write_disabled_mount_is_never_written_but_read_and_balanced_from() {
 }
 
 #[tokio::test]
+async fn garbage_collection_goes_on_while_a_mount_is_down() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (dirs, mounts) = plain_mounts(dir.path(), 2);
+    let extra = "[trashcan]\nenabled = false\n";
+    let server = start(dir.path(), config("double-shards", 1, 1, &mounts, extra)).await;
+    // Round robin puts one on each mount; both become garbage.
+    for i in 0..2u64 {
+        let path = format!("/libs/g{i}.bin");
+        assert_eq!(
+            deploy(&server, &path, &bytes(60 + i, 5000)).await.status(),
+            StatusCode::CREATED
+        );
+        let r = server
+            .admin()
+            .delete(server.url(&path))
+            .send()
+            .await
+            .expect("delete");
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    }
+    std::fs::remove_dir_all(&dirs[1]).expect("lose m2");
+    let r = server
+        .admin()
+        .post(server.url("/api/system/storage/gc"))
+        .send()
+        .await
+        .expect("gc");
+    let status = r.status();
+    let report: Value = r.json().await.expect("json");
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        report["binariesSkipped"], 1,
+        "the binary on the lost mount waits: {report}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_sharded_config_that_cannot_work_is_refused_at_start_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, mounts) = plain_mounts(dir.path(), 2);

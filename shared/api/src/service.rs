@@ -53,6 +53,9 @@ pub struct DeployRequest {
 pub struct GcReport {
     pub trash_purged: u64,
     pub binaries_removed: u64,
+    /// Unreferenced binaries left for a later collection because their store could not be
+    /// asked (a mount that is down).
+    pub binaries_skipped: u64,
     pub bytes_freed: u64,
     pub orphans_removed: u64,
     /// Upload sessions that expired and were aborted.
@@ -490,6 +493,13 @@ impl Stowage {
                 match self.provider.head(&digest).await {
                     Ok(object) if object.last_modified > cutoff => continue,
                     Ok(_) | Err(Error::NotFound { .. }) => {}
+                    // Its store cannot be asked now (a mount that is down): leave it for a
+                    // later collection rather than stop this one.
+                    Err(e) if e.is_retryable() => {
+                        tracing::warn!(%digest, error = %e, "garbage collection skips a binary it cannot check now");
+                        report.binaries_skipped += 1;
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 }
                 if self.metadata.delete_binary_if_unreferenced(&digest).await? {

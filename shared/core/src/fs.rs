@@ -83,6 +83,20 @@ impl FileSystemProvider {
     }
 
     fn io_error(&self, key: impl fmt::Display, e: io::Error) -> Error {
+        // A file missing because the whole filestore is (a disk not mounted) is a broken store,
+        // not a missing binary: a sharded store must try the other copies and mark this down.
+        if e.kind() == io::ErrorKind::NotFound && !self.root.is_dir() {
+            return Error::Storage {
+                backend: self.to_string(),
+                key: key.to_string(),
+                source: format!(
+                    "the filestore directory {} is missing (a disk that is not mounted?)",
+                    self.root.display()
+                )
+                .into(),
+                retryable: true,
+            };
+        }
         Error::storage_io(self, key, e)
     }
 
