@@ -27,7 +27,7 @@ use sha2::Digest as _;
 use tokio::sync::watch;
 
 use crate::BinaryProviderExt as _;
-use crate::fanout::{FanOutSettings, fan_out};
+use crate::fanout::{FanOutSettings, fan_out_with_cuts, unless_cut};
 use crate::fs::FileSystemProvider;
 use crate::{
     BinaryProvider, ByteStream, Error, GetOptions, GetResult, Health, KeyLayout, ObjectMeta,
@@ -562,14 +562,19 @@ impl BinaryProvider for CachedProvider {
         }
         // The upload goes to the backend; a copy is staged in the cache on the side. A cache
         // copy that fails or falls behind is given up, never the upload.
-        let mut branches = fan_out(body, 2, UPLOAD_FAN_OUT);
-        let (Some(cache_branch), Some(backend_branch)) = (branches.pop(), branches.pop()) else {
+        let mut branches = fan_out_with_cuts(body, 2, UPLOAD_FAN_OUT);
+        let (Some((cache_branch, cache_cut)), Some((backend_branch, backend_cut))) =
+            (branches.pop(), branches.pop())
+        else {
             return Err(Error::Unavailable("the upload could not be split".into()));
         };
         let size = opts.size;
         let (stored, staged) = tokio::join!(
-            self.inner.backend.put_opts(backend_branch, opts),
-            self.inner.files.stage(cache_branch, size)
+            unless_cut(
+                self.inner.backend.put_opts(backend_branch, opts),
+                backend_cut
+            ),
+            unless_cut(self.inner.files.stage(cache_branch, size), cache_cut)
         );
         let stored = stored?;
         if let Ok(staged) = staged

@@ -19,7 +19,7 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::{Notify, Semaphore};
 
-use crate::fanout::{FanOutSettings, fan_out};
+use crate::fanout::{FanOutSettings, fan_out_with_cuts, unless_cut};
 use crate::fs::FileSystemProvider;
 use crate::{
     BinaryProvider, ByteStream, Error, GetOptions, GetResult, Health, KeyLayout, ObjectMeta,
@@ -378,13 +378,10 @@ impl BinaryProvider for EventualProvider {
         let results = if queues.len() == 1 {
             vec![queues[0].put_opts(body, opts).await]
         } else {
-            let branches = fan_out(body, queues.len(), FAN_OUT);
-            futures::future::join_all(
-                queues
-                    .iter()
-                    .zip(branches)
-                    .map(|(queue, branch)| queue.put_opts(branch, opts.clone())),
-            )
+            let branches = fan_out_with_cuts(body, queues.len(), FAN_OUT);
+            futures::future::join_all(queues.iter().zip(branches).map(|(queue, (branch, cut))| {
+                unless_cut(queue.put_opts(branch, opts.clone()), cut)
+            }))
             .await
         };
         let stored: Vec<&PutResult> = results.iter().filter_map(|r| r.as_ref().ok()).collect();

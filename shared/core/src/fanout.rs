@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::{ByteStream, Error, Result};
 
@@ -30,12 +30,58 @@ type Item = (Result<Bytes>, Option<OwnedSemaphorePermit>);
 struct Branch {
     tx: mpsc::UnboundedSender<Item>,
     budget: std::sync::Arc<Semaphore>,
+    /// Told when the branch is cut off, so its writer need not be waited for.
+    cut: Option<oneshot::Sender<Error>>,
+}
+
+/// Resolves when its branch was cut off for taking no data (never, otherwise).
+#[derive(Debug)]
+pub struct Cut(oneshot::Receiver<Error>);
+
+impl Cut {
+    async fn wait(self) -> Error {
+        match self.0.await {
+            Ok(e) => e,
+            Err(_) => std::future::pending().await, // ended without being cut off
+        }
+    }
+}
+
+/// Runs a branch's `write` unless the branch is cut off first: then the write is dropped (a
+/// writer drops what it staged) and the cut-off error returned, so nobody waits for a writer
+/// that stopped taking data.
+pub async fn unless_cut<T>(
+    write: impl std::future::Future<Output = Result<T>>,
+    cut: Cut,
+) -> Result<T> {
+    tokio::select! {
+        result = write => result,
+        e = cut.wait() => Err(e),
+    }
+}
+
+fn cut_off(settings: &FanOutSettings) -> Error {
+    Error::Storage {
+        backend: "fan-out".into(),
+        key: "-".into(),
+        source: format!(
+            "this copy took no data for {:?} (concurrentStreamWaitTimeout) while the other \
+             copies went on; it was cut off",
+            settings.wait_timeout
+        )
+        .into(),
+        retryable: true,
+    }
 }
 
 impl Branch {
     /// Waits for room in this branch's buffer, then queues the chunk. `Err` when the branch
     /// is gone (its reader dropped it, or it was cut off for being too slow).
-    async fn send(&self, chunk: &Bytes, settings: &FanOutSettings) -> std::result::Result<(), ()> {
+    async fn send(
+        &mut self,
+        chunk: &Bytes,
+        settings: &FanOutSettings,
+    ) -> std::result::Result<(), ()> {
         let want = chunk.len().clamp(1, settings.buffer_bytes.max(1));
         let want = u32::try_from(want).unwrap_or(u32::MAX);
         let permit = tokio::time::timeout(
@@ -50,18 +96,10 @@ impl Branch {
                 .map_err(|_| ()),
             Ok(Err(_closed)) => Err(()),
             Err(_elapsed) => {
-                let cut = Error::Storage {
-                    backend: "fan-out".into(),
-                    key: "-".into(),
-                    source: format!(
-                        "this copy took no data for {:?} (concurrentStreamWaitTimeout) while \
-                         the other copies went on; it was cut off",
-                        settings.wait_timeout
-                    )
-                    .into(),
-                    retryable: true,
-                };
-                let _ = self.tx.send((Err(cut), None));
+                let _ = self.tx.send((Err(cut_off(settings)), None));
+                if let Some(cut) = self.cut.take() {
+                    let _ = cut.send(cut_off(settings));
+                }
                 Err(())
             }
         }
@@ -69,13 +107,33 @@ impl Branch {
 }
 
 /// Splits `body` into `n` streams that each see every chunk, reading the body once.
-pub fn fan_out(mut body: ByteStream, n: usize, settings: FanOutSettings) -> Vec<ByteStream> {
+pub fn fan_out(body: ByteStream, n: usize, settings: FanOutSettings) -> Vec<ByteStream> {
+    fan_out_with_cuts(body, n, settings)
+        .into_iter()
+        .map(|(stream, _)| stream)
+        .collect()
+}
+
+/// [`fan_out`], with each branch's [`Cut`]: run each writer through [`unless_cut`].
+pub fn fan_out_with_cuts(
+    mut body: ByteStream,
+    n: usize,
+    settings: FanOutSettings,
+) -> Vec<(ByteStream, Cut)> {
     let buffer = u32::try_from(settings.buffer_bytes.max(1)).unwrap_or(u32::MAX);
+    let mut cuts = Vec::with_capacity(n);
     let (branches, receivers): (Vec<_>, Vec<_>) = (0..n)
         .map(|_| {
             let (tx, rx) = mpsc::unbounded_channel::<Item>();
             let budget = std::sync::Arc::new(Semaphore::new(buffer as usize));
-            (Branch { tx, budget }, rx)
+            let (cut_tx, cut_rx) = oneshot::channel();
+            cuts.push(Cut(cut_rx));
+            let branch = Branch {
+                tx,
+                budget,
+                cut: Some(cut_tx),
+            };
+            (branch, rx)
         })
         .unzip();
     tokio::spawn(async move {
@@ -85,7 +143,7 @@ pub fn fan_out(mut body: ByteStream, n: usize, settings: FanOutSettings) -> Vec<
                 Ok(chunk) => {
                     // Every branch is offered the chunk at once, so one slow branch costs the
                     // others at most its own wait.
-                    let sends = branches.iter().map(|slot| async {
+                    let sends = branches.iter_mut().map(|slot| async {
                         match slot {
                             Some(branch) => branch.send(&chunk, &settings).await.is_ok(),
                             None => false,
@@ -119,14 +177,16 @@ pub fn fan_out(mut body: ByteStream, n: usize, settings: FanOutSettings) -> Vec<
     });
     receivers
         .into_iter()
-        .map(|mut rx| {
-            futures::stream::poll_fn(move |cx| {
+        .zip(cuts)
+        .map(|(mut rx, cut)| {
+            let stream = futures::stream::poll_fn(move |cx| {
                 // The permit is released as the chunk is taken: the buffer counts only what
                 // waits in the channel.
                 rx.poll_recv(cx)
                     .map(|item| item.map(|(chunk, _permit)| chunk))
             })
-            .boxed()
+            .boxed();
+            (stream, cut)
         })
         .collect()
 }

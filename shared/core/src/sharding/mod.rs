@@ -28,7 +28,7 @@ pub use balance::{BalanceProgress, BalanceReport, Wanted};
 pub use mount::MountSettings;
 use mount::{Mount, is_mount_failure};
 
-use crate::fanout::{FanOutSettings, fan_out};
+use crate::fanout::{FanOutSettings, fan_out_with_cuts, unless_cut};
 use crate::{
     BinaryProvider, ByteStream, Error, GetOptions, GetResult, Health, ObjectMeta, PutOptions,
     PutResult, Result, Sha256, StagedBinary,
@@ -522,20 +522,23 @@ impl ShardingProvider {
             return vec![mounts[*only].provider.put_opts(body, opts.clone()).await];
         }
         let (hashed, hashing) = crate::hash_stream(body);
-        let branches = fan_out(hashed, targets.len(), self.inner.settings.fan_out);
-        let writes = futures::future::join_all(targets.iter().zip(branches).map(
-            |(&i, branch)| async move {
-                let provider = &mounts[i].provider;
-                match provider.as_stager() {
-                    Some(stager) => stager.stage(branch, opts.size).await.map(Written::Staged),
-                    None => provider
-                        .put_opts(branch, opts.clone())
-                        .await
-                        .map(Written::Stored),
-                }
-            },
-        ))
-        .await;
+        let branches = fan_out_with_cuts(hashed, targets.len(), self.inner.settings.fan_out);
+        let writes =
+            futures::future::join_all(targets.iter().zip(branches).map(|(&i, (branch, cut))| {
+                let write = async move {
+                    let provider = &mounts[i].provider;
+                    match provider.as_stager() {
+                        Some(stager) => stager.stage(branch, opts.size).await.map(Written::Staged),
+                        None => provider
+                            .put_opts(branch, opts.clone())
+                            .await
+                            .map(Written::Stored),
+                    }
+                };
+                // A copy cut off for taking no data is not waited for.
+                unless_cut(write, cut)
+            }))
+            .await;
         // When a copy was written whole, the body was read to its end and hashed.
         let verdict = if writes.iter().any(Result::is_ok) {
             match hashing.finish().await {

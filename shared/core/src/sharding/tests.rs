@@ -1,4 +1,9 @@
+use std::fmt;
 use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 
 use super::*;
 use crate::conformance::test_bytes;
@@ -487,4 +492,92 @@ async fn a_pass_out_of_time_reports_what_remains_and_the_next_one_finishes() {
     let report = sharding.balance(None).await.expect("balance");
     assert!(report.complete);
     assert_eq!((report.copied, report.remaining), (5, 0), "{report:?}");
+}
+
+/// A mount whose writes take each chunk only after a long pause (a dying disk, a hung link).
+#[derive(Debug, Clone, Default)]
+struct Sluggish(InMemoryProvider);
+
+impl fmt::Display for Sluggish {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("sluggish")
+    }
+}
+
+#[async_trait]
+impl BinaryProvider for Sluggish {
+    async fn put_opts(&self, body: ByteStream, opts: PutOptions) -> Result<PutResult> {
+        let slow = body
+            .then(|chunk| async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                chunk
+            })
+            .boxed();
+        self.0.put_opts(slow, opts).await
+    }
+    async fn get_opts(&self, digest: &Sha256, opts: GetOptions) -> Result<GetResult> {
+        self.0.get_opts(digest, opts).await
+    }
+    async fn head(&self, digest: &Sha256) -> Result<ObjectMeta> {
+        self.0.head(digest).await
+    }
+    async fn delete(&self, digest: &Sha256) -> Result<()> {
+        self.0.delete(digest).await
+    }
+    fn list(&self) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.0.list()
+    }
+    async fn health(&self) -> Result<Health> {
+        self.0.health().await
+    }
+}
+
+#[tokio::test]
+async fn a_copy_that_stops_taking_data_is_cut_off_without_stalling_the_upload() {
+    let fast = InMemoryProvider::new();
+    let slow = Sluggish::default();
+    let mounts: Mounts = vec![
+        (
+            mount("fast"),
+            Arc::new(fast.clone()) as Arc<dyn BinaryProvider>,
+        ),
+        (
+            mount("slow"),
+            Arc::new(slow.clone()) as Arc<dyn BinaryProvider>,
+        ),
+    ];
+    let mut s = settings(2, 1);
+    s.fan_out.wait_timeout = Duration::from_millis(200);
+    let sharding = ShardingProvider::new(mounts, s).expect("sharding");
+    // Many small chunks: the slow copy's 32 KiB buffer fills after the first ones.
+    let data = test_bytes(80, 1 << 20);
+    let body = futures::stream::iter(
+        (0..data.len())
+            .step_by(16 << 10)
+            .map(|at| Ok(data.slice(at..(at + (16 << 10)).min(data.len()))))
+            .collect::<Vec<_>>(),
+    )
+    .boxed();
+    let started = std::time::Instant::now();
+    let stored = sharding
+        .put_opts(body, PutOptions::default())
+        .await
+        .expect("one copy is enough");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the slow copy was cut off, not waited for ({:?})",
+        started.elapsed()
+    );
+    let digest = stored.checksums.sha256;
+    assert!(fast.exists(&digest).await.expect("head"));
+    assert!(!slow.0.exists(&digest).await.expect("head"));
+    let status = sharding.mount_status().await;
+    assert_eq!(status[1].state, "down", "{status:?}");
+    assert!(
+        status[1]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("concurrentStreamWaitTimeout")),
+        "{status:?}"
+    );
 }
