@@ -25,6 +25,25 @@ pub fn endpoint() -> Option<String> {
     }
 }
 
+/// The Python of the LocalStack venv scripts/test installs (it also carries botocore and
+/// cryptography); without it a failure under CI and a loud skip (`None`) elsewhere.
+pub fn localstack_python() -> Option<String> {
+    match std::env::var("STOWAGE_TEST_LOCALSTACK_PYTHON") {
+        Ok(python) => Some(python),
+        Err(_) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but STOWAGE_TEST_LOCALSTACK_PYTHON is not: run the tests through \
+                 scripts/test"
+            );
+            eprintln!(
+                "!!! SKIPPED: this test needs LocalStack's venv; run it through scripts/test"
+            );
+            None
+        }
+    }
+}
+
 /// A fresh bucket name.
 pub fn bucket_name() -> String {
     format!("stowage-it-{:016x}", rand::random::<u64>())
@@ -108,15 +127,7 @@ impl LocalStack {
 
     /// Starts one on `port`.
     pub async fn start_on(dir: &Path, port: u16) -> Option<Self> {
-        let Ok(python) = std::env::var("STOWAGE_TEST_LOCALSTACK_PYTHON") else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set but STOWAGE_TEST_LOCALSTACK_PYTHON is not: run the tests through \
-                 scripts/test"
-            );
-            eprintln!("!!! SKIPPED: this test starts LocalStack; run it through scripts/test");
-            return None;
-        };
+        let python = localstack_python()?;
         let state = dir.join(format!("localstack-{port}"));
         std::fs::create_dir_all(&state).expect("state dir");
         let log = std::fs::File::create(state.join("localstack.log")).expect("log");

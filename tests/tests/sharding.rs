@@ -243,6 +243,15 @@ async fn deploy_interrupted(
     response.expect("response").status()
 }
 
+/// Deploys `data` and removes the mount directory `lost` halfway through the body.
+async fn deploy_losing(server: &Server, path: &str, data: &[u8], lost: &Path) -> StatusCode {
+    let lost = lost.to_path_buf();
+    deploy_interrupted(server, path, data, async move {
+        std::fs::remove_dir_all(&lost).expect("lose the mount");
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_mount_lost_mid_upload_is_tolerated_down_to_the_lenient_limit_and_balanced_back() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -255,11 +264,7 @@ async fn a_mount_lost_mid_upload_is_tolerated_down_to_the_lenient_limit_and_bala
     );
 
     let data = bytes(2, 4 * MIB);
-    let lost = dirs[1].clone();
-    let status = deploy_interrupted(&server, "/libs/during.bin", &data, async move {
-        std::fs::remove_dir_all(&lost).expect("lose m2");
-    })
-    .await;
+    let status = deploy_losing(&server, "/libs/during.bin", &data, &dirs[1]).await;
     assert_eq!(
         status,
         StatusCode::CREATED,
@@ -309,11 +314,7 @@ async fn with_lenient_limit_equal_to_redundancy_a_lost_mount_fails_the_upload_an
     );
 
     let data = bytes(11, 4 * MIB);
-    let lost = dirs[1].clone();
-    let status = deploy_interrupted(&server, "/libs/during.bin", &data, async move {
-        std::fs::remove_dir_all(&lost).expect("lose m2");
-    })
-    .await;
+    let status = deploy_losing(&server, "/libs/during.bin", &data, &dirs[1]).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let r = server
         .admin()

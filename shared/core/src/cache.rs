@@ -277,8 +277,8 @@ impl CachedProvider {
             .counters
             .corrupt_dropped
             .fetch_add(1, Ordering::Relaxed);
+        // The eviction listener deletes the file.
         self.inner.index.invalidate(digest).await;
-        let _ = self.inner.files.delete(digest).await;
     }
 
     /// Opens a cached binary, checking whole reads. `Ok(None)`: not cached (or corrupt and

@@ -45,10 +45,7 @@ impl DownloadSigner for S3Provider {
     ) -> Result<SignedUrl> {
         // A URL is only good while the credentials that signed it are.
         let mut cap = MAX_PRESIGNED_EXPIRY;
-        if let Some(provider) = &self.inner.credentials
-            && let Ok(credentials) = provider.provide_credentials().await
-            && let Some(expiry) = credentials.expiry()
-        {
+        if let Some(expiry) = self.credentials_expiry().await {
             cap = expiry
                 .duration_since(SystemTime::now())
                 .unwrap_or_default()
@@ -81,6 +78,30 @@ impl DownloadSigner for S3Provider {
             expires_at: SystemTime::now() + expires_in,
             reusable_for,
         })
+    }
+}
+
+/// How often the signing credentials' expiry is asked for again.
+const CREDENTIALS_RECHECK: Duration = Duration::from_secs(60);
+
+impl S3Provider {
+    /// When the credentials that sign URLs expire (`None`: static keys, or unknown).
+    async fn credentials_expiry(&self) -> Option<SystemTime> {
+        let lock = || {
+            self.inner
+                .credentials_expiry
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some((asked, expiry)) = *lock()
+            && asked.elapsed() < CREDENTIALS_RECHECK
+        {
+            return expiry;
+        }
+        let provider = self.inner.credentials.as_ref()?;
+        let expiry = provider.provide_credentials().await.ok()?.expiry();
+        *lock() = Some((std::time::Instant::now(), expiry));
+        expiry
     }
 }
 

@@ -89,6 +89,11 @@ pub struct S3Provider {
 pub(crate) struct Inner {
     pub(crate) client: Client,
     pub(crate) credentials: Option<aws_sdk_s3::config::SharedCredentialsProvider>,
+    /// When the signing credentials expire (`None`: never), and when that was asked: the
+    /// provider chain is not cached (on EC2 or ECS it is an HTTP call), so signing asks at
+    /// most once a minute.
+    pub(crate) credentials_expiry:
+        std::sync::Mutex<Option<(std::time::Instant, Option<std::time::SystemTime>)>>,
     pub(crate) bucket: String,
     /// `""` or `"<path>/"`.
     pub(crate) prefix: String,
@@ -139,6 +144,7 @@ impl S3Provider {
             inner: Arc::new(Inner {
                 client,
                 credentials,
+                credentials_expiry: std::sync::Mutex::new(None),
                 bucket: config.bucket_name.clone(),
                 prefix,
                 layout,

@@ -12,21 +12,6 @@ use stowage_core::KeyLayout;
 use stowage_core::signing::UrlExpiry;
 use stowage_s3::{CloudFrontSigner, S3Config, S3Provider};
 
-/// The interpreter with botocore; a failure under CI, a loud skip elsewhere.
-fn python() -> Option<String> {
-    match std::env::var("STOWAGE_TEST_LOCALSTACK_PYTHON") {
-        Ok(p) => Some(p),
-        Err(_) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set but STOWAGE_TEST_LOCALSTACK_PYTHON is not: run the tests through scripts/test"
-            );
-            eprintln!("!!! SKIPPED: this test needs botocore; run it through scripts/test");
-            None
-        }
-    }
-}
-
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run");
     assert!(
@@ -136,7 +121,9 @@ fn param<'a>(url: &'a str, name: &str) -> &'a str {
 
 #[tokio::test]
 async fn signed_urls_match_botocore_and_verify_with_the_public_key() {
-    let Some(python) = python() else { return };
+    let Some(python) = stowage_tests::s3::localstack_python() else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let (private, public) = key_pair(dir.path());
     let pem = std::fs::read_to_string(&private).expect("pem");

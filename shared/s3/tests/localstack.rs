@@ -15,25 +15,11 @@ use stowage_core::{
     PresignedUploads, PutOptions, UploadPlan,
 };
 use stowage_s3::{S3Config, S3Provider};
+use stowage_tests::s3::endpoint;
 
 const MIB: u64 = 1024 * 1024;
 /// `maxFileSizeForDirectUpload` in these tests: small, so the spooled path runs too.
 const DIRECT_LIMIT: u64 = 6 * MIB;
-
-/// LocalStack's address; without it a failure under CI and a loud skip elsewhere.
-fn endpoint() -> Option<String> {
-    match std::env::var("STOWAGE_TEST_S3_ENDPOINT") {
-        Ok(e) => Some(e),
-        Err(_) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set but STOWAGE_TEST_S3_ENDPOINT is not: run the tests through scripts/test"
-            );
-            eprintln!("!!! SKIPPED: this test needs LocalStack; run it through scripts/test");
-            None
-        }
-    }
-}
 
 fn config(endpoint: &str, bucket: &str) -> S3Config {
     S3Config {
