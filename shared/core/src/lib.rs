@@ -14,6 +14,7 @@ pub mod fs;
 mod hashing;
 mod key;
 pub mod memory;
+pub mod object;
 mod path;
 mod provider;
 pub mod sharding;

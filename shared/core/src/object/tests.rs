@@ -1,0 +1,281 @@
+//! The generic object-store provider on an in-memory backend with injected faults. The real
+//! backends (GCS, Azure) run the same conformance suite against their emulators.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::*;
+use crate::conformance::{self, test_bytes};
+use crate::{BinaryProviderExt, ExpectedChecksums};
+
+/// Keys in a map; the next `failures` calls fail with a transient error.
+#[derive(Debug, Default)]
+struct MemoryObjects {
+    objects: Arc<Mutex<BTreeMap<String, (Bytes, SystemTime)>>>,
+    failures: AtomicU32,
+    calls: AtomicU32,
+}
+
+impl fmt::Display for MemoryObjects {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("memory-objects")
+    }
+}
+
+impl MemoryObjects {
+    fn fault(&self, key: &str) -> Result<()> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let failing = self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(Error::Storage {
+                backend: self.to_string(),
+                key: key.to_string(),
+                source: "connection reset (injected)".into(),
+                retryable: true,
+            });
+        }
+        Ok(())
+    }
+
+    fn keys(&self) -> Vec<String> {
+        self.objects.lock().expect("lock").keys().cloned().collect()
+    }
+
+    fn insert_if_absent(&self, key: &str, bytes: Bytes) -> bool {
+        let mut objects = self.objects.lock().expect("lock");
+        if objects.contains_key(key) {
+            return false;
+        }
+        objects.insert(key.to_string(), (bytes, SystemTime::now()));
+        true
+    }
+}
+
+#[derive(Debug)]
+struct MemoryWriter {
+    objects: Arc<Mutex<BTreeMap<String, (Bytes, SystemTime)>>>,
+    key: String,
+    buffer: BytesMut,
+}
+
+#[async_trait]
+impl ObjectWriter for MemoryWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        self.buffer.extend_from_slice(&chunk);
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>, checksums: &Checksums) -> Result<bool> {
+        assert_eq!(ChecksumHasher::digest(&self.buffer).md5, checksums.md5);
+        let mut objects = self.objects.lock().expect("lock");
+        if objects.contains_key(&self.key) {
+            return Ok(false);
+        }
+        objects.insert(self.key, (self.buffer.freeze(), SystemTime::now()));
+        Ok(true)
+    }
+
+    async fn abort(self: Box<Self>) {}
+}
+
+#[async_trait]
+impl ObjectBackend for MemoryObjects {
+    async fn put_small(&self, key: &str, body: Bytes, checksums: &Checksums) -> Result<bool> {
+        self.fault(key)?;
+        assert_eq!(ChecksumHasher::digest(&body).md5, checksums.md5);
+        Ok(self.insert_if_absent(key, body))
+    }
+
+    async fn writer(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
+        Ok(Box::new(MemoryWriter {
+            objects: Arc::clone(&self.objects),
+            key: key.to_string(),
+            buffer: BytesMut::new(),
+        }))
+    }
+
+    async fn copy_if_absent(&self, from: &str, to: &str) -> Result<bool> {
+        self.fault(from)?;
+        let bytes = self.objects.lock().expect("lock").get(from).cloned();
+        let Some((bytes, _)) = bytes else {
+            return Err(Error::NotFound {
+                what: from.to_string(),
+            });
+        };
+        Ok(self.insert_if_absent(to, bytes))
+    }
+
+    async fn stat(&self, key: &str) -> Result<ObjectInfo> {
+        self.fault(key)?;
+        match self.objects.lock().expect("lock").get(key) {
+            Some((bytes, time)) => Ok(ObjectInfo {
+                key: key.to_string(),
+                size: bytes.len() as u64,
+                last_modified: *time,
+            }),
+            None => Err(Error::NotFound {
+                what: key.to_string(),
+            }),
+        }
+    }
+
+    async fn read(&self, key: &str, range: Range<u64>) -> Result<ByteStream> {
+        self.fault(key)?;
+        let bytes = self.objects.lock().expect("lock").get(key).cloned();
+        match bytes {
+            Some((bytes, _)) => {
+                let part = bytes.slice(range.start as usize..range.end as usize);
+                Ok(futures::stream::iter([Ok(part)]).boxed())
+            }
+            None => Err(Error::NotFound {
+                what: key.to_string(),
+            }),
+        }
+    }
+
+    async fn remove(&self, key: &str) -> Result<()> {
+        self.fault(key)?;
+        self.objects.lock().expect("lock").remove(key);
+        Ok(())
+    }
+
+    fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectInfo>> {
+        let found: Vec<Result<ObjectInfo>> = self
+            .objects
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(key, _)| key.starts_with(prefix))
+            .map(|(key, (bytes, time))| {
+                Ok(ObjectInfo {
+                    key: key.clone(),
+                    size: bytes.len() as u64,
+                    last_modified: *time,
+                })
+            })
+            .collect();
+        futures::stream::iter(found).boxed()
+    }
+
+    async fn check(&self) -> Result<()> {
+        self.fault("-")
+    }
+}
+
+fn provider(small_upload_limit: u64) -> ObjectStoreProvider<MemoryObjects> {
+    ObjectStoreProvider::new(
+        MemoryObjects::default(),
+        ObjectSettings {
+            path: "/filestore/".into(),
+            small_upload_limit,
+            ..Default::default()
+        },
+    )
+}
+
+#[tokio::test]
+async fn conformance_with_every_upload_streamed() {
+    let p = provider(0);
+    conformance::run_all(Arc::new(p.clone()), 10).await;
+    assert_only_the_empty_binary_is_left(&p);
+}
+
+/// The suite deletes what it stores except the empty binary (shared by every run).
+fn assert_only_the_empty_binary_is_left(p: &ObjectStoreProvider<MemoryObjects>) {
+    let empty = ChecksumHasher::digest(b"").sha256;
+    assert_eq!(
+        p.backend().keys(),
+        vec![p.key_of(&empty)],
+        "nothing else left behind"
+    );
+}
+
+#[tokio::test]
+async fn conformance_with_small_uploads_in_one_request() {
+    let p = provider(64 * 1024);
+    conformance::run_all(Arc::new(p.clone()), 20).await;
+    assert_only_the_empty_binary_is_left(&p);
+}
+
+#[tokio::test]
+async fn keys_live_under_the_path_in_the_layout() {
+    let p = provider(0);
+    let data = test_bytes(1, 1000);
+    let put = p
+        .put_bytes(data, ExpectedChecksums::none())
+        .await
+        .expect("put");
+    let hex = put.checksums.sha256.to_hex();
+    assert_eq!(
+        p.backend().keys(),
+        vec![format!("filestore/{}/{hex}", &hex[..2])]
+    );
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried() {
+    let p = provider(1 << 20);
+    let data = test_bytes(2, 5000);
+    p.backend().failures.store(3, Ordering::SeqCst);
+    let put = p
+        .put_bytes(data.clone(), ExpectedChecksums::none())
+        .await
+        .expect("put after three transient failures");
+    p.backend().failures.store(3, Ordering::SeqCst);
+    assert_eq!(
+        p.get_bytes(&put.checksums.sha256, None)
+            .await
+            .expect("get after three transient failures"),
+        data
+    );
+    p.backend().failures.store(3, Ordering::SeqCst);
+    p.delete(&put.checksums.sha256)
+        .await
+        .expect("delete after three transient failures");
+
+    // A backend that keeps failing gives up after the configured attempts, with an error
+    // that still says it is transient.
+    p.backend().failures.store(100, Ordering::SeqCst);
+    let before = p.backend().calls.load(Ordering::SeqCst);
+    let err = p.head(&put.checksums.sha256).await.expect_err("gives up");
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(p.backend().calls.load(Ordering::SeqCst) - before, 4);
+}
+
+#[tokio::test]
+async fn a_failed_streamed_upload_leaves_nothing_behind() {
+    let p = provider(0);
+    let data = test_bytes(3, 300_000);
+    let body = futures::stream::iter([
+        Ok(data.slice(..100_000)),
+        Err(Error::Unavailable("client went away".into())),
+    ])
+    .boxed();
+    p.put_opts(body, PutOptions::default())
+        .await
+        .expect_err("a failing body fails the upload");
+    assert!(p.backend().keys().is_empty(), "{:?}", p.backend().keys());
+}
+
+#[tokio::test]
+async fn stale_staging_objects_are_swept() {
+    let p = provider(0);
+    p.backend()
+        .insert_if_absent("filestore/_pre/left-by-a-crash", Bytes::from_static(b"x"));
+    assert_eq!(
+        p.clean_stale_staging(Duration::from_secs(3600))
+            .await
+            .expect("sweep"),
+        0,
+        "a young staging object may belong to an upload in progress"
+    );
+    assert_eq!(
+        p.clean_stale_staging(Duration::ZERO).await.expect("sweep"),
+        1
+    );
+    assert!(p.backend().keys().is_empty());
+}
