@@ -8,7 +8,32 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod azure;
+pub mod emulator;
+pub mod gcs;
 pub mod s3;
+
+/// A setting scripts/test exports for the suites (a server's address, a tool's path); without
+/// it a failure under CI and a loud skip (`None`) elsewhere. `what` names what is missing.
+pub fn required_env(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(value) => Some(value),
+        Err(_) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but {var} is not: run the tests through scripts/test"
+            );
+            eprintln!("!!! SKIPPED: this test needs {what} ({var}); run it through scripts/test");
+            None
+        }
+    }
+}
+
+/// A loopback port nobody listens on now.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
 
 /// The database engine the suites run on: `STOWAGE_TEST_DATABASE` = `sqlite` (default),
 /// `postgres` or `mysql` (then `STOWAGE_TEST_POSTGRES_URL` or `STOWAGE_TEST_MYSQL_URL` must name

@@ -12,36 +12,13 @@ use tokio::process::{Child, Command};
 
 /// LocalStack's address; without it a failure under CI and a loud skip (`None`) elsewhere.
 pub fn endpoint() -> Option<String> {
-    match std::env::var("STOWAGE_TEST_S3_ENDPOINT") {
-        Ok(e) => Some(e),
-        Err(_) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set but STOWAGE_TEST_S3_ENDPOINT is not: run the tests through scripts/test"
-            );
-            eprintln!("!!! SKIPPED: this test needs LocalStack; run it through scripts/test");
-            None
-        }
-    }
+    crate::required_env("STOWAGE_TEST_S3_ENDPOINT", "LocalStack")
 }
 
 /// The Python of the LocalStack venv scripts/test installs (it also carries botocore and
 /// cryptography); without it a failure under CI and a loud skip (`None`) elsewhere.
 pub fn localstack_python() -> Option<String> {
-    match std::env::var("STOWAGE_TEST_LOCALSTACK_PYTHON") {
-        Ok(python) => Some(python),
-        Err(_) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set but STOWAGE_TEST_LOCALSTACK_PYTHON is not: run the tests through \
-                 scripts/test"
-            );
-            eprintln!(
-                "!!! SKIPPED: this test needs LocalStack's venv; run it through scripts/test"
-            );
-            None
-        }
-    }
+    crate::required_env("STOWAGE_TEST_LOCALSTACK_PYTHON", "LocalStack's venv")
 }
 
 /// A fresh bucket name.
@@ -119,10 +96,7 @@ impl LocalStack {
     /// Starts one on a free port; `None` (a loud skip, or a failure under CI) when the
     /// LocalStack interpreter scripts/test installs is not known.
     pub async fn start(dir: &Path) -> Option<Self> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        drop(listener);
-        Self::start_on(dir, port).await
+        Self::start_on(dir, crate::free_port()).await
     }
 
     /// Starts one on `port`.
