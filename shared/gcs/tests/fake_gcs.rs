@@ -171,3 +171,24 @@ print(_signing.generate_signed_url_v4(
     assert_eq!(got.status(), 200);
     assert_eq!(got.bytes().await.expect("body"), data);
 }
+
+#[tokio::test]
+async fn bytes_that_do_not_match_their_md5_and_crc32c_are_not_kept() {
+    use stowage_core::ChecksumHasher;
+    use stowage_core::object::ObjectBackend;
+    let Some(endpoint) = gcs::endpoint() else {
+        return;
+    };
+    let p = provider(&endpoint, |_| {}).await;
+    let data = conformance::test_bytes(11, 2000);
+    let key = p.key_of(&ChecksumHasher::digest(&data).sha256);
+    let other = ChecksumHasher::digest(b"other bytes");
+    p.backend()
+        .put_small(&key, data, &other)
+        .await
+        .expect_err("bytes that do not match their MD5 are refused");
+    assert!(matches!(
+        p.backend().stat(&key).await,
+        Err(stowage_core::Error::NotFound { .. })
+    ));
+}
