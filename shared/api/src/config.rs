@@ -105,15 +105,17 @@ pub struct FilestoreConfig {
     /// `[filestore.s3]`, for the S3 templates (`s3-storage-v3-direct`, `s3-storage-v3`,
     /// `cluster-s3-storage-v3`).
     pub s3: Option<stowage_s3::S3Config>,
-    /// `[filestore.eventual]`, the write-behind queue of `s3-storage-v3` and
-    /// `cluster-s3-storage-v3`.
+    /// `[filestore.eventual]`, the write-behind queue of the eventual templates
+    /// (`s3-storage-v3`, `cluster-s3-storage-v3`, `google-storage`, `azure-blob-storage`, …).
     pub eventual: EventualConfig,
-    /// Settings of templates this build does not run yet; kept so that a configuration written
-    /// for them still loads.
+    /// `[filestore.google-storage]`, for the GCS templates (`google-storage`,
+    /// `cluster-google-storage`, `google-storage-direct`) and GCS shard mounts.
     #[serde(rename = "google-storage")]
-    pub google_storage: Option<toml::Table>,
+    pub google_storage: Option<stowage_gcs::GcsConfig>,
+    /// `[filestore.azure-blob-storage]`, for the Azure templates (`azure-blob-storage`,
+    /// `cluster-azure-blob-storage`, `azure-blob-storage-direct`) and Azure shard mounts.
     #[serde(rename = "azure-blob-storage")]
-    pub azure_blob_storage: Option<toml::Table>,
+    pub azure_blob_storage: Option<stowage_azure::AzureConfig>,
     /// `[filestore.sharding]`, for `double-shards`, `redundant-shards` and `s3-sharding`.
     pub sharding: ShardingConfig,
 }
@@ -233,6 +235,10 @@ pub struct MountConfig {
     pub dir: Option<PathBuf>,
     /// An S3 bucket: settings laid over `[filestore.s3]` (often just `bucketName`).
     pub s3: Option<toml::Table>,
+    /// A GCS bucket: settings laid over `[filestore.google-storage]`.
+    pub gcs: Option<toml::Table>,
+    /// An Azure container: settings laid over `[filestore.azure-blob-storage]`.
+    pub azure: Option<toml::Table>,
     /// The sharding zone.
     pub zone: Option<String>,
     /// `false`: read, balanced from and cleaned by garbage collection, never written.

@@ -6,7 +6,9 @@
 //! | `file-system` (default) | local directory |
 //! | `s3-storage-v3-direct` | S3, uploads streamed (below `maxFileSizeForDirectUpload`) or multipart |
 //! | `s3-storage-v3`, `cluster-s3-storage-v3` | eventual queue → S3 |
-//! | `double-shards`, `redundant-shards`, `s3-sharding` | sharding → state-aware mounts (directories, S3 buckets) |
+//! | `google-storage-direct`, `azure-blob-storage-direct` | GCS or Azure Blob, uploads streamed |
+//! | `google-storage`, `cluster-google-storage`, `azure-blob-storage`, `cluster-azure-blob-storage` | eventual queue → GCS or Azure Blob |
+//! | `double-shards`, `redundant-shards`, `s3-sharding` | sharding → state-aware mounts (directories, S3 buckets, GCS buckets, Azure containers) |
 //! | `cache-fs` | read cache → local directory |
 //!
 //! `[filestore.cache] enabled = true` puts the read cache in front of any of them.
@@ -18,6 +20,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use stowage_azure::{AzureConfig, AzureSasSigner};
 use stowage_core::cache::{CacheSettings, CachedProvider};
 use stowage_core::eventual::{EventualProvider, EventualSettings};
 use stowage_core::fanout::FanOutSettings;
@@ -25,6 +28,7 @@ use stowage_core::fs::FileSystemProvider;
 use stowage_core::sharding::{MountSettings, Mounts, ShardingProvider, ShardingSettings};
 use stowage_core::signing::DownloadSigner;
 use stowage_core::{BinaryProvider, Error, KeyLayout, PresignedUploads, Result};
+use stowage_gcs::{GcsConfig, GcsSigner};
 use stowage_s3::{CloudFrontSigner, S3Provider};
 
 use crate::Config;
@@ -33,7 +37,9 @@ use crate::config::MountConfig;
 /// Every template name, for messages.
 const TEMPLATES: &str = "file-system, cache-fs, double-shards, redundant-shards, s3-storage-v3, \
                          s3-storage-v3-direct, cluster-s3-storage-v3, s3-sharding, \
-                         google-storage, azure-blob-storage";
+                         google-storage, cluster-google-storage, google-storage-direct, \
+                         azure-blob-storage, cluster-azure-blob-storage, \
+                         azure-blob-storage-direct";
 
 /// The assembled chain.
 #[derive(Clone)]
@@ -122,40 +128,64 @@ impl Filestore {
             }
             "s3-storage-v3-direct" => {
                 let s3 = Arc::new(connect_s3(config, layout).await?);
-                Ok(Self {
-                    provider: s3.clone(),
-                    eventual: None,
-                    signer: Some(download_signer(&s3)?),
-                    uploads: Some(s3),
-                    sharding: None,
-                    cache: None,
-                    local: None,
-                })
+                let signer = download_signer(&s3)?;
+                Ok(object_chain(
+                    config,
+                    layout,
+                    s3.clone(),
+                    Some(signer),
+                    Some(s3),
+                    false,
+                )?)
             }
             "s3-storage-v3" | "cluster-s3-storage-v3" => {
                 let s3 = Arc::new(connect_s3(config, layout).await?);
-                let e = &config.filestore.eventual;
-                let eventual = EventualProvider::new(
-                    s3.clone(),
+                let signer = download_signer(&s3)?;
+                Ok(object_chain(
+                    config,
                     layout,
-                    EventualSettings {
-                        dirs: config.eventual_dirs(),
-                        lenient_limit: e.lenient_limit,
-                        number_of_threads: e.number_of_threads,
-                        dispatcher_interval: Duration::from_millis(e.dispatcher_interval.max(1)),
-                        max_retry_backoff: Duration::from_secs(e.max_retry_backoff_secs.max(1)),
-                    },
-                )
-                .map_err(|e| Error::InvalidInput(format!("[filestore.eventual] {e}")))?;
-                Ok(Self {
-                    provider: Arc::new(eventual.clone()),
-                    eventual: Some(eventual),
-                    signer: Some(download_signer(&s3)?),
-                    uploads: Some(s3),
-                    sharding: None,
-                    cache: None,
-                    local: None,
-                })
+                    s3.clone(),
+                    Some(signer),
+                    Some(s3),
+                    true,
+                )?)
+            }
+            template @ ("google-storage" | "cluster-google-storage" | "google-storage-direct") => {
+                let gcs_config =
+                    section(&config.filestore.google_storage, "google-storage", template)?;
+                let gcs = stowage_gcs::connect(gcs_config, layout).await?;
+                let signer = GcsSigner::from_config(gcs_config, &gcs)?
+                    .map(|s| Arc::new(s) as Arc<dyn DownloadSigner>);
+                let eventual = !template.ends_with("-direct");
+                Ok(object_chain(
+                    config,
+                    layout,
+                    Arc::new(gcs),
+                    signer,
+                    None,
+                    eventual,
+                )?)
+            }
+            template @ ("azure-blob-storage"
+            | "cluster-azure-blob-storage"
+            | "azure-blob-storage-direct") => {
+                let azure_config = section(
+                    &config.filestore.azure_blob_storage,
+                    "azure-blob-storage",
+                    template,
+                )?;
+                let azure = stowage_azure::connect(azure_config, layout).await?;
+                let signer = AzureSasSigner::from_config(azure_config, &azure)?
+                    .map(|s| Arc::new(s) as Arc<dyn DownloadSigner>);
+                let eventual = !template.ends_with("-direct");
+                Ok(object_chain(
+                    config,
+                    layout,
+                    Arc::new(azure),
+                    signer,
+                    None,
+                    eventual,
+                )?)
             }
             "double-shards" => build_sharding(config, layout, 1).await,
             "redundant-shards" => build_sharding(config, layout, 2).await,
@@ -168,13 +198,6 @@ impl Filestore {
                     ));
                 }
                 build_sharding(config, layout, 1).await
-            }
-            template @ ("google-storage" | "azure-blob-storage") => {
-                Err(Error::InvalidInput(format!(
-                    "filestore template {template:?} is not available in this build yet; use \
-                     one of file-system, cache-fs, s3-storage-v3-direct, s3-storage-v3, \
-                     cluster-s3-storage-v3, double-shards, redundant-shards, s3-sharding"
-                )))
             }
             other => Err(Error::InvalidInput(format!(
                 "unknown filestore template {other:?}; expected one of {TEMPLATES}"
@@ -196,6 +219,53 @@ impl Filestore {
     }
 }
 
+/// An object store at the bottom of the chain: direct, or behind the eventual queue.
+fn object_chain(
+    config: &Config,
+    layout: KeyLayout,
+    store: Arc<dyn BinaryProvider>,
+    signer: Option<Arc<dyn DownloadSigner>>,
+    uploads: Option<Arc<dyn PresignedUploads>>,
+    eventual: bool,
+) -> Result<Filestore> {
+    let mut built = Filestore {
+        provider: Arc::clone(&store),
+        eventual: None,
+        uploads,
+        sharding: None,
+        cache: None,
+        signer,
+        local: None,
+    };
+    if eventual {
+        let e = &config.filestore.eventual;
+        let queue = EventualProvider::new(
+            store,
+            layout,
+            EventualSettings {
+                dirs: config.eventual_dirs(),
+                lenient_limit: e.lenient_limit,
+                number_of_threads: e.number_of_threads,
+                dispatcher_interval: Duration::from_millis(e.dispatcher_interval.max(1)),
+                max_retry_backoff: Duration::from_secs(e.max_retry_backoff_secs.max(1)),
+            },
+        )
+        .map_err(|e| Error::InvalidInput(format!("[filestore.eventual] {e}")))?;
+        built.provider = Arc::new(queue.clone());
+        built.eventual = Some(queue);
+    }
+    Ok(built)
+}
+
+/// The `[filestore.<name>]` section a template needs.
+fn section<'a, T>(section: &'a Option<T>, name: &str, template: &str) -> Result<&'a T> {
+    section.as_ref().ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "filestore template {template:?} needs a [filestore.{name}] section"
+        ))
+    })
+}
+
 /// A sharded store over the configured mounts (or two directories under the data directory).
 async fn build_sharding(
     config: &Config,
@@ -209,6 +279,8 @@ async fn build_sharding(
                 id: format!("shard-fs-{n}"),
                 dir: Some(config.data_dir.join(format!("shard-fs-{n}"))),
                 s3: None,
+                gcs: None,
+                azure: None,
                 zone: None,
                 write_enabled: true,
                 check_period: None,
@@ -219,29 +291,61 @@ async fn build_sharding(
     };
     let mut built: Mounts = Vec::new();
     for mount in mounts {
-        let provider: Arc<dyn BinaryProvider> = match (&mount.dir, &mount.s3) {
-            (Some(dir), None) => Arc::new(FileSystemProvider::new(dir, layout).map_err(|e| {
-                Error::InvalidInput(format!("[filestore.sharding] mount {:?}: {e}", mount.id))
-            })?),
-            (None, Some(table)) => {
-                let s3 = shard_s3_config(config, &mount.id, table)?;
-                let spool = config.data_dir.join("s3-spool").join(&mount.id);
-                // Checked below with the other mounts: a bucket that is away at start-up
-                // leaves its mount down, not the whole store.
-                let s3 = stowage_s3::S3Config {
-                    test_connection: false,
-                    ..s3
-                };
-                Arc::new(connect_s3_with(config, s3, layout, spool).await?)
-            }
-            _ => {
-                return Err(Error::InvalidInput(format!(
-                    "[filestore.sharding] mount {:?} needs exactly one of dir = \"…\" or \
-                     s3 = {{ bucketName = \"…\" }}",
-                    mount.id
-                )));
-            }
+        let bad = |e: Error| {
+            Error::InvalidInput(format!("[filestore.sharding] mount {:?}: {e}", mount.id))
         };
+        // Object stores are checked below with the other mounts: one that is away at
+        // start-up leaves its mount down, not the whole store.
+        let provider: Arc<dyn BinaryProvider> =
+            match (&mount.dir, &mount.s3, &mount.gcs, &mount.azure) {
+                (Some(dir), None, None, None) => {
+                    Arc::new(FileSystemProvider::new(dir, layout).map_err(bad)?)
+                }
+                (None, Some(table), None, None) => {
+                    let s3: stowage_s3::S3Config =
+                        shard_config(config.filestore.s3.as_ref(), &mount.id, table, "s3")?;
+                    let spool = config.data_dir.join("s3-spool").join(&mount.id);
+                    let s3 = stowage_s3::S3Config {
+                        test_connection: false,
+                        ..s3
+                    };
+                    Arc::new(connect_s3_with(config, s3, layout, spool).await?)
+                }
+                (None, None, Some(table), None) => {
+                    let gcs: GcsConfig = shard_config(
+                        config.filestore.google_storage.as_ref(),
+                        &mount.id,
+                        table,
+                        "gcs",
+                    )?;
+                    let gcs = GcsConfig {
+                        test_connection: false,
+                        ..gcs
+                    };
+                    Arc::new(stowage_gcs::connect(&gcs, layout).await.map_err(bad)?)
+                }
+                (None, None, None, Some(table)) => {
+                    let azure: AzureConfig = shard_config(
+                        config.filestore.azure_blob_storage.as_ref(),
+                        &mount.id,
+                        table,
+                        "azure",
+                    )?;
+                    let azure = AzureConfig {
+                        test_connection: false,
+                        ..azure
+                    };
+                    Arc::new(stowage_azure::connect(&azure, layout).await.map_err(bad)?)
+                }
+                _ => {
+                    return Err(Error::InvalidInput(format!(
+                        "[filestore.sharding] mount {:?} needs exactly one of dir = \"…\", \
+                         s3 = {{ bucketName = \"…\" }}, gcs = {{ bucketName = \"…\" }} or \
+                         azure = {{ containerName = \"…\" }}",
+                        mount.id
+                    )));
+                }
+            };
         let settings = MountSettings {
             id: mount.id.clone(),
             zone: mount.zone.clone(),
@@ -294,10 +398,16 @@ fn download_signer(s3: &Arc<S3Provider>) -> Result<Arc<dyn DownloadSigner>> {
     })
 }
 
-/// A shard's S3 settings: its own table laid over `[filestore.s3]`.
-fn shard_s3_config(config: &Config, id: &str, table: &toml::Table) -> Result<stowage_s3::S3Config> {
+/// A shard's object-store settings: its own table laid over the template's section
+/// (`[filestore.s3]`, `[filestore.google-storage]`, `[filestore.azure-blob-storage]`).
+fn shard_config<T: serde::Serialize + serde::de::DeserializeOwned>(
+    base: Option<&T>,
+    id: &str,
+    table: &toml::Table,
+    what: &str,
+) -> Result<T> {
     let bad = |e: String| Error::InvalidInput(format!("[filestore.sharding] mount {id:?}: {e}"));
-    let mut merged = match &config.filestore.s3 {
+    let mut merged = match base {
         Some(base) => toml::Table::try_from(base).map_err(|e| bad(e.to_string()))?,
         None => toml::Table::new(),
     };
@@ -306,7 +416,7 @@ fn shard_s3_config(config: &Config, id: &str, table: &toml::Table) -> Result<sto
     }
     merged
         .try_into()
-        .map_err(|e: toml::de::Error| bad(format!("s3: {}", e.message())))
+        .map_err(|e: toml::de::Error| bad(format!("{what}: {}", e.message())))
 }
 
 async fn connect_s3(config: &Config, layout: KeyLayout) -> Result<S3Provider> {
