@@ -194,6 +194,37 @@ pub(crate) async fn start_server(data_dir: &Path, config: Option<&Path>) -> Resu
     Ok(Server { child, base, token })
 }
 
+/// `stowage serve` on a configuration of `filestore` TOML in `dir/name`, with a repository
+/// `bench`; returns the server and its PID.
+pub(crate) async fn start_with_config(
+    dir: &Path,
+    name: &str,
+    filestore: &str,
+) -> Result<(Server, u32), Error> {
+    let data_dir = dir.join(name);
+    std::fs::create_dir_all(&data_dir).map_err(fail("create data dir"))?;
+    let config = data_dir.join("stowage.toml");
+    std::fs::write(&config, filestore).map_err(fail("write config"))?;
+    let server = start_server(&data_dir, Some(&config)).await?;
+    let pid = server
+        .child
+        .id()
+        .ok_or_else(|| Error::Unavailable("bench: the server exited".into()))?;
+    let r = reqwest::Client::new()
+        .put(format!("{}/api/repositories/bench", server.base))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .map_err(|e| Error::Unavailable(format!("bench: create repository: {e}")))?;
+    if !r.status().is_success() {
+        return Err(Error::Unavailable(format!(
+            "bench: create repository answered {}",
+            r.status()
+        )));
+    }
+    Ok((server, pid))
+}
+
 pub(crate) async fn upload(
     client: &reqwest::Client,
     server: &Server,

@@ -13,7 +13,7 @@ use bytesize::ByteSize;
 use stowage_core::{Error, KeyLayout};
 use stowage_s3::{S3Config, S3Provider};
 
-use crate::bench::{Server, fail, mb_per_s, median, random_pattern, rss_kib, start_server};
+use crate::bench::{Server, fail, mb_per_s, median, random_pattern, rss_kib, start_with_config};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchS3Args {
@@ -41,8 +41,8 @@ pub(crate) struct BenchS3Args {
 
 /// One set of files of one size, with their SHA-256s (what a client that declares
 /// `X-Checksum-Sha256` sends).
-struct FileSet {
-    files: Vec<Bytes>,
+pub(crate) struct FileSet {
+    pub(crate) files: Vec<Bytes>,
     sha256: Vec<String>,
 }
 
@@ -67,7 +67,7 @@ pub(crate) fn parse_sets(spec: &str) -> Result<Vec<(u64, usize)>, Error> {
 
 /// `count` distinct files of `size` bytes: the random pattern repeated, each file stamped
 /// with its own number so that nothing is deduplicated.
-fn make_set(pattern: &Bytes, size: u64, count: usize, seed: u64) -> FileSet {
+pub(crate) fn make_set(pattern: &Bytes, size: u64, count: usize, seed: u64) -> FileSet {
     let size_usize = usize::try_from(size).unwrap_or(usize::MAX);
     let files = (0..count)
         .map(|i| {
@@ -228,7 +228,7 @@ fn local_write(dir: &Path, files: &[Bytes]) -> Result<Duration, Error> {
     Ok(elapsed)
 }
 
-async fn stowage_upload(
+pub(crate) async fn stowage_upload(
     client: &reqwest::Client,
     server: &Server,
     set: &FileSet,
@@ -307,36 +307,12 @@ async fn start(
     endpoint: &str,
     bucket: &str,
 ) -> Result<(Server, u32), Error> {
-    let data_dir = dir.join(name);
-    std::fs::create_dir_all(&data_dir).map_err(fail("create data dir"))?;
-    let config = data_dir.join("stowage.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[filestore]\ntemplate = \"{template}\"\n\n[filestore.s3]\nbucketName = \"{bucket}\"\n\
-             endpoint = \"{endpoint}\"\nregion = \"us-east-1\"\nusePathStyleAccess = true\n\
-             identity = \"test\"\ncredential = \"test\"\ntestConnection = false\n"
-        ),
-    )
-    .map_err(fail("write config"))?;
-    let server = start_server(&data_dir, Some(&config)).await?;
-    let pid = server
-        .child
-        .id()
-        .ok_or_else(|| Error::Unavailable("bench-s3: server exited".into()))?;
-    let r = reqwest::Client::new()
-        .put(format!("{}/api/repositories/bench", server.base))
-        .bearer_auth(&server.token)
-        .send()
-        .await
-        .map_err(|e| Error::Unavailable(format!("bench-s3: create repository: {e}")))?;
-    if !r.status().is_success() {
-        return Err(Error::Unavailable(format!(
-            "bench-s3: create repository answered {}",
-            r.status()
-        )));
-    }
-    Ok((server, pid))
+    let filestore = format!(
+        "[filestore]\ntemplate = \"{template}\"\n\n[filestore.s3]\nbucketName = \"{bucket}\"\n\
+         endpoint = \"{endpoint}\"\nregion = \"us-east-1\"\nusePathStyleAccess = true\n\
+         identity = \"test\"\ncredential = \"test\"\ntestConnection = false\n"
+    );
+    start_with_config(dir, name, &filestore).await
 }
 
 async fn queue_depth(client: &reqwest::Client, server: &Server) -> Result<u64, Error> {
@@ -353,7 +329,7 @@ async fn queue_depth(client: &reqwest::Client, server: &Server) -> Result<u64, E
     Ok(info["eventualQueue"]["depth"].as_u64().unwrap_or(0))
 }
 
-async fn stop(mut server: Server) {
+pub(crate) async fn stop(mut server: Server) {
     if let Some(id) = server.child.id()
         && let Some(pid) = rustix::process::Pid::from_raw(id as i32)
     {

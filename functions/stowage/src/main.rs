@@ -4,6 +4,7 @@
 //! library crates, which hold all the logic.
 
 mod bench;
+mod bench_cloud;
 mod bench_downloads;
 mod bench_s3;
 mod bench_shards;
@@ -55,6 +56,10 @@ enum Command {
     /// Measure uploads to an S3 endpoint (direct and eventual) against the plain SDK.
     #[command(name = "bench-s3")]
     BenchS3(bench_s3::BenchS3Args),
+    /// Measure uploads and downloads through Stowage to GCS and Azure emulators against each
+    /// backend's plain client.
+    #[command(name = "bench-cloud")]
+    BenchCloud(bench_cloud::BenchCloudArgs),
     /// Measure proxied downloads (cache hit, miss, filesystem) against the disk, the
     /// single-flight fan-out, and redirect answers against ping.
     #[command(name = "bench-downloads")]
@@ -132,6 +137,7 @@ fn main() -> ExitCode {
             Command::Balance(args) => serve::balance(&args).await,
             Command::Bench(args) => bench::run(&args).await,
             Command::BenchS3(args) => bench_s3::run(&args).await,
+            Command::BenchCloud(args) => bench_cloud::run(&args).await,
             Command::BenchShards(args) => bench_shards::run(&args).await,
             Command::BenchDownloads(args) => bench_downloads::run(&args).await,
         }
