@@ -411,7 +411,7 @@ impl ObjectBackend for AzureBackend {
         Err(self.failure(key, response).await)
     }
 
-    async fn writer(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
+    async fn writer(&self, key: &str, _size: Option<u64>) -> Result<Box<dyn ObjectWriter>> {
         Ok(Box::new(AzureWriter {
             backend: self.clone(),
             key: key.to_string(),

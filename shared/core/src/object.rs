@@ -46,8 +46,9 @@ pub trait ObjectBackend: Send + Sync + fmt::Debug + fmt::Display + 'static {
     /// the service checks), only if no object has that key. `Ok(false)`: one already had it.
     async fn put_small(&self, key: &str, body: Bytes, checksums: &Checksums) -> Result<bool>;
 
-    /// Starts a streamed write of `key`; nothing is visible before [`ObjectWriter::finish`].
-    async fn writer(&self, key: &str) -> Result<Box<dyn ObjectWriter>>;
+    /// Starts a streamed write of `key` of `size` bytes when the client announced it;
+    /// nothing is visible before [`ObjectWriter::finish`].
+    async fn writer(&self, key: &str, size: Option<u64>) -> Result<Box<dyn ObjectWriter>>;
 
     /// Server-side copy, only if `to` does not exist. `Ok(false)`: it existed.
     async fn copy_if_absent(&self, from: &str, to: &str) -> Result<bool>;
@@ -222,7 +223,7 @@ impl<B: ObjectBackend> ObjectStoreProvider<B> {
         opts: &PutOptions,
     ) -> Result<(Checksums, u64, bool)> {
         let (mut body, hashing) = hash_stream(body);
-        let mut writer = self.backend.writer(key).await?;
+        let mut writer = self.backend.writer(key, opts.size).await?;
         let mut received = 0u64;
         let sent: Result<()> = async {
             while let Some(chunk) = body.next().await {

@@ -2,10 +2,13 @@
 //! (`gcloud-storage`; the official SDK needs gRPC for listing, which no emulator serves).
 //!
 //! Integrity: a small upload is one multipart request whose metadata carries the body's MD5
-//! and CRC32C, so GCS refuses bytes that do not match them. A larger one is a resumable upload
-//! in chunks; GCS reports the finished object's MD5 and CRC32C, which must equal ours, else the
-//! object is deleted (by generation) and the upload fails as retryable. Every write is
-//! conditional on `ifGenerationMatch=0`: it creates, never replaces.
+//! and CRC32C, so GCS refuses bytes that do not match them. A larger one is a resumable upload:
+//! of announced length, one PUT streamed as the body arrives; of unknown length, in chunks.
+//! Either way its last bytes are sent only once the body's checksums matched what the client
+//! declared (GCS completes an upload only when it has every byte), and GCS reports the
+//! finished object's MD5 and CRC32C, which must equal ours, else the object is deleted (by
+//! generation) and the upload fails as retryable. Every write is conditional on
+//! `ifGenerationMatch=0`: it creates, never replaces.
 
 use std::fmt;
 use std::ops::Range;
@@ -33,11 +36,15 @@ use gcloud_storage::http::resumable_upload_client::{
 };
 use stowage_core::object::{ObjectBackend, ObjectInfo, ObjectWriter};
 use stowage_core::{ByteStream, Checksums, Error, Result};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// One bucket.
 #[derive(Clone)]
 pub struct GcsBackend {
     pub(crate) client: Client,
+    /// For streamed PUTs to resumable sessions (their URL is their authorization).
+    http: reqwest::Client,
     pub(crate) bucket: Arc<str>,
     chunk_size: usize,
 }
@@ -127,12 +134,25 @@ fn info_of(object: &Object) -> ObjectInfo {
 }
 
 impl GcsBackend {
-    pub(crate) fn new(client: Client, bucket: &str, chunk_size: u64) -> Self {
-        Self {
+    pub(crate) fn new(client: Client, bucket: &str, chunk_size: u64) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .map_err(|e| Error::InvalidInput(format!("cannot build an HTTP client: {e}")))?;
+        Ok(Self {
             client,
+            http,
             bucket: bucket.into(),
             chunk_size: usize::try_from(chunk_size).unwrap_or(16 << 20),
-        }
+        })
+    }
+
+    async fn start_session(&self, key: &str) -> Result<ResumableUploadClient> {
+        let media = Media::new(key.to_string());
+        self.client
+            .prepare_resumable_upload(&self.create_only(), &UploadType::Simple(media))
+            .await
+            .map_err(|e| map_error(self, key, e))
     }
 
     fn create_only(&self) -> UploadObjectRequest {
@@ -205,13 +225,7 @@ impl GcsWriter {
         if let Some(session) = &self.session {
             return Ok(session.clone());
         }
-        let media = Media::new(self.key.clone());
-        let session = self
-            .backend
-            .client
-            .prepare_resumable_upload(&self.backend.create_only(), &UploadType::Simple(media))
-            .await
-            .map_err(|e| map_error(&self.backend, &self.key, e))?;
+        let session = self.backend.start_session(&self.key).await?;
         self.session = Some(session.clone());
         Ok(session)
     }
@@ -293,6 +307,164 @@ impl ObjectWriter for GcsWriter {
     }
 }
 
+type BodySender = mpsc::Sender<std::result::Result<Bytes, std::io::Error>>;
+
+/// A body of announced size: one PUT to a resumable session, streamed as it arrives, its last
+/// chunk held back until `finish`.
+struct GcsStreamingWriter {
+    backend: GcsBackend,
+    key: String,
+    size: u64,
+    crc: u32,
+    held: Option<Bytes>,
+    sending: Option<(BodySender, JoinHandle<Result<reqwest::Response>>)>,
+    session: Option<ResumableUploadClient>,
+}
+
+impl fmt::Debug for GcsStreamingWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GcsStreamingWriter")
+            .field("key", &self.key)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GcsStreamingWriter {
+    /// Opens the session and the PUT on the first bytes.
+    async fn sender(&mut self) -> Result<BodySender> {
+        if let Some((tx, _)) = &self.sending {
+            return Ok(tx.clone());
+        }
+        let session = self.backend.start_session(&self.key).await?;
+        let (tx, rx) = mpsc::channel(4);
+        let body = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        });
+        let request = self
+            .backend
+            .http
+            .put(session.url())
+            .header(
+                reqwest::header::CONTENT_RANGE,
+                format!("bytes 0-{}/{}", self.size - 1, self.size),
+            )
+            .header(reqwest::header::CONTENT_LENGTH, self.size)
+            .body(reqwest::Body::wrap_stream(body));
+        let (backend, key) = (self.backend.to_string(), self.key.clone());
+        let put = tokio::spawn(async move {
+            request.send().await.map_err(|e| Error::Storage {
+                backend,
+                key,
+                source: Box::new(e),
+                retryable: true,
+            })
+        });
+        self.session = Some(session);
+        self.sending = Some((tx.clone(), put));
+        Ok(tx)
+    }
+
+    /// The PUT's answer, when it ended before taking the whole body.
+    async fn ended_early(&mut self) -> Error {
+        match self.sending.take() {
+            Some((_, put)) => match put.await {
+                Ok(Ok(response)) => Error::Storage {
+                    backend: self.backend.to_string(),
+                    key: self.key.clone(),
+                    source: format!("GCS answered {} before the body ended", response.status())
+                        .into(),
+                    retryable: true,
+                },
+                Ok(Err(e)) => e,
+                Err(e) => Error::Storage {
+                    backend: self.backend.to_string(),
+                    key: self.key.clone(),
+                    source: Box::new(e),
+                    retryable: true,
+                },
+            },
+            None => Error::Unavailable("the GCS upload was not started".into()),
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectWriter for GcsStreamingWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        self.crc = crc32c::crc32c_append(self.crc, &chunk);
+        if let Some(previous) = self.held.replace(chunk) {
+            let tx = self.sender().await?;
+            if tx.send(Ok(previous)).await.is_err() {
+                return Err(self.ended_early().await);
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>, checksums: &Checksums) -> Result<bool> {
+        let tx = self.sender().await?;
+        if let Some(last) = self.held.take()
+            && tx.send(Ok(last)).await.is_err()
+        {
+            return Err(self.ended_early().await);
+        }
+        drop(tx);
+        let Some((tx, put)) = self.sending.take() else {
+            return Err(Error::Unavailable("the GCS upload was not started".into()));
+        };
+        drop(tx);
+        let response = put.await.map_err(|e| Error::Storage {
+            backend: self.backend.to_string(),
+            key: self.key.clone(),
+            source: Box::new(e),
+            retryable: true,
+        })??;
+        let status = response.status();
+        if status == reqwest::StatusCode::PRECONDITION_FAILED {
+            return Ok(false);
+        }
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(Error::Storage {
+                backend: self.backend.to_string(),
+                key: self.key.clone(),
+                source: format!(
+                    "GCS answered {status}: {}",
+                    text.chars().take(300).collect::<String>()
+                )
+                .into(),
+                retryable: status.is_server_error() || status.as_u16() == 429,
+            });
+        }
+        let object: Object = serde_json::from_str(&text).map_err(|e| Error::Storage {
+            backend: self.backend.to_string(),
+            key: self.key.clone(),
+            source: format!("GCS answered an upload with {e}").into(),
+            retryable: true,
+        })?;
+        self.backend
+            .check_stored(&object, checksums, self.crc)
+            .await?;
+        Ok(true)
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        if let Some((tx, put)) = self.sending.take() {
+            // The body ends with an error: GCS never gets its last bytes.
+            let _ = tx.send(Err(std::io::Error::other("upload refused"))).await;
+            drop(tx);
+            put.abort();
+        }
+        if let Some(session) = self.session.take()
+            && let Err(e) = session.cancel().await
+        {
+            tracing::debug!(key = %self.key, error = %e,
+                "could not cancel a resumable upload; GCS drops it after a week");
+        }
+    }
+}
+
 #[async_trait]
 impl ObjectBackend for GcsBackend {
     async fn put_small(&self, key: &str, body: Bytes, checksums: &Checksums) -> Result<bool> {
@@ -322,7 +494,18 @@ impl ObjectBackend for GcsBackend {
         }
     }
 
-    async fn writer(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
+    async fn writer(&self, key: &str, size: Option<u64>) -> Result<Box<dyn ObjectWriter>> {
+        if let Some(size) = size.filter(|&s| s > 0) {
+            return Ok(Box::new(GcsStreamingWriter {
+                backend: self.clone(),
+                key: key.to_string(),
+                size,
+                crc: 0,
+                held: None,
+                sending: None,
+                session: None,
+            }));
+        }
         Ok(Box::new(GcsWriter {
             backend: self.clone(),
             key: key.to_string(),

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytesize::ByteSize;
 use stowage_core::conformance;
-use stowage_core::{BinaryProviderExt, ExpectedChecksums, KeyLayout};
+use stowage_core::{BinaryProvider, BinaryProviderExt, ExpectedChecksums, KeyLayout};
 use stowage_gcs::{GcsConfig, GcsSigner};
 use stowage_tests::gcs;
 
@@ -29,8 +29,9 @@ async fn conforms_with_one_request_uploads() {
     conformance::run_all(Arc::new(p), 100).await;
 }
 
+/// Known sizes stream as one PUT to a resumable session; unknown ones go in 256 KiB chunks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conforms_with_resumable_uploads_in_many_chunks() {
+async fn conforms_with_resumable_uploads() {
     let Some(endpoint) = gcs::endpoint() else {
         return;
     };
@@ -43,6 +44,36 @@ async fn conforms_with_resumable_uploads_in_many_chunks() {
     // Nothing is left at staging keys.
     let left = p.clean_stale_staging(Duration::ZERO).await.expect("sweep");
     assert_eq!(left, 0, "staging objects left behind");
+
+    // A body of unknown length, many chunks long, with and without a declared digest.
+    let data = conformance::test_bytes(201, 5 * 256 * 1024 + 999);
+    let sums = stowage_core::ChecksumHasher::digest(&data);
+    for expected in [
+        ExpectedChecksums::none(),
+        ExpectedChecksums {
+            sha256: Some(sums.sha256),
+            ..Default::default()
+        },
+    ] {
+        let chunks: Vec<stowage_core::Result<bytes::Bytes>> = data
+            .chunks(100_000)
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+            .collect();
+        let body = futures::StreamExt::boxed(futures::stream::iter(chunks));
+        let put = p
+            .put_opts(
+                body,
+                stowage_core::PutOptions {
+                    expected,
+                    size: None,
+                },
+            )
+            .await
+            .expect("chunked put");
+        assert_eq!(put.checksums, sums);
+        assert!(p.get_bytes(&sums.sha256, None).await.expect("get") == data);
+        p.delete(&sums.sha256).await.expect("delete");
+    }
 }
 
 #[tokio::test]

@@ -90,7 +90,7 @@ impl ObjectBackend for MemoryObjects {
         Ok(self.insert_if_absent(key, body))
     }
 
-    async fn writer(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
+    async fn writer(&self, key: &str, _size: Option<u64>) -> Result<Box<dyn ObjectWriter>> {
         Ok(Box::new(MemoryWriter {
             objects: Arc::clone(&self.objects),
             key: key.to_string(),
