@@ -50,7 +50,10 @@ pub(crate) struct BenchCloudArgs {
 
 /// A backend's plain client, for the baseline.
 enum Sdk {
-    Gcs { client: GcsClient, bucket: String },
+    Gcs {
+        client: Box<GcsClient>,
+        bucket: String,
+    },
     Azure(MicrosoftAzure),
 }
 
@@ -141,7 +144,7 @@ async fn gcs_backend(endpoint: &str) -> Result<Backend, Error> {
     Ok(Backend {
         name: "GCS (fake-gcs-server)",
         sdk: Sdk::Gcs {
-            client: GcsClient::new(config),
+            client: Box::new(GcsClient::new(config)),
             bucket: bucket.clone(),
         },
         filestore: format!(
@@ -221,21 +224,23 @@ pub(crate) async fn run(args: &BenchCloudArgs) -> Result<(), Error> {
     let pattern = random_pattern();
     let client = reqwest::Client::new();
     println!(
-        "| backend | files | SDK up MB/s | Stowage up MB/s | up ratio | SDK down MB/s | Stowage down MB/s | down ratio |"
+        "| backend | files | SDK up MB/s | Stowage up MB/s | up ratio | Stowage up, SHA-256 declared | ratio | SDK down MB/s | Stowage down MB/s | down ratio |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (b, backend) in backends.iter().enumerate() {
         let (server, _) =
             start_with_config(work.path(), &format!("server-{b}"), &backend.filestore).await?;
         for (s, &(size, count)) in sets.iter().enumerate() {
             let total = size * count as u64;
             let (mut sdk_up, mut sdk_down, mut up, mut down) = (vec![], vec![], vec![], vec![]);
+            let mut declared_up = vec![];
             for round in 0..args.rounds.max(1) {
                 let seed = (b * 1000 + s * 100 + round * 4) as u64;
                 let tag = format!("s{s}r{round}");
                 // Alternate who goes first, so neither always meets a warmer emulator.
                 let ours = make_set(&pattern, size, count, seed);
                 let theirs = make_set(&pattern, size, count, seed + 1);
+                let declared = make_set(&pattern, size, count, seed + 2);
                 let run_sdk = async {
                     let (u, d) = sdk_round(&backend.sdk, &theirs, &tag).await?;
                     Ok::<_, Error>((mb_per_s(total, u), mb_per_s(total, d)))
@@ -255,17 +260,23 @@ pub(crate) async fn run(args: &BenchCloudArgs) -> Result<(), Error> {
                     let o = run_ours.await?;
                     (run_sdk.await?, o)
                 };
+                // A client that sends X-Checksum-Sha256: straight to the content key.
+                let t = stowage_upload(&client, &server, &declared, &format!("{tag}d"), true, 1)
+                    .await?;
+                declared_up.push(mb_per_s(total, t));
                 sdk_up.push(su);
                 sdk_down.push(sd);
                 up.push(ou);
                 down.push(od);
             }
             let (su, sd, ou, od) = (median(sdk_up), median(sdk_down), median(up), median(down));
+            let du = median(declared_up);
             println!(
-                "| {} | {}×{count} | {su:.0} | {ou:.0} | {:.2} | {sd:.0} | {od:.0} | {:.2} |",
+                "| {} | {}×{count} | {su:.0} | {ou:.0} | {:.2} | {du:.0} | {:.2} | {sd:.0} | {od:.0} | {:.2} |",
                 backend.name,
                 bytesize::ByteSize::b(size),
                 ou / su,
+                du / su,
                 od / sd
             );
         }

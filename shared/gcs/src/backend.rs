@@ -2,8 +2,9 @@
 //! (`gcloud-storage`; the official SDK needs gRPC for listing, which no emulator serves).
 //!
 //! Integrity: a small upload is one multipart request whose metadata carries the body's MD5
-//! and CRC32C, so GCS refuses bytes that do not match them. A larger one is a resumable upload:
-//! of announced length, one PUT streamed as the body arrives; of unknown length, in chunks.
+//! and CRC32C, so GCS refuses bytes that do not match them. A larger one of announced length is
+//! one upload request streamed as the body arrives; of unknown length, a resumable upload in
+//! chunks.
 //! Either way its last bytes are sent only once the body's checksums matched what the client
 //! declared (GCS completes an upload only when it has every byte), and GCS reports the
 //! finished object's MD5 and CRC32C, which must equal ours, else the object is deleted (by
@@ -43,8 +44,6 @@ use tokio::task::JoinHandle;
 #[derive(Clone)]
 pub struct GcsBackend {
     pub(crate) client: Client,
-    /// For streamed PUTs to resumable sessions (their URL is their authorization).
-    http: reqwest::Client,
     pub(crate) bucket: Arc<str>,
     chunk_size: usize,
 }
@@ -134,17 +133,12 @@ fn info_of(object: &Object) -> ObjectInfo {
 }
 
 impl GcsBackend {
-    pub(crate) fn new(client: Client, bucket: &str, chunk_size: u64) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .build()
-            .map_err(|e| Error::InvalidInput(format!("cannot build an HTTP client: {e}")))?;
-        Ok(Self {
+    pub(crate) fn new(client: Client, bucket: &str, chunk_size: u64) -> Self {
+        Self {
             client,
-            http,
             bucket: bucket.into(),
             chunk_size: usize::try_from(chunk_size).unwrap_or(16 << 20),
-        })
+        }
     }
 
     async fn start_session(&self, key: &str) -> Result<ResumableUploadClient> {
@@ -309,16 +303,21 @@ impl ObjectWriter for GcsWriter {
 
 type BodySender = mpsc::Sender<std::result::Result<Bytes, std::io::Error>>;
 
-/// A body of announced size: one PUT to a resumable session, streamed as it arrives, its last
-/// chunk held back until `finish`.
+/// A body of announced size: one streamed upload request (`uploadType=media`), its last chunk
+/// held back until `finish`. GCS creates an object only from a complete body, so a body that
+/// is refused (the held-back chunk never sent, the request aborted) leaves nothing. (One
+/// request rather than a resumable session: fake-gcs-server takes it 1.7 times as fast, and
+/// Stowage does not resume uploads anyway.)
 struct GcsStreamingWriter {
     backend: GcsBackend,
     key: String,
     size: u64,
     crc: u32,
     held: Option<Bytes>,
-    sending: Option<(BodySender, JoinHandle<Result<reqwest::Response>>)>,
-    session: Option<ResumableUploadClient>,
+    sending: Option<(
+        BodySender,
+        JoinHandle<std::result::Result<Object, GcsError>>,
+    )>,
 }
 
 impl fmt::Debug for GcsStreamingWriter {
@@ -331,60 +330,53 @@ impl fmt::Debug for GcsStreamingWriter {
 }
 
 impl GcsStreamingWriter {
-    /// Opens the session and the PUT on the first bytes.
-    async fn sender(&mut self) -> Result<BodySender> {
+    /// Starts the request on the first bytes.
+    fn sender(&mut self) -> BodySender {
         if let Some((tx, _)) = &self.sending {
-            return Ok(tx.clone());
+            return tx.clone();
         }
-        let session = self.backend.start_session(&self.key).await?;
-        let (tx, rx) = mpsc::channel(4);
+        let (tx, rx) = mpsc::channel::<std::result::Result<Bytes, std::io::Error>>(4);
         let body = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|chunk| (chunk, rx))
         });
-        let request = self
-            .backend
-            .http
-            .put(session.url())
-            .header(
-                reqwest::header::CONTENT_RANGE,
-                format!("bytes 0-{}/{}", self.size - 1, self.size),
-            )
-            .header(reqwest::header::CONTENT_LENGTH, self.size)
-            .body(reqwest::Body::wrap_stream(body));
-        let (backend, key) = (self.backend.to_string(), self.key.clone());
+        let (backend, key, size) = (self.backend.clone(), self.key.clone(), self.size);
         let put = tokio::spawn(async move {
-            request.send().await.map_err(|e| Error::Storage {
-                backend,
-                key,
-                source: Box::new(e),
-                retryable: true,
-            })
+            let mut media = Media::new(key);
+            media.content_length = Some(size);
+            backend
+                .client
+                .upload_streamed_object(&backend.create_only(), body, &UploadType::Simple(media))
+                .await
         });
-        self.session = Some(session);
         self.sending = Some((tx.clone(), put));
-        Ok(tx)
+        tx
     }
 
-    /// The PUT's answer, when it ended before taking the whole body.
+    /// The request's outcome once it has ended.
+    async fn outcome(&mut self) -> Result<std::result::Result<Object, GcsError>> {
+        let Some((tx, put)) = self.sending.take() else {
+            return Err(Error::Unavailable("the GCS upload was not started".into()));
+        };
+        drop(tx);
+        put.await.map_err(|e| Error::Storage {
+            backend: self.backend.to_string(),
+            key: self.key.clone(),
+            source: Box::new(e),
+            retryable: true,
+        })
+    }
+
+    /// The error of a request that ended before it took the whole body.
     async fn ended_early(&mut self) -> Error {
-        match self.sending.take() {
-            Some((_, put)) => match put.await {
-                Ok(Ok(response)) => Error::Storage {
-                    backend: self.backend.to_string(),
-                    key: self.key.clone(),
-                    source: format!("GCS answered {} before the body ended", response.status())
-                        .into(),
-                    retryable: true,
-                },
-                Ok(Err(e)) => e,
-                Err(e) => Error::Storage {
-                    backend: self.backend.to_string(),
-                    key: self.key.clone(),
-                    source: Box::new(e),
-                    retryable: true,
-                },
+        match self.outcome().await {
+            Ok(Err(e)) => map_error(&self.backend, &self.key, e),
+            Ok(Ok(_)) => Error::Storage {
+                backend: self.backend.to_string(),
+                key: self.key.clone(),
+                source: "GCS answered before the body ended".into(),
+                retryable: true,
             },
-            None => Error::Unavailable("the GCS upload was not started".into()),
+            Err(e) => e,
         }
     }
 }
@@ -393,60 +385,32 @@ impl GcsStreamingWriter {
 impl ObjectWriter for GcsStreamingWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
         self.crc = crc32c::crc32c_append(self.crc, &chunk);
-        if let Some(previous) = self.held.replace(chunk) {
-            let tx = self.sender().await?;
-            if tx.send(Ok(previous)).await.is_err() {
-                return Err(self.ended_early().await);
-            }
+        if let Some(previous) = self.held.replace(chunk)
+            && self.sender().send(Ok(previous)).await.is_err()
+        {
+            return Err(self.ended_early().await);
         }
         Ok(())
     }
 
     async fn finish(mut self: Box<Self>, checksums: &Checksums) -> Result<bool> {
-        let tx = self.sender().await?;
+        let tx = self.sender();
         if let Some(last) = self.held.take()
             && tx.send(Ok(last)).await.is_err()
         {
             return Err(self.ended_early().await);
         }
         drop(tx);
-        let Some((tx, put)) = self.sending.take() else {
-            return Err(Error::Unavailable("the GCS upload was not started".into()));
-        };
-        drop(tx);
-        let response = put.await.map_err(|e| Error::Storage {
-            backend: self.backend.to_string(),
-            key: self.key.clone(),
-            source: Box::new(e),
-            retryable: true,
-        })??;
-        let status = response.status();
-        if status == reqwest::StatusCode::PRECONDITION_FAILED {
-            return Ok(false);
+        match self.outcome().await? {
+            Ok(object) => {
+                self.backend
+                    .check_stored(&object, checksums, self.crc)
+                    .await?;
+                Ok(true)
+            }
+            Err(e) if is_precondition_failed(&e) => Ok(false),
+            Err(e) => Err(map_error(&self.backend, &self.key, e)),
         }
-        let text = response.text().await.unwrap_or_default();
-        if !status.is_success() {
-            return Err(Error::Storage {
-                backend: self.backend.to_string(),
-                key: self.key.clone(),
-                source: format!(
-                    "GCS answered {status}: {}",
-                    text.chars().take(300).collect::<String>()
-                )
-                .into(),
-                retryable: status.is_server_error() || status.as_u16() == 429,
-            });
-        }
-        let object: Object = serde_json::from_str(&text).map_err(|e| Error::Storage {
-            backend: self.backend.to_string(),
-            key: self.key.clone(),
-            source: format!("GCS answered an upload with {e}").into(),
-            retryable: true,
-        })?;
-        self.backend
-            .check_stored(&object, checksums, self.crc)
-            .await?;
-        Ok(true)
     }
 
     async fn abort(mut self: Box<Self>) {
@@ -455,12 +419,6 @@ impl ObjectWriter for GcsStreamingWriter {
             let _ = tx.send(Err(std::io::Error::other("upload refused"))).await;
             drop(tx);
             put.abort();
-        }
-        if let Some(session) = self.session.take()
-            && let Err(e) = session.cancel().await
-        {
-            tracing::debug!(key = %self.key, error = %e,
-                "could not cancel a resumable upload; GCS drops it after a week");
         }
     }
 }
@@ -503,7 +461,6 @@ impl ObjectBackend for GcsBackend {
                 crc: 0,
                 held: None,
                 sending: None,
-                session: None,
             }));
         }
         Ok(Box::new(GcsWriter {

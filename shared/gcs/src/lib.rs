@@ -63,7 +63,7 @@ pub async fn connect(config: &GcsConfig, layout: KeyLayout) -> Result<GcsProvide
         Client::new(client_config),
         &config.bucket_name,
         config.upload_chunk_size.as_u64(),
-    )?;
+    );
     let provider = ObjectStoreProvider::new(
         backend,
         ObjectSettings {

@@ -29,9 +29,9 @@ async fn conforms_with_one_request_uploads() {
     conformance::run_all(Arc::new(p), 100).await;
 }
 
-/// Known sizes stream as one PUT to a resumable session; unknown ones go in 256 KiB chunks.
+/// Known sizes stream as one upload request; unknown ones go in 256 KiB resumable chunks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conforms_with_resumable_uploads() {
+async fn conforms_with_streamed_and_resumable_uploads() {
     let Some(endpoint) = gcs::endpoint() else {
         return;
     };
