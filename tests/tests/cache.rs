@@ -25,16 +25,7 @@ async fn start(dir: &Path, config: &str) -> Server {
 }
 
 async fn cache_stats(server: &Server) -> Value {
-    let info: Value = server
-        .admin()
-        .get(server.url("/api/storageinfo"))
-        .send()
-        .await
-        .expect("storageinfo")
-        .json()
-        .await
-        .expect("json");
-    info["cache"].clone()
+    server.storage_info().await["cache"].clone()
 }
 
 /// GETs `path` and returns the status and the SHA-256 of the body, hashed as it streams.

@@ -13,17 +13,6 @@ async fn json(r: reqwest::Response) -> Value {
     r.json().await.expect("json body")
 }
 
-async fn storage_info(s: &Server) -> Value {
-    json(
-        s.admin()
-            .get(s.url("/api/storageinfo"))
-            .send()
-            .await
-            .expect("storageinfo"),
-    )
-    .await
-}
-
 #[tokio::test]
 async fn same_bytes_in_two_repositories_are_stored_once() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -54,7 +43,7 @@ async fn same_bytes_in_two_repositories_are_stored_once() {
         1,
         "one stored file for two paths"
     );
-    let info = storage_info(&s).await;
+    let info = s.storage_info().await;
     assert_eq!(info["binariesSummary"]["binariesCountExact"], 1);
     assert_eq!(info["binariesSummary"]["artifactsCountExact"], 2);
     assert_eq!(info["binariesSummary"]["dedupRatio"], 2.0);
@@ -155,7 +144,7 @@ async fn a_wrong_checksum_is_refused_and_stores_nothing() {
     );
     assert!(s.stored_binaries().is_empty(), "no binary stored");
     assert!(s.staged_files().is_empty(), "no temp file left");
-    let info = storage_info(&s).await;
+    let info = s.storage_info().await;
     assert_eq!(info["binariesSummary"]["binariesCountExact"], 0);
     assert_eq!(info["binariesSummary"]["artifactsCountExact"], 0);
 
@@ -219,7 +208,7 @@ async fn a_body_cut_short_stores_nothing() {
         );
     }
     assert_eq!(
-        storage_info(&s).await["binariesSummary"]["artifactsCountExact"],
+        s.storage_info().await["binariesSummary"]["artifactsCountExact"],
         0
     );
 }
@@ -317,7 +306,7 @@ async fn concurrent_deploys_end_consistent() {
         assert_eq!(t.await.expect("task"), StatusCode::CREATED);
     }
     assert_eq!(s.stored_binaries().len(), 1);
-    let info = storage_info(&s).await;
+    let info = s.storage_info().await;
     assert_eq!(info["binariesSummary"]["binariesCountExact"], 1);
     assert_eq!(info["binariesSummary"]["artifactsCountExact"], 33);
 
@@ -845,7 +834,7 @@ async fn move_and_copy_touch_only_metadata() {
 
     // Neither touched a binary.
     assert_eq!(s.stored_binaries(), stored_before);
-    let info = storage_info(&s).await;
+    let info = s.storage_info().await;
     assert_eq!(info["binariesSummary"]["binariesCountExact"], 2);
     assert_eq!(info["binariesSummary"]["artifactsCountExact"], 4);
 

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_DISPOSITION, LOCATION};
-use serde_json::Value;
 use stowage_core::{BinaryProvider, BinaryProviderExt, KeyLayout, Sha256};
 use stowage_tests::s3::{self, LocalStack};
 use stowage_tests::{Options, Server, azure, bytes, free_port, gcs, sha256_hex};
@@ -213,44 +212,6 @@ async fn copies(stores: &[Store], data: &[u8]) -> Vec<&'static str> {
     on
 }
 
-async fn storage_info(server: &Server) -> Value {
-    server
-        .admin()
-        .get(server.url("/api/storageinfo"))
-        .send()
-        .await
-        .expect("storageinfo")
-        .json()
-        .await
-        .expect("json")
-}
-
-/// Raises balancing and waits for its pass; returns the report.
-async fn balance(server: &Server) -> Value {
-    // A mount that came back is noticed after its check period.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let before = storage_info(server).await["shards"]["balancing"]["last"].clone();
-    let r = server
-        .admin()
-        .post(server.url("/api/system/storage/optimize"))
-        .send()
-        .await
-        .expect("optimize");
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    for _ in 0..600 {
-        let info = storage_info(server).await;
-        let balancing = &info["shards"]["balancing"];
-        if balancing["running"] == false
-            && balancing["last"] != before
-            && !balancing["last"].is_null()
-        {
-            return balancing["last"].clone();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("balancing did not finish: {}", storage_info(server).await);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sharded_store_over_s3_gcs_and_azure_survives_any_one_stopped_and_balances_back() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -361,7 +322,7 @@ async fn a_sharded_store_over_s3_gcs_and_azure_survives_any_one_stopped_and_bala
             "gcs" => fake_gcs = gcs::start_private(dir.path(), gcs_port).await,
             _ => azurite = azure::start_private(dir.path(), az_port).await,
         }
-        let report = balance(&server).await;
+        let report = server.balance().await;
         for (path, data) in &binaries {
             let on = copies(&stores, data).await;
             assert!(
@@ -376,5 +337,83 @@ async fn a_sharded_store_over_s3_gcs_and_azure_survives_any_one_stopped_and_bala
     }
     if let Some(localstack) = localstack {
         localstack.kill().await;
+    }
+}
+
+/// Each cloud backend through a proxy that drops the next two connections: every call still
+/// succeeds, retried by the provider (GCS, Azure) or the SDK (S3), and the proxy did drop them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_connection_failures_are_retried_on_every_cloud_backend() {
+    use stowage_core::ExpectedChecksums;
+    use stowage_tests::flaky::FlakyProxy;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (Some(s3_endpoint), Some(gcs_endpoint), Some(az_endpoint)) =
+        (s3::endpoint(), gcs::endpoint(), azure::endpoint())
+    else {
+        return;
+    };
+    let host = |endpoint: &str| {
+        let url = reqwest::Url::parse(endpoint).expect("endpoint");
+        format!("127.0.0.1:{}", url.port().expect("port"))
+    };
+    let (bucket, container) = (gcs::bucket_name(), azure::container_name());
+    s3::create_bucket(&s3_endpoint, &bucket, dir.path()).await;
+    gcs::create_bucket(&gcs_endpoint, &bucket).await;
+    azure::create_container(&az_endpoint, &container).await;
+    let (s3_proxy, gcs_proxy, az_proxy) = (
+        FlakyProxy::start(&host(&s3_endpoint)).await,
+        FlakyProxy::start(&host(&gcs_endpoint)).await,
+        FlakyProxy::start(&host(&az_endpoint)).await,
+    );
+    let through = |proxy: &FlakyProxy, endpoint: &str| {
+        let url = reqwest::Url::parse(endpoint).expect("endpoint");
+        format!(
+            "http://127.0.0.1:{}{}",
+            proxy.port,
+            url.path().trim_end_matches('/')
+        )
+    };
+    // A fresh client per call: pooled connections would not meet the proxy's failures.
+    let data = bytes(900, 300_000);
+    let digest: Sha256 = sha256_hex(&data).parse().expect("digest");
+    for round in 0..2 {
+        for (name, proxy) in [("s3", &s3_proxy), ("gcs", &gcs_proxy), ("azure", &az_proxy)] {
+            let provider: Box<dyn BinaryProvider> = match name {
+                "s3" => {
+                    Box::new(s3::client(&through(proxy, &s3_endpoint), &bucket, dir.path()).await)
+                }
+                "gcs" => {
+                    let mut config = gcs::config(&through(proxy, &gcs_endpoint), &bucket);
+                    config.test_connection = false;
+                    Box::new(
+                        stowage_gcs::connect(&config, KeyLayout::default())
+                            .await
+                            .expect("gcs"),
+                    )
+                }
+                _ => {
+                    let config = azure::config(&through(proxy, &az_endpoint), &container);
+                    Box::new(stowage_azure::build(&config, KeyLayout::default()).expect("azure"))
+                }
+            };
+            proxy.fail_next(2);
+            if round == 0 {
+                provider
+                    .put_bytes(data.clone().into(), ExpectedChecksums::none())
+                    .await
+                    .unwrap_or_else(|e| panic!("{name}: put through a flaky network: {e}"));
+            } else {
+                let got = provider
+                    .get_bytes(&digest, None)
+                    .await
+                    .unwrap_or_else(|e| panic!("{name}: get through a flaky network: {e}"));
+                assert!(got == data, "{name}: read back other bytes");
+            }
+            assert_eq!(
+                proxy.failed(),
+                2 * (round + 1),
+                "{name}: the proxy dropped connections"
+            );
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! (raised by `POST /api/system/storage/optimize`) restoring every binary to its redundancy.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::StatusCode;
@@ -105,53 +105,6 @@ async fn assert_served(server: &Server, path: &str, data: &[u8]) {
     assert!(body == data, "{path} served other bytes");
 }
 
-async fn storage_info(server: &Server) -> Value {
-    server
-        .admin()
-        .get(server.url("/api/storageinfo"))
-        .send()
-        .await
-        .expect("storageinfo")
-        .json()
-        .await
-        .expect("json")
-}
-
-/// Raises balancing and waits for the pass to finish; returns its report.
-async fn balance(server: &Server) -> Value {
-    // A mount that came back is noticed after its check period.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = storage_info(server).await["shards"]["balancing"]["last"].clone();
-    let r = server
-        .admin()
-        .post(server.url("/api/system/storage/optimize"))
-        .send()
-        .await
-        .expect("optimize");
-    assert_eq!(
-        r.status(),
-        StatusCode::ACCEPTED,
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let info = storage_info(server).await;
-        let balancing = &info["shards"]["balancing"];
-        if balancing["running"] == false
-            && balancing["last"] != before
-            && !balancing["last"].is_null()
-        {
-            return balancing["last"].clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "balancing did not finish: {info}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn two_copies_over_three_directories_spread_evenly() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -174,7 +127,7 @@ async fn two_copies_over_three_directories_spread_evenly() {
         [8, 8, 8],
         "round robin spreads the 24 copies evenly"
     );
-    let info = storage_info(&server).await;
+    let info = server.storage_info().await;
     let shards = &info["shards"];
     assert_eq!(shards["redundancy"], 2);
     for (i, mount) in shards["mounts"]
@@ -208,7 +161,7 @@ async fn two_copies_over_three_directories_spread_evenly() {
         (Some(0), Some(0)),
         "{gc}"
     );
-    let info = storage_info(&server).await;
+    let info = server.storage_info().await;
     for mount in info["shards"]["mounts"].as_array().expect("mounts") {
         assert_eq!(mount["binariesCount"], 8, "{mount}");
         assert!(mount["countedSecsAgo"].as_u64().is_some(), "{mount}");
@@ -277,7 +230,7 @@ async fn a_mount_lost_mid_upload_is_tolerated_down_to_the_lenient_limit_and_bala
         deploy(&server, "/libs/after.bin", &after).await.status(),
         StatusCode::CREATED
     );
-    let info = storage_info(&server).await;
+    let info = server.storage_info().await;
     assert_eq!(info["shards"]["mounts"][1]["state"], "down", "{info}");
     assert!(
         info["shards"]["balancing"]["needsBalancing"] == true,
@@ -286,13 +239,13 @@ async fn a_mount_lost_mid_upload_is_tolerated_down_to_the_lenient_limit_and_bala
 
     // The disk comes back, empty; balancing restores two verified copies of everything.
     std::fs::create_dir(&dirs[1]).expect("m2 back");
-    let report = balance(&server).await;
+    let report = server.balance().await;
     assert_eq!(report["copied"], 3, "{report}");
     assert_eq!(report["remaining"], 0, "{report}");
     for data in [&before, &data, &after] {
         assert_eq!(copies(&dirs, data), vec![0, 1]);
     }
-    let info = storage_info(&server).await;
+    let info = server.storage_info().await;
     assert_eq!(info["shards"]["mounts"][1]["state"], "up", "{info}");
     assert_eq!(
         info["shards"]["balancing"]["needsBalancing"], false,
@@ -348,7 +301,7 @@ async fn with_lenient_limit_equal_to_redundancy_a_lost_mount_fails_the_upload_an
         deploy(&server, "/libs/during.bin", &data).await.status(),
         StatusCode::CREATED
     );
-    let report = balance(&server).await;
+    let report = server.balance().await;
     assert_eq!(report["copied"], 1, "{report}");
     assert_eq!(copies(&dirs, &before), vec![0, 1]);
     assert_eq!(copies(&dirs, &data), vec![0, 1]);
@@ -410,7 +363,7 @@ async fn a_corrupt_copy_is_detected_on_read_served_from_the_other_and_replaced_b
     for _ in 0..2 {
         assert_served(&server, "/libs/large.bin", &large).await;
     }
-    let report = balance(&server).await;
+    let report = server.balance().await;
     assert_eq!(report["copied"], 2, "{report}");
     assert_eq!(copies(&dirs, &small), vec![0, 1]);
     assert_eq!(copies(&dirs, &large), vec![0, 1]);
@@ -456,7 +409,7 @@ async fn a_write_disabled_mount_is_never_written_but_read_and_balanced_from() {
         assert_eq!(copies(&dirs, &data), vec![0, 1], "never written to m3");
     }
     assert_served(&server, "/libs/old.bin", &old).await;
-    let report = balance(&server).await;
+    let report = server.balance().await;
     assert_eq!(report["copied"], 1, "{report}");
     let on = copies(&dirs, &old);
     assert_eq!(on.len(), 2, "{on:?}");
@@ -580,7 +533,7 @@ async fn s3_shards_survive_a_localstack_stopped_mid_upload_and_balance_back() {
         .await
         .expect("LocalStack again");
     let s3b = s3::create_bucket(&private.endpoint(), &b, dir.path()).await;
-    let report = balance(&server).await;
+    let report = server.balance().await;
     assert_eq!(report["copied"], 3, "{report}");
     for data in [&before, &data, &after] {
         assert!(bucket_holds(&s3a, data).await && bucket_holds(&s3b, data).await);

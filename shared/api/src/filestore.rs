@@ -25,6 +25,7 @@ use stowage_core::cache::{CacheSettings, CachedProvider};
 use stowage_core::eventual::{EventualProvider, EventualSettings};
 use stowage_core::fanout::FanOutSettings;
 use stowage_core::fs::FileSystemProvider;
+use stowage_core::object::StagingSweeper;
 use stowage_core::sharding::{MountSettings, Mounts, ShardingProvider, ShardingSettings};
 use stowage_core::signing::DownloadSigner;
 use stowage_core::{BinaryProvider, Error, KeyLayout, PresignedUploads, Result};
@@ -58,6 +59,9 @@ pub struct Filestore {
     pub signer: Option<Arc<dyn DownloadSigner>>,
     /// Local staging the chain keeps (filesystem `_pre`), cleaned of crash leftovers.
     local: Option<FileSystemProvider>,
+    /// Object stores whose staging objects (`<path>/_pre/`) garbage collection sweeps (GCS,
+    /// Azure; S3's are swept with its upload sessions).
+    pub staging: Vec<Arc<dyn StagingSweeper>>,
 }
 
 impl fmt::Debug for Filestore {
@@ -83,6 +87,7 @@ impl Filestore {
             cache: None,
             signer: None,
             local: None,
+            staging: Vec::new(),
         }
     }
 
@@ -124,6 +129,7 @@ impl Filestore {
                     cache: None,
                     signer: None,
                     local: Some(fs),
+                    staging: Vec::new(),
                 })
             }
             "s3-storage-v3-direct" => {
@@ -153,18 +159,13 @@ impl Filestore {
             template @ ("google-storage" | "cluster-google-storage" | "google-storage-direct") => {
                 let gcs_config =
                     section(&config.filestore.google_storage, "google-storage", template)?;
-                let gcs = stowage_gcs::connect(gcs_config, layout).await?;
+                let gcs = Arc::new(stowage_gcs::connect(gcs_config, layout).await?);
                 let signer = GcsSigner::from_config(gcs_config, &gcs)?
                     .map(|s| Arc::new(s) as Arc<dyn DownloadSigner>);
                 let eventual = !template.ends_with("-direct");
-                Ok(object_chain(
-                    config,
-                    layout,
-                    Arc::new(gcs),
-                    signer,
-                    None,
-                    eventual,
-                )?)
+                let mut built = object_chain(config, layout, gcs.clone(), signer, None, eventual)?;
+                built.staging.push(gcs);
+                Ok(built)
             }
             template @ ("azure-blob-storage"
             | "cluster-azure-blob-storage"
@@ -174,18 +175,14 @@ impl Filestore {
                     "azure-blob-storage",
                     template,
                 )?;
-                let azure = stowage_azure::connect(azure_config, layout).await?;
+                let azure = Arc::new(stowage_azure::connect(azure_config, layout).await?);
                 let signer = AzureSasSigner::from_config(azure_config, &azure)?
                     .map(|s| Arc::new(s) as Arc<dyn DownloadSigner>);
                 let eventual = !template.ends_with("-direct");
-                Ok(object_chain(
-                    config,
-                    layout,
-                    Arc::new(azure),
-                    signer,
-                    None,
-                    eventual,
-                )?)
+                let mut built =
+                    object_chain(config, layout, azure.clone(), signer, None, eventual)?;
+                built.staging.push(azure);
+                Ok(built)
             }
             "double-shards" => build_sharding(config, layout, 1).await,
             "redundant-shards" => build_sharding(config, layout, 2).await,
@@ -236,6 +233,7 @@ fn object_chain(
         cache: None,
         signer,
         local: None,
+        staging: Vec::new(),
     };
     if eventual {
         let e = &config.filestore.eventual;
@@ -290,6 +288,7 @@ async fn build_sharding(
         c.mounts.clone()
     };
     let mut built: Mounts = Vec::new();
+    let mut staging: Vec<Arc<dyn StagingSweeper>> = Vec::new();
     for mount in mounts {
         let bad = |e: Error| {
             Error::InvalidInput(format!("[filestore.sharding] mount {:?}: {e}", mount.id))
@@ -322,7 +321,9 @@ async fn build_sharding(
                         test_connection: false,
                         ..gcs
                     };
-                    Arc::new(stowage_gcs::connect(&gcs, layout).await.map_err(bad)?)
+                    let gcs = Arc::new(stowage_gcs::connect(&gcs, layout).await.map_err(bad)?);
+                    staging.push(gcs.clone());
+                    gcs
                 }
                 (None, None, None, Some(table)) => {
                     let azure: AzureConfig = shard_config(
@@ -335,7 +336,10 @@ async fn build_sharding(
                         test_connection: false,
                         ..azure
                     };
-                    Arc::new(stowage_azure::connect(&azure, layout).await.map_err(bad)?)
+                    let azure =
+                        Arc::new(stowage_azure::connect(&azure, layout).await.map_err(bad)?);
+                    staging.push(azure.clone());
+                    azure
                 }
                 _ => {
                     return Err(Error::InvalidInput(format!(
@@ -387,6 +391,7 @@ async fn build_sharding(
         cache: None,
         signer: None,
         local: None,
+        staging,
     })
 }
 

@@ -84,6 +84,7 @@ pub struct Stowage {
     provider: Arc<dyn BinaryProvider>,
     eventual: Option<EventualProvider>,
     uploads: Option<Arc<dyn PresignedUploads>>,
+    staging: Vec<Arc<dyn stowage_core::object::StagingSweeper>>,
     sharding: Option<ShardingProvider>,
     cache: Option<CachedProvider>,
     signer: Option<Arc<dyn DownloadSigner>>,
@@ -113,6 +114,7 @@ impl Stowage {
             provider: filestore.provider,
             eventual: filestore.eventual,
             uploads: filestore.uploads,
+            staging: filestore.staging,
             sharding: filestore.sharding,
             cache: filestore.cache,
             signer: filestore
@@ -530,6 +532,15 @@ impl Stowage {
             }
         }
         (report.upload_sessions_expired, report.stale_uploads) = self.clean_uploads().await?;
+        // Staging objects of GCS and Azure older than any upload can take were left by a
+        // crash. A store that is away now is swept by a later collection.
+        let stale_age = self.session_expiry + self.orphan_grace.max(Duration::from_secs(3600));
+        for store in &self.staging {
+            match store.clean_stale_staging(stale_age).await {
+                Ok(n) => report.stale_uploads.staging_objects += n,
+                Err(e) => tracing::warn!(%store, error = %e, "could not sweep staging objects"),
+            }
+        }
         // As in Artifactory, balancing follows collection (which removed the copies that
         // need no balancing). A pass already running is left to finish.
         report.balancing = match self.balance().await {

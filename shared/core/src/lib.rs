@@ -28,6 +28,6 @@ pub use key::{BinaryKey, KeyLayout};
 pub use path::{ArtifactPath, RepoKey};
 pub use provider::{
     BinaryProvider, BinaryProviderExt, ByteStream, GetOptions, GetResult, Health, ObjectMeta,
-    PutOptions, PutResult, StagedBinary, Stager, check_range, put_file_as_stream,
+    PutOptions, PutResult, StagedBinary, Stager, check_range, put_file_as_stream, read_exactly,
 };
 pub use uploads::{PresignedPart, PresignedRequest, PresignedUploads, StaleUploads, UploadPlan};

@@ -20,13 +20,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use crate::{
     BinaryProvider, ByteStream, ChecksumHasher, Checksums, Error, GetOptions, GetResult, Health,
     KeyLayout, ObjectMeta, PutOptions, PutResult, Result, Sha256, check_range, hash_stream,
+    read_exactly,
 };
 
 /// What a backend knows of one object.
@@ -80,6 +81,20 @@ pub trait ObjectWriter: Send + fmt::Debug {
     async fn finish(self: Box<Self>, checksums: &Checksums) -> Result<bool>;
     /// Discards what was sent.
     async fn abort(self: Box<Self>);
+}
+
+/// Something that keeps staging objects and can sweep those a crash left behind.
+#[async_trait]
+pub trait StagingSweeper: Send + Sync + fmt::Debug + fmt::Display {
+    /// Removes staging objects older than `age`; returns how many.
+    async fn clean_stale_staging(&self, age: Duration) -> Result<u64>;
+}
+
+#[async_trait]
+impl<B: ObjectBackend> StagingSweeper for ObjectStoreProvider<B> {
+    async fn clean_stale_staging(&self, age: Duration) -> Result<u64> {
+        ObjectStoreProvider::clean_stale_staging(self, age).await
+    }
 }
 
 /// Tuning of an [`ObjectStoreProvider`].
@@ -318,26 +333,6 @@ impl<B: ObjectBackend> ObjectStoreProvider<B> {
         }
         Ok(removed)
     }
-}
-
-/// Reads a body of announced length whole, refusing a short or long one.
-async fn read_exactly(mut body: ByteStream, size: u64) -> Result<Bytes> {
-    let capacity = usize::try_from(size).unwrap_or(usize::MAX);
-    let mut buffer = BytesMut::with_capacity(capacity);
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk?;
-        if buffer.len() as u64 + chunk.len() as u64 > size {
-            return Err(Error::TooLong { expected: size });
-        }
-        buffer.extend_from_slice(&chunk);
-    }
-    if (buffer.len() as u64) < size {
-        return Err(Error::Truncated {
-            expected: size,
-            received: buffer.len() as u64,
-        });
-    }
-    Ok(buffer.freeze())
 }
 
 /// The answer for bytes already stored under the declared digest: the body is still read, to

@@ -203,6 +203,26 @@ pub trait BinaryProviderExt: BinaryProvider {
 
 impl<T: BinaryProvider + ?Sized> BinaryProviderExt for T {}
 
+/// Reads a body of announced length whole (small bodies held in memory), refusing a short
+/// ([`Error::Truncated`]) or long ([`Error::TooLong`]) one.
+pub async fn read_exactly(mut body: ByteStream, size: u64) -> Result<Bytes> {
+    let mut buffer = bytes::BytesMut::with_capacity(usize::try_from(size).unwrap_or(0));
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        if buffer.len() as u64 + chunk.len() as u64 > size {
+            return Err(Error::TooLong { expected: size });
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    if (buffer.len() as u64) < size {
+        return Err(Error::Truncated {
+            expected: size,
+            received: buffer.len() as u64,
+        });
+    }
+    Ok(buffer.freeze())
+}
+
 /// Checks a requested range against a binary's size.
 pub fn check_range(range: Option<Range<u64>>, size: u64) -> Result<Range<u64>> {
     match range {

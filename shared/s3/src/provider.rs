@@ -340,28 +340,15 @@ impl S3Provider {
         size: u64,
         _reserved: OwnedSemaphorePermit,
     ) -> Result<PutResult> {
-        let (mut body, hashing) = hash_stream(body);
-        let mut buf = bytes::BytesMut::with_capacity(usize::try_from(size).unwrap_or(0));
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk?;
-            if buf.len() as u64 + chunk.len() as u64 > size {
-                return Err(Error::TooLong { expected: size });
-            }
-            buf.extend_from_slice(&chunk);
-        }
-        if (buf.len() as u64) < size {
-            return Err(Error::Truncated {
-                expected: size,
-                received: buf.len() as u64,
-            });
-        }
+        let (body, hashing) = hash_stream(body);
+        let buf = stowage_core::read_exactly(body, size).await?;
         let (checksums, size) = hashing.finish().await?;
         opts.expected.verify(&checksums)?;
         let key = self.key_of(&checksums.sha256);
         let request = self
             .put_request(&key)
             .content_length(i64::try_from(size).unwrap_or(i64::MAX))
-            .body(SdkStream::from(buf.freeze()));
+            .body(SdkStream::from(buf));
         let created = self
             .put_if_absent(request, &key, &checksums.sha256, "the request")
             .await?;

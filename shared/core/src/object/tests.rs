@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use bytes::BytesMut;
+
 use super::*;
 use crate::conformance::{self, test_bytes};
 use crate::{BinaryProviderExt, ExpectedChecksums};

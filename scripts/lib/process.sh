@@ -1,0 +1,22 @@
+# What the server scripts share: a free loopback port, and stopping a process by its PID.
+# Sourced by scripts/lib/*.sh and localstack/lib.sh.
+
+# Prints a loopback port nobody listens on now.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# stop_pid PID [SECONDS]: SIGTERM, then SIGKILL if it is still running after SECONDS (default
+# 10; some servers, LocalStack among them, sometimes ignore SIGTERM).
+stop_pid() {
+  local pid="$1" tenths=$(( ${2:-10} * 10 ))
+  if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+    return 0
+  fi
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 "$tenths"); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+}
