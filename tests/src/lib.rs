@@ -317,6 +317,19 @@ impl Server {
         assert!(r.status().is_success(), "create repo {key}: {}", r.status());
     }
 
+    /// Creates a local repository whose downloads redirect to signed URLs, whatever their size
+    /// (`downloadRedirect`, `downloadRedirectMinSize = 0`).
+    pub async fn create_redirecting_repo(&self, key: &str) {
+        let r = self
+            .admin()
+            .put(self.url(&format!("/api/repositories/{key}")))
+            .body(r#"{"rclass":"local","downloadRedirect":true,"downloadRedirectMinSize":0}"#)
+            .send()
+            .await
+            .expect("create repo");
+        assert!(r.status().is_success(), "create repo {key}: {}", r.status());
+    }
+
     /// The PID, for signals.
     pub fn pid(&self) -> u32 {
         self.child.id().expect("running")

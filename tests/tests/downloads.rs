@@ -30,14 +30,7 @@ async fn server(dir: &Path, extra_s3: &str) -> Option<Server> {
         },
     )
     .await;
-    let r = server
-        .admin()
-        .put(server.url("/api/repositories/dist"))
-        .body(r#"{"rclass":"local","downloadRedirect":true,"downloadRedirectMinSize":0}"#)
-        .send()
-        .await
-        .expect("repo");
-    assert!(r.status().is_success());
+    server.create_redirecting_repo("dist").await;
     server.create_repo("libs").await;
     Some(server)
 }

@@ -24,14 +24,7 @@ async fn start(dir: &Path, config: String) -> Server {
         },
     )
     .await;
-    let r = server
-        .admin()
-        .put(server.url("/api/repositories/dist"))
-        .body(r#"{"rclass":"local","downloadRedirect":true,"downloadRedirectMinSize":0}"#)
-        .send()
-        .await
-        .expect("repo");
-    assert!(r.status().is_success());
+    server.create_redirecting_repo("dist").await;
     server
 }
 
