@@ -52,6 +52,10 @@ install_localstack() {
   echo "$venv/bin/python"
 }
 
+_localstack_s3_ready() {
+  curl -fsS "http://127.0.0.1:$1/_localstack/health" | grep -q '"s3": "\(available\|running\)"'
+}
+
 # start_localstack [PORT]: a free port unless one is given.
 start_localstack() {
   local python port
@@ -63,16 +67,12 @@ start_localstack() {
     LOCALSTACK_VOLUME_DIR="$LS_DIR/volume" TMPDIR="$LS_DIR" \
     "$python" -m localstack.runtime.main >"$LS_DIR/localstack.log" 2>&1 &
   LS_PID=$!
-  for _ in $(seq 1 120); do
-    if curl -fsS "http://127.0.0.1:$port/_localstack/health" 2>/dev/null | grep -q '"s3": "\(available\|running\)"'; then
-      export STOWAGE_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
-      export STOWAGE_TEST_LOCALSTACK_PYTHON="$python"
-      echo "LocalStack $LOCALSTACK_VERSION (S3) on 127.0.0.1:$port (pid $LS_PID)"
-      return 0
-    fi
-    kill -0 "$LS_PID" 2>/dev/null || break
-    sleep 0.5
-  done
+  if wait_ready "$LS_PID" 60 _localstack_s3_ready "$port"; then
+    export STOWAGE_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+    export STOWAGE_TEST_LOCALSTACK_PYTHON="$python"
+    echo "LocalStack $LOCALSTACK_VERSION (S3) on 127.0.0.1:$port (pid $LS_PID)"
+    return 0
+  fi
   echo "start_localstack: LocalStack did not become ready; its log:" >&2
   tail -n 40 "$LS_DIR/localstack.log" >&2
   stop_localstack

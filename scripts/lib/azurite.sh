@@ -40,17 +40,13 @@ start_azurite() {
   "$bin" --blobHost 127.0.0.1 --blobPort "$port" --location "$AZ_DIR" --skipApiVersionCheck \
     --loose --disableTelemetry >"$AZ_DIR/azurite.log" 2>&1 &
   AZ_PID=$!
-  for _ in $(seq 1 100); do
-    # Any HTTP answer (400 for an anonymous request) means it listens.
-    if curl -sS -o /dev/null "http://127.0.0.1:$port/devstoreaccount1?comp=list" 2>/dev/null; then
-      export STOWAGE_TEST_AZURE_ENDPOINT="http://127.0.0.1:$port/devstoreaccount1"
-      export STOWAGE_TEST_AZURITE_BIN="$bin"
-      echo "Azurite $AZURITE_VERSION (blob) on 127.0.0.1:$port (pid $AZ_PID)"
-      return 0
-    fi
-    kill -0 "$AZ_PID" 2>/dev/null || break
-    sleep 0.2
-  done
+  # Any HTTP answer (403 for an anonymous request) means it listens.
+  if wait_ready "$AZ_PID" 20 curl -sS -o /dev/null "http://127.0.0.1:$port/devstoreaccount1?comp=list"; then
+    export STOWAGE_TEST_AZURE_ENDPOINT="http://127.0.0.1:$port/devstoreaccount1"
+    export STOWAGE_TEST_AZURITE_BIN="$bin"
+    echo "Azurite $AZURITE_VERSION (blob) on 127.0.0.1:$port (pid $AZ_PID)"
+    return 0
+  fi
   echo "start_azurite: Azurite did not become ready; its log:" >&2
   tail -n 40 "$AZ_DIR/azurite.log" >&2
   stop_azurite

@@ -48,17 +48,13 @@ start_gcs() {
     -filesystem-root "$GCS_DIR/data" -public-host "127.0.0.1:$port" \
     -external-url "http://127.0.0.1:$port" -log-level warn >"$GCS_DIR/gcs.log" 2>&1 &
   GCS_PID=$!
-  for _ in $(seq 1 100); do
-    if curl -fsS "http://127.0.0.1:$port/storage/v1/b" >/dev/null 2>&1; then
-      export STOWAGE_TEST_GCS_ENDPOINT="http://127.0.0.1:$port"
-      export STOWAGE_TEST_GCS_BINARY="$bin"
-      export STOWAGE_TEST_GCS_PYTHON="$(_gcs_tools_dir)/gcs-$GCS_WRAPPER_VERSION/bin/python"
-      echo "fake-gcs-server on 127.0.0.1:$port (pid $GCS_PID)"
-      return 0
-    fi
-    kill -0 "$GCS_PID" 2>/dev/null || break
-    sleep 0.2
-  done
+  if wait_ready "$GCS_PID" 20 curl -fsS "http://127.0.0.1:$port/storage/v1/b"; then
+    export STOWAGE_TEST_GCS_ENDPOINT="http://127.0.0.1:$port"
+    export STOWAGE_TEST_GCS_BINARY="$bin"
+    export STOWAGE_TEST_GCS_PYTHON="$(_gcs_tools_dir)/gcs-$GCS_WRAPPER_VERSION/bin/python"
+    echo "fake-gcs-server on 127.0.0.1:$port (pid $GCS_PID)"
+    return 0
+  fi
   echo "start_gcs: fake-gcs-server did not become ready; its log:" >&2
   tail -n 40 "$GCS_DIR/gcs.log" >&2
   stop_gcs

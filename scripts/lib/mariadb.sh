@@ -40,15 +40,11 @@ SQL
     --innodb-flush-log-at-trx-commit=2 --max-connections=500 --init-file="$MY_DIR/init.sql" \
     >"$MY_DIR/server.log" 2>&1 &
   MY_PID=$!
-  for _ in $(seq 1 150); do
-    if mariadb --no-defaults -h 127.0.0.1 -P "$port" -u stowage -pstowage -e 'SELECT 1' >/dev/null 2>&1; then
-      export STOWAGE_TEST_MYSQL_URL="mysql://stowage:stowage@127.0.0.1:$port/mysql"
-      echo "MariaDB $(mariadbd --version | awk '{print $3}') on 127.0.0.1:$port (pid $MY_PID)"
-      return 0
-    fi
-    kill -0 "$MY_PID" 2>/dev/null || break
-    sleep 0.2
-  done
+  if wait_ready "$MY_PID" 30 mariadb --no-defaults -h 127.0.0.1 -P "$port" -u stowage -pstowage -e 'SELECT 1'; then
+    export STOWAGE_TEST_MYSQL_URL="mysql://stowage:stowage@127.0.0.1:$port/mysql"
+    echo "MariaDB $(mariadbd --version | awk '{print $3}') on 127.0.0.1:$port (pid $MY_PID)"
+    return 0
+  fi
   cat "$MY_DIR/server.log" >&2
   return 1
 }

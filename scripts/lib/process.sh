@@ -20,3 +20,16 @@ stop_pid() {
   done
   kill -KILL "$pid" 2>/dev/null || true
 }
+
+# wait_ready PID SECONDS PROBE...: runs PROBE (a command or function) every 0.2 s until it
+# succeeds (0), the process PID exits or SECONDS pass (1).
+wait_ready() {
+  local pid="$1" tries=$(( $2 * 5 ))
+  shift 2
+  for _ in $(seq 1 "$tries"); do
+    "$@" >/dev/null 2>&1 && return 0
+    kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.2
+  done
+  return 1
+}

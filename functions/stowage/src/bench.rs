@@ -206,6 +206,12 @@ pub(crate) async fn start_with_config(
     let config = data_dir.join("stowage.toml");
     std::fs::write(&config, filestore).map_err(fail("write config"))?;
     let server = start_server(&data_dir, Some(&config)).await?;
+    let pid = bench_repository(&server).await?;
+    Ok((server, pid))
+}
+
+/// Creates the repository `bench` on a started server; returns the server's PID.
+async fn bench_repository(server: &Server) -> Result<u32, Error> {
     let pid = server
         .child
         .id()
@@ -222,7 +228,7 @@ pub(crate) async fn start_with_config(
             r.status()
         )));
     }
-    Ok((server, pid))
+    Ok(pid)
 }
 
 pub(crate) async fn upload(
@@ -334,23 +340,8 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<(), Error> {
     // Through the server.
     let data_dir = work.path().join("data");
     let mut server = start_server(&data_dir, None).await?;
-    let pid = server
-        .child
-        .id()
-        .ok_or_else(|| Error::Unavailable("bench: server exited".into()))?;
+    let pid = bench_repository(&server).await?;
     let client = reqwest::Client::new();
-    let r = client
-        .put(format!("{}/api/repositories/bench", server.base))
-        .bearer_auth(&server.token)
-        .send()
-        .await
-        .map_err(|e| Error::Unavailable(format!("bench: create repository: {e}")))?;
-    if !r.status().is_success() {
-        return Err(Error::Unavailable(format!(
-            "bench: create repository answered {}",
-            r.status()
-        )));
-    }
     // Writes vary with the host too: interleave raw writes and uploads, each of new bytes
     // (so nothing is deduplicated), and compare medians.
     let raw_file = work.path().join("raw.bin");

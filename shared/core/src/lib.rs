@@ -28,6 +28,7 @@ pub use key::{BinaryKey, KeyLayout};
 pub use path::{ArtifactPath, RepoKey};
 pub use provider::{
     BinaryProvider, BinaryProviderExt, ByteStream, GetOptions, GetResult, Health, ObjectMeta,
-    PutOptions, PutResult, StagedBinary, Stager, check_range, put_file_as_stream, read_exactly,
+    PutOptions, PutResult, StagedBinary, Stager, check_range, drain, put_file_as_stream,
+    read_exactly,
 };
 pub use uploads::{PresignedPart, PresignedRequest, PresignedUploads, StaleUploads, UploadPlan};

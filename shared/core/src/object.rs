@@ -26,7 +26,7 @@ use futures::stream::BoxStream;
 
 use crate::{
     BinaryProvider, ByteStream, ChecksumHasher, Checksums, Error, GetOptions, GetResult, Health,
-    KeyLayout, ObjectMeta, PutOptions, PutResult, Result, Sha256, check_range, hash_stream,
+    KeyLayout, ObjectMeta, PutOptions, PutResult, Result, Sha256, check_range, drain, hash_stream,
     read_exactly,
 };
 
@@ -338,25 +338,8 @@ impl<B: ObjectBackend> ObjectStoreProvider<B> {
 /// The answer for bytes already stored under the declared digest: the body is still read, to
 /// check its length and every checksum the client declared.
 async fn already_stored(body: ByteStream, opts: &PutOptions) -> Result<PutResult> {
-    let (mut body, hashing) = hash_stream(body);
-    let mut received = 0u64;
-    while let Some(chunk) = body.next().await {
-        received += chunk?.len() as u64;
-        if let Some(size) = opts.size
-            && received > size
-        {
-            return Err(Error::TooLong { expected: size });
-        }
-    }
-    if let Some(size) = opts.size
-        && received < size
-    {
-        return Err(Error::Truncated {
-            expected: size,
-            received,
-        });
-    }
-    drop(body);
+    let (body, hashing) = hash_stream(body);
+    drain(body, opts.size).await?;
     let (checksums, size) = hashing.finish().await?;
     opts.expected.verify(&checksums)?;
     Ok(PutResult {

@@ -223,6 +223,29 @@ pub async fn read_exactly(mut body: ByteStream, size: u64) -> Result<Bytes> {
     Ok(buffer.freeze())
 }
 
+/// Reads a body to its end without keeping it (its bytes are stored already), refusing a short
+/// or long one when its length was announced. Returns the bytes read.
+pub async fn drain(mut body: ByteStream, size: Option<u64>) -> Result<u64> {
+    let mut received = 0u64;
+    while let Some(chunk) = body.next().await {
+        received += chunk?.len() as u64;
+        if let Some(size) = size
+            && received > size
+        {
+            return Err(Error::TooLong { expected: size });
+        }
+    }
+    if let Some(size) = size
+        && received < size
+    {
+        return Err(Error::Truncated {
+            expected: size,
+            received,
+        });
+    }
+    Ok(received)
+}
+
 /// Checks a requested range against a binary's size.
 pub fn check_range(range: Option<Range<u64>>, size: u64) -> Result<Range<u64>> {
     match range {

@@ -1029,7 +1029,7 @@ async fn already_stored(
     opts: &PutOptions,
     size: u64,
 ) -> Result<PutResult> {
-    drain(body, size).await?;
+    stowage_core::drain(body, Some(size)).await?;
     let (checksums, size) = hashing.finish().await?;
     opts.expected.verify(&checksums)?;
     Ok(PutResult {
@@ -1037,24 +1037,6 @@ async fn already_stored(
         size,
         created: false,
     })
-}
-
-/// Reads a body to its end, checking its length (the bytes are already stored).
-async fn drain(mut body: ByteStream, size: u64) -> Result<()> {
-    let mut received = 0u64;
-    while let Some(chunk) = body.next().await {
-        received += chunk?.len() as u64;
-        if received > size {
-            return Err(Error::TooLong { expected: size });
-        }
-    }
-    if received < size {
-        return Err(Error::Truncated {
-            expected: size,
-            received,
-        });
-    }
-    Ok(())
 }
 
 /// A request body fed through a channel, announcing its exact length (which S3 needs, and
