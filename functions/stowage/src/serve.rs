@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use stowage_api::auth::Auth;
 use stowage_api::cluster::Cluster;
-use stowage_api::http::{AppState, router};
+use stowage_api::http::{AppState, Limits, router};
 use stowage_api::{Config, Filestore, Stowage};
 use stowage_core::Error;
 use stowage_metadata::{Metadata, PoolSettings};
@@ -187,6 +187,7 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
         auth: Arc::new(auth),
         cluster: Arc::clone(&cluster),
         base_url: config.base_url.clone(),
+        limits: Limits::default(),
     };
     let app = router(state);
     tracing::info!(%addr, data_dir = %config.data_dir.display(), database = %config.database_url(), "stowage listening");

@@ -314,9 +314,9 @@ impl Stowage {
         content_type: &str,
         user_agent: Option<&str>,
     ) -> Result<Option<SignedUrl>> {
-        let Some(signer) = &self.signer else {
+        if self.signer.is_none() {
             return Ok(None);
-        };
+        }
         if let Some(agent) = user_agent.map(str::to_lowercase)
             && self.proxy_user_agents.iter().any(|p| agent.contains(p))
         {
@@ -328,6 +328,19 @@ impl Stowage {
         if record.size < min_size {
             return Ok(None);
         }
+        self.signed_download(record, content_type).await
+    }
+
+    /// A signed URL for a recorded artifact whatever its repository says, `None` when the
+    /// filestore cannot sign (a local filesystem). For bodies a deployment cannot carry itself.
+    pub async fn signed_download(
+        &self,
+        record: &ArtifactRecord,
+        content_type: &str,
+    ) -> Result<Option<SignedUrl>> {
+        let Some(signer) = &self.signer else {
+            return Ok(None);
+        };
         let request = DownloadUrlRequest {
             file_name: record.path.name().to_string(),
             content_type: content_type.to_string(),

@@ -8,13 +8,18 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use stowage_api::auth::Auth;
 use stowage_api::cluster::Cluster;
-use stowage_api::http::{AppState, router};
+use stowage_api::http::{AppState, Limits, Part, router, router_for};
 use stowage_api::{Config, Stowage};
 use stowage_core::memory::InMemoryProvider;
 use stowage_metadata::{Metadata, PoolSettings};
 use tower::ServiceExt;
 
 async fn app() -> (tempfile::TempDir, axum::Router, String) {
+    let (dir, state, token) = state().await;
+    (dir, router(state), token)
+}
+
+async fn state() -> (tempfile::TempDir, AppState, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("m.db").display());
     let metadata = Metadata::connect(&url, &PoolSettings::default())
@@ -44,8 +49,9 @@ async fn app() -> (tempfile::TempDir, axum::Router, String) {
         auth: Arc::new(auth),
         cluster: Arc::new(cluster),
         base_url: Some("https://artifacts.example.com/".into()),
+        limits: Limits::default(),
     };
-    (dir, router(state), token)
+    (dir, state, token)
 }
 
 async fn send(app: &axum::Router, request: Request<Body>) -> (StatusCode, serde_json::Value) {
@@ -127,4 +133,113 @@ async fn errors_have_artifactorys_shape() {
         .expect("request");
     let response = app.clone().oneshot(ping).await.expect("response");
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn each_function_serves_its_part_and_tells_where_the_rest_goes() {
+    let (_dir, state, token) = state().await;
+    let bearer = format!("Bearer {token}");
+    let req = |method: &str, uri: &str, body: &'static str| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", &bearer)
+            .body(Body::from(body))
+            .expect("request")
+    };
+    let limits = Limits {
+        max_request_body: Some(8),
+        max_response_body: Some(8),
+    };
+    let part = |part: Part| {
+        router_for(
+            AppState {
+                limits,
+                ..state.clone()
+            },
+            part,
+        )
+    };
+    let (upload, download, metadata) = (
+        part(Part::Upload),
+        part(Part::Download),
+        part(Part::Metadata),
+    );
+
+    for app in [&upload, &download, &metadata] {
+        let ping = Request::builder()
+            .uri("/api/system/ping")
+            .body(Body::empty())
+            .expect("request");
+        let response = app.clone().oneshot(ping).await.expect("response");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let (status, _) = send(&metadata, req("PUT", "/api/repositories/libs", "{}")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = send(&upload, req("PUT", "/libs/small.txt", "12345678")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = send(&upload, req("PUT", "/libs/big.txt", "123456789")).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let message = body["errors"][0]["message"].as_str().expect("message");
+    assert!(
+        message.contains("up to 8 bytes") && message.contains("POST /api/uploads"),
+        "{message}"
+    );
+    let (status, _) = send(&metadata, req("GET", "/api/storage/libs/big.txt", "")).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a refused upload stores nothing"
+    );
+
+    let response = download
+        .clone()
+        .oneshot(req("GET", "/libs/small.txt", ""))
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let (status, body) = send(&download, req("PUT", "/libs/other.txt", "x")).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let message = body["errors"][0]["message"].as_str().expect("message");
+    assert!(
+        message.contains("download function does not serve PUT")
+            && message.contains("upload function"),
+        "{message}"
+    );
+    let (status, body) = send(&upload, req("GET", "/api/storage/libs/small.txt", "")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .expect("message")
+            .contains("metadata function")
+    );
+    let (status, body) = send(&metadata, req("GET", "/api/storage/libs/small.txt", "")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["size"], "8");
+
+    // A binary above the response limit with a filestore that cannot sign: told, not truncated.
+    let wide = router_for(
+        AppState {
+            limits: Limits::default(),
+            ..state.clone()
+        },
+        Part::Upload,
+    );
+    let (status, _) = send(&wide, req("PUT", "/libs/big.txt", "123456789")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = send(&download, req("GET", "/libs/big.txt", "")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    let message = body["errors"][0]["message"].as_str().expect("message");
+    assert!(message.contains("cannot sign a redirect"), "{message}");
+    let response = download
+        .clone()
+        .oneshot(req("HEAD", "/libs/big.txt", ""))
+        .await
+        .expect("response");
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "HEAD carries no body: answered"
+    );
 }

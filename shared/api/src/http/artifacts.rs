@@ -121,6 +121,20 @@ pub(crate) async fn deploy(
                 .map_err(|_| Error::InvalidInput(format!("Content-Length {v:?} is not a number")))
         })
         .transpose()?;
+    if let Some(max) = state.limits.max_request_body {
+        let announced = size.or_else(|| http_body::Body::size_hint(&body).exact());
+        if let Some(announced) = announced.filter(|&n| n > max) {
+            return Err(ApiError::Deployment(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "this deployment accepts request bodies up to {max} bytes (the AWS Lambda \
+                 payload limit) and this one has {announced}: open a presigned upload session \
+                 with POST /api/uploads {{\"repo\", \"path\", \"size\", \"sha256\"}}, send the \
+                 bytes to the URLs it returns, then POST /api/uploads/{{id}}/complete"
+                ),
+            ));
+        }
+    }
     let request = DeployRequest {
         expected,
         size,
@@ -197,6 +211,30 @@ pub(crate) async fn download(
     let proxied = uri
         .query()
         .is_some_and(|q| q.split('&').any(|p| p == "redirect=false"));
+    if method == Method::GET
+        && let Some(max) = state.limits.max_response_body
+        && record.size > max
+    {
+        // This deployment cannot carry the bytes (a Lambda response): always a redirect.
+        let Some(signed) = state
+            .stowage
+            .signed_download(&record, &content_type)
+            .await?
+        else {
+            return Err(ApiError::Deployment(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "{repo}/{path} has {} bytes, more than the {max} bytes a response of this \
+                 deployment may carry, and its filestore cannot sign a redirect: use a cloud \
+                 filestore template or serve downloads from a container",
+                    record.size
+                ),
+            ));
+        };
+        put(header::LOCATION, &signed.url);
+        put(header::CACHE_CONTROL, "private, no-store");
+        return Ok((StatusCode::FOUND, out).into_response());
+    }
     if method == Method::GET && !proxied {
         let agent = header_str(&headers, header::USER_AGENT.as_str())?;
         if let Some(signed) = state

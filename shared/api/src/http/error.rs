@@ -12,6 +12,9 @@ use stowage_core::Error;
 pub enum ApiError {
     Domain(Error),
     Unauthorized(&'static str),
+    /// What this deployment cannot do (a body over a Lambda payload limit, a method another
+    /// function serves), with a message that says where to go instead.
+    Deployment(StatusCode, String),
 }
 
 impl From<Error> for ApiError {
@@ -59,6 +62,12 @@ pub(crate) fn error_body(status: StatusCode, message: &str) -> Json<serde_json::
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
+            ApiError::Deployment(status, message) => {
+                if status.is_server_error() {
+                    tracing::error!("{message}");
+                }
+                (status, error_body(status, &message)).into_response()
+            }
             ApiError::Unauthorized(reason) => {
                 let mut response = (
                     StatusCode::UNAUTHORIZED,

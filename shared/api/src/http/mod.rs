@@ -12,10 +12,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Auth, Principal};
@@ -32,6 +32,8 @@ pub struct AppState {
     pub cluster: Arc<Cluster>,
     /// Public base URL for links; `None` derives it from the `Host` header.
     pub base_url: Option<String>,
+    /// What this deployment can carry (Lambda's payload limits); none for a server.
+    pub limits: Limits,
 }
 
 impl AppState {
@@ -49,54 +51,144 @@ impl AppState {
     }
 }
 
+/// Which part of the API a binary serves. The all-in-one `stowage serve` serves [`Part::All`];
+/// each function binary serves one part, so a load balancer, an API Gateway HTTP API or
+/// CloudFront can route by method and path (see `terraform/`):
+///
+/// | part       | routes                                                                  |
+/// |------------|-------------------------------------------------------------------------|
+/// | `upload`   | `PUT /{repo}/{path}`, `POST /api/uploads`, `POST /api/uploads/{id}/complete`, `DELETE /api/uploads/{id}` |
+/// | `download` | `GET` and `HEAD /{repo}/{path}`                                          |
+/// | `metadata` | every other `/api/…` call and `DELETE /{repo}/{path}`                    |
+///
+/// Every part answers `GET /api/system/ping`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    All,
+    Upload,
+    Download,
+    Metadata,
+}
+
+impl Part {
+    /// The function's name (`upload`, `download`, `metadata`), `stowage` for the whole API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::All => "stowage",
+            Part::Upload => "upload",
+            Part::Download => "download",
+            Part::Metadata => "metadata",
+        }
+    }
+
+    /// Where each call goes, for the errors of a function asked for another's call.
+    pub const ROUTES: &'static str = "PUT /{repo}/{path} and /api/uploads go to the upload \
+        function, GET and HEAD /{repo}/{path} to the download function, everything else to \
+        the metadata function";
+}
+
+/// What a deployment can carry. A Lambda function's request and response payloads are capped
+/// (6 MB each, less once binary bodies are base64-encoded); containers have no such limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Deploys with larger bodies get a 413 that names the presigned-session endpoint.
+    pub max_request_body: Option<u64>,
+    /// Downloads of larger binaries are always redirected to a signed URL.
+    pub max_response_body: Option<u64>,
+}
+
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/system/ping", get(system::ping))
-        .route("/api/system/version", get(system::version))
-        .route("/api/system/storage/gc", post(system::gc))
-        .route("/api/system/storage/optimize", post(system::optimize))
-        .route("/api/system/cluster", get(system::cluster))
-        .route("/api/storageinfo", get(system::storage_info))
-        .route("/api/repositories", get(system::list_repositories))
-        .route(
-            "/api/repositories/{repo}",
-            get(system::get_repository)
-                .put(system::put_repository)
-                .delete(system::delete_repository),
-        )
-        .route(
-            "/api/storage/{*rest}",
-            get(artifacts::storage_info)
-                .put(artifacts::set_properties)
-                .delete(artifacts::delete_properties),
-        )
-        .route("/api/move/{*rest}", post(artifacts::move_items))
-        .route("/api/copy/{*rest}", post(artifacts::copy_items))
-        .route("/api/search/prop", get(artifacts::search_properties))
-        .route("/api/search/checksum", get(artifacts::search_checksum))
-        .route("/api/uploads", post(uploads::open))
-        .route("/api/uploads/{id}/complete", post(uploads::complete))
-        .route("/api/uploads/{id}", axum::routing::delete(uploads::abort))
-        .route("/api/trash", get(system::trash_list))
-        .route("/api/trash/empty", post(system::trash_empty))
-        .route("/api/trash/restore/{*rest}", post(system::trash_restore))
-        .route(
-            "/{repo}",
-            get(artifacts::download)
-                .put(artifacts::deploy)
-                .delete(artifacts::remove),
-        )
-        .route(
-            "/{repo}/{*path}",
-            get(artifacts::download)
-                .put(artifacts::deploy)
-                .delete(artifacts::remove),
-        )
-        .fallback(|| async { ApiError::not_found("no such API endpoint") })
+    router_for(state, Part::All)
+}
+
+/// The routes of one part of the API (see [`Part`]).
+pub fn router_for(state: AppState, part: Part) -> Router {
+    let all = part == Part::All;
+    let upload = all || part == Part::Upload;
+    let download = all || part == Part::Download;
+    let metadata = all || part == Part::Metadata;
+    let mut router = Router::new().route("/api/system/ping", get(system::ping));
+    if metadata {
+        router = router
+            .route("/api/system/version", get(system::version))
+            .route("/api/system/storage/gc", post(system::gc))
+            .route("/api/system/storage/optimize", post(system::optimize))
+            .route("/api/system/cluster", get(system::cluster))
+            .route("/api/storageinfo", get(system::storage_info))
+            .route("/api/repositories", get(system::list_repositories))
+            .route(
+                "/api/repositories/{repo}",
+                get(system::get_repository)
+                    .put(system::put_repository)
+                    .delete(system::delete_repository),
+            )
+            .route(
+                "/api/storage/{*rest}",
+                get(artifacts::storage_info)
+                    .put(artifacts::set_properties)
+                    .delete(artifacts::delete_properties),
+            )
+            .route("/api/move/{*rest}", post(artifacts::move_items))
+            .route("/api/copy/{*rest}", post(artifacts::copy_items))
+            .route("/api/search/prop", get(artifacts::search_properties))
+            .route("/api/search/checksum", get(artifacts::search_checksum))
+            .route("/api/trash", get(system::trash_list))
+            .route("/api/trash/empty", post(system::trash_empty))
+            .route("/api/trash/restore/{*rest}", post(system::trash_restore));
+    }
+    if upload {
+        router = router
+            .route("/api/uploads", post(uploads::open))
+            .route("/api/uploads/{id}/complete", post(uploads::complete))
+            .route("/api/uploads/{id}", axum::routing::delete(uploads::abort));
+    }
+    // Artifacts: one route per pattern, with the methods of the parts served.
+    let mut artifact = MethodRouter::new();
+    if download {
+        artifact = artifact.get(artifacts::download);
+    }
+    if upload {
+        artifact = artifact.put(artifacts::deploy);
+    }
+    if metadata {
+        artifact = artifact.delete(artifacts::remove);
+    }
+    if part != Part::All {
+        artifact = artifact.fallback(move |method: Method, uri: axum::http::Uri| async move {
+            wrong_function(part, Some(&method), uri.path())
+        });
+    }
+    router
+        .route("/{repo}", artifact.clone())
+        .route("/{repo}/{*path}", artifact)
+        .fallback(move |uri: axum::http::Uri| async move { wrong_function(part, None, uri.path()) })
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The answer for a call this binary does not serve: 404 for an unknown endpoint, 405 for an
+/// artifact method another function serves; both say where the call goes.
+fn wrong_function(part: Part, method: Option<&Method>, path: &str) -> ApiError {
+    if part == Part::All {
+        return ApiError::not_found("no such API endpoint");
+    }
+    match method {
+        Some(method) if !path.starts_with("/api/") => ApiError::Deployment(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "the {} function does not serve {method} on artifacts: {}",
+                part.name(),
+                Part::ROUTES
+            ),
+        ),
+        _ => ApiError::not_found(format!(
+            "no such endpoint in the {} function: {}",
+            part.name(),
+            Part::ROUTES
+        )),
+    }
 }
 
 /// Paths that only the admin may read, even with anonymous read on.
