@@ -14,7 +14,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 /// Stowage: a content-addressed binary store for artifact repositories.
 #[derive(Debug, Parser)]
@@ -88,7 +87,9 @@ pub(crate) struct ConfigArgs {
 }
 
 impl ConfigArgs {
-    pub(crate) fn load(&self) -> Result<stowage_api::Config, stowage_core::Error> {
+    /// The configuration, with secret references (the database password, the CloudFront
+    /// key) resolved.
+    pub(crate) async fn load(&self) -> Result<stowage_api::Config, stowage_core::Error> {
         let mut config =
             stowage_api::Config::load(self.config.as_deref(), |k| std::env::var(k).ok())?;
         if let Some(d) = &self.data_dir {
@@ -100,25 +101,16 @@ impl ConfigArgs {
         if let Some(u) = &self.database_url {
             config.database.url = Some(u.clone());
         }
+        config
+            .resolve_secrets(&stowage_api::secrets::Secrets::default())
+            .await?;
         Ok(config)
-    }
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("STOWAGE_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    stowage_api::function::init_tracing(matches!(cli.log_format, LogFormat::Json));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

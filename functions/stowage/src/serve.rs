@@ -4,12 +4,12 @@ use std::fs::File;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stowage_api::auth::Auth;
+use stowage_api::auth::{Auth, NewAdminToken};
 use stowage_api::cluster::Cluster;
 use stowage_api::http::{AppState, Limits, router};
 use stowage_api::{Config, Filestore, Stowage};
 use stowage_core::Error;
-use stowage_metadata::{Metadata, PoolSettings};
+use stowage_metadata::Metadata;
 
 use crate::ConfigArgs;
 
@@ -19,14 +19,7 @@ use crate::ConfigArgs;
 const DATA_DIR_LOCK: &str = "stowage.lock";
 
 async fn open_metadata(config: &Config) -> Result<Metadata, Error> {
-    let settings = PoolSettings {
-        max_connections: config.database.max_connections,
-        acquire_timeout: Duration::from_secs(config.database.acquire_timeout_secs),
-        idle_timeout: Duration::from_secs(config.database.idle_timeout_secs),
-        reader_url: config.database.reader_url.clone(),
-        ..PoolSettings::default()
-    };
-    let metadata = Metadata::connect(&config.database_url(), &settings).await?;
+    let metadata = Metadata::connect(&config.database_url(), &config.pool_settings()).await?;
     metadata.migrate().await?;
     Ok(metadata)
 }
@@ -82,19 +75,36 @@ async fn build(
     Ok((stowage, metadata, filestore))
 }
 
+/// `stowage migrate`: applies the migrations and creates the admin token if the database has
+/// none yet (printed once), so function binaries, which do neither, can start against it.
 pub(crate) async fn migrate(args: &ConfigArgs) -> Result<(), Error> {
-    let config = args.load()?;
+    let config = args.load().await?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         Error::InvalidInput(format!("cannot create {}: {e}", config.data_dir.display()))
     })?;
     let metadata = open_metadata(&config).await?;
+    let (_, created) = Auth::init(&metadata, &config.data_dir, config.anonymous_read).await?;
     metadata.close().await;
-    println!("migrations applied to {}", config.database_url());
+    println!(
+        "migrations applied to {}",
+        config.database_url_for_display()
+    );
+    if let Some(new) = created {
+        print_new_token(&new);
+    }
     Ok(())
 }
 
+fn print_new_token(new: &NewAdminToken) {
+    println!(
+        "Created the admin token (shown once; also written to {}):\n{}",
+        new.file.display(),
+        new.token
+    );
+}
+
 pub(crate) async fn gc(args: &ConfigArgs) -> Result<(), Error> {
-    let config = args.load()?;
+    let config = args.load().await?;
     let _lock = lock_data_dir(&config)?;
     let (stowage, metadata, _) = build(&config, &node_id(&config)).await?;
     let report = stowage.gc().await?;
@@ -108,7 +118,7 @@ pub(crate) async fn gc(args: &ConfigArgs) -> Result<(), Error> {
 
 /// `stowage balance`: one balancing pass of the sharded store, offline.
 pub(crate) async fn balance(args: &ConfigArgs) -> Result<(), Error> {
-    let config = args.load()?;
+    let config = args.load().await?;
     let _lock = lock_data_dir(&config)?;
     let (stowage, metadata, _) = build(&config, &node_id(&config)).await?;
     let report = stowage.balance().await;
@@ -127,7 +137,7 @@ pub(crate) async fn balance(args: &ConfigArgs) -> Result<(), Error> {
 }
 
 pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
-    let config = args.load()?;
+    let config = args.load().await?;
     let _lock = lock_data_dir(&config)?;
     let node_id = node_id(&config);
     let (stowage, metadata, filestore) = build(&config, &node_id).await?;
@@ -142,11 +152,7 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
     let dispatcher = filestore.eventual.as_ref().map(|e| e.spawn_dispatcher());
     let (auth, created) = Auth::init(&metadata, &config.data_dir, config.anonymous_read).await?;
     if let Some(new) = created {
-        println!(
-            "Created the admin token (shown once; also written to {}):\n{}",
-            new.file.display(),
-            new.token
-        );
+        print_new_token(&new);
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -190,10 +196,10 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
         limits: Limits::default(),
     };
     let app = router(state);
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), database = %config.database_url(), "stowage listening");
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), database = %config.database_url_for_display(), "stowage listening");
     println!("stowage listening on http://{addr}");
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(stowage_api::function::shutdown_signal())
         .await
         .map_err(|e| Error::Unavailable(format!("the server stopped: {e}")))?;
     tracing::info!("in-flight requests finished; leaving the cluster");
@@ -208,29 +214,4 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
     cluster.leave().await;
     metadata.close().await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutdown requested; finishing in-flight requests");
 }

@@ -92,18 +92,32 @@ impl Auth {
                 }
             }
         };
+        Ok((Self::from_stored(&stored, anonymous_read)?, created))
+    }
+
+    /// Loads the admin token's hash that `stowage migrate` (or a first `stowage serve`)
+    /// created; the function binaries use this and never create one.
+    pub async fn load(metadata: &Metadata, anonymous_read: bool) -> Result<Self, Error> {
+        let stored = metadata.token_hash(ADMIN).await?.ok_or_else(|| {
+            Error::InvalidInput(
+                "the database has no admin token yet: run `stowage migrate` against it first \
+                 (it applies the migrations and prints the token once)"
+                    .into(),
+            )
+        })?;
+        Self::from_stored(&stored, anonymous_read)
+    }
+
+    fn from_stored(stored: &str, anonymous_read: bool) -> Result<Self, Error> {
         let mut admin_token_sha256 = [0u8; 32];
-        hex::decode_to_slice(&stored, &mut admin_token_sha256).map_err(|_| Error::Metadata {
+        hex::decode_to_slice(stored, &mut admin_token_sha256).map_err(|_| Error::Metadata {
             source: "the stored admin token hash is not 64 hex characters".into(),
             retryable: false,
         })?;
-        Ok((
-            Self {
-                admin_token_sha256,
-                anonymous_read,
-            },
-            created,
-        ))
+        Ok(Self {
+            admin_token_sha256,
+            anonymous_read,
+        })
     }
 
     /// Whether reads work without credentials.

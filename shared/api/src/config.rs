@@ -64,6 +64,10 @@ pub struct DatabaseConfig {
     /// A separate URL for read-only queries (an Aurora reader endpoint). PostgreSQL only;
     /// default: none, reads use `url`.
     pub reader_url: Option<String>,
+    /// The password, put into `url` and `reader_url` at start-up: the secret itself or a
+    /// reference to it (`file:PATH`, `secretsmanager:ID[#field]`, `ssm:NAME`; see
+    /// [`crate::secrets`]). Default: none, the URL's own. `STOWAGE_DATABASE_PASSWORD`.
+    pub password: Option<String>,
     /// Connections per pool and node. Default 8. In a cluster, this times the number of nodes
     /// (times two with a reader URL) must stay below the database's connection limit.
     pub max_connections: u32,
@@ -78,11 +82,45 @@ impl Default for DatabaseConfig {
         Self {
             url: None,
             reader_url: None,
+            password: None,
             max_connections: 8,
             acquire_timeout_secs: 30,
             idle_timeout_secs: 600,
         }
     }
+}
+
+/// The environment variables over `[filestore.s3]`, with the setting each one sets.
+pub const S3_ENV: &[(&str, &str)] = &[
+    ("STOWAGE_S3_BUCKET", "bucketName"),
+    ("STOWAGE_S3_PATH", "path"),
+    ("STOWAGE_S3_REGION", "region"),
+    ("STOWAGE_S3_ENDPOINT", "endpoint"),
+    ("STOWAGE_S3_PATH_STYLE", "usePathStyleAccess"),
+    ("STOWAGE_CLOUDFRONT_DOMAIN", "cloudFrontDomainName"),
+    ("STOWAGE_CLOUDFRONT_KEY_PAIR_ID", "cloudFrontKeyPairId"),
+    (
+        "STOWAGE_CLOUDFRONT_PRIVATE_KEY",
+        "cloudFrontPrivateKey (or a secret reference)",
+    ),
+];
+
+/// `url` with its password replaced by `password` (percent-encoded as a URL needs).
+fn with_password(url: &str, password: &str, what: &str) -> Result<String, Error> {
+    let mut parsed = url::Url::parse(url).map_err(|e| {
+        Error::InvalidInput(format!(
+            "{what} is not a URL like postgres://user@host/db: {e}"
+        ))
+    })?;
+    if parsed.username().is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "{what} names no user, so a password cannot go with it: postgres://USER@host/db"
+        )));
+    }
+    parsed
+        .set_password(Some(password))
+        .map_err(|()| Error::InvalidInput(format!("{what} cannot carry a password")))?;
+    Ok(parsed.to_string())
 }
 
 /// `[filestore]`: which binary-provider chain to build, with the parameters of each part.
@@ -428,8 +466,9 @@ impl Config {
     }
 
     /// Applies `STOWAGE_LISTEN`, `STOWAGE_DATA_DIR`, `STOWAGE_DATABASE_URL`,
-    /// `STOWAGE_DATABASE_READER_URL`,
-    /// `STOWAGE_BASE_URL`, `STOWAGE_ANONYMOUS_READ` and `STOWAGE_FILESTORE_TEMPLATE`.
+    /// `STOWAGE_DATABASE_READER_URL`, `STOWAGE_DATABASE_PASSWORD`, `STOWAGE_BASE_URL`,
+    /// `STOWAGE_ANONYMOUS_READ`, `STOWAGE_FILESTORE_TEMPLATE` and the `[filestore.s3]` ones of
+    /// [`S3_ENV`].
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), Error> {
         if let Some(v) = env("STOWAGE_LISTEN") {
             self.listen = v.parse().map_err(|_| {
@@ -447,6 +486,10 @@ impl Config {
         if let Some(v) = env("STOWAGE_DATABASE_READER_URL") {
             self.database.reader_url = Some(v);
         }
+        if let Some(v) = env("STOWAGE_DATABASE_PASSWORD") {
+            self.database.password = Some(v);
+        }
+        self.apply_s3_env(&env)?;
         if let Some(v) = env("STOWAGE_BASE_URL") {
             self.base_url = Some(v);
         }
@@ -465,6 +508,94 @@ impl Config {
             self.filestore.template = v;
         }
         Ok(())
+    }
+
+    /// `[filestore.s3]` settings from [`S3_ENV`] (what the Terraform module gives a Lambda
+    /// function, which has no configuration file); any of them creates the section.
+    fn apply_s3_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), Error> {
+        for (name, _) in S3_ENV {
+            let Some(v) = env(name) else { continue };
+            let s3 = self.filestore.s3.get_or_insert_with(Default::default);
+            match *name {
+                "STOWAGE_S3_BUCKET" => s3.bucket_name = v,
+                "STOWAGE_S3_PATH" => s3.path = v,
+                "STOWAGE_S3_REGION" => s3.region = Some(v),
+                "STOWAGE_S3_ENDPOINT" => s3.endpoint = Some(v),
+                "STOWAGE_S3_PATH_STYLE" => {
+                    s3.use_path_style_access = match v.as_str() {
+                        "true" | "1" | "yes" => true,
+                        "false" | "0" | "no" => false,
+                        _ => {
+                            return Err(Error::InvalidInput(format!(
+                                "{name}={v:?} must be true or false"
+                            )));
+                        }
+                    }
+                }
+                "STOWAGE_CLOUDFRONT_DOMAIN" => s3.cloud_front_domain_name = Some(v),
+                "STOWAGE_CLOUDFRONT_KEY_PAIR_ID" => s3.cloud_front_key_pair_id = Some(v),
+                "STOWAGE_CLOUDFRONT_PRIVATE_KEY" => s3.cloud_front_private_key = Some(v),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces every secret reference (the database password, the CloudFront private key)
+    /// with the secret, fetched once (see [`crate::secrets`]), and puts the password into the
+    /// database URLs.
+    pub async fn resolve_secrets(
+        &mut self,
+        secrets: &crate::secrets::Secrets,
+    ) -> Result<(), Error> {
+        if let Some(s3) = &mut self.filestore.s3 {
+            s3.cloud_front_private_key = secrets
+                .resolve_opt(
+                    "filestore.s3.cloudFrontPrivateKey",
+                    s3.cloud_front_private_key.as_deref(),
+                )
+                .await?;
+        }
+        let Some(reference) = self.database.password.take() else {
+            return Ok(());
+        };
+        let password = secrets.resolve("database.password", &reference).await?;
+        let database = &mut self.database;
+        let Some(url) = &database.url else {
+            return Err(Error::InvalidInput(
+                "database.password (STOWAGE_DATABASE_PASSWORD) is set, but the database is the \
+                 embedded SQLite file: set database.url to a postgres:// or mysql:// URL"
+                    .into(),
+            ));
+        };
+        database.url = Some(with_password(url, &password, "database.url")?);
+        if let Some(reader) = &database.reader_url {
+            database.reader_url = Some(with_password(reader, &password, "database.reader_url")?);
+        }
+        Ok(())
+    }
+
+    /// The metadata pools' settings.
+    pub fn pool_settings(&self) -> stowage_metadata::PoolSettings {
+        stowage_metadata::PoolSettings {
+            max_connections: self.database.max_connections,
+            acquire_timeout: Duration::from_secs(self.database.acquire_timeout_secs),
+            idle_timeout: Duration::from_secs(self.database.idle_timeout_secs),
+            reader_url: self.database.reader_url.clone(),
+            ..stowage_metadata::PoolSettings::default()
+        }
+    }
+
+    /// The database URL without its password, for logs.
+    pub fn database_url_for_display(&self) -> String {
+        let url = self.database_url();
+        match url::Url::parse(&url) {
+            Ok(mut parsed) if parsed.password().is_some() => {
+                let _ = parsed.set_password(Some("***"));
+                parsed.to_string()
+            }
+            _ => url,
+        }
     }
 
     /// The database URL, defaulting to a SQLite file in the data directory.
@@ -588,5 +719,68 @@ mounts = [
         );
         let typo = Config::from_toml("listn = \"x\"").expect_err("unknown key");
         assert!(typo.to_string().contains("listn"), "{typo}");
+    }
+
+    #[tokio::test]
+    async fn a_function_is_configured_by_its_environment_with_secrets_by_reference() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let password_file = dir.path().join("db-password");
+        std::fs::write(&password_file, "p@ss/word\n").expect("write");
+        let reference = format!("file:{}", password_file.display());
+        let mut c = Config::load(None, |k| match k {
+            "STOWAGE_DATABASE_URL" => Some("postgres://stowage@db.internal:5432/stowage".into()),
+            "STOWAGE_DATABASE_READER_URL" => Some("postgres://stowage@ro.internal/stowage".into()),
+            "STOWAGE_DATABASE_PASSWORD" => Some(reference.clone()),
+            "STOWAGE_FILESTORE_TEMPLATE" => Some("s3-storage-v3-direct".into()),
+            "STOWAGE_S3_BUCKET" => Some("binaries".into()),
+            "STOWAGE_S3_PATH_STYLE" => Some("true".into()),
+            "STOWAGE_CLOUDFRONT_KEY_PAIR_ID" => Some("K2JCJMDEHXQW5F".into()),
+            _ => None,
+        })
+        .expect("load");
+        let s3 = c
+            .filestore
+            .s3
+            .clone()
+            .expect("[filestore.s3] from the environment");
+        assert_eq!(s3.bucket_name, "binaries");
+        assert!(s3.use_path_style_access);
+        assert_eq!(
+            s3.cloud_front_key_pair_id.as_deref(),
+            Some("K2JCJMDEHXQW5F")
+        );
+        c.resolve_secrets(&crate::secrets::Secrets::default())
+            .await
+            .expect("resolve");
+        assert_eq!(
+            c.database_url(),
+            "postgres://stowage:p%40ss%2Fword@db.internal:5432/stowage"
+        );
+        assert_eq!(
+            c.database.reader_url.as_deref(),
+            Some("postgres://stowage:p%40ss%2Fword@ro.internal/stowage")
+        );
+        assert_eq!(
+            c.database_url_for_display(),
+            "postgres://stowage:***@db.internal:5432/stowage"
+        );
+
+        let mut sqlite = Config::load(None, |k| {
+            (k == "STOWAGE_DATABASE_PASSWORD").then(|| "x".to_string())
+        })
+        .expect("load");
+        let e = sqlite
+            .resolve_secrets(&crate::secrets::Secrets::default())
+            .await
+            .expect_err("a password for SQLite");
+        assert!(e.to_string().contains("SQLite"), "{e}");
+        let bad = Config::load(None, |k| {
+            (k == "STOWAGE_S3_PATH_STYLE").then(|| "maybe".into())
+        });
+        assert!(
+            bad.expect_err("bad bool")
+                .to_string()
+                .contains("STOWAGE_S3_PATH_STYLE")
+        );
     }
 }

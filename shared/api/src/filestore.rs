@@ -162,7 +162,7 @@ impl Filestore {
                 let gcs = Arc::new(stowage_gcs::connect(gcs_config, layout).await?);
                 let signer = GcsSigner::from_config(gcs_config, &gcs)?
                     .map(|s| Arc::new(s) as Arc<dyn DownloadSigner>);
-                let eventual = !template.ends_with("-direct");
+                let eventual = has_eventual_queue(template);
                 let mut built = object_chain(config, layout, gcs.clone(), signer, None, eventual)?;
                 built.staging.push(gcs);
                 Ok(built)
@@ -178,7 +178,7 @@ impl Filestore {
                 let azure = Arc::new(stowage_azure::connect(azure_config, layout).await?);
                 let signer = AzureSasSigner::from_config(azure_config, &azure)?
                     .map(|s| Arc::new(s) as Arc<dyn DownloadSigner>);
-                let eventual = !template.ends_with("-direct");
+                let eventual = has_eventual_queue(template);
                 let mut built =
                     object_chain(config, layout, azure.clone(), signer, None, eventual)?;
                 built.staging.push(azure);
@@ -214,6 +214,20 @@ impl Filestore {
         }
         Ok(removed)
     }
+}
+
+/// Whether a template puts uploads in a local queue (the eventual templates) before the
+/// object store has them.
+pub fn has_eventual_queue(template: &str) -> bool {
+    matches!(
+        template,
+        "s3-storage-v3"
+            | "cluster-s3-storage-v3"
+            | "google-storage"
+            | "cluster-google-storage"
+            | "azure-blob-storage"
+            | "cluster-azure-blob-storage"
+    )
 }
 
 /// An object store at the bottom of the chain: direct, or behind the eventual queue.

@@ -7,8 +7,10 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod filestore;
+pub mod function;
 pub mod http;
 pub mod locks;
+pub mod secrets;
 pub mod service;
 pub mod tasks;
 

@@ -1,0 +1,340 @@
+//! The one `main` of the function binaries (`functions/upload`, `functions/download`,
+//! `functions/metadata`): configuration from the environment, clients and pools built once per
+//! cold start, then either the AWS Lambda runtime (when `AWS_LAMBDA_RUNTIME_API` is set, as
+//! Lambda sets it) or an HTTP server on a port (container mode). Both serve the same router, so
+//! one request gets one response either way.
+//!
+//! A function is not a cluster node: it never registers, heart-beats or takes the primary
+//! lease, so it runs no garbage collection or balancing of its own (`stowage gc`, a scheduled
+//! task or an all-in-one container does). It applies no migrations: `stowage migrate` does,
+//! once per release, and creates the admin token the functions check requests against.
+//!
+//! Environment, besides the `STOWAGE_*` settings of [`Config::apply_env`]:
+//!
+//! | variable                      | meaning                                                  |
+//! |-------------------------------|----------------------------------------------------------|
+//! | `STOWAGE_CONFIG`              | a TOML file (optional; the environment alone suffices)   |
+//! | `STOWAGE_MAX_REQUEST_BODY`    | deploys above this many bytes get a 413 (Lambda default [`LAMBDA_MAX_BODY`]; `none` for no limit) |
+//! | `STOWAGE_MAX_RESPONSE_BODY`   | downloads above this many bytes always redirect (same defaults) |
+//! | `AWS_LAMBDA_RUNTIME_API`      | set by Lambda: run under the Lambda runtime              |
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use stowage_core::Error;
+use stowage_metadata::Metadata;
+use tracing_subscriber::EnvFilter;
+
+use crate::auth::Auth;
+use crate::cluster::Cluster;
+use crate::http::{AppState, Limits, Part, router_for};
+use crate::secrets::Secrets;
+use crate::{Config, Filestore, Stowage};
+
+/// The largest body a Lambda function takes or returns here: invocation payloads are capped
+/// at 6 MB (6,291,456 bytes) each way, binary bodies travel base64-encoded (4/3 larger) inside
+/// a JSON event with headers, which leaves about 4.5 MiB; 4 MiB keeps a margin.
+pub const LAMBDA_MAX_BODY: u64 = 4 * 1024 * 1024;
+
+/// Where a function runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Under the Lambda runtime API.
+    Lambda,
+    /// An HTTP server on `listen` (a container, a developer's shell).
+    Server,
+}
+
+impl Mode {
+    /// Lambda when the Lambda runtime API is there.
+    pub fn detect(env: &impl Fn(&str) -> Option<String>) -> Self {
+        if env("AWS_LAMBDA_RUNTIME_API").is_some_and(|v| !v.is_empty()) {
+            Mode::Lambda
+        } else {
+            Mode::Server
+        }
+    }
+}
+
+/// A size limit from the environment: bytes, `none`, or the mode's default.
+fn limit(
+    env: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    mode: Mode,
+) -> Result<Option<u64>, Error> {
+    match env(name) {
+        None => Ok((mode == Mode::Lambda).then_some(LAMBDA_MAX_BODY)),
+        Some(v) if v.eq_ignore_ascii_case("none") => Ok(None),
+        Some(v) => v.trim().parse().map(Some).map_err(|_| {
+            Error::InvalidInput(format!("{name}={v:?} must be a number of bytes or `none`"))
+        }),
+    }
+}
+
+/// Everything a function decides from its environment before it connects anywhere.
+#[derive(Debug)]
+pub struct FunctionConfig {
+    pub part: Part,
+    pub mode: Mode,
+    pub limits: Limits,
+    pub config: Config,
+}
+
+impl FunctionConfig {
+    /// Reads `STOWAGE_CONFIG` (if set) and the environment; no I/O beyond that file.
+    pub fn load(part: Part, env: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let mode = Mode::detect(&env);
+        let path = env("STOWAGE_CONFIG").map(PathBuf::from);
+        let mut config = Config::load(path.as_deref(), &env)?;
+        if mode == Mode::Lambda
+            && env("STOWAGE_DATA_DIR").is_none()
+            && config.data_dir.is_relative()
+        {
+            // The function's code directory is read-only; /tmp is what Lambda lets a function write.
+            config.data_dir = PathBuf::from("/tmp/stowage-data");
+        }
+        if mode == Mode::Lambda && crate::filestore::has_eventual_queue(&config.filestore.template)
+        {
+            return Err(Error::InvalidInput(format!(
+                "filestore template {:?} keeps a local upload queue, which a Lambda function \\
+                 loses when it is frozen or recycled: use a direct template \\
+                 (s3-storage-v3-direct, google-storage-direct, azure-blob-storage-direct, \\
+                 s3-sharding) or run the upload function as a container",
+                config.filestore.template
+            )));
+        }
+        let limits = Limits {
+            max_request_body: limit(&env, "STOWAGE_MAX_REQUEST_BODY", mode)?,
+            max_response_body: limit(&env, "STOWAGE_MAX_RESPONSE_BODY", mode)?,
+        };
+        Ok(Self {
+            part,
+            mode,
+            limits,
+            config,
+        })
+    }
+}
+
+/// A name for this instance in logs and `createdBy`-style records.
+fn instance_id(part: Part, env: &impl Fn(&str) -> Option<String>) -> String {
+    let instance = env("AWS_LAMBDA_LOG_STREAM_NAME")
+        .or_else(|| env("HOSTNAME"))
+        .unwrap_or_else(|| format!("{:08x}", rand::random::<u32>()));
+    format!("{}-{instance}", part.name())
+}
+
+/// The whole `main` of a function binary: logging (`STOWAGE_LOG` filter; JSON under Lambda,
+/// or with `STOWAGE_LOG_FORMAT=json`), the async runtime, [`run`], and an exit code.
+pub fn main(part: Part) -> ExitCode {
+    let env = |k: &str| std::env::var(k).ok();
+    let json = match env("STOWAGE_LOG_FORMAT").as_deref() {
+        Some(f) => f.eq_ignore_ascii_case("json"),
+        None => Mode::detect(&env) == Mode::Lambda,
+    };
+    init_tracing(json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!(
+                "stowage {}: cannot start the async runtime: {e}",
+                part.name()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(part)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("stowage {}: {e}", part.name());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `STOWAGE_LOG` (default `info`), as text or JSON lines.
+pub fn init_tracing(json: bool) {
+    let filter = EnvFilter::try_from_env("STOWAGE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Builds the clients and pools once, then serves `part` until the runtime or a signal ends it.
+pub async fn run(part: Part) -> Result<(), Error> {
+    let env = |k: &str| std::env::var(k).ok();
+    let FunctionConfig {
+        part,
+        mode,
+        limits,
+        mut config,
+    } = FunctionConfig::load(part, env)?;
+    config.resolve_secrets(&Secrets::default()).await?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        Error::InvalidInput(format!(
+            "cannot create the data directory {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
+    let metadata = Metadata::connect(&config.database_url(), &config.pool_settings()).await?;
+    let filestore = Filestore::build(&config).await?;
+    let node_id = instance_id(part, &env);
+    let stowage = Arc::new(Stowage::new(
+        filestore.clone(),
+        metadata.clone(),
+        &config,
+        &node_id,
+    ));
+    let auth = Auth::load(&metadata, config.anonymous_read).await?;
+    // Not registered: a function answers cluster calls as a node that is not the primary.
+    let cluster = Arc::new(Cluster::new(
+        metadata.clone(),
+        &config.cluster,
+        node_id,
+        part.name().to_string(),
+    ));
+    let state = AppState {
+        stowage,
+        auth: Arc::new(auth),
+        cluster,
+        base_url: config.base_url.clone(),
+        limits,
+    };
+    let app = router_for(state, part);
+    tracing::info!(function = part.name(), ?mode, ?limits, database = %config.database_url_for_display(), "stowage function ready");
+    match mode {
+        Mode::Lambda => lambda_http::run(app)
+            .await
+            .map_err(|e| Error::Unavailable(format!("the Lambda runtime stopped: {e}"))),
+        Mode::Server => {
+            let dispatcher = filestore.eventual.as_ref().map(|e| e.spawn_dispatcher());
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .map_err(|e| {
+                    Error::InvalidInput(format!("cannot listen on {}: {e}", config.listen))
+                })?;
+            let addr = listener.local_addr().map_err(|e| {
+                Error::InvalidInput(format!("cannot read the listening address: {e}"))
+            })?;
+            println!(
+                "stowage {} function listening on http://{addr}",
+                part.name()
+            );
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .map_err(|e| Error::Unavailable(format!("the server stopped: {e}")));
+            if let Some(task) = dispatcher {
+                task.abort();
+            }
+            metadata.close().await;
+            served
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM (what a container runtime sends), after which a server
+/// finishes its in-flight requests.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_string())
+        }
+    }
+
+    #[test]
+    fn lambda_gets_the_payload_limits_and_a_writable_data_dir() {
+        let lambda = FunctionConfig::load(
+            Part::Upload,
+            env(&[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")]),
+        )
+        .expect("config");
+        assert_eq!(lambda.mode, Mode::Lambda);
+        assert_eq!(lambda.limits.max_request_body, Some(LAMBDA_MAX_BODY));
+        assert_eq!(lambda.limits.max_response_body, Some(LAMBDA_MAX_BODY));
+        assert_eq!(lambda.config.data_dir, PathBuf::from("/tmp/stowage-data"));
+
+        let server = FunctionConfig::load(
+            Part::Download,
+            env(&[("STOWAGE_MAX_RESPONSE_BODY", "1000")]),
+        )
+        .expect("config");
+        assert_eq!(server.mode, Mode::Server);
+        assert_eq!(
+            server.limits,
+            Limits {
+                max_request_body: None,
+                max_response_body: Some(1000)
+            }
+        );
+
+        let none = FunctionConfig::load(
+            Part::Upload,
+            env(&[
+                ("AWS_LAMBDA_RUNTIME_API", "x"),
+                ("STOWAGE_MAX_REQUEST_BODY", "none"),
+            ]),
+        )
+        .expect("config");
+        assert_eq!(none.limits.max_request_body, None);
+
+        let bad = FunctionConfig::load(Part::Upload, env(&[("STOWAGE_MAX_REQUEST_BODY", "6MB")]))
+            .expect_err("bad limit");
+        assert!(bad.to_string().contains("STOWAGE_MAX_REQUEST_BODY"));
+    }
+
+    #[test]
+    fn lambda_refuses_a_local_upload_queue() {
+        let e = FunctionConfig::load(
+            Part::Upload,
+            env(&[
+                ("AWS_LAMBDA_RUNTIME_API", "x"),
+                ("STOWAGE_FILESTORE_TEMPLATE", "s3-storage-v3"),
+            ]),
+        )
+        .expect_err("eventual under Lambda");
+        assert!(e.to_string().contains("local upload queue"), "{e}");
+    }
+}
