@@ -62,7 +62,7 @@ start_localstack() {
   python=$(install_localstack) || return 1
   LS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/stowage-localstack.XXXXXX")
   port="${1:-$(free_port)}"
-  GATEWAY_LISTEN="127.0.0.1:$port" SERVICES=s3 DNS_ADDRESS=0 SKIP_SSL_CERT_DOWNLOAD=1 \
+  GATEWAY_LISTEN="127.0.0.1:$port" SERVICES=s3,secretsmanager,ssm DNS_ADDRESS=0 SKIP_SSL_CERT_DOWNLOAD=1 \
     DISABLE_EVENTS=1 GATEWAY_SERVER=hypercorn S3_SKIP_SIGNATURE_VALIDATION=0 \
     LOCALSTACK_VOLUME_DIR="$LS_DIR/volume" TMPDIR="$LS_DIR" \
     "$python" -m localstack.runtime.main >"$LS_DIR/localstack.log" 2>&1 &

@@ -27,6 +27,42 @@ impl Emulator {
         args: &[String],
         probe: &str,
     ) -> Self {
+        let url = format!("http://127.0.0.1:{port}{probe}");
+        Self::start_until(dir, name, port, program, args, || async {
+            reqwest::get(&url).await.is_ok()
+        })
+        .await
+    }
+
+    /// Like [`Emulator::start`], ready once the port accepts connections: for a server every
+    /// path of which does work (the Lambda emulator invokes a function on any path).
+    pub async fn start_listening(
+        dir: &Path,
+        name: &str,
+        port: u16,
+        program: &str,
+        args: &[String],
+    ) -> Self {
+        Self::start_until(dir, name, port, program, args, || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await
+    }
+
+    async fn start_until<F, Fut>(
+        dir: &Path,
+        name: &str,
+        port: u16,
+        program: &str,
+        args: &[String],
+        ready: F,
+    ) -> Self
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
         let log = dir.join(format!("{name}-{port}.log"));
         let file = std::fs::File::create(&log).expect("emulator log");
         let child = Command::new(program)
@@ -38,9 +74,8 @@ impl Emulator {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name} ({program}): {e}"));
         let mut emulator = Self { child, port, log };
-        let url = format!("http://127.0.0.1:{port}{probe}");
         for _ in 0..300 {
-            if reqwest::get(&url).await.is_ok() {
+            if ready().await {
                 return emulator;
             }
             if let Ok(Some(status)) = emulator.child.try_wait() {

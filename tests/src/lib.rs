@@ -11,6 +11,7 @@ use tokio::process::{Child, Command};
 pub mod azure;
 pub mod emulator;
 pub mod flaky;
+pub mod functions;
 pub mod gcs;
 pub mod s3;
 
@@ -108,16 +109,29 @@ pub fn stowage_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("STOWAGE_BIN") {
         return PathBuf::from(bin);
     }
+    workspace_bin("stowage")
+}
+
+/// A binary of the workspace (`stowage`, `upload`, `download`, `metadata`) that cargo built
+/// beside this test.
+pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current test executable");
-    // target/<profile>/deps/<test> → target/<profile>/stowage
-    let bin = exe
+    // target/<profile>/deps/<test> → target/<profile>/<name>; a bin of this crate runs from
+    // target/<profile>/ itself.
+    let profile_dir = exe
         .parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("stowage"))
+        .map(|dir| {
+            if dir.ends_with("deps") {
+                dir.parent().unwrap_or(dir)
+            } else {
+                dir
+            }
+        })
         .expect("target directory");
+    let bin = profile_dir.join(name);
     assert!(
         bin.exists(),
-        "{} is missing: build it first with `cargo build -p stowage` (scripts/test does)",
+        "{} is missing: build it first with `cargo build --workspace --bins` (scripts/test does)",
         bin.display()
     );
     bin

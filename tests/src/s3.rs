@@ -153,3 +153,52 @@ impl LocalStack {
         self.child.kill().await.expect("kill LocalStack");
     }
 }
+
+/// Sends bytes to the presigned URLs of a session, as a client would, with no Stowage token.
+pub async fn send_session_bytes(
+    session: &serde_json::Value,
+    data: &[u8],
+) -> Vec<reqwest::StatusCode> {
+    let http = reqwest::Client::new();
+    let send = |request: &serde_json::Value, body: Vec<u8>| {
+        let mut builder = http.request(
+            request["method"]
+                .as_str()
+                .expect("method")
+                .parse()
+                .expect("method"),
+            request["url"].as_str().expect("url"),
+        );
+        for (k, v) in request["headers"].as_object().expect("headers") {
+            builder = builder.header(k.as_str(), v.as_str().expect("value"));
+        }
+        builder.body(body).send()
+    };
+    let upload = &session["upload"];
+    let mut statuses = Vec::new();
+    match upload["kind"].as_str() {
+        Some("single") => {
+            statuses.push(
+                send(&upload["request"], data.to_vec())
+                    .await
+                    .expect("PUT")
+                    .status(),
+            );
+        }
+        Some("multipart") => {
+            for part in upload["parts"].as_array().expect("parts") {
+                let offset =
+                    usize::try_from(part["offset"].as_u64().expect("offset")).expect("usize");
+                let size = usize::try_from(part["size"].as_u64().expect("size")).expect("usize");
+                statuses.push(
+                    send(part, data[offset..offset + size].to_vec())
+                        .await
+                        .expect("part")
+                        .status(),
+                );
+            }
+        }
+        other => panic!("unknown upload kind {other:?} in {session}"),
+    }
+    statuses
+}

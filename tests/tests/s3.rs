@@ -309,52 +309,6 @@ async fn open_session(server: &Server, path: &str, data: &[u8], sha256: &str) ->
     r.json().await.expect("json")
 }
 
-/// Sends bytes to the presigned URLs of a session, as a client would, with no Stowage token.
-async fn send_bytes(session: &Value, data: &[u8]) -> Vec<StatusCode> {
-    let http = reqwest::Client::new();
-    let send = |request: &Value, body: Vec<u8>| {
-        let mut builder = http.request(
-            request["method"]
-                .as_str()
-                .expect("method")
-                .parse()
-                .expect("method"),
-            request["url"].as_str().expect("url"),
-        );
-        for (k, v) in request["headers"].as_object().expect("headers") {
-            builder = builder.header(k.as_str(), v.as_str().expect("value"));
-        }
-        builder.body(body).send()
-    };
-    let upload = &session["upload"];
-    let mut statuses = Vec::new();
-    match upload["kind"].as_str() {
-        Some("single") => {
-            statuses.push(
-                send(&upload["request"], data.to_vec())
-                    .await
-                    .expect("PUT")
-                    .status(),
-            );
-        }
-        Some("multipart") => {
-            for part in upload["parts"].as_array().expect("parts") {
-                let offset =
-                    usize::try_from(part["offset"].as_u64().expect("offset")).expect("usize");
-                let size = usize::try_from(part["size"].as_u64().expect("size")).expect("usize");
-                statuses.push(
-                    send(part, data[offset..offset + size].to_vec())
-                        .await
-                        .expect("part")
-                        .status(),
-                );
-            }
-        }
-        other => panic!("unknown upload kind {other:?} in {session}"),
-    }
-    statuses
-}
-
 async fn complete(server: &Server, session: &Value) -> reqwest::Response {
     server
         .admin()
@@ -383,7 +337,7 @@ async fn presigned_sessions_deploy_verified_bytes_and_refuse_others() {
         };
         assert_eq!(session["upload"]["kind"], kind);
         assert!(
-            send_bytes(&session, &data)
+            stowage_tests::s3::send_session_bytes(&session, &data)
                 .await
                 .iter()
                 .all(|s| s.is_success())
@@ -398,7 +352,7 @@ async fn presigned_sessions_deploy_verified_bytes_and_refuse_others() {
         let announced = sha256_hex(&bytes(90 + i as u64, len));
         let bad_path = format!("bad/{i}.bin");
         let session = open_session(&server, &bad_path, &data, &announced).await;
-        let statuses = send_bytes(&session, &data).await;
+        let statuses = stowage_tests::s3::send_session_bytes(&session, &data).await;
         if kind == "single" {
             assert!(
                 statuses[0].is_client_error(),
@@ -547,12 +501,15 @@ async fn expired_sessions_are_aborted_by_garbage_collection() {
     let later = open_session(&server, "later.bin", small, &sha256_hex(small)).await;
     let opened = Instant::now(); // both sessions expire within 4 s of this
     assert!(
-        send_bytes(&late, &data)
+        stowage_tests::s3::send_session_bytes(&late, &data)
             .await
             .iter()
             .all(|s| s.is_success())
     );
-    assert_eq!(send_bytes(&later, small).await[0], StatusCode::OK);
+    assert_eq!(
+        stowage_tests::s3::send_session_bytes(&later, small).await[0],
+        StatusCode::OK
+    );
     tokio::time::sleep(Duration::from_millis(4500).saturating_sub(opened.elapsed())).await;
 
     // Too late to complete: that ends the session. Garbage collection ends the other.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use stowage_api::auth::{Auth, NewAdminToken};
 use stowage_api::cluster::Cluster;
 use stowage_api::http::{AppState, Limits, router};
+use stowage_api::secrets::Secrets;
 use stowage_api::{Config, Filestore, Stowage};
 use stowage_core::Error;
 use stowage_metadata::Metadata;
@@ -77,13 +78,35 @@ async fn build(
 
 /// `stowage migrate`: applies the migrations and creates the admin token if the database has
 /// none yet (printed once), so function binaries, which do neither, can start against it.
+/// With `STOWAGE_ADMIN_TOKEN` (the token, or a secret reference) that token is registered
+/// instead of a random one.
 pub(crate) async fn migrate(args: &ConfigArgs) -> Result<(), Error> {
     let config = args.load().await?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         Error::InvalidInput(format!("cannot create {}: {e}", config.data_dir.display()))
     })?;
     let metadata = open_metadata(&config).await?;
-    let (_, created) = Auth::init(&metadata, &config.data_dir, config.anonymous_read).await?;
+    let chosen = match std::env::var("STOWAGE_ADMIN_TOKEN") {
+        Ok(reference) => Some(
+            Secrets::default()
+                .resolve("STOWAGE_ADMIN_TOKEN", &reference)
+                .await?,
+        ),
+        Err(_) => None,
+    };
+    let created = match &chosen {
+        Some(token) => {
+            if Auth::register(&metadata, token).await? {
+                println!("registered STOWAGE_ADMIN_TOKEN as the admin token");
+            }
+            None
+        }
+        None => {
+            Auth::init(&metadata, &config.data_dir, config.anonymous_read)
+                .await?
+                .1
+        }
+    };
     metadata.close().await;
     println!(
         "migrations applied to {}",

@@ -95,6 +95,32 @@ impl Auth {
         Ok((Self::from_stored(&stored, anonymous_read)?, created))
     }
 
+    /// Registers a token chosen by the operator (`STOWAGE_ADMIN_TOKEN`, typically a reference
+    /// to a Secrets Manager secret the Terraform module created) as the admin token, if the
+    /// database has none yet. An existing different token is an error, never replaced silently.
+    /// Returns whether it was registered now.
+    pub async fn register(metadata: &Metadata, token: &str) -> Result<bool, Error> {
+        if token.trim().len() < 16 {
+            return Err(Error::InvalidInput(
+                "STOWAGE_ADMIN_TOKEN must have at least 16 characters".into(),
+            ));
+        }
+        let hash = hex::encode(sha256(token));
+        if metadata.create_token_hash(ADMIN, &hash).await? {
+            return Ok(true);
+        }
+        let stored = metadata.token_hash(ADMIN).await?.unwrap_or_default();
+        if bool::from(stored.as_bytes().ct_eq(hash.as_bytes())) {
+            Ok(false)
+        } else {
+            Err(Error::Conflict(
+                "the database already has another admin token; STOWAGE_ADMIN_TOKEN does not \
+                 replace it (delete the row named 'admin' from the tokens table to rotate it)"
+                    .into(),
+            ))
+        }
+    }
+
     /// Loads the admin token's hash that `stowage migrate` (or a first `stowage serve`)
     /// created; the function binaries use this and never create one.
     pub async fn load(metadata: &Metadata, anonymous_read: bool) -> Result<Self, Error> {

@@ -58,6 +58,13 @@ fn failed(what: &str, reference: &str, reason: impl std::fmt::Display) -> Error 
 }
 
 impl Secrets {
+    /// A resolver with an AWS configuration of the caller's (tests point it at LocalStack).
+    pub fn with_aws(config: aws_config::SdkConfig) -> Self {
+        let aws = OnceCell::new();
+        let _ = aws.set(config);
+        Self { aws }
+    }
+
     /// The value of the setting `what` (named in errors): itself, or what it refers to.
     pub async fn resolve(&self, what: &str, value: &str) -> Result<String, Error> {
         match parse(value) {

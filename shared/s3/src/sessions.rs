@@ -307,12 +307,28 @@ impl PresignedUploads for S3Provider {
     }
 }
 
+/// What a client must send: the method, the URL and the headers the signature covers. Other
+/// headers the SDK added (under Lambda, `x-amzn-trace-id` from the invocation's
+/// `_X_AMZN_TRACE_ID`) are dropped: they would tie the client to this invocation's trace.
 fn request_of(presigned: &aws_sdk_s3::presigning::PresignedRequest) -> PresignedRequest {
+    let uri = presigned.uri();
+    let signed: Vec<String> = uri
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("X-Amz-SignedHeaders="))
+        .map(|v| {
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .split(';')
+                .map(str::to_ascii_lowercase)
+                .collect()
+        })
+        .unwrap_or_default();
     PresignedRequest {
         method: presigned.method().to_owned(),
-        url: presigned.uri().to_owned(),
+        url: uri.to_owned(),
         headers: presigned
             .headers()
+            .filter(|(k, _)| signed.iter().any(|s| s.eq_ignore_ascii_case(k)))
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect::<BTreeMap<_, _>>(),
     }
