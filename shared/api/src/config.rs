@@ -441,7 +441,8 @@ impl Default for ClusterConfig {
 }
 
 impl Config {
-    /// Reads `path` (if given), then applies `STOWAGE_*` variables from `env`.
+    /// Reads `path` (if given; else the TOML text of `STOWAGE_CONFIG_TOML`, if set), then
+    /// applies `STOWAGE_*` variables from `env`.
     pub fn load(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
         let mut config = match path {
             Some(path) => {
@@ -454,7 +455,13 @@ impl Config {
                 Self::from_toml(&text)
                     .map_err(|e| Error::InvalidInput(format!("{}: {e}", path.display())))?
             }
-            None => Self::default(),
+            // A Lambda function has no configuration file: the Terraform module passes the
+            // same TOML in a variable.
+            None => match env("STOWAGE_CONFIG_TOML") {
+                Some(text) => Self::from_toml(&text)
+                    .map_err(|e| Error::InvalidInput(format!("STOWAGE_CONFIG_TOML: {e}")))?,
+                None => Self::default(),
+            },
         };
         config.apply_env(env)?;
         Ok(config)
