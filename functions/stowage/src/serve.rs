@@ -221,10 +221,7 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
     let app = router(state);
     tracing::info!(%addr, data_dir = %config.data_dir.display(), database = %config.database_url_for_display(), "stowage listening");
     println!("stowage listening on http://{addr}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stowage_api::function::shutdown_signal())
-        .await
-        .map_err(|e| Error::Unavailable(format!("the server stopped: {e}")))?;
+    stowage_api::function::serve_until_signal(listener, app).await?;
     tracing::info!("in-flight requests finished; leaving the cluster");
     heartbeat.abort();
     if let Some(task) = dispatcher {

@@ -1,0 +1,199 @@
+//! `cargo run --release -p stowage-tests --bin bench-functions`: the function binaries' cold
+//! start (process start to first answer: under cargo-lambda's Lambda Runtime API emulation and
+//! in container mode), their binary and zip sizes, and warm request latency through the Lambda
+//! emulation against container mode, in one run. Needs LocalStack and cargo-lambda as the
+//! tests do (`STOWAGE_TEST_S3_ENDPOINT`, `STOWAGE_TEST_CARGO_LAMBDA`); measures the binaries
+//! built beside it (so `--release` measures release binaries: `cargo build --release --bins`
+//! first) and the zips `infra/package-lambdas` left in target/lambda.
+
+use std::time::{Duration, Instant};
+
+use stowage_tests::functions::{self, Deployment, FUNCTIONS, Mode};
+use stowage_tests::{bytes, s3, sha256_hex};
+
+const TOKEN: &str = "stw_bench-functions-token-0123456789abcdef";
+const COLD_STARTS: usize = 5;
+const WARM_REQUESTS: usize = 300;
+
+fn env(endpoint: &str, bucket: &str, database_url: &str, data_dir: &str) -> Vec<(String, String)> {
+    [
+        ("STOWAGE_DATABASE_URL", database_url),
+        ("STOWAGE_DATA_DIR", data_dir),
+        ("STOWAGE_FILESTORE_TEMPLATE", "s3-storage-v3-direct"),
+        ("STOWAGE_S3_BUCKET", bucket),
+        ("STOWAGE_S3_REGION", "us-east-1"),
+        ("STOWAGE_S3_ENDPOINT", endpoint),
+        ("STOWAGE_S3_PATH_STYLE", "true"),
+        ("STOWAGE_ADMIN_TOKEN", TOKEN),
+        ("STOWAGE_MAX_REQUEST_BODY", "4194304"),
+        ("STOWAGE_MAX_RESPONSE_BODY", "4194304"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("STOWAGE_LOG", "warn"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+    .collect()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Median and 95th percentile in ms.
+fn summary(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        ms(samples[i])
+    };
+    (at(0.5), at(0.95))
+}
+
+async fn warm(client: &reqwest::Client, url: &str) -> Vec<Duration> {
+    let mut samples = Vec::with_capacity(WARM_REQUESTS);
+    for _ in 0..WARM_REQUESTS {
+        let started = Instant::now();
+        let response = client
+            .get(url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("request");
+        assert!(
+            response.status().is_success(),
+            "{url}: {}",
+            response.status()
+        );
+        response.bytes().await.expect("body");
+        samples.push(started.elapsed());
+    }
+    samples
+}
+
+#[tokio::main]
+async fn main() {
+    let Some(endpoint) = s3::endpoint() else {
+        return;
+    };
+    let Some(cargo_lambda) = functions::cargo_lambda() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bucket = s3::bucket_name();
+    s3::create_bucket(&endpoint, &bucket, dir.path()).await;
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    println!(
+        "# bench-functions ({profile} binaries; {COLD_STARTS} cold starts and {WARM_REQUESTS} warm requests per case)\n"
+    );
+
+    println!(
+        "## Sizes\n\n| function | binary | stripped zip (infra/package-lambdas) |\n|---|---|---|"
+    );
+    for name in FUNCTIONS {
+        let binary = std::fs::metadata(stowage_tests::workspace_bin(name)).map_or(0, |m| m.len());
+        let zip = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/lambda")
+            .join(name)
+            .join("bootstrap.zip");
+        let zip = std::fs::metadata(&zip).map_or_else(
+            |_| "not built".to_string(),
+            |m| format!("{:.1} MiB", m.len() as f64 / 1_048_576.0),
+        );
+        println!(
+            "| {name} | {:.1} MiB | {zip} |",
+            binary as f64 / 1_048_576.0
+        );
+    }
+
+    let mut deployments = Vec::new();
+    let mut envs = Vec::new();
+    for (mode, name) in [(Mode::Lambda, "lambda"), (Mode::Container, "container")] {
+        let root = dir.path().join(name);
+        let database_url = stowage_tests::database_url(&root).await;
+        let env = env(
+            &endpoint,
+            &bucket,
+            &database_url,
+            &root.join("data").display().to_string(),
+        );
+        functions::migrate(&env).await;
+        deployments.push(Deployment::start(mode, &root, &env, Some(&cargo_lambda)).await);
+        envs.push(env);
+    }
+
+    println!(
+        "\n## Cold start: process start to the first answer (ms, median / max of {COLD_STARTS})\n"
+    );
+    println!("| function | Lambda emulation | container |\n|---|---|---|");
+    for name in FUNCTIONS {
+        let mut row = Vec::new();
+        for (deployment, env) in deployments.iter_mut().zip(&envs) {
+            let mut samples = Vec::new();
+            for _ in 0..COLD_STARTS {
+                samples.push(deployment.restart(name, env).await);
+            }
+            samples.sort();
+            row.push(format!(
+                "{:.0} / {:.0}",
+                ms(samples[samples.len() / 2]),
+                ms(samples[samples.len() - 1])
+            ));
+        }
+        println!("| {name} | {} | {} |", row[0], row[1]);
+    }
+
+    // Warm: a small artifact, deployed in both, then the same GETs to each.
+    let client = reqwest::Client::new();
+    let data = bytes(7, 16 * 1024);
+    for deployment in &deployments {
+        let r = client
+            .put(deployment.url("metadata", "/api/repositories/libs"))
+            .bearer_auth(TOKEN)
+            .body("{}")
+            .send()
+            .await
+            .expect("repo");
+        assert!(r.status().is_success());
+        let r = client
+            .put(deployment.url("upload", "/libs/warm.bin"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/octet-stream")
+            .header("x-checksum-sha256", sha256_hex(&data))
+            .body(data.clone())
+            .send()
+            .await
+            .expect("deploy");
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+    println!("\n## Warm requests (ms, median / p95)\n");
+    println!("| request | Lambda emulation | container | ratio of medians |\n|---|---|---|---|");
+    for (label, function, path) in [
+        ("ping (metadata)", "metadata", "/api/system/ping"),
+        (
+            "storage info (metadata, one SQL query)",
+            "metadata",
+            "/api/storage/libs/warm.bin",
+        ),
+        ("download 16 KiB (proxied)", "download", "/libs/warm.bin"),
+    ] {
+        let lambda = summary(warm(&client, &deployments[0].url(function, path)).await);
+        let container = summary(warm(&client, &deployments[1].url(function, path)).await);
+        println!(
+            "| {label} | {:.2} / {:.2} | {:.2} / {:.2} | {:.1}× |",
+            lambda.0,
+            lambda.1,
+            container.0,
+            container.1,
+            lambda.0 / container.0
+        );
+    }
+    for deployment in deployments {
+        deployment.stop().await;
+    }
+}
