@@ -1,4 +1,4 @@
-# LocalStack (S3 only) on the host: install into a venv, start on a free loopback port, stop by
+# LocalStack (S3, Secrets Manager, SSM) on the host: install into a venv, start on a free loopback port, stop by
 # PID. Source this file; `start_localstack` exports STOWAGE_TEST_S3_ENDPOINT and
 # STOWAGE_TEST_LOCALSTACK_PYTHON (so a test can start a private LocalStack of its own) and
 # `stop_localstack` stops it. Used by scripts/test and by localstack/up.
@@ -70,7 +70,7 @@ start_localstack() {
   if wait_ready "$LS_PID" 60 _localstack_s3_ready "$port"; then
     export STOWAGE_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
     export STOWAGE_TEST_LOCALSTACK_PYTHON="$python"
-    echo "LocalStack $LOCALSTACK_VERSION (S3) on 127.0.0.1:$port (pid $LS_PID)"
+    echo "LocalStack $LOCALSTACK_VERSION (S3, Secrets Manager, SSM) on 127.0.0.1:$port (pid $LS_PID)"
     return 0
   fi
   echo "start_localstack: LocalStack did not become ready; its log:" >&2
