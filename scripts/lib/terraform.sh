@@ -47,34 +47,32 @@ sys.exit(rc)
 PY
 }
 
+# _checkov WHAT ARGS…: runs checkov, prints its summary, fails unless zero checks failed.
+_checkov() {
+  local what="$1" checkov="$2" out rc=0
+  shift 2
+  out=$(mktemp)
+  echo "checkov: $what"
+  "$checkov" "$@" --skip-download >"$out" 2>&1 || rc=$?
+  grep -E "Passed checks|Failed checks|^Check:|FAILED|File:" "$out" || true
+  if [ $rc -ne 0 ] || ! grep -q "Failed checks: 0" "$out"; then
+    tail -n 40 "$out" >&2
+    rm -f "$out"
+    echo "checkov found failed checks in $what" >&2
+    return 1
+  fi
+  rm -f "$out"
+}
+
 check_terraform() {
-  local python venv_bin
+  local python checkov
   python=$(install_terraform_checks) || return 1
-  venv_bin=$(dirname "$python")
+  checkov="$(dirname "$python")/checkov"
   echo "terraform fmt -check"
   _terraform_fmt_check terraform "$python" || { echo "terraform fmt -check failed: run terraform fmt -recursive terraform/" >&2; return 1; }
-  echo "checkov (skips and their reasons: terraform/.checkov.yaml)"
-  local rc=0
-  "$venv_bin/checkov" -d terraform --config-file terraform/.checkov.yaml --skip-download \
-    >/tmp/stowage-checkov.$$ 2>&1 || rc=$?
-  grep -E "Passed checks|Failed checks|^Check:|FAILED|File:" /tmp/stowage-checkov.$$ || true
-  if [ $rc -ne 0 ] || ! grep -q "Failed checks: 0" /tmp/stowage-checkov.$$; then
-    tail -n 40 /tmp/stowage-checkov.$$ >&2
-    rm -f /tmp/stowage-checkov.$$
-    echo "checkov found failed checks" >&2
-    return 1
-  fi
-  rm -f /tmp/stowage-checkov.$$
+  _checkov "terraform/ (skips and their reasons: terraform/.checkov.yaml)" "$checkov" \
+    -d terraform --config-file terraform/.checkov.yaml || return 1
   "$python" terraform/checks/structure.py --self-test || return 1
   "$python" terraform/checks/structure.py terraform || return 1
-  echo "checkov: infra/Dockerfile"
-  "$venv_bin/checkov" -f infra/Dockerfile --framework dockerfile --skip-download --compact --quiet \
-    >/tmp/stowage-checkov.$$ 2>&1 || rc=$?
-  grep -E "Passed checks|Failed checks|^Check:|FAILED" /tmp/stowage-checkov.$$ || true
-  if [ $rc -ne 0 ] || ! grep -q "Failed checks: 0" /tmp/stowage-checkov.$$; then
-    rm -f /tmp/stowage-checkov.$$
-    echo "checkov found failed checks in infra/Dockerfile" >&2
-    return 1
-  fi
-  rm -f /tmp/stowage-checkov.$$
+  _checkov "infra/Dockerfile" "$checkov" -f infra/Dockerfile --framework dockerfile --compact --quiet
 }

@@ -247,3 +247,35 @@ pub async fn migrate(env: &[(String, String)]) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The environment of a deployment on LocalStack (what the Terraform module gives each
+/// function, with LocalStack's keys): the `s3-storage-v3-direct` template on `bucket`, the
+/// database, the admin token (a token or a secret reference) for `stowage migrate`, and the
+/// Lambda payload limits, set in container mode too so both modes answer alike.
+pub fn environment(
+    endpoint: &str,
+    bucket: &str,
+    database_url: &str,
+    data_dir: &str,
+    admin_token: &str,
+) -> Vec<(String, String)> {
+    [
+        ("STOWAGE_DATABASE_URL", database_url),
+        ("STOWAGE_DATA_DIR", data_dir),
+        ("STOWAGE_FILESTORE_TEMPLATE", "s3-storage-v3-direct"),
+        ("STOWAGE_S3_BUCKET", bucket),
+        ("STOWAGE_S3_REGION", "us-east-1"),
+        ("STOWAGE_S3_ENDPOINT", endpoint),
+        ("STOWAGE_S3_PATH_STYLE", "true"),
+        ("STOWAGE_ADMIN_TOKEN", admin_token),
+        ("STOWAGE_MAX_REQUEST_BODY", "4194304"),
+        ("STOWAGE_MAX_RESPONSE_BODY", "4194304"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", endpoint),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+    .collect()
+}

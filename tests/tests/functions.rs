@@ -206,43 +206,6 @@ fn json_of(answer: &Answer) -> Value {
         .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&answer.body)))
 }
 
-/// The environment a deployment gets: what the Terraform module sets on each function.
-fn environment(
-    endpoint: &str,
-    bucket: &str,
-    prefix: &str,
-    database_url: &str,
-    data_dir: &str,
-    secret: &str,
-) -> Vec<(String, String)> {
-    [
-        ("STOWAGE_DATABASE_URL", database_url),
-        ("STOWAGE_DATA_DIR", data_dir),
-        ("STOWAGE_FILESTORE_TEMPLATE", "s3-storage-v3-direct"),
-        ("STOWAGE_S3_BUCKET", bucket),
-        ("STOWAGE_S3_PATH", prefix),
-        ("STOWAGE_S3_REGION", "us-east-1"),
-        ("STOWAGE_S3_ENDPOINT", endpoint),
-        ("STOWAGE_S3_PATH_STYLE", "true"),
-        ("STOWAGE_BASE_URL", "https://artifacts.example.com"),
-        ("STOWAGE_ADMIN_TOKEN", secret),
-        // The Lambda limits, set for the containers too so both answer alike.
-        ("STOWAGE_MAX_REQUEST_BODY", "4194304"),
-        ("STOWAGE_MAX_RESPONSE_BODY", "4194304"),
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ENDPOINT_URL", endpoint),
-        (
-            "STOWAGE_LOG",
-            "debug,aws=info,hyper=info,h2=info,rustls=info",
-        ),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-    .collect()
-}
-
 async fn aws(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
@@ -290,13 +253,14 @@ async fn functions_answer_alike_under_lambda_and_in_containers() {
         let database_url = stowage_tests::database_url(&root).await;
         let data_dir = root.join("data").display().to_string();
         // One bucket and prefix for both: the signed URLs name the same keys.
-        let env = environment(
-            &endpoint,
-            &bucket,
-            "binaries",
-            &database_url,
-            &data_dir,
-            &secret,
+        let mut env = functions::environment(&endpoint, &bucket, &database_url, &data_dir, &secret);
+        env.extend(
+            [
+                ("STOWAGE_S3_PATH", "binaries"),
+                ("STOWAGE_BASE_URL", "https://artifacts.example.com"),
+                ("STOWAGE_LOG", "info"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
         );
         functions::migrate(&env).await;
         deployments.push(Deployment::start(mode, &root, &env, Some(&cargo_lambda)).await);

@@ -15,28 +15,6 @@ const TOKEN: &str = "stw_bench-functions-token-0123456789abcdef";
 const COLD_STARTS: usize = 5;
 const WARM_REQUESTS: usize = 300;
 
-fn env(endpoint: &str, bucket: &str, database_url: &str, data_dir: &str) -> Vec<(String, String)> {
-    [
-        ("STOWAGE_DATABASE_URL", database_url),
-        ("STOWAGE_DATA_DIR", data_dir),
-        ("STOWAGE_FILESTORE_TEMPLATE", "s3-storage-v3-direct"),
-        ("STOWAGE_S3_BUCKET", bucket),
-        ("STOWAGE_S3_REGION", "us-east-1"),
-        ("STOWAGE_S3_ENDPOINT", endpoint),
-        ("STOWAGE_S3_PATH_STYLE", "true"),
-        ("STOWAGE_ADMIN_TOKEN", TOKEN),
-        ("STOWAGE_MAX_REQUEST_BODY", "4194304"),
-        ("STOWAGE_MAX_RESPONSE_BODY", "4194304"),
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-        ("STOWAGE_LOG", "warn"),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-    .collect()
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -116,12 +94,9 @@ async fn main() {
     for (mode, name) in [(Mode::Lambda, "lambda"), (Mode::Container, "container")] {
         let root = dir.path().join(name);
         let database_url = stowage_tests::database_url(&root).await;
-        let env = env(
-            &endpoint,
-            &bucket,
-            &database_url,
-            &root.join("data").display().to_string(),
-        );
+        let data_dir = root.join("data").display().to_string();
+        let mut env = functions::environment(&endpoint, &bucket, &database_url, &data_dir, TOKEN);
+        env.push(("STOWAGE_LOG".into(), "warn".into()));
         functions::migrate(&env).await;
         deployments.push(Deployment::start(mode, &root, &env, Some(&cargo_lambda)).await);
         envs.push(env);
