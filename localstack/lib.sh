@@ -3,6 +3,11 @@
 # STOWAGE_TEST_LOCALSTACK_PYTHON (so a test can start a private LocalStack of its own) and
 # `stop_localstack` stops it. Used by scripts/test and by localstack/up.
 #
+# With STOWAGE_TEST_LOCALSTACK=container (where a Docker engine exists) LocalStack's image runs
+# instead, through testcontainers: the tests crate's `localstack-container` binary holds the
+# container and removes it when stopped by its PID; the tests' private LocalStacks are
+# containers too (tests/src/localstack.rs).
+#
 # LocalStack needs Python >= 3.12; pyenv interpreters are looked for when python3 is older.
 # The venv lives in ${STOWAGE_TOOLS_DIR:-~/.cache/stowage} so it is built once per machine
 # (about 2 minutes); the pins are those LocalStack 2026.3 needs to import at all.
@@ -58,6 +63,12 @@ _localstack_s3_ready() {
 
 # start_localstack [PORT]: a free port unless one is given.
 start_localstack() {
+  case "${STOWAGE_TEST_LOCALSTACK:-host}" in
+    host) ;;
+    container) _start_localstack_container "$@"; return ;;
+    *) echo "start_localstack: STOWAGE_TEST_LOCALSTACK=$STOWAGE_TEST_LOCALSTACK: expected host or container" >&2
+       return 1 ;;
+  esac
   local python port
   python=$(install_localstack) || return 1
   LS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/stowage-localstack.XXXXXX")
@@ -79,8 +90,31 @@ start_localstack() {
   return 1
 }
 
+# LocalStack's image through testcontainers; the image pull may take minutes the first time.
+_start_localstack_container() {
+  local port bin="${CARGO_TARGET_DIR:-target}/debug/localstack-container"
+  cargo build --quiet --locked -p stowage-tests --bin localstack-container || return 1
+  LS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/stowage-localstack.XXXXXX")
+  port="${1:-$(free_port)}"
+  "$bin" "$port" >"$LS_DIR/localstack.log" 2>&1 &
+  LS_PID=$!
+  if wait_ready "$LS_PID" 300 _localstack_s3_ready "$port"; then
+    export STOWAGE_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+    echo "LocalStack container (S3, Secrets Manager, SSM) on 127.0.0.1:$port (pid $LS_PID holds it)"
+    return 0
+  fi
+  echo "start_localstack: LocalStack's container did not become ready:" >&2
+  tail -n 40 "$LS_DIR/localstack.log" >&2
+  stop_localstack
+  return 1
+}
+
 stop_localstack() {
-  stop_pid "$LS_PID" 10   # LocalStack sometimes ignores SIGTERM
+  # LocalStack sometimes ignores SIGTERM (10 s, then SIGKILL); localstack-container removes its
+  # container on SIGTERM, which may take longer.
+  local grace=10
+  [ "${STOWAGE_TEST_LOCALSTACK:-host}" = container ] && grace=30
+  stop_pid "$LS_PID" "$grace"
   [ -n "$LS_DIR" ] && rm -rf "$LS_DIR"
   LS_PID=""
   LS_DIR=""

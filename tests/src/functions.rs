@@ -49,6 +49,8 @@ pub struct Deployment {
     watch: Option<Emulator>,
     watch_base: Option<String>,
     log_dir: PathBuf,
+    /// Where the function binaries are (default: beside this test, `workspace_bin`).
+    binaries: Option<PathBuf>,
 }
 
 impl Deployment {
@@ -60,6 +62,18 @@ impl Deployment {
         env: &[(String, String)],
         cargo_lambda: Option<&str>,
     ) -> Self {
+        Self::start_from(mode, dir, env, cargo_lambda, None).await
+    }
+
+    /// Like [`Deployment::start`], with the function binaries from `binaries` (a directory
+    /// holding `upload`, `download` and `metadata`: the Lambda zips' own builds, say) when given.
+    pub async fn start_from(
+        mode: Mode,
+        dir: &Path,
+        env: &[(String, String)],
+        cargo_lambda: Option<&str>,
+        binaries: Option<&Path>,
+    ) -> Self {
         std::fs::create_dir_all(dir).expect("dir");
         let mut deployment = Deployment {
             mode,
@@ -67,6 +81,7 @@ impl Deployment {
             watch: None,
             watch_base: None,
             log_dir: dir.to_path_buf(),
+            binaries: binaries.map(Path::to_path_buf),
         };
         if mode == Mode::Lambda {
             let program = cargo_lambda.expect("cargo-lambda for Lambda mode");
@@ -98,7 +113,11 @@ impl Deployment {
         let log = self
             .log_dir
             .join(format!("{name}-{:?}.log", self.mode).to_lowercase());
-        let mut cmd = Command::new(crate::workspace_bin(name));
+        let program = self
+            .binaries
+            .as_ref()
+            .map_or_else(|| crate::workspace_bin(name), |dir| dir.join(name));
+        let mut cmd = Command::new(program);
         cmd.env_remove("STOWAGE_CONFIG")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())

@@ -13,6 +13,8 @@ pub mod emulator;
 pub mod flaky;
 pub mod functions;
 pub mod gcs;
+pub mod localstack;
+pub mod nginx;
 pub mod s3;
 
 /// A setting scripts/test exports for the suites (a server's address, a tool's path); without

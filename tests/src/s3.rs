@@ -1,6 +1,7 @@
 //! LocalStack for the integration tests: the shared one scripts/test starts
 //! (`STOWAGE_TEST_S3_ENDPOINT`), a bucket of each test's own on it, and private LocalStack
-//! processes a test can stop and start again (outage tests), stopped by their PIDs.
+//! ones a test can kill and start again (outage tests): processes stopped by their PIDs, or
+//! containers with `STOWAGE_TEST_LOCALSTACK=container` (see [`crate::localstack`]).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -8,7 +9,10 @@ use std::time::Duration;
 
 use stowage_core::KeyLayout;
 use stowage_s3::{S3Config, S3Provider};
+use testcontainers_modules::testcontainers::ContainerAsync;
 use tokio::process::{Child, Command};
+
+use crate::localstack;
 
 /// LocalStack's address; without it a failure under CI and a loud skip (`None`) elsewhere.
 pub fn endpoint() -> Option<String> {
@@ -85,11 +89,19 @@ pub async fn keys(s3: &S3Provider) -> Vec<String> {
     keys
 }
 
-/// A LocalStack of a test's own, on a fixed port so that it can be stopped and started again.
+/// A LocalStack of a test's own, on a fixed port so that it can be killed and started again:
+/// a process on the host, or a container where `STOWAGE_TEST_LOCALSTACK=container`
+/// ([`crate::localstack`]). Only S3 runs in it.
 #[derive(Debug)]
 pub struct LocalStack {
-    child: Child,
+    running: Running,
     pub port: u16,
+}
+
+#[derive(Debug)]
+enum Running {
+    Process(Child),
+    Container(Box<ContainerAsync<localstack::Image>>),
 }
 
 impl LocalStack {
@@ -101,19 +113,31 @@ impl LocalStack {
 
     /// Starts one on `port`.
     pub async fn start_on(dir: &Path, port: u16) -> Option<Self> {
+        match localstack::Source::from_env() {
+            localstack::Source::Host => Self::start_process(dir, port).await,
+            localstack::Source::Container => {
+                let container = localstack::start_container(port, "s3")
+                    .await
+                    .unwrap_or_else(|message| panic!("{message}"));
+                Some(Self {
+                    running: Running::Container(Box::new(container)),
+                    port,
+                })
+            }
+        }
+    }
+
+    async fn start_process(dir: &Path, port: u16) -> Option<Self> {
         let python = localstack_python()?;
         let state = dir.join(format!("localstack-{port}"));
         std::fs::create_dir_all(&state).expect("state dir");
         let log = std::fs::File::create(state.join("localstack.log")).expect("log");
-        let child = Command::new(python)
+        let mut child = Command::new(python)
             .args(["-m", "localstack.runtime.main"])
             .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
             .env("SERVICES", "s3")
-            .env("DNS_ADDRESS", "0")
-            .env("SKIP_SSL_CERT_DOWNLOAD", "1")
-            .env("DISABLE_EVENTS", "1")
+            .envs(localstack::SETTINGS)
             .env("GATEWAY_SERVER", "hypercorn")
-            .env("S3_SKIP_SIGNATURE_VALIDATION", "0")
             .env("LOCALSTACK_VOLUME_DIR", state.join("volume"))
             .env("TMPDIR", &state)
             .stdin(Stdio::null())
@@ -122,16 +146,18 @@ impl LocalStack {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn LocalStack");
-        let mut ls = Self { child, port };
-        let health = format!("{}/_localstack/health", ls.endpoint());
+        let health = format!("http://127.0.0.1:{port}/_localstack/health");
         for _ in 0..240 {
             if let Ok(r) = reqwest::get(&health).await
                 && let Ok(text) = r.text().await
                 && (text.contains("\"s3\": \"available\"") || text.contains("\"s3\": \"running\""))
             {
-                return Some(ls);
+                return Some(Self {
+                    running: Running::Process(child),
+                    port,
+                });
             }
-            if let Ok(Some(status)) = ls.child.try_wait() {
+            if let Ok(Some(status)) = child.try_wait() {
                 panic!("LocalStack exited with {status}; see {}", state.display());
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -147,10 +173,15 @@ impl LocalStack {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Stops it at once (SIGKILL by PID: LocalStack sometimes ignores SIGTERM). Its buckets
-    /// and objects are gone with it.
-    pub async fn kill(mut self) {
-        self.child.kill().await.expect("kill LocalStack");
+    /// Stops it at once (SIGKILL by PID: LocalStack sometimes ignores SIGTERM; a container is
+    /// removed). Its buckets and objects are gone with it.
+    pub async fn kill(self) {
+        match self.running {
+            Running::Process(mut child) => child.kill().await.expect("kill LocalStack"),
+            Running::Container(container) => {
+                container.rm().await.expect("remove LocalStack's container");
+            }
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::{Connection, Row};
+use stowage_tests::nginx::Balancer;
 use stowage_tests::{Options, Server, bytes, postgres_database, sha256_hex};
 
 /// Settings every node of a test cluster shares: one filestore, short heartbeats and leases,
@@ -507,4 +508,140 @@ async fn a_node_killed_while_holding_locks_blocks_nobody_for_long() {
         "the dead node's lock really was in the way until its lease ran out"
     );
     assert_eq!(survivor.body("/libs/held.bin").await, "after".as_bytes());
+}
+
+/// The upstream node nginx sent a request to (`X-Stowage-Upstream`).
+fn upstream_of(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("x-stowage-upstream")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("no X-Stowage-Upstream: {:?}", response.headers()))
+        .to_owned()
+}
+
+/// `infra/nginx/run` (the developer's balancer, nginx from Debian's packages) in front of two
+/// nodes: a client stays on one node (by the STOWAGE_NODE cookie nginx sets, else by its
+/// address), clients spread over both nodes, a deploy through one node is read through the
+/// other, a client whose node dies is moved to the living one, and stopping the script stops
+/// nginx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nginx_keeps_clients_on_their_node_and_fails_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(mut nodes) = start_cluster(dir.path(), 2).await else {
+        return;
+    };
+    let ports: Vec<u16> = nodes
+        .iter()
+        .map(|n| {
+            n.addr()
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port")
+        })
+        .collect();
+    let Some(balancer) = Balancer::start(dir.path(), &ports).await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let ping = balancer.url("/api/system/ping");
+
+    // Without a cookie a client is placed by its address, and told the key it was placed by.
+    let first = http.get(&ping).send().await.expect("ping");
+    assert_eq!(first.status(), StatusCode::OK, "{}", balancer.log_text());
+    let cookie = first
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .expect("Set-Cookie")
+        .to_owned();
+    assert!(cookie.starts_with("STOWAGE_NODE=127.0.0.1;"), "{cookie}");
+    let home = upstream_of(&first);
+    for _ in 0..10 {
+        let r = http.get(&ping).send().await.expect("ping");
+        assert_eq!(upstream_of(&r), home, "a client without a cookie stays");
+    }
+
+    // By cookie: each client keeps its node, and 32 clients land on both nodes.
+    let mut client_of: HashMap<String, String> = HashMap::new();
+    for i in 0..32 {
+        let cookie = format!("STOWAGE_NODE=client-{i}");
+        let mut upstreams = Vec::new();
+        for _ in 0..4 {
+            let r = http
+                .get(&ping)
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .expect("ping");
+            assert_eq!(r.status(), StatusCode::OK);
+            upstreams.push(upstream_of(&r));
+        }
+        upstreams.dedup();
+        assert_eq!(upstreams.len(), 1, "{cookie} moved: {upstreams:?}");
+        client_of.entry(upstreams.remove(0)).or_insert(cookie);
+    }
+    let expected: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut seen: Vec<&String> = client_of.keys().collect();
+    seen.sort();
+    let mut all: Vec<&String> = expected.iter().collect();
+    all.sort();
+    assert_eq!(seen, all, "both nodes used");
+    let (on_0, on_1) = (&client_of[&expected[0]], &client_of[&expected[1]]);
+
+    // Any node serves any call: deploy as a client of node 0, read as a client of node 1.
+    let admin = nodes[0].admin();
+    let r = admin
+        .put(balancer.url("/api/repositories/libs"))
+        .header("cookie", on_0)
+        .send()
+        .await
+        .expect("create repo");
+    assert!(r.status().is_success(), "create repo: {}", r.status());
+    let data = bytes(7, 300_000);
+    let r = admin
+        .put(balancer.url("/libs/org/app-1.0.jar"))
+        .header("cookie", on_0)
+        .body(data.clone())
+        .send()
+        .await
+        .expect("deploy");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(upstream_of(&r), expected[0]);
+    let r = admin
+        .get(balancer.url("/libs/org/app-1.0.jar"))
+        .header("cookie", on_1)
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(upstream_of(&r), expected[1]);
+    assert_eq!(
+        sha256_hex(&r.bytes().await.expect("body")),
+        sha256_hex(&data)
+    );
+
+    // Node 1 dies: its clients are served by node 0, without an error.
+    nodes.swap_remove(1).crash().await;
+    for _ in 0..3 {
+        let r = admin
+            .get(balancer.url("/libs/org/app-1.0.jar"))
+            .header("cookie", on_1)
+            .send()
+            .await
+            .expect("download after failover");
+        assert_eq!(r.status(), StatusCode::OK);
+        // nginx lists every node it tried: the dead one first, the first time.
+        let tried = upstream_of(&r);
+        assert!(
+            tried.ends_with(&expected[0]),
+            "moved to the living node: {tried}"
+        );
+        assert_eq!(r.bytes().await.expect("body").len(), data.len());
+    }
+
+    let nginx = Path::new("/proc").join(balancer.nginx_pid.to_string());
+    balancer.stop().await;
+    assert!(!nginx.exists(), "nginx stopped with the script");
 }

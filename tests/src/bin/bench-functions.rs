@@ -4,7 +4,9 @@
 //! emulation against container mode, in one run. Needs LocalStack and cargo-lambda as the
 //! tests do (`STOWAGE_TEST_S3_ENDPOINT`, `STOWAGE_TEST_CARGO_LAMBDA`); measures the binaries
 //! built beside it (so `--release` measures release binaries: `cargo build --release --bins`
-//! first) and the zips `infra/package-lambdas` left in target/lambda.
+//! first), or with `--binaries DIR` those in DIR (the Lambda zips' own builds, which
+//! `infra/package-lambdas` leaves in target/x86_64-unknown-linux-gnu/lambda), and the zips it
+//! left in target/lambda.
 
 use std::time::{Duration, Instant};
 
@@ -58,23 +60,41 @@ async fn main() {
     let Some(cargo_lambda) = functions::cargo_lambda() else {
         return;
     };
+    let binaries = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
+        [] => None,
+        [flag, dir] if flag == "--binaries" => Some(std::path::PathBuf::from(dir)),
+        _ => {
+            eprintln!("usage: bench-functions [--binaries DIR]");
+            std::process::exit(2);
+        }
+    };
+    let binary_of = |name: &str| {
+        binaries
+            .as_ref()
+            .map_or_else(|| stowage_tests::workspace_bin(name), |dir| dir.join(name))
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let bucket = s3::bucket_name();
     s3::create_bucket(&endpoint, &bucket, dir.path()).await;
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
+    let measured = binaries.as_ref().map_or_else(
+        || {
+            if cfg!(debug_assertions) {
+                "debug binaries".to_string()
+            } else {
+                "release binaries".to_string()
+            }
+        },
+        |dir| format!("binaries in {}", dir.display()),
+    );
     println!(
-        "# bench-functions ({profile} binaries; {COLD_STARTS} cold starts and {WARM_REQUESTS} warm requests per case)\n"
+        "# bench-functions ({measured}; {COLD_STARTS} cold starts and {WARM_REQUESTS} warm requests per case)\n"
     );
 
     println!(
         "## Sizes\n\n| function | binary | stripped zip (infra/package-lambdas) |\n|---|---|---|"
     );
     for name in FUNCTIONS {
-        let binary = std::fs::metadata(stowage_tests::workspace_bin(name)).map_or(0, |m| m.len());
+        let binary = std::fs::metadata(binary_of(name)).map_or(0, |m| m.len());
         let zip = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../target/lambda")
             .join(name)
@@ -98,7 +118,10 @@ async fn main() {
         let mut env = functions::environment(&endpoint, &bucket, &database_url, &data_dir, TOKEN);
         env.push(("STOWAGE_LOG".into(), "warn".into()));
         functions::migrate(&env).await;
-        deployments.push(Deployment::start(mode, &root, &env, Some(&cargo_lambda)).await);
+        deployments.push(
+            Deployment::start_from(mode, &root, &env, Some(&cargo_lambda), binaries.as_deref())
+                .await,
+        );
         envs.push(env);
     }
 

@@ -1,0 +1,43 @@
+# nginx (Debian's package) for the cluster balancer: infra/nginx/run and the test that drives
+# it. An nginx on PATH or in /usr/sbin is used as it is; otherwise the package is fetched with
+# `apt-get download` and unpacked with `dpkg -x` into ~/.cache/stowage/nginx, once per
+# machine: no root needed (but for a first `apt-get update`), and no nginx service installed or
+# started behind our back. Source this file; `install_nginx` exports STOWAGE_TEST_NGINX.
+
+_nginx_tools_dir() {
+  echo "${STOWAGE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/stowage}"
+}
+
+install_nginx() {
+  local found dir
+  for found in "$(command -v nginx 2>/dev/null)" /usr/sbin/nginx; do
+    if [ -n "$found" ] && [ -x "$found" ]; then
+      export STOWAGE_TEST_NGINX="$found"
+      echo "nginx at $STOWAGE_TEST_NGINX"
+      return 0
+    fi
+  done
+  dir="$(_nginx_tools_dir)/nginx"
+  if ! "$dir/root/usr/sbin/nginx" -v >/dev/null 2>&1; then
+    echo "fetching nginx from Debian's packages into $dir (once per machine)" >&2
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    if ! (cd "$dir" && apt-get download -qq nginx >"$dir/download.log" 2>&1); then
+      if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq >/dev/null 2>&1 || true
+      fi
+      (cd "$dir" && apt-get download -qq nginx >"$dir/download.log" 2>&1) || {
+        echo "install_nginx: apt-get download nginx failed:" >&2
+        cat "$dir/download.log" >&2
+        return 1
+      }
+    fi
+    dpkg -x "$dir"/nginx_*.deb "$dir/root" || return 1
+    "$dir/root/usr/sbin/nginx" -v >/dev/null 2>&1 || {
+      echo "install_nginx: the unpacked nginx does not run: $dir/root/usr/sbin/nginx -v" >&2
+      return 1
+    }
+  fi
+  export STOWAGE_TEST_NGINX="$dir/root/usr/sbin/nginx"
+  echo "nginx at $STOWAGE_TEST_NGINX"
+}
