@@ -3,6 +3,11 @@
 //! (requests go to its function URLs `/lambda-url/<function>/…`, which it turns into API
 //! Gateway v2 / function URL events), or in container mode, each on a port of its own. Every
 //! process is started here and stopped by its PID (killed on drop).
+//!
+//! In Lambda mode each function has an emulator of its own, replaced with it when the function
+//! is restarted: a killed runtime's pending `GET /runtime/invocation/next` can stay queued in
+//! the emulator, which then hands the next request to the dead process (it answers 500 much
+//! later). Lambda itself never kills a runtime that way.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -34,8 +39,11 @@ pub enum Mode {
 struct Function {
     name: &'static str,
     child: Child,
-    /// Container mode: `http://127.0.0.1:PORT`.
-    base: Option<String>,
+    /// Lambda mode: its emulator (`cargo lambda watch`).
+    watch: Option<Emulator>,
+    /// `http://127.0.0.1:PORT` in container mode; the function URL
+    /// `http://127.0.0.1:PORT/lambda-url/<name>` of its emulator in Lambda mode.
+    base: String,
     /// From spawn to the first answer of its ping.
     cold_start: Duration,
 }
@@ -45,12 +53,21 @@ struct Function {
 pub struct Deployment {
     pub mode: Mode,
     functions: Vec<Function>,
-    /// Lambda mode: the emulator (`cargo lambda watch`).
-    watch: Option<Emulator>,
-    watch_base: Option<String>,
+    /// Lambda mode: `cargo-lambda`.
+    cargo_lambda: Option<String>,
     log_dir: PathBuf,
     /// Where the function binaries are (default: beside this test, `workspace_bin`).
     binaries: Option<PathBuf>,
+}
+
+impl Function {
+    /// Stops the function and its emulator (by PID).
+    async fn kill(mut self) {
+        let _ = self.child.kill().await;
+        if let Some(watch) = self.watch {
+            watch.kill().await;
+        }
+    }
 }
 
 impl Deployment {
@@ -75,33 +92,18 @@ impl Deployment {
         binaries: Option<&Path>,
     ) -> Self {
         std::fs::create_dir_all(dir).expect("dir");
+        let cargo_lambda = (mode == Mode::Lambda).then(|| {
+            cargo_lambda
+                .expect("cargo-lambda for Lambda mode")
+                .to_string()
+        });
         let mut deployment = Deployment {
             mode,
             functions: Vec::new(),
-            watch: None,
-            watch_base: None,
+            cargo_lambda,
             log_dir: dir.to_path_buf(),
             binaries: binaries.map(Path::to_path_buf),
         };
-        if mode == Mode::Lambda {
-            let program = cargo_lambda.expect("cargo-lambda for Lambda mode");
-            let port = crate::free_port();
-            let args: Vec<String> = [
-                "lambda",
-                "watch",
-                "--only-lambda-apis",
-                "-A",
-                "127.0.0.1",
-                "-P",
-                &port.to_string(),
-            ]
-            .iter()
-            .map(|s| (*s).to_string())
-            .collect();
-            deployment.watch =
-                Some(Emulator::start_listening(dir, "cargo-lambda", port, program, &args).await);
-            deployment.watch_base = Some(format!("http://127.0.0.1:{port}"));
-        }
         for name in FUNCTIONS {
             let function = deployment.spawn(name, env).await;
             deployment.functions.push(function);
@@ -117,6 +119,31 @@ impl Deployment {
             .binaries
             .as_ref()
             .map_or_else(|| crate::workspace_bin(name), |dir| dir.join(name));
+        // Lambda mode: a fresh emulator, started before the clock runs (Lambda's own service
+        // is there before a cold start begins).
+        let watch = match &self.cargo_lambda {
+            Some(cargo_lambda) => {
+                let port = crate::free_port();
+                let args: Vec<String> = [
+                    "lambda",
+                    "watch",
+                    "--only-lambda-apis",
+                    "-A",
+                    "127.0.0.1",
+                    "-P",
+                    &port.to_string(),
+                ]
+                .iter()
+                .map(|s| (*s).to_string())
+                .collect();
+                let name = format!("cargo-lambda-{name}");
+                Some(
+                    Emulator::start_listening(&self.log_dir, &name, port, cargo_lambda, &args)
+                        .await,
+                )
+            }
+            None => None,
+        };
         let mut cmd = Command::new(program);
         cmd.env_remove("STOWAGE_CONFIG")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -124,9 +151,10 @@ impl Deployment {
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .kill_on_drop(true);
-        if let Some(watch) = &self.watch_base {
+        if let Some(watch) = &watch {
             // What Lambda sets for a function; the runtime API path names the function.
-            cmd.env("AWS_LAMBDA_RUNTIME_API", format!("{watch}/.rt/{name}"))
+            let runtime_api = format!("http://127.0.0.1:{}/.rt/{name}", watch.port);
+            cmd.env("AWS_LAMBDA_RUNTIME_API", runtime_api)
                 .env("AWS_LAMBDA_FUNCTION_NAME", name)
                 .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
                 .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024");
@@ -137,9 +165,9 @@ impl Deployment {
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let base = if self.watch_base.is_some() {
+        let base = if let Some(watch) = &watch {
             tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            None
+            format!("http://127.0.0.1:{}/lambda-url/{name}", watch.port)
         } else {
             let announced = tokio::time::timeout(Duration::from_secs(60), async {
                 while let Ok(Some(line)) = lines.next_line().await {
@@ -153,20 +181,21 @@ impl Deployment {
             .ok()
             .flatten();
             tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            Some(announced.unwrap_or_else(|| {
+            announced.unwrap_or_else(|| {
                 panic!(
                     "{name} did not listen; its log:\n{}",
                     std::fs::read_to_string(&log).unwrap_or_default()
                 )
-            }))
+            })
         };
         let mut function = Function {
             name,
             child,
+            watch,
             base,
             cold_start: Duration::ZERO,
         };
-        let ping = self.base_of(&function) + "/api/system/ping";
+        let ping = format!("{}/api/system/ping", function.base);
         let client = reqwest::Client::new();
         for _ in 0..600 {
             let answer = client
@@ -194,14 +223,6 @@ impl Deployment {
         );
     }
 
-    fn base_of(&self, function: &Function) -> String {
-        match (&function.base, &self.watch_base) {
-            (Some(base), _) => base.clone(),
-            (None, Some(watch)) => format!("{watch}/lambda-url/{}", function.name),
-            (None, None) => unreachable!("a function has a port or the emulator"),
-        }
-    }
-
     /// The URL of `path` on `function` (`upload`, `download` or `metadata`).
     pub fn url(&self, function: &str, path: &str) -> String {
         let f = self
@@ -209,7 +230,7 @@ impl Deployment {
             .iter()
             .find(|f| f.name == function)
             .unwrap_or_else(|| panic!("no function {function}"));
-        format!("{}{path}", self.base_of(f))
+        format!("{}{path}", f.base)
     }
 
     /// Each function's cold start: from spawning the process to the first answer of its ping
@@ -228,9 +249,9 @@ impl Deployment {
             .iter()
             .position(|f| f.name == name)
             .unwrap_or_else(|| panic!("no function {name}"));
-        let mut old = self.functions.remove(index);
-        old.child.kill().await.expect("kill function");
+        let old = self.functions.remove(index);
         let name = old.name;
+        old.kill().await;
         let function = self.spawn(name, env).await;
         let cold = function.cold_start;
         self.functions.insert(index, function);
@@ -238,12 +259,9 @@ impl Deployment {
     }
 
     /// Stops every process (by PID).
-    pub async fn stop(mut self) {
-        for f in &mut self.functions {
-            let _ = f.child.kill().await;
-        }
-        if let Some(watch) = self.watch.take() {
-            watch.kill().await;
+    pub async fn stop(self) {
+        for f in self.functions {
+            f.kill().await;
         }
     }
 }

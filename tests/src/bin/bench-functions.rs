@@ -31,23 +31,28 @@ fn summary(mut samples: Vec<Duration>) -> (f64, f64) {
     (at(0.5), at(0.95))
 }
 
+/// `WARM_REQUESTS` timed GETs of `url`. A failed answer stops the run with its status, headers
+/// and body: a benchmark of errors measures nothing.
 async fn warm(client: &reqwest::Client, url: &str) -> Vec<Duration> {
     let mut samples = Vec::with_capacity(WARM_REQUESTS);
-    for _ in 0..WARM_REQUESTS {
+    for i in 0..WARM_REQUESTS {
         let started = Instant::now();
         let response = client
             .get(url)
             .bearer_auth(TOKEN)
+            .timeout(Duration::from_secs(30))
             .send()
             .await
-            .expect("request");
-        assert!(
-            response.status().is_success(),
-            "{url}: {}",
-            response.status()
-        );
-        response.bytes().await.expect("body");
+            .unwrap_or_else(|e| panic!("{url}, request {i}: {e}"));
+        let status = response.status();
+        let headers = format!("{:?}", response.headers());
+        let body = response.bytes().await.expect("body");
         samples.push(started.elapsed());
+        assert!(
+            status.is_success(),
+            "{url}, request {i}: {status}\n{headers}\n{}",
+            String::from_utf8_lossy(&body[..body.len().min(2000)])
+        );
     }
     samples
 }
