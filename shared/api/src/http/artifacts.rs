@@ -25,6 +25,27 @@ const X_CHECKSUM_MD5: &str = "x-checksum-md5";
 const X_CHECKSUM: &str = "x-checksum";
 const X_CHECKSUM_DEPLOY: &str = "x-checksum-deploy";
 
+/// How much of a refused body is read (and dropped) before the refusal is sent, and for how
+/// long at most: a client still sending it then reads the answer instead of a broken pipe (as
+/// nginx's lingering close). A larger or slower body gets the answer and a closed connection.
+const DRAIN_MAX: u64 = 64 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads and drops up to [`DRAIN_MAX`] bytes of `body` within [`DRAIN_TIME`].
+async fn drain(body: Body) {
+    let mut stream = body.into_data_stream();
+    let mut read: u64 = 0;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            read += chunk.len() as u64;
+            if read > DRAIN_MAX {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// A repository, a path inside it, and any matrix parameters (`;key=value`) after the path.
 struct Target {
     repo: RepoKey,
@@ -124,6 +145,7 @@ pub(crate) async fn deploy(
     if let Some(max) = state.limits.max_request_body {
         let announced = size.or_else(|| http_body::Body::size_hint(&body).exact());
         if let Some(announced) = announced.filter(|&n| n > max) {
+            drain(body).await;
             return Err(ApiError::Deployment(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
