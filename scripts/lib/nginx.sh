@@ -4,9 +4,7 @@
 # machine: no root needed (but for a first `apt-get update`), and no nginx service installed or
 # started behind our back. Source this file; `install_nginx` exports STOWAGE_TEST_NGINX.
 
-_nginx_tools_dir() {
-  echo "${STOWAGE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/stowage}"
-}
+. "$(dirname "${BASH_SOURCE[0]}")/process.sh"
 
 install_nginx() {
   local found dir
@@ -17,7 +15,7 @@ install_nginx() {
       return 0
     fi
   done
-  dir="$(_nginx_tools_dir)/nginx"
+  dir="$(tools_dir)/nginx"
   if ! "$dir/root/usr/sbin/nginx" -v >/dev/null 2>&1; then
     echo "fetching nginx from Debian's packages into $dir (once per machine)" >&2
     rm -rf "$dir"

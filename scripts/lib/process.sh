@@ -1,6 +1,23 @@
 # What the server scripts share: a free loopback port, and stopping a process by its PID.
 # Sourced by scripts/lib/*.sh and localstack/lib.sh.
 
+# Where tools are installed, once per machine.
+tools_dir() {
+  echo "${STOWAGE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/stowage}"
+}
+
+# pip_venv PYTHON VENV PACKAGE...: (re)creates the venv VENV with PYTHON and installs the
+# PACKAGEs from PyPI into it; on failure nothing is left at VENV.
+pip_venv() {
+  local python="$1" venv="$2"
+  shift 2
+  rm -rf "$venv"
+  mkdir -p "$(dirname "$venv")"
+  "$python" -m venv "$venv" >&2 || return 1
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@" >&2 \
+    || { rm -rf "$venv"; return 1; }
+}
+
 # Prints a loopback port nobody listens on now.
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

@@ -8,24 +8,18 @@
 
 CHECKOV_VERSION="${CHECKOV_VERSION:-3.3.30}"
 
-_terraform_tools_dir() {
-  echo "${STOWAGE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/stowage}"
-}
+. "$(dirname "${BASH_SOURCE[0]}")/process.sh"
 
 # Prints the venv's python, installing the tools first if needed.
 install_terraform_checks() {
   local venv
-  venv="$(_terraform_tools_dir)/terraform-checks-$CHECKOV_VERSION"
+  venv="$(tools_dir)/terraform-checks-$CHECKOV_VERSION"
   if "$venv/bin/python" -c 'import hcl2, checkov' 2>/dev/null; then
     echo "$venv/bin/python"
     return 0
   fi
   echo "installing checkov $CHECKOV_VERSION and python-hcl2 into $venv (once per machine)" >&2
-  rm -rf "$venv"
-  mkdir -p "$(dirname "$venv")"
-  python3 -m venv "$venv" >&2 || return 1
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "checkov==$CHECKOV_VERSION" python-hcl2 >&2 || { rm -rf "$venv"; return 1; }
+  pip_venv python3 "$venv" "checkov==$CHECKOV_VERSION" python-hcl2 || return 1
   echo "$venv/bin/python"
 }
 

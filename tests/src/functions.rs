@@ -27,6 +27,11 @@ pub fn cargo_lambda() -> Option<String> {
     crate::required_env("STOWAGE_TEST_CARGO_LAMBDA", "cargo-lambda")
 }
 
+/// A function's binary: in `binaries` when given, else the one cargo built beside this test.
+pub fn binary(binaries: Option<&Path>, name: &str) -> PathBuf {
+    binaries.map_or_else(|| crate::workspace_bin(name), |dir| dir.join(name))
+}
+
 /// How the functions run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -115,10 +120,7 @@ impl Deployment {
         let log = self
             .log_dir
             .join(format!("{name}-{:?}.log", self.mode).to_lowercase());
-        let program = self
-            .binaries
-            .as_ref()
-            .map_or_else(|| crate::workspace_bin(name), |dir| dir.join(name));
+        let program = binary(self.binaries.as_deref(), name);
         // Lambda mode: a fresh emulator, started before the clock runs (Lambda's own service
         // is there before a cold start begins).
         let watch = match &self.cargo_lambda {

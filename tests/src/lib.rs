@@ -33,6 +33,18 @@ pub fn required_env(var: &str, what: &str) -> Option<String> {
     }
 }
 
+/// Sends SIGTERM to a child process by its PID; `false` when it was already reaped or the
+/// signal could not be sent.
+pub fn sigterm(child: &Child) -> bool {
+    child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .and_then(rustix::process::Pid::from_raw)
+        .is_some_and(|pid| {
+            rustix::process::kill_process(pid, rustix::process::Signal::TERM).is_ok()
+        })
+}
+
 /// A loopback port nobody listens on now.
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -353,8 +365,7 @@ impl Server {
 
     /// SIGTERM, then waits for the exit (SIGKILL after 30 s).
     pub async fn stop(mut self) -> ExitStatus {
-        let pid = rustix::process::Pid::from_raw(self.pid() as i32).expect("pid");
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+        assert!(sigterm(&self.child), "SIGTERM to stowage");
         match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
             Ok(status) => status.expect("wait"),
             Err(_) => {
@@ -371,8 +382,7 @@ impl Server {
 
     /// Sends SIGTERM without waiting.
     pub fn terminate(&self) {
-        let pid = rustix::process::Pid::from_raw(self.pid() as i32).expect("pid");
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+        assert!(sigterm(&self.child), "SIGTERM to stowage");
     }
 
     /// Waits for the process to exit.

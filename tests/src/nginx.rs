@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use rustix::process::{Pid, Signal, kill_process};
 use tokio::process::{Child, Command};
 
 /// A running `infra/nginx/run`.
@@ -79,7 +78,7 @@ impl Balancer {
 
     /// SIGTERM to the script, and waits for it to stop nginx and remove its files.
     pub async fn stop(mut self) {
-        self.terminate();
+        crate::sigterm(&self.child);
         let status = tokio::time::timeout(Duration::from_secs(15), self.child.wait())
             .await
             .expect("infra/nginx/run stopped within 15 s of SIGTERM")
@@ -97,23 +96,12 @@ impl Balancer {
             .parse()
             .ok()
     }
-
-    fn terminate(&self) {
-        if let Some(pid) = self
-            .child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .and_then(Pid::from_raw)
-        {
-            let _ = kill_process(pid, Signal::TERM);
-        }
-    }
 }
 
 impl Drop for Balancer {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
-            self.terminate();
+            crate::sigterm(&self.child);
         }
     }
 }

@@ -73,11 +73,6 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let binary_of = |name: &str| {
-        binaries
-            .as_ref()
-            .map_or_else(|| stowage_tests::workspace_bin(name), |dir| dir.join(name))
-    };
     let dir = tempfile::tempdir().expect("tempdir");
     let bucket = s3::bucket_name();
     s3::create_bucket(&endpoint, &bucket, dir.path()).await;
@@ -99,7 +94,8 @@ async fn main() {
         "## Sizes\n\n| function | binary | stripped zip (infra/package-lambdas) |\n|---|---|---|"
     );
     for name in FUNCTIONS {
-        let binary = std::fs::metadata(binary_of(name)).map_or(0, |m| m.len());
+        let binary =
+            std::fs::metadata(functions::binary(binaries.as_deref(), name)).map_or(0, |m| m.len());
         let zip = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../target/lambda")
             .join(name)

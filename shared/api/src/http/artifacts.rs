@@ -233,17 +233,18 @@ pub(crate) async fn download(
     let proxied = uri
         .query()
         .is_some_and(|q| q.split('&').any(|p| p == "redirect=false"));
-    if method == Method::GET
-        && let Some(max) = state.limits.max_response_body
+    let signed = if method != Method::GET {
+        None
+    } else if let Some(max) = state.limits.max_response_body
         && record.size > max
     {
         // This deployment cannot carry the bytes (a Lambda response): always a redirect.
-        let Some(signed) = state
+        let signed = state
             .stowage
             .signed_download(&record, &content_type)
-            .await?
-        else {
-            return Err(ApiError::Deployment(
+            .await?;
+        Some(signed.ok_or_else(|| {
+            ApiError::Deployment(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!(
                     "{repo}/{path} has {} bytes, more than the {max} bytes a response of this \
@@ -251,23 +252,21 @@ pub(crate) async fn download(
                  filestore template or serve downloads from a container",
                     record.size
                 ),
-            ));
-        };
-        put(header::LOCATION, &signed.url);
-        put(header::CACHE_CONTROL, "private, no-store");
-        return Ok((StatusCode::FOUND, out).into_response());
-    }
-    if method == Method::GET && !proxied {
+            )
+        })?)
+    } else if proxied {
+        None
+    } else {
         let agent = header_str(&headers, header::USER_AGENT.as_str())?;
-        if let Some(signed) = state
+        state
             .stowage
             .download_redirect(&record, &content_type, agent)
             .await?
-        {
-            put(header::LOCATION, &signed.url);
-            put(header::CACHE_CONTROL, "private, no-store");
-            return Ok((StatusCode::FOUND, out).into_response());
-        }
+    };
+    if let Some(signed) = signed {
+        put(header::LOCATION, &signed.url);
+        put(header::CACHE_CONTROL, "private, no-store");
+        return Ok((StatusCode::FOUND, out).into_response());
     }
     put(header::CONTENT_TYPE, &content_type);
 
