@@ -294,8 +294,11 @@ async fn functions_answer_alike_under_lambda_and_in_containers() {
     .await;
     assert_eq!(created.status, StatusCode::CREATED);
 
-    // Uploads below the Lambda limit, with binary bytes (base64 in the Lambda events).
-    let small = bytes(1, 64 * 1024);
+    // Uploads below the Lambda limit, with binary bytes (base64 in the Lambda events). The
+    // proxied one is small: cargo-lambda's emulator answers the function's POST of its response
+    // before reading it and loses answers larger than one socket write now and then
+    // (docs/benchmarks.md, "Functions"); Lambda reads the whole answer first.
+    let small = bytes(1, 4 * 1024);
     let mid = bytes(2, 2 * 1024 * 1024);
     for (path, data) in [("/libs/small.bin", &small), ("/libs/dir/mid.bin", &mid)] {
         let sha = sha256_hex(data);
