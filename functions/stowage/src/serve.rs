@@ -52,6 +52,24 @@ fn lock_data_dir(config: &Config) -> Result<File, Error> {
     Ok(file)
 }
 
+/// Whether this process is its database's only writer: the database is a SQLite file inside
+/// the data directory whose lock (taken before) keeps every other stowage process out. Then
+/// artifact lookups may be cached in memory (`stowage_metadata::cache`).
+fn sole_writer(config: &Config) -> bool {
+    let url = config.database_url();
+    let Some(file) = url.strip_prefix("sqlite://") else {
+        return false;
+    };
+    let file = file.split('?').next().unwrap_or(file);
+    match (
+        std::fs::canonicalize(file),
+        std::fs::canonicalize(&config.data_dir),
+    ) {
+        (Ok(file), Ok(dir)) => file.starts_with(dir),
+        _ => false,
+    }
+}
+
 /// This node's id: configured, or random for this run.
 fn node_id(config: &Config) -> String {
     config
@@ -164,6 +182,9 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
     let _lock = lock_data_dir(&config)?;
     let node_id = node_id(&config);
     let (stowage, metadata, filestore) = build(&config, &node_id).await?;
+    if sole_writer(&config) {
+        metadata.enable_artifact_cache();
+    }
     // Staged uploads older than the grace period were left by a crash.
     let removed = filestore
         .clean_local_staging(Duration::from_secs(config.gc.orphan_grace_secs))
@@ -234,4 +255,44 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
     cluster.leave().await;
     metadata.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(data_dir: &std::path::Path, url: Option<String>) -> Config {
+        let mut config = Config {
+            data_dir: data_dir.to_path_buf(),
+            ..Config::default()
+        };
+        config.database.url = url;
+        config
+    }
+
+    #[test]
+    fn only_the_sqlite_file_in_the_locked_data_dir_makes_a_sole_writer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).expect("data dir");
+        std::fs::write(data.join("stowage.db"), b"").expect("db");
+        let elsewhere = dir.path().join("elsewhere.db");
+        std::fs::write(&elsewhere, b"").expect("db");
+        assert!(sole_writer(&config(&data, None)));
+        assert!(sole_writer(&config(
+            &data,
+            Some(format!(
+                "sqlite://{}?mode=rwc",
+                data.join("stowage.db").display()
+            ))
+        )));
+        assert!(!sole_writer(&config(
+            &data,
+            Some(format!("sqlite://{}", elsewhere.display()))
+        )));
+        assert!(!sole_writer(&config(
+            &data,
+            Some("postgres://stowage@127.0.0.1:5432/stowage".into())
+        )));
+    }
 }

@@ -4,6 +4,7 @@
 //! Aurora engines can follow with their own migrations. It stores no bytes: binaries live in a
 //! `BinaryProvider`.
 
+pub mod cache;
 mod model;
 mod store;
 

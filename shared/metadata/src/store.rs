@@ -7,12 +7,14 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
 use stowage_core::{ArtifactPath, Checksums, Error, RepoKey, Result, Sha256};
 
+use crate::cache::ArtifactCache;
 use crate::model::*;
 use crate::now_ms;
 
@@ -74,6 +76,37 @@ pub struct Metadata {
     engine: Engine,
     writer: AnyPool,
     reader: AnyPool,
+    cache: Arc<ArtifactCache>,
+}
+
+/// A write's access to the writer pool, for every write that can change what
+/// [`Metadata::artifact`] answers (repositories, binaries, artifacts, properties, trash).
+/// Dropping it — after the write, however it ended — makes the artifact cache's entries stale
+/// (see `cache.rs`); so hold it until the write is over, e.g. as `let writes = self.writes();`
+/// at the top of the method.
+struct Writes<'a>(&'a Metadata);
+
+impl<'a> Writes<'a> {
+    fn pool(&self) -> &'a AnyPool {
+        &self.0.writer
+    }
+
+    /// A write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so
+    /// that it waits (busy timeout) for another process's writer instead of failing later when
+    /// a read snapshot turns out to be stale.
+    async fn begin(&self) -> Result<Transaction<'static, Any>> {
+        match self.0.engine {
+            Engine::Sqlite => self.0.writer.begin_with("BEGIN IMMEDIATE").await,
+            Engine::Postgres | Engine::MySql => self.0.writer.begin().await,
+        }
+        .map_err(db_err)
+    }
+}
+
+impl Drop for Writes<'_> {
+    fn drop(&mut self) {
+        self.0.cache.written();
+    }
 }
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -384,7 +417,31 @@ impl Metadata {
             engine,
             writer,
             reader,
+            cache: Arc::default(),
         })
+    }
+
+    /// Serves artifact lookups from memory until a write makes them stale (see `cache.rs`).
+    /// Only for the database's **only writer**: `stowage serve` on the SQLite file in the data
+    /// directory it holds locked. Another process's writes would not be seen (for up to
+    /// [`crate::cache::TTL`]).
+    pub fn enable_artifact_cache(&self) {
+        self.cache.enable();
+    }
+
+    /// Whether [`Self::enable_artifact_cache`] was called on this store or a clone of it.
+    pub fn artifact_cache_enabled(&self) -> bool {
+        self.cache.is_enabled()
+    }
+
+    fn writes(&self) -> Writes<'_> {
+        Writes(self)
+    }
+
+    /// The writer pool for tables no cached lookup depends on: tokens, locks, cluster nodes,
+    /// upload sessions, task runs, and the migrations.
+    fn writer_uncached(&self) -> &AnyPool {
+        &self.writer
     }
 
     /// The engine this store runs on.
@@ -419,7 +476,7 @@ impl Metadata {
             Engine::MySql => &MYSQL_MIGRATOR,
         };
         migrator
-            .run(&self.writer)
+            .run(self.writer_uncached())
             .await
             .map_err(|e| Error::Metadata {
                 source: Box::new(e),
@@ -433,22 +490,12 @@ impl Metadata {
         self.reader.close().await;
     }
 
-    /// A write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so
-    /// that it waits (busy timeout) for another process's writer instead of failing later when
-    /// a read snapshot turns out to be stale.
-    async fn begin(&self) -> Result<Transaction<'static, Any>> {
-        match self.engine {
-            Engine::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
-            Engine::Postgres | Engine::MySql => self.writer.begin().await,
-        }
-        .map_err(db_err)
-    }
-
     // ---- repositories ------------------------------------------------------------------
 
     /// Creates or updates a repository; returns whether it was created.
     pub async fn put_repository(&self, repo: &Repository) -> Result<bool> {
-        let mut tx = self.begin().await?;
+        let writes = self.writes();
+        let mut tx = writes.begin().await?;
         let existed = sqlx::query(self.sql("SELECT 1 FROM repositories WHERE repo_key = ?"))
             .bind(repo.key.as_str())
             .fetch_optional(&mut *tx)
@@ -499,7 +546,8 @@ impl Metadata {
     /// Deletes a repository with its artifacts and trash (their binaries become garbage).
     /// Returns whether it existed.
     pub async fn delete_repository(&self, key: &RepoKey) -> Result<bool> {
-        let mut tx = self.begin().await?;
+        let writes = self.writes();
+        let mut tx = writes.begin().await?;
         for sql in [
             "DELETE FROM artifact_properties WHERE artifact_id IN \
              (SELECT id FROM artifacts WHERE repo_key = ?)",
@@ -573,7 +621,7 @@ impl Metadata {
              AND NOT EXISTS (SELECT 1 FROM trash t WHERE t.sha256 = binaries.sha256)",
         ))
         .bind(sha256.to_hex())
-        .execute(&self.writer)
+        .execute(self.writes().pool())
         .await
         .map_err(db_err)?
         .rows_affected();
@@ -587,7 +635,8 @@ impl Metadata {
     /// `Conflict` when a file and a folder would share a path.
     pub async fn commit_artifact(&self, new: &NewArtifact) -> Result<ArtifactRecord> {
         let now = now_ms();
-        let mut tx = self.begin().await?;
+        let writes = self.writes();
+        let mut tx = writes.begin().await?;
         self.check_repository(&mut tx, &new.repo).await?;
         self.check_file_path(&mut tx, &new.repo, &new.path).await?;
         sqlx::query(self.sql(
@@ -729,15 +778,23 @@ impl Metadata {
         repo: &RepoKey,
         path: &ArtifactPath,
     ) -> Result<Option<ArtifactRecord>> {
-        sqlx::query(self.sql(select_artifacts!("WHERE a.repo_key = ? AND a.path = ?")))
-            .bind(repo.as_str())
-            .bind(path.as_str())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(db_err)?
-            .as_ref()
-            .map(artifact_from_row)
-            .transpose()
+        if let Some(cached) = self.cache.get(repo.as_str(), path.as_str()) {
+            return Ok(cached);
+        }
+        let generation = self.cache.generation();
+        let record =
+            sqlx::query(self.sql(select_artifacts!("WHERE a.repo_key = ? AND a.path = ?")))
+                .bind(repo.as_str())
+                .bind(path.as_str())
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db_err)?
+                .as_ref()
+                .map(artifact_from_row)
+                .transpose()?;
+        self.cache
+            .put(repo.as_str(), path.as_str(), generation, record.clone());
+        Ok(record)
     }
 
     /// An artifact's properties, sorted.
@@ -917,7 +974,8 @@ impl Metadata {
             )));
         }
         let now = now_ms();
-        let mut tx = self.begin().await?;
+        let writes = self.writes();
+        let mut tx = writes.begin().await?;
         self.check_repository(&mut tx, src_repo).await?;
         self.check_repository(&mut tx, dst_repo).await?;
         let rows = self.rows_at(&mut tx, src_repo, src).await?;
@@ -1010,7 +1068,8 @@ impl Metadata {
         path: &ArtifactPath,
         properties: &[(String, Vec<String>)],
     ) -> Result<u64> {
-        let mut tx = self.begin().await?;
+        let writes = self.writes();
+        let mut tx = writes.begin().await?;
         let rows = self.rows_at(&mut tx, repo, path).await?;
         for row in &rows {
             let id: i64 = row.try_get("id").map_err(db_err)?;
@@ -1039,7 +1098,8 @@ impl Metadata {
         path: &ArtifactPath,
         names: &[String],
     ) -> Result<u64> {
-        let mut tx = self.begin().await?;
+        let writes = self.writes();
+        let mut tx = writes.begin().await?;
         let rows = self.rows_at(&mut tx, repo, path).await?;
         for row in &rows {
             let id: i64 = row.try_get("id").map_err(db_err)?;
@@ -1117,7 +1177,8 @@ impl Metadata {
     /// Moves a file, or every file below a folder, to the trash; returns how many moved.
     pub async fn trash(&self, repo: &RepoKey, path: &ArtifactPath, by: &str) -> Result<u64> {
         let now = now_ms();
-        let mut tx = self.begin().await?;
+        let writes = self.writes();
+        let mut tx = writes.begin().await?;
         let rows = self.rows_at(&mut tx, repo, path).await?;
         for row in &rows {
             let id: i64 = row.try_get("id").map_err(db_err)?;
@@ -1184,7 +1245,8 @@ impl Metadata {
     /// Puts a trashed file, or every trashed file below a folder, back where it was. Paths that
     /// are occupied again make the whole restore fail with `Conflict`; returns how many moved.
     pub async fn restore(&self, repo: &RepoKey, path: &ArtifactPath) -> Result<u64> {
-        let mut tx = self.begin().await?;
+        let writes = self.writes();
+        let mut tx = writes.begin().await?;
         self.check_repository(&mut tx, repo).await?;
         let (lo, hi) = below(path.as_str());
         let rows = sqlx::query(self.sql("SELECT * FROM trash WHERE repo_key = ? AND (path = ? OR (path >= ? AND path < ?) OR ? = '')",))
@@ -1245,7 +1307,7 @@ impl Metadata {
     pub async fn empty_trash(&self, before_ms: Option<i64>) -> Result<u64> {
         let done = sqlx::query(self.sql("DELETE FROM trash WHERE deleted_ms < ?"))
             .bind(before_ms.unwrap_or(i64::MAX))
-            .execute(&self.writer)
+            .execute(self.writes().pool())
             .await
             .map_err(db_err)?;
         Ok(done.rows_affected())
@@ -1316,7 +1378,7 @@ impl Metadata {
         .bind(name)
         .bind(token_sha256)
         .bind(now_ms())
-        .execute(&self.writer)
+        .execute(self.writer_uncached())
         .await
         .map_err(db_err)?;
         Ok(done.rows_affected() > 0)
@@ -1336,7 +1398,7 @@ impl Metadata {
             .bind(name)
             .bind(owner)
             .bind(expires_ms)
-            .execute(&self.writer)
+            .execute(self.writer_uncached())
             .await
             .map_err(db_err)?;
             if inserted.rows_affected() > 0 {
@@ -1349,7 +1411,7 @@ impl Metadata {
             .bind(expires_ms)
             .bind(name)
             .bind(now_ms())
-            .execute(&self.writer)
+            .execute(self.writer_uncached())
             .await
             .map_err(db_err)?;
             return Ok(taken.rows_affected() > 0);
@@ -1363,7 +1425,7 @@ impl Metadata {
         .bind(owner)
         .bind(expires_ms)
         .bind(now_ms())
-        .execute(&self.writer)
+        .execute(self.writer_uncached())
         .await
         .map_err(db_err)?;
         Ok(done.rows_affected() > 0)
@@ -1376,7 +1438,7 @@ impl Metadata {
                 .bind(expires_ms)
                 .bind(name)
                 .bind(owner)
-                .execute(&self.writer)
+                .execute(self.writer_uncached())
                 .await
                 .map_err(db_err)?;
         Ok(done.rows_affected() > 0)
@@ -1387,7 +1449,7 @@ impl Metadata {
         sqlx::query(self.sql("DELETE FROM locks WHERE name = ? AND owner = ?"))
             .bind(name)
             .bind(owner)
-            .execute(&self.writer)
+            .execute(self.writer_uncached())
             .await
             .map_err(db_err)?;
         Ok(())
@@ -1398,7 +1460,7 @@ impl Metadata {
         sqlx::query_scalar(self.sql("SELECT owner FROM locks WHERE name = ? AND expires_ms >= ?"))
             .bind(name)
             .bind(now_ms())
-            .fetch_optional(&self.writer)
+            .fetch_optional(self.writer_uncached())
             .await
             .map_err(db_err)
     }
@@ -1416,7 +1478,7 @@ impl Metadata {
         .bind(&node.version)
         .bind(node.started_ms)
         .bind(node.heartbeat_ms)
-        .execute(&self.writer)
+        .execute(self.writer_uncached())
         .await
         .map_err(db_err)?;
         Ok(())
@@ -1427,7 +1489,7 @@ impl Metadata {
         sqlx::query(self.sql("DELETE FROM nodes WHERE id = ? OR heartbeat_ms < ?"))
             .bind(id)
             .bind(stale_before_ms)
-            .execute(&self.writer)
+            .execute(self.writer_uncached())
             .await
             .map_err(db_err)?;
         Ok(())
@@ -1436,7 +1498,7 @@ impl Metadata {
     /// Every registered node, by id.
     pub async fn nodes(&self) -> Result<Vec<NodeRecord>> {
         let rows = sqlx::query(self.sql("SELECT * FROM nodes ORDER BY id"))
-            .fetch_all(&self.writer)
+            .fetch_all(self.writer_uncached())
             .await
             .map_err(db_err)?;
         rows.iter()
@@ -1467,7 +1529,7 @@ impl Metadata {
         .bind(&session.created_by)
         .bind(session.created_ms)
         .bind(session.expires_ms)
-        .execute(&self.writer)
+        .execute(self.writer_uncached())
         .await
         .map_err(db_err)?;
         Ok(())
@@ -1477,7 +1539,7 @@ impl Metadata {
     pub async fn upload_session(&self, id: &str) -> Result<Option<UploadSession>> {
         let row = sqlx::query(self.sql("SELECT * FROM upload_sessions WHERE id = ?"))
             .bind(id)
-            .fetch_optional(&self.writer)
+            .fetch_optional(self.writer_uncached())
             .await
             .map_err(db_err)?;
         row.as_ref().map(upload_session_from_row).transpose()
@@ -1487,7 +1549,7 @@ impl Metadata {
     pub async fn delete_upload_session(&self, id: &str) -> Result<bool> {
         let done = sqlx::query(self.sql("DELETE FROM upload_sessions WHERE id = ?"))
             .bind(id)
-            .execute(&self.writer)
+            .execute(self.writer_uncached())
             .await
             .map_err(db_err)?;
         Ok(done.rows_affected() > 0)
@@ -1505,7 +1567,7 @@ impl Metadata {
             ))
             .bind(now_ms)
             .bind(i64::from(limit))
-            .fetch_all(&self.writer)
+            .fetch_all(self.writer_uncached())
             .await
             .map_err(db_err)?;
         rows.iter().map(upload_session_from_row).collect()
@@ -1514,7 +1576,7 @@ impl Metadata {
     /// Records the start of a cluster-wide task run; returns its id.
     pub async fn start_task_run(&self, task: &str, node: &str) -> Result<i64> {
         if self.engine == Engine::MySql {
-            let mut conn = self.writer.acquire().await.map_err(db_err)?;
+            let mut conn = self.writer_uncached().acquire().await.map_err(db_err)?;
             sqlx::query(
                 self.sql("INSERT INTO task_runs (task, node, started_ms) VALUES (?, ?, ?)"),
             )
@@ -1538,7 +1600,7 @@ impl Metadata {
         .bind(task)
         .bind(node)
         .bind(now_ms())
-        .fetch_one(&self.writer)
+        .fetch_one(self.writer_uncached())
         .await
         .map_err(db_err)
     }
@@ -1549,7 +1611,7 @@ impl Metadata {
             .bind(now_ms())
             .bind(outcome)
             .bind(id)
-            .execute(&self.writer)
+            .execute(self.writer_uncached())
             .await
             .map_err(db_err)?;
         Ok(())

@@ -218,3 +218,93 @@ async fn upload_sessions_are_kept_until_finished_and_found_when_expired() {
     assert!(meta.delete_upload_session("a").await.expect("delete"));
     assert!(!meta.delete_upload_session("a").await.expect("once only"));
 }
+
+/// The SHA-256 that `meta` answers for `repo`/`path`, if any.
+async fn sha_of(meta: &Metadata, repo: &str, path: &str) -> Option<String> {
+    meta.artifact(
+        &RepoKey::parse(repo).expect("key"),
+        &ArtifactPath::parse(path).expect("path"),
+    )
+    .await
+    .expect("lookup")
+    .map(|a| a.checksums.sha256.to_hex())
+}
+
+fn sha(bytes: &[u8]) -> Option<String> {
+    Some(ChecksumHasher::digest(bytes).sha256.to_hex())
+}
+
+#[tokio::test]
+async fn cached_lookups_follow_every_write() {
+    let (_dir, meta) = fresh().await;
+    meta.enable_artifact_cache();
+    assert!(meta.clone().artifact_cache_enabled());
+    let r = RepoKey::parse("r").expect("key");
+    let path = |p: &str| ArtifactPath::parse(p).expect("path");
+    meta.put_repository(&repo("r")).await.expect("create");
+    // A cached "not found" ends with the deploy.
+    assert_eq!(sha_of(&meta, "r", "a/x").await, None);
+    meta.commit_artifact(&artifact("r", "a/x", b"1"))
+        .await
+        .expect("commit");
+    assert_eq!(sha_of(&meta, "r", "a/x").await, sha(b"1"));
+    assert_eq!(sha_of(&meta, "r", "a/x").await, sha(b"1"));
+    // Overwrite.
+    meta.commit_artifact(&artifact("r", "a/x", b"2"))
+        .await
+        .expect("overwrite");
+    assert_eq!(sha_of(&meta, "r", "a/x").await, sha(b"2"));
+    // Move, then copy.
+    meta.relocate(&r, &path("a"), &r, &path("b"), "admin", false, false)
+        .await
+        .expect("move");
+    assert_eq!(sha_of(&meta, "r", "a/x").await, None);
+    assert_eq!(sha_of(&meta, "r", "b/x").await, sha(b"2"));
+    meta.relocate(&r, &path("b/x"), &r, &path("c/x"), "admin", true, false)
+        .await
+        .expect("copy");
+    assert_eq!(sha_of(&meta, "r", "c/x").await, sha(b"2"));
+    // Trash and restore.
+    meta.trash(&r, &path("b"), "admin").await.expect("trash");
+    assert_eq!(sha_of(&meta, "r", "b/x").await, None);
+    meta.restore(&r, &path("b")).await.expect("restore");
+    assert_eq!(sha_of(&meta, "r", "b/x").await, sha(b"2"));
+    // The repository goes, and its artifacts with it.
+    assert!(meta.delete_repository(&r).await.expect("delete"));
+    assert_eq!(sha_of(&meta, "r", "b/x").await, None);
+    assert_eq!(sha_of(&meta, "r", "c/x").await, None);
+}
+
+#[tokio::test]
+async fn the_cache_answers_from_memory_until_its_own_process_writes() {
+    let (dir, cached) = fresh().await;
+    cached.enable_artifact_cache();
+    // Two more stores on the same database, as other processes would have.
+    let url = stowage_tests::database_url(dir.path()).await;
+    let other = Metadata::connect(&url, &PoolSettings::default())
+        .await
+        .expect("connect");
+    let plain = Metadata::connect(&url, &PoolSettings::default())
+        .await
+        .expect("connect");
+    assert!(!plain.artifact_cache_enabled());
+    cached.put_repository(&repo("r")).await.expect("create");
+    cached
+        .commit_artifact(&artifact("r", "x", b"1"))
+        .await
+        .expect("commit");
+    assert_eq!(sha_of(&cached, "r", "x").await, sha(b"1"));
+    other
+        .commit_artifact(&artifact("r", "x", b"2"))
+        .await
+        .expect("overwrite elsewhere");
+    // Why only the database's only writer may cache: another writer is not seen...
+    assert_eq!(sha_of(&cached, "r", "x").await, sha(b"1"));
+    assert_eq!(sha_of(&plain, "r", "x").await, sha(b"2"));
+    // ...until a write of its own (any) makes its entries stale.
+    cached
+        .commit_artifact(&artifact("r", "y", b"3"))
+        .await
+        .expect("commit");
+    assert_eq!(sha_of(&cached, "r", "x").await, sha(b"2"));
+}
