@@ -39,7 +39,8 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b';');
 
 /// A repository key: 1 to 64 characters of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+/// Its `Debug` is the quoted key (`"libs"`), as messages show it.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct RepoKey(String);
 
 impl RepoKey {
@@ -89,6 +90,12 @@ impl RepoKey {
     }
 }
 
+impl fmt::Debug for RepoKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.0.as_str(), f)
+    }
+}
+
 impl fmt::Display for RepoKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -96,8 +103,8 @@ impl fmt::Display for RepoKey {
 }
 
 /// A normalised path inside a repository: segments joined by `/`, no leading or trailing slash.
-/// The empty path is the repository's root folder.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+/// The empty path is the repository's root folder. Its `Debug` is the quoted path.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct ArtifactPath(String);
 
 impl ArtifactPath {
@@ -222,6 +229,12 @@ fn check_segment(segment: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+impl fmt::Debug for ArtifactPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.0.as_str(), f)
+    }
+}
+
 impl fmt::Display for ArtifactPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -231,6 +244,16 @@ impl fmt::Display for ArtifactPath {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_show_keys_and_paths_quoted() {
+        let key = RepoKey::parse("libs").expect("key");
+        let path = ArtifactPath::parse("a/b c.jar").expect("path");
+        assert_eq!(
+            format!("repository {key:?}, path {path:?}"),
+            r#"repository "libs", path "a/b c.jar""#
+        );
+    }
 
     #[test]
     fn accepts_ordinary_paths() {
