@@ -171,23 +171,29 @@ impl ExpectedChecksums {
 
     /// Checks actual digests against the declared ones, SHA-256 first.
     pub fn verify(&self, actual: &Checksums) -> Result<(), Error> {
-        fn check<T: PartialEq + fmt::Display>(
-            algorithm: ChecksumAlgorithm,
-            expected: &Option<T>,
-            actual: &T,
-        ) -> Result<(), Error> {
-            match expected {
-                Some(e) if e != actual => Err(Error::ChecksumMismatch {
-                    algorithm,
-                    expected: e.to_string(),
-                    actual: actual.to_string(),
-                }),
-                _ => Ok(()),
-            }
-        }
-        check(ChecksumAlgorithm::Sha256, &self.sha256, &actual.sha256)?;
+        self.verify_sha256(&actual.sha256)?;
         check(ChecksumAlgorithm::Sha1, &self.sha1, &actual.sha1)?;
         check(ChecksumAlgorithm::Md5, &self.md5, &actual.md5)
+    }
+
+    /// Checks the SHA-256 alone (known before the other digests, see `HashingTask::sha256`).
+    pub fn verify_sha256(&self, actual: &Sha256) -> Result<(), Error> {
+        check(ChecksumAlgorithm::Sha256, &self.sha256, actual)
+    }
+}
+
+fn check<T: PartialEq + fmt::Display>(
+    algorithm: ChecksumAlgorithm,
+    expected: &Option<T>,
+    actual: &T,
+) -> Result<(), Error> {
+    match expected {
+        Some(e) if e != actual => Err(Error::ChecksumMismatch {
+            algorithm,
+            expected: e.to_string(),
+            actual: actual.to_string(),
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -312,13 +312,14 @@ impl BinaryProvider for FileSystemProvider {
     async fn put_opts(&self, body: ByteStream, opts: PutOptions) -> Result<PutResult> {
         let (body, hashing) = crate::hash_stream(body);
         let staged = self.stage(body, opts.size).await?;
-        let (checksums, size) = hashing.finish().await?;
-        opts.expected.verify(&checksums)?;
-        let created = staged.commit(&checksums.sha256).await?;
+        // The file is named (renamed, and its folder synced) while MD5 finishes.
+        let (sha256, _, rest) = hashing.until_storable(&opts.expected).await?;
+        let (created, hashed) = tokio::join!(staged.commit(&sha256), rest);
+        let (checksums, size) = hashed?;
         Ok(PutResult {
             checksums,
             size,
-            created,
+            created: created?,
         })
     }
 

@@ -332,7 +332,10 @@ impl S3Provider {
         self.inner.memory.clone().try_acquire_many_owned(kib).ok()
     }
 
-    /// The in-memory path: collect while hashing, check, then one conditional PUT.
+    /// The in-memory path: collect while hashing, check, then one conditional PUT. The PUT
+    /// starts as soon as the SHA-256 is known and checked; MD5 (three times slower to compute)
+    /// finishes while it runs, unless the client declared an MD5 or SHA-1 that must be checked
+    /// first ([`stowage_core::HashingTask::until_storable`]).
     async fn put_buffered(
         &self,
         body: ByteStream,
@@ -342,20 +345,21 @@ impl S3Provider {
     ) -> Result<PutResult> {
         let (body, hashing) = hash_stream(body);
         let buf = stowage_core::read_exactly(body, size).await?;
-        let (checksums, size) = hashing.finish().await?;
-        opts.expected.verify(&checksums)?;
-        let key = self.key_of(&checksums.sha256);
+        let (sha256, size, rest) = hashing.until_storable(&opts.expected).await?;
+        let key = self.key_of(&sha256);
         let request = self
             .put_request(&key)
             .content_length(i64::try_from(size).unwrap_or(i64::MAX))
             .body(SdkStream::from(buf));
-        let created = self
-            .put_if_absent(request, &key, &checksums.sha256, "the request")
-            .await?;
+        let (created, hashed) = tokio::join!(
+            self.put_if_absent(request, &key, &sha256, "the request"),
+            rest
+        );
+        let (checksums, size) = hashed?;
         Ok(PutResult {
             checksums,
             size,
-            created,
+            created: created?,
         })
     }
 
