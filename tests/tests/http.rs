@@ -96,6 +96,37 @@ async fn same_bytes_in_two_repositories_are_stored_once() {
 }
 
 #[tokio::test]
+async fn storageinfo_shows_the_artifact_cache_of_the_only_writer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    let c = s.admin();
+    s.create_repo("r").await;
+    let r = c
+        .put(s.url("/r/x.bin"))
+        .body(bytes(2, 1_000))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    for _ in 0..3 {
+        let r = c.get(s.url("/r/x.bin")).send().await.expect("get");
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let cache = &s.storage_info().await["artifactCache"];
+    if stowage_tests::engine() == "sqlite" {
+        // The SQLite file in the data directory: serve is its only writer, so it caches.
+        // The first read after the deploy asks the database, the next two do not.
+        assert_eq!(cache["misses"], 1, "{cache}");
+        assert_eq!(cache["hits"], 2, "{cache}");
+        assert_eq!(cache["capacity"], 65_536, "{cache}");
+        assert_eq!(cache["ttlSecs"], 5, "{cache}");
+    } else {
+        // A shared database: other writers would not be seen, so nothing is cached.
+        assert!(cache.is_null(), "{cache}");
+    }
+}
+
+#[tokio::test]
 async fn a_wrong_checksum_is_refused_and_stores_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = Server::start(dir.path()).await;

@@ -29,6 +29,22 @@ pub const CAPACITY: u64 = 65_536;
 /// The longest an entry is served, whatever the generation says.
 pub const TTL: Duration = Duration::from_secs(5);
 
+/// The artifact cache's figures, for `/api/storageinfo` (`artifactCache`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactCacheStats {
+    /// Lookups answered from memory.
+    pub hits: u64,
+    /// Lookups that queried the database: never asked before, evicted, or stale after a write.
+    pub misses: u64,
+    /// Answers kept now (moka's estimate; stale ones count until they are replaced).
+    pub entries: u64,
+    /// At most this many answers are kept ([`CAPACITY`])…
+    pub capacity: u64,
+    /// …each for at most this many seconds ([`TTL`]).
+    pub ttl_secs: u64,
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     generation: u64,
@@ -40,6 +56,8 @@ struct Entry {
 pub(crate) struct ArtifactCache {
     generation: AtomicU64,
     entries: OnceLock<Cache<String, Entry>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 fn key(repo: &str, path: &str) -> String {
@@ -68,8 +86,29 @@ impl ArtifactCache {
 
     /// A cached answer still valid now: `Some(None)` is a cached "not found".
     pub(crate) fn get(&self, repo: &str, path: &str) -> Option<Option<ArtifactRecord>> {
-        let entry = self.entries.get()?.get(&key(repo, path))?;
-        (entry.generation == self.generation()).then_some(entry.record)
+        let entries = self.entries.get()?;
+        let valid = entries
+            .get(&key(repo, path))
+            .filter(|entry| entry.generation == self.generation());
+        let counter = if valid.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        valid.map(|entry| entry.record)
+    }
+
+    /// Its figures, once enabled.
+    pub(crate) fn stats(&self) -> Option<ArtifactCacheStats> {
+        let entries = self.entries.get()?;
+        Some(ArtifactCacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            entries: entries.entry_count(),
+            capacity: CAPACITY,
+            ttl_secs: TTL.as_secs(),
+        })
     }
 
     /// Keeps an answer read under `generation` (taken before the query), unless a write ended

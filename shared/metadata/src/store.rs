@@ -434,6 +434,11 @@ impl Metadata {
         self.cache.is_enabled()
     }
 
+    /// The artifact cache's hits, misses and size; `None` while it is not enabled.
+    pub fn artifact_cache_stats(&self) -> Option<crate::cache::ArtifactCacheStats> {
+        self.cache.stats()
+    }
+
     fn writes(&self) -> Writes<'_> {
         Writes(self)
     }

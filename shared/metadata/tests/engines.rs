@@ -307,4 +307,8 @@ async fn the_cache_answers_from_memory_until_its_own_process_writes() {
         .await
         .expect("commit");
     assert_eq!(sha_of(&cached, "r", "x").await, sha(b"2"));
+    // What storageinfo shows: one answer from memory, two from the database.
+    let stats = cached.artifact_cache_stats().expect("enabled");
+    assert_eq!((stats.hits, stats.misses), (1, 2), "{stats:?}");
+    assert_eq!(plain.artifact_cache_stats(), None);
 }

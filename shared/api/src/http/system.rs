@@ -177,6 +177,7 @@ pub(crate) async fn storage_info(State(state): State<AppState>) -> Result<Respon
         "eventualQueue": queue,
         "shards": shards,
         "cache": state.stowage.cache_stats(),
+        "artifactCache": state.stowage.metadata().artifact_cache_stats(),
     }))
     .into_response())
 }
