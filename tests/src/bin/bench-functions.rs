@@ -5,7 +5,7 @@
 //! tests do (`STOWAGE_TEST_S3_ENDPOINT`, `STOWAGE_TEST_CARGO_LAMBDA`); measures the binaries
 //! built beside it (so `--release` measures release binaries: `cargo build --release --bins`
 //! first), or with `--binaries DIR` those in DIR (the Lambda zips' own builds, which
-//! `infra/package-lambdas` leaves in target/x86_64-unknown-linux-gnu/lambda), and the zips it
+//! `infra/package-lambdas` leaves in target/x86_64-unknown-linux-gnu/lambda-zip), and the zips it
 //! left in target/lambda.
 
 use std::time::{Duration, Instant};
