@@ -6,13 +6,16 @@ project's own rules beside `terraform fmt -check` and checkov:
   2. no IAM policy grants the `*` action or a whole service (`s3:*`);
   3. every S3 bucket has a public access block with all four settings on, and a default
      encryption configuration;
-  4. every CloudWatch log group has a retention.
+  4. every CloudWatch log group has a retention;
+  5. every example defines each output that README.md's deploy steps read
+     (`terraform output [-raw|-json] NAME`), so those steps work whichever example is applied.
 
 Usage: structure.py [DIR]   (default: the terraform/ directory this file is in)
        structure.py --self-test   (proves each rule fails on a bad sample)
 Exit status 1 with one line per problem when a rule is broken.
 """
 
+import re
 import sys
 from pathlib import Path
 
@@ -110,6 +113,28 @@ def check(files):
     return problems
 
 
+def readme_outputs(text):
+    """The outputs a README reads with `terraform output [-raw|-json] NAME`."""
+    return sorted(set(re.findall(r"terraform output(?:\s+-(?:raw|json))?\s+([A-Za-z_][A-Za-z0-9_]*)", text)))
+
+
+def check_examples(readme, files):
+    """Rule 5. readme: README.md's text; files as in check(). Returns a list of problems."""
+    examples = {}
+    for name, parsed in files.items():
+        parts = Path(name).parts
+        if len(parts) >= 3 and parts[0] == "examples":
+            defined = examples.setdefault(parts[1], set())
+            for entry in parsed.get("output", []):
+                defined.update(unquote(label) for label in entry)
+    return [
+        f"examples/{example}: no output {wanted!r}, which README.md reads (terraform output {wanted})"
+        for example, defined in sorted(examples.items())
+        for wanted in readme_outputs(readme)
+        if wanted not in defined
+    ]
+
+
 def load_dir(root):
     files = {}
     for path in sorted(root.rglob("*.tf")):
@@ -140,6 +165,12 @@ def self_test():
         "logs.tf": ["has no retention_in_days"],
     }
     failed = False
+    readme = "API=$(terraform output -raw api_url)\nterraform output -json bucket_names\n"
+    example = {"examples/x/main.tf": hcl2.loads('output "api_url" {\n  value = 1\n}\n')}
+    problems = check_examples(readme, example)
+    if problems != ["examples/x: no output 'bucket_names', which README.md reads (terraform output bucket_names)"]:
+        print(f"self-test: a missing example output should be reported, got {problems}", file=sys.stderr)
+        failed = True
     for name, text in BAD.items():
         problems = check({name: hcl2.loads(text)})
         for want in expected[name]:
@@ -156,6 +187,9 @@ def main():
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent
     files = load_dir(root)
     problems = check(files)
+    readme = root.parent / "README.md"
+    if readme.is_file():
+        problems += check_examples(readme.read_text(), files)
     for p in problems:
         print(p, file=sys.stderr)
     print(f"structure: {len(files)} files, {len(problems)} problems")

@@ -88,3 +88,18 @@ output "bucket_names" {
   description = "The shard buckets."
   value       = module.stowage.bucket_names
 }
+
+output "admin_token_secret_arn" {
+  description = "The Secrets Manager secret holding the admin token."
+  value       = module.stowage.admin_token_secret_arn
+}
+
+output "cloudfront_domain_name" {
+  description = "The CloudFront distribution's domain (null without the CloudFront keys)."
+  value       = module.stowage.cloudfront_domain_name
+}
+
+output "migrate_exports" {
+  description = "Shell lines for `stowage migrate`: eval \"$(terraform output -raw migrate_exports)\"."
+  value       = module.stowage.migrate_exports
+}

@@ -38,11 +38,20 @@ output "log_groups" {
   value       = merge({ for k, g in aws_cloudwatch_log_group.function : k => g.name }, { api = aws_cloudwatch_log_group.api.name })
 }
 
-output "migrate_environment" {
-  description = "The environment `stowage migrate` needs (run it where the database is reachable)."
-  value = {
+locals {
+  migrate_environment = {
     STOWAGE_DATABASE_URL      = local.environment["STOWAGE_DATABASE_URL"]
     STOWAGE_DATABASE_PASSWORD = local.environment["STOWAGE_DATABASE_PASSWORD"]
     STOWAGE_ADMIN_TOKEN       = "secretsmanager:${aws_secretsmanager_secret.admin_token.arn}"
   }
+}
+
+output "migrate_environment" {
+  description = "The environment `stowage migrate` needs (run it where the database is reachable)."
+  value       = local.migrate_environment
+}
+
+output "migrate_exports" {
+  description = "migrate_environment as shell lines, quoted: eval \"$(terraform output -raw migrate_exports)\"."
+  value       = join("\n", [for name, value in local.migrate_environment : "export ${name}='${replace(value, "'", "'\\''")}'"])
 }
