@@ -163,24 +163,29 @@ async fn ranges(p: &dyn BinaryProvider, seed: u64) {
     p.delete(&d).await.expect("delete");
 }
 
+/// Three declarations of `digests`: the SHA-256 alone, the SHA-1 alone, the MD5 alone.
+pub fn each_declared_alone(digests: &crate::Checksums) -> [ExpectedChecksums; 3] {
+    [
+        ExpectedChecksums {
+            sha256: Some(digests.sha256),
+            ..Default::default()
+        },
+        ExpectedChecksums {
+            sha1: Some(digests.sha1),
+            ..Default::default()
+        },
+        ExpectedChecksums {
+            md5: Some(digests.md5),
+            ..Default::default()
+        },
+    ]
+}
+
 async fn wrong_checksum_stores_nothing(p: &dyn BinaryProvider, seed: u64) {
     let data = test_bytes(seed, 50_000);
     let real = ChecksumHasher::digest(&data);
     let wrong = ChecksumHasher::digest(b"something else");
-    for expected in [
-        ExpectedChecksums {
-            sha256: Some(wrong.sha256),
-            ..Default::default()
-        },
-        ExpectedChecksums {
-            sha1: Some(wrong.sha1),
-            ..Default::default()
-        },
-        ExpectedChecksums {
-            md5: Some(wrong.md5),
-            ..Default::default()
-        },
-    ] {
+    for expected in each_declared_alone(&wrong) {
         match p.put_bytes(data.clone(), expected).await {
             Err(Error::ChecksumMismatch { .. }) => {}
             other => panic!("a wrong checksum must be refused, got {other:?}"),

@@ -368,20 +368,7 @@ mod tests {
         assert_eq!(rest.await.expect("rest").0, real);
 
         // A wrong digest of any kind is refused before the bytes may be stored.
-        for expected in [
-            ExpectedChecksums {
-                sha256: Some(wrong.sha256),
-                ..Default::default()
-            },
-            ExpectedChecksums {
-                sha1: Some(wrong.sha1),
-                ..Default::default()
-            },
-            ExpectedChecksums {
-                md5: Some(wrong.md5),
-                ..Default::default()
-            },
-        ] {
+        for expected in crate::conformance::each_declared_alone(&wrong) {
             match hashed().await.until_storable(&expected).await {
                 Err(Error::ChecksumMismatch { .. }) => {}
                 other => panic!("{expected:?} must be refused, got {:?}", other.map(|r| r.0)),
