@@ -76,25 +76,29 @@ impl ChecksumHasher {
 /// [`hash_stream`].
 #[derive(Debug)]
 pub struct HashingTask {
-    sha256: Hashing<(Sha256Hasher, u64), (Sha256, u64)>,
-    sha1: JoinHandle<(Sha1Hasher, u64)>,
-    md5: JoinHandle<(Md5Hasher, u64)>,
+    sha256: Sha256State,
+    sha1: JoinHandle<(Sha1, u64)>,
+    md5: JoinHandle<(Md5, u64)>,
 }
 
-/// A digest on its way, or already taken from its thread.
+/// The SHA-256 (with the number of bytes hashed) on its way, or already taken from its thread.
 #[derive(Debug)]
-enum Hashing<T, D> {
-    Running(JoinHandle<T>),
-    Done(D),
+enum Sha256State {
+    Running(JoinHandle<(Sha256, u64)>),
+    Done((Sha256, u64)),
 }
 
-fn join_error(e: tokio::task::JoinError) -> Error {
+fn hashing_failed(source: Box<dyn std::error::Error + Send + Sync>) -> Error {
     Error::Storage {
         backend: "hashing".into(),
         key: "-".into(),
-        source: Box::new(e),
+        source,
         retryable: false,
     }
+}
+
+fn join_error(e: tokio::task::JoinError) -> Error {
+    hashing_failed(Box::new(e))
 }
 
 impl HashingTask {
@@ -103,13 +107,10 @@ impl HashingTask {
     /// without error.
     pub async fn sha256(&mut self) -> Result<(Sha256, u64)> {
         let done = match &mut self.sha256 {
-            Hashing::Done(done) => return Ok(*done),
-            Hashing::Running(thread) => {
-                let (hasher, len) = thread.await.map_err(join_error)?;
-                (Sha256::from_bytes(hasher.finalize().into()), len)
-            }
+            Sha256State::Done(done) => return Ok(*done),
+            Sha256State::Running(thread) => thread.await.map_err(join_error)?,
         };
-        self.sha256 = Hashing::Done(done);
+        self.sha256 = Sha256State::Done(done);
         Ok(done)
     }
 
@@ -138,29 +139,23 @@ impl HashingTask {
         let (sha256, len) = self.sha256().await?;
         let (sha1, _) = self.sha1.await.map_err(join_error)?;
         let (md5, _) = self.md5.await.map_err(join_error)?;
-        Ok((
-            Checksums {
-                sha256,
-                sha1: Sha1::from_bytes(sha1.finalize().into()),
-                md5: Md5::from_bytes(md5.finalize().into()),
-            },
-            len,
-        ))
+        Ok((Checksums { sha256, sha1, md5 }, len))
     }
 }
 
 /// A thread that feeds every chunk it receives to a fresh `H` until the channel closes, and
-/// returns it with the number of bytes fed.
-fn spawn_hasher<H: Digest + Send + 'static>(
+/// returns the digest with the number of bytes fed.
+fn spawn_hasher<H: Digest + Send + 'static, D: Send + 'static>(
     mut chunks: mpsc::Receiver<Bytes>,
-) -> JoinHandle<(H, u64)> {
+    digest: fn(H) -> D,
+) -> JoinHandle<(D, u64)> {
     tokio::task::spawn_blocking(move || {
         let (mut hasher, mut len) = (H::new(), 0u64);
         while let Some(chunk) = chunks.blocking_recv() {
             hasher.update(&chunk);
             len += chunk.len() as u64;
         }
-        (hasher, len)
+        (digest(hasher), len)
     })
 }
 
@@ -172,9 +167,13 @@ pub fn hash_stream(body: ByteStream) -> (ByteStream, HashingTask) {
     let (sha1_tx, sha1_rx) = mpsc::channel::<Bytes>(HASH_QUEUE_CHUNKS);
     let (md5_tx, md5_rx) = mpsc::channel::<Bytes>(HASH_QUEUE_CHUNKS);
     let task = HashingTask {
-        sha256: Hashing::Running(spawn_hasher(sha256_rx)),
-        sha1: spawn_hasher(sha1_rx),
-        md5: spawn_hasher(md5_rx),
+        sha256: Sha256State::Running(spawn_hasher(sha256_rx, |h: Sha256Hasher| {
+            Sha256::from_bytes(h.finalize().into())
+        })),
+        sha1: spawn_hasher(sha1_rx, |h: Sha1Hasher| {
+            Sha1::from_bytes(h.finalize().into())
+        }),
+        md5: spawn_hasher(md5_rx, |h: Md5Hasher| Md5::from_bytes(h.finalize().into())),
     };
     // The senders live in the stream's state and are dropped as soon as the body ends,
     // which is what lets the hashing threads finish.
@@ -187,12 +186,7 @@ pub fn hash_stream(body: ByteStream) -> (ByteStream, HashingTask) {
         };
         for tx in &senders {
             if tx.send(chunk.clone()).await.is_err() {
-                let stopped = Error::Storage {
-                    backend: "hashing".into(),
-                    key: "-".into(),
-                    source: "a hashing thread stopped early".into(),
-                    retryable: false,
-                };
+                let stopped = hashing_failed("a hashing thread stopped early".into());
                 return Some((Err(stopped), None));
             }
         }
