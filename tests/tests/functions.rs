@@ -559,7 +559,7 @@ async fn secrets_are_read_from_secrets_manager_and_ssm() {
 
     // (The functions find LocalStack through AWS_ENDPOINT_URL, as the test above shows with
     // the admin token; here the resolver gets the same configuration directly.)
-    let secrets = stowage_api::secrets::Secrets::with_aws(config.clone());
+    let secrets = stowage_config::secrets::Secrets::with_aws(config.clone());
     let plain = secrets
         .resolve(
             "database.password",

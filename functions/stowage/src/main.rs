@@ -1,13 +1,8 @@
 //! The all-in-one `stowage` binary: `serve` (the HTTP API), `migrate`, `gc`, `balance` and
-//! the benchmarks.
+//! `healthcheck`. The benchmarks are a binary of their own (`stowage-bench`, functions/bench).
 //! It only wires: configuration, clients and pools are built once here and handed to the
 //! library crates, which hold all the logic.
 
-mod bench;
-mod bench_cloud;
-mod bench_downloads;
-mod bench_s3;
-mod bench_shards;
 mod serve;
 
 use std::path::PathBuf;
@@ -53,22 +48,6 @@ enum Command {
     /// Exit 0 if the server on STOWAGE_LISTEN (or --listen) answers its ping: a container
     /// health check.
     Healthcheck(ConfigArgs),
-    /// Measure upload and download throughput against the disk's and the hashes' raw limits.
-    Bench(bench::BenchArgs),
-    /// Measure uploads to an S3 endpoint (direct and eventual) against the plain SDK.
-    #[command(name = "bench-s3")]
-    BenchS3(bench_s3::BenchS3Args),
-    /// Measure uploads and downloads through Stowage to GCS and Azure emulators against each
-    /// backend's plain client.
-    #[command(name = "bench-cloud")]
-    BenchCloud(bench_cloud::BenchCloudArgs),
-    /// Measure proxied downloads (cache hit, miss, filesystem) against the disk, the
-    /// single-flight fan-out, and redirect answers against ping.
-    #[command(name = "bench-downloads")]
-    BenchDownloads(bench_downloads::BenchDownloadsArgs),
-    /// Measure sharded uploads for redundancy 1–3 on tmpfs and disk, and the balancing rate.
-    #[command(name = "bench-shards")]
-    BenchShards(bench_shards::BenchShardsArgs),
 }
 
 /// Where the configuration comes from; flags override `STOWAGE_*` variables, which override
@@ -92,9 +71,9 @@ pub(crate) struct ConfigArgs {
 impl ConfigArgs {
     /// The configuration, with secret references (the database password, the CloudFront
     /// key) resolved.
-    pub(crate) async fn load(&self) -> Result<stowage_api::Config, stowage_core::Error> {
+    pub(crate) async fn load(&self) -> Result<stowage_config::Config, stowage_core::Error> {
         let mut config =
-            stowage_api::Config::load(self.config.as_deref(), |k| std::env::var(k).ok())?;
+            stowage_config::Config::load(self.config.as_deref(), |k| std::env::var(k).ok())?;
         if let Some(d) = &self.data_dir {
             config.data_dir = d.clone();
         }
@@ -105,7 +84,7 @@ impl ConfigArgs {
             config.database.url = Some(u.clone());
         }
         config
-            .resolve_secrets(&stowage_api::secrets::Secrets::default())
+            .resolve_secrets(&stowage_config::secrets::Secrets::default())
             .await?;
         Ok(config)
     }
@@ -139,11 +118,6 @@ fn main() -> ExitCode {
             Command::Migrate(args) => serve::migrate(&args).await,
             Command::Gc(args) => serve::gc(&args).await,
             Command::Balance(args) => serve::balance(&args).await,
-            Command::Bench(args) => bench::run(&args).await,
-            Command::BenchS3(args) => bench_s3::run(&args).await,
-            Command::BenchCloud(args) => bench_cloud::run(&args).await,
-            Command::BenchShards(args) => bench_shards::run(&args).await,
-            Command::BenchDownloads(args) => bench_downloads::run(&args).await,
         }
     });
     match result {

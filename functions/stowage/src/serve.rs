@@ -4,13 +4,13 @@ use std::fs::File;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stowage_api::auth::{Auth, NewAdminToken};
-use stowage_api::cluster::Cluster;
 use stowage_api::http::{AppState, Limits, router};
-use stowage_api::secrets::Secrets;
-use stowage_api::{Config, Filestore, Stowage};
+use stowage_config::Config;
+use stowage_config::secrets::Secrets;
 use stowage_core::Error;
 use stowage_metadata::Metadata;
+use stowage_service::auth::{Auth, NewAdminToken};
+use stowage_service::{Cluster, Filestore, Stowage};
 
 use crate::ConfigArgs;
 
@@ -84,11 +84,11 @@ async fn build(
     node_id: &str,
 ) -> Result<(Arc<Stowage>, Metadata, Filestore), Error> {
     let metadata = open_metadata(config).await?;
-    let filestore = Filestore::build(config).await?;
+    let filestore = stowage_config::filestore::build(config).await?;
     let stowage = Arc::new(Stowage::new(
         filestore.clone(),
         metadata.clone(),
-        config,
+        &config.service_settings(),
         node_id,
     ));
     Ok((stowage, metadata, filestore))
@@ -166,7 +166,7 @@ pub(crate) async fn balance(args: &ConfigArgs) -> Result<(), Error> {
     metadata.close().await;
     let report = report?.ok_or_else(|| {
         Error::InvalidInput(format!(
-            "filestore template {:?} is not sharded: there is nothing to balance",
+            "filestore template \"{}\" is not sharded: there is nothing to balance",
             config.filestore.template
         ))
     })?;
@@ -211,14 +211,14 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
         .unwrap_or_else(|| addr.to_string());
     let cluster = Arc::new(Cluster::new(
         metadata.clone(),
-        &config.cluster,
+        &config.cluster_settings(),
         node_id,
         address,
     ));
     cluster.beat().await?;
     let heartbeat = cluster.spawn();
     let scheduled_gc = (config.gc.interval_secs > 0).then(|| {
-        stowage_api::tasks::spawn_scheduled_gc(
+        stowage_service::tasks::spawn_scheduled_gc(
             Arc::clone(&stowage),
             Arc::clone(&cluster),
             Duration::from_secs(config.gc.interval_secs),
@@ -226,7 +226,7 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
     });
     let balancing_interval = config.filestore.sharding.balancing_interval;
     let scheduled_balancing = (filestore.sharding.is_some() && balancing_interval > 0).then(|| {
-        stowage_api::tasks::spawn_scheduled_balancing(
+        stowage_service::tasks::spawn_scheduled_balancing(
             Arc::clone(&stowage),
             Arc::clone(&cluster),
             Duration::from_millis(balancing_interval),

@@ -26,11 +26,12 @@ use stowage_core::Error;
 use stowage_metadata::Metadata;
 use tracing_subscriber::EnvFilter;
 
-use crate::auth::Auth;
-use crate::cluster::Cluster;
+use stowage_config::Config;
+use stowage_config::secrets::Secrets;
+use stowage_service::auth::Auth;
+use stowage_service::{Cluster, Stowage};
+
 use crate::http::{AppState, Limits, Part, router_for};
-use crate::secrets::Secrets;
-use crate::{Config, Filestore, Stowage};
 
 /// The largest body a Lambda function takes or returns here: invocation payloads are capped
 /// at 6 MB (6,291,456 bytes) each way, binary bodies travel base64-encoded (4/3 larger) inside
@@ -94,12 +95,11 @@ impl FunctionConfig {
             // The function's code directory is read-only; /tmp is what Lambda lets a function write.
             config.data_dir = PathBuf::from("/tmp/stowage-data");
         }
-        if mode == Mode::Lambda && crate::filestore::has_eventual_queue(&config.filestore.template)
-        {
+        if mode == Mode::Lambda && config.filestore.template.has_eventual_queue() {
             return Err(Error::InvalidInput(format!(
-                "filestore template {:?} keeps a local upload queue, which a Lambda function \\
-                 loses when it is frozen or recycled: use a direct template \\
-                 (s3-storage-v3-direct, google-storage-direct, azure-blob-storage-direct, \\
+                "filestore template \"{}\" keeps a local upload queue, which a Lambda function \
+                 loses when it is frozen or recycled: use a direct template \
+                 (s3-storage-v3-direct, google-storage-direct, azure-blob-storage-direct, \
                  s3-sharding) or run the upload function as a container",
                 config.filestore.template
             )));
@@ -233,19 +233,19 @@ pub async fn run(part: Part) -> Result<(), Error> {
         ))
     })?;
     let metadata = Metadata::connect(&config.database_url(), &config.pool_settings()).await?;
-    let filestore = Filestore::build(&config).await?;
+    let filestore = stowage_config::filestore::build(&config).await?;
     let node_id = instance_id(part, &env);
     let stowage = Arc::new(Stowage::new(
         filestore.clone(),
         metadata.clone(),
-        &config,
+        &config.service_settings(),
         &node_id,
     ));
     let auth = Auth::load(&metadata, config.anonymous_read).await?;
     // Not registered: a function answers cluster calls as a node that is not the primary.
     let cluster = Arc::new(Cluster::new(
         metadata.clone(),
-        &config.cluster,
+        &config.cluster_settings(),
         node_id,
         part.name().to_string(),
     ));
@@ -396,6 +396,11 @@ mod tests {
             ]),
         )
         .expect_err("eventual under Lambda");
-        assert!(e.to_string().contains("local upload queue"), "{e}");
+        let message = e.to_string();
+        assert!(message.contains("local upload queue"), "{message}");
+        assert!(
+            !message.contains('\\') && !message.contains("  "),
+            "one line, no escapes or indentation: {message}"
+        );
     }
 }

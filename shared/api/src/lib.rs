@@ -1,19 +1,8 @@
-//! Stowage's service layer and its HTTP API. `service` holds the operations (deploy, read,
-//! delete, garbage collection) over a provider chain and the metadata store; `http` is the one
-//! module that knows axum: it maps requests to those operations and domain errors to
-//! Artifactory-shaped responses. Function binaries build [`http::router`] once and serve it.
+//! Stowage's HTTP API, the one crate that knows axum and lambda_http. `http` maps requests to
+//! the service's operations ([`stowage_service::Stowage`]) and domain errors to
+//! Artifactory-shaped responses; `function` is the `main` of the function binaries, which build
+//! [`http::router`] once and serve it under the Lambda runtime or on a port. No state is
+//! reached here except through the service.
 
-pub mod auth;
-pub mod cluster;
-pub mod config;
-pub mod filestore;
 pub mod function;
 pub mod http;
-pub mod locks;
-pub mod secrets;
-pub mod service;
-pub mod tasks;
-
-pub use config::Config;
-pub use filestore::Filestore;
-pub use service::{DeployRequest, GcReport, SessionStart, Stowage};

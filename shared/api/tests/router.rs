@@ -6,12 +6,11 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use stowage_api::auth::Auth;
-use stowage_api::cluster::Cluster;
 use stowage_api::http::{AppState, Limits, Part, router, router_for};
-use stowage_api::{Config, Stowage};
 use stowage_core::memory::InMemoryProvider;
 use stowage_metadata::{Metadata, PoolSettings};
+use stowage_service::auth::Auth;
+use stowage_service::{Cluster, ClusterSettings, Filestore, Settings, Stowage};
 use tower::ServiceExt;
 
 async fn app() -> (tempfile::TempDir, axum::Router, String) {
@@ -30,18 +29,17 @@ async fn state() -> (tempfile::TempDir, AppState, String) {
         .await
         .expect("auth");
     let token = created.expect("first start creates a token").token;
-    let config = Config::default();
     let cluster = Cluster::new(
         metadata.clone(),
-        &config.cluster,
+        &ClusterSettings::default(),
         "n1".into(),
         "test".into(),
     );
     cluster.beat().await.expect("heartbeat");
     let stowage = Stowage::new(
-        stowage_api::Filestore::from_provider(Arc::new(InMemoryProvider::new())),
+        Filestore::from_provider(Arc::new(InMemoryProvider::new())),
         metadata,
-        &config,
+        &Settings::default(),
         "n1",
     );
     let state = AppState {

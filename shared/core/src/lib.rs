@@ -1,10 +1,12 @@
 //! Stowage's domain core: what a binary is (its digests), where it lives (the key layout),
 //! which artifact paths are acceptable, and the [`BinaryProvider`] trait every storage backend
-//! implements, with the local filesystem provider and an in-memory one for tests.
+//! implements, with the local filesystem provider. Test support (an in-memory provider and the
+//! conformance suite every provider passes) is behind the `testing` feature.
 //!
 //! This crate knows nothing of HTTP or SQL: those live in `stowage-api` and `stowage-metadata`.
 
 pub mod cache;
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 mod digest;
 mod error;
@@ -13,6 +15,7 @@ pub mod fanout;
 pub mod fs;
 mod hashing;
 mod key;
+#[cfg(any(test, feature = "testing"))]
 pub mod memory;
 pub mod object;
 mod path;

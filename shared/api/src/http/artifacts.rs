@@ -16,8 +16,8 @@ use stowage_metadata::ChecksumLookup;
 
 use super::range::{RangeRequest, none_match, resolve};
 use super::{ApiError, AppState, json as shapes};
-use crate::auth::Principal;
-use crate::service::DeployRequest;
+use stowage_service::DeployRequest;
+use stowage_service::auth::Principal;
 
 const X_CHECKSUM_SHA256: &str = "x-checksum-sha256";
 const X_CHECKSUM_SHA1: &str = "x-checksum-sha1";

@@ -18,9 +18,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use tower_http::trace::TraceLayer;
 
-use crate::auth::{Auth, Principal};
-use crate::cluster::Cluster;
-use crate::service::Stowage;
+use stowage_service::auth::{Auth, Principal};
+use stowage_service::{Cluster, Stowage};
 
 pub use error::ApiError;
 

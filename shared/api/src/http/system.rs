@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 use stowage_core::{ArtifactPath, Error, RepoKey};
 use stowage_metadata::{Repository, now_ms};
 
+use stowage_service::tasks::BalanceStart;
+
 use super::{ApiError, AppState, json as shapes};
 
 /// `GET /api/system/ping`.
@@ -23,7 +25,7 @@ pub(crate) async fn version() -> Json<Value> {
 
 /// `POST /api/system/storage/gc`: runs on the primary node only.
 pub(crate) async fn gc(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let report = crate::tasks::run_gc(&state.stowage, &state.cluster).await?;
+    let report = stowage_service::tasks::run_gc(&state.stowage, &state.cluster).await?;
     Ok(Json(report).into_response())
 }
 
@@ -31,29 +33,12 @@ pub(crate) async fn gc(State(state): State<AppState>) -> Result<Response, ApiErr
 /// the sharded store on the primary node and answers at once (202); its progress is in
 /// `/api/storageinfo` under `shards.balancing`.
 pub(crate) async fn optimize(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let Some(sharding) = state.stowage.sharding() else {
-        return Err(Error::InvalidInput(
-            "the filestore is not sharded: there is nothing to balance".into(),
-        )
-        .into());
+    let status = match stowage_service::tasks::start_balance(&state.stowage, &state.cluster).await?
+    {
+        BalanceStart::AlreadyRunning => "balancing is already running",
+        BalanceStart::Started => "balancing started",
     };
-    if sharding.balance_progress().running {
-        let body =
-            json!({ "status": "balancing is already running", "progress": "/api/storageinfo" });
-        return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
-    }
-    if !state.cluster.is_primary() {
-        return Err(crate::tasks::not_primary(&state.cluster, "balance")
-            .await
-            .into());
-    }
-    let (stowage, cluster) = (state.stowage.clone(), state.cluster.clone());
-    tokio::spawn(async move {
-        if let Err(e) = crate::tasks::run_balance(&stowage, &cluster).await {
-            tracing::warn!(error = %e, "balancing raised by optimize did not run");
-        }
-    });
-    let body = json!({ "status": "balancing started", "progress": "/api/storageinfo" });
+    let body = json!({ "status": status, "progress": "/api/storageinfo" });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 

@@ -18,8 +18,8 @@ use serde_json::json;
 use stowage_core::{ArtifactPath, ExpectedChecksums, RepoKey, Sha256};
 
 use super::{ApiError, AppState, json as shapes};
-use crate::auth::Principal;
-use crate::service::SessionStart;
+use stowage_service::SessionStart;
+use stowage_service::auth::Principal;
 
 /// The body of `POST /api/uploads`.
 #[derive(Debug, Deserialize)]

@@ -12,7 +12,7 @@ use stowage_core::{Error, Result};
 
 use crate::cluster::Cluster;
 use crate::locks::LockName;
-use crate::service::{GcReport, Stowage};
+use crate::stowage::{GcReport, Stowage};
 
 /// Runs `task` as the cluster-wide task `name`. `Conflict` on a node that is not primary.
 async fn run_on_primary<T, F, Fut>(
@@ -80,8 +80,41 @@ pub async fn run_balance(stowage: &Stowage, cluster: &Cluster) -> Result<Option<
     .await
 }
 
+/// What asking for a balancing pass in the background did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BalanceStart {
+    /// A pass was already running; it goes on.
+    AlreadyRunning,
+    /// A pass started on this node, the primary.
+    Started,
+}
+
+/// Starts a balancing pass in the background (Optimize System Storage) and returns at once;
+/// its progress is in the sharded store's figures. `InvalidInput` when the store is not
+/// sharded, `Conflict` (naming the primary) on a node that is not primary.
+pub async fn start_balance(stowage: &Arc<Stowage>, cluster: &Arc<Cluster>) -> Result<BalanceStart> {
+    let Some(sharding) = stowage.sharding() else {
+        return Err(Error::InvalidInput(
+            "the filestore is not sharded: there is nothing to balance".into(),
+        ));
+    };
+    if sharding.balance_progress().running {
+        return Ok(BalanceStart::AlreadyRunning);
+    }
+    if !cluster.is_primary() {
+        return Err(not_primary(cluster, "balance").await);
+    }
+    let (stowage, cluster) = (Arc::clone(stowage), Arc::clone(cluster));
+    tokio::spawn(async move {
+        if let Err(e) = run_balance(&stowage, &cluster).await {
+            tracing::warn!(error = %e, "balancing raised by optimize did not run");
+        }
+    });
+    Ok(BalanceStart::Started)
+}
+
 /// The answer to a cluster-wide task asked of a node that is not primary: where to send it.
-pub(crate) async fn not_primary(cluster: &Cluster, task: &str) -> Error {
+async fn not_primary(cluster: &Cluster, task: &str) -> Error {
     let primary = match cluster.status().await {
         Ok(status) => status
             .primary

@@ -11,6 +11,9 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 use stowage_core::Error;
 use stowage_core::sharding::{ReadBehavior, WriteBehavior};
+use stowage_service::{ClusterSettings, LockSettings, Settings};
+
+use crate::Template;
 
 /// The whole configuration (`stowage serve --config FILE`).
 #[derive(Debug, Clone, Deserialize)]
@@ -128,7 +131,7 @@ fn with_password(url: &str, password: &str, what: &str) -> Result<String, Error>
 #[serde(default, deny_unknown_fields)]
 pub struct FilestoreConfig {
     /// The chain template, as in `binarystore.xml`. Default `file-system`.
-    pub template: String,
+    pub template: Template,
     /// Uploads at or above this size are spooled and sent as multipart uploads by the cloud
     /// templates. Default 250 MB.
     #[serde(rename = "maxFileSizeForDirectUpload")]
@@ -161,7 +164,7 @@ pub struct FilestoreConfig {
 impl Default for FilestoreConfig {
     fn default() -> Self {
         Self {
-            template: "file-system".into(),
+            template: Template::default(),
             max_file_size_for_direct_upload: ByteSize::mb(250),
             root_folders_name_length: 2,
             file_system: FileSystemConfig::default(),
@@ -512,7 +515,9 @@ impl Config {
             };
         }
         if let Some(v) = env("STOWAGE_FILESTORE_TEMPLATE") {
-            self.filestore.template = v;
+            self.filestore.template = v
+                .parse()
+                .map_err(|e| Error::InvalidInput(format!("STOWAGE_FILESTORE_TEMPLATE: {e}")))?;
         }
         Ok(())
     }
@@ -631,6 +636,28 @@ impl Config {
         }
     }
 
+    /// What the service needs of this configuration.
+    pub fn service_settings(&self) -> Settings {
+        Settings {
+            locks: LockSettings {
+                lease: Duration::from_secs(self.cluster.lock_lease_secs),
+                wait: Duration::from_secs(self.cluster.lock_wait_secs),
+            },
+            proxy_user_agents: self.downloads.proxy_user_agents.clone(),
+            session_expiry: Duration::from_secs(self.uploads.session_expiry_secs.max(1)),
+            trash_retention: self.trash_retention(),
+            orphan_grace: Duration::from_secs(self.gc.orphan_grace_secs),
+        }
+    }
+
+    /// How this node takes part in the cluster.
+    pub fn cluster_settings(&self) -> ClusterSettings {
+        ClusterSettings {
+            heartbeat: Duration::from_secs(self.cluster.heartbeat_secs.max(1)),
+            primary_lease: Duration::from_secs(self.cluster.primary_lease_secs.max(2)),
+        }
+    }
+
     /// How long deleted artifacts stay in the trash, if the trash is enabled.
     pub fn trash_retention(&self) -> Option<Duration> {
         self.trashcan
@@ -694,7 +721,7 @@ mounts = [
     fn design_sample_loads() {
         let c = Config::from_toml(DESIGN_SAMPLE).expect("the DESIGN.md sample must load");
         assert_eq!(c.database.max_connections, 20);
-        assert_eq!(c.filestore.template, "s3-storage-v3-direct");
+        assert_eq!(c.filestore.template, Template::S3StorageV3Direct);
         assert_eq!(
             c.filestore.max_file_size_for_direct_upload.as_u64(),
             250_000_000

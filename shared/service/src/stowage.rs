@@ -19,9 +19,9 @@ use stowage_metadata::{
     ArtifactRecord, ChecksumLookup, Metadata, NewArtifact, UploadSession, now_ms, retry_conflicts,
 };
 
-use crate::config::Config;
+use crate::Settings;
 use crate::filestore::Filestore;
-use crate::locks::{LockName, LockSettings, Locks, release_all};
+use crate::locks::{LockName, Locks, release_all};
 
 mod sessions;
 
@@ -104,13 +104,14 @@ pub struct Stowage {
 
 impl Stowage {
     /// Wires a provider chain and a metadata store for the node `node_id`.
-    pub fn new(filestore: Filestore, metadata: Metadata, config: &Config, node_id: &str) -> Self {
-        let lock_settings = LockSettings {
-            lease: Duration::from_secs(config.cluster.lock_lease_secs),
-            wait: Duration::from_secs(config.cluster.lock_wait_secs),
-        };
+    pub fn new(
+        filestore: Filestore,
+        metadata: Metadata,
+        settings: &Settings,
+        node_id: &str,
+    ) -> Self {
         Self {
-            locks: Locks::new(metadata.clone(), node_id, lock_settings),
+            locks: Locks::new(metadata.clone(), node_id, settings.locks.clone()),
             provider: filestore.provider,
             eventual: filestore.eventual,
             uploads: filestore.uploads,
@@ -120,8 +121,7 @@ impl Stowage {
             signer: filestore
                 .signer
                 .map(|s| Arc::new(ReusingSigner::new(s)) as Arc<dyn DownloadSigner>),
-            proxy_user_agents: config
-                .downloads
+            proxy_user_agents: settings
                 .proxy_user_agents
                 .iter()
                 .map(|p| p.to_lowercase())
@@ -130,10 +130,10 @@ impl Stowage {
                 .max_capacity(10_000)
                 .time_to_live(REDIRECT_SETTINGS_TTL)
                 .build(),
-            session_expiry: Duration::from_secs(config.uploads.session_expiry_secs.max(1)),
+            session_expiry: settings.session_expiry.max(Duration::from_secs(1)),
             metadata,
-            trash_retention: config.trash_retention(),
-            orphan_grace: Duration::from_secs(config.gc.orphan_grace_secs),
+            trash_retention: settings.trash_retention,
+            orphan_grace: settings.orphan_grace,
         }
     }
 

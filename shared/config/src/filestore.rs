@@ -13,10 +13,9 @@
 //!
 //! `[filestore.cache] enabled = true` puts the read cache in front of any of them.
 //!
-//! Beside the chain it keeps the handles the service needs: the eventual queue (its dispatcher
-//! and figures) and the store that accepts presigned upload sessions.
+//! Beside the chain it keeps the handles the service needs ([`Filestore`]): the eventual queue
+//! (its dispatcher and figures), the store that accepts presigned upload sessions, the signer.
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,203 +30,91 @@ use stowage_core::signing::DownloadSigner;
 use stowage_core::{BinaryProvider, Error, KeyLayout, PresignedUploads, Result};
 use stowage_gcs::{GcsConfig, GcsSigner};
 use stowage_s3::{CloudFrontSigner, S3Provider};
+use stowage_service::Filestore;
 
-use crate::Config;
 use crate::config::MountConfig;
+use crate::{Backend, Config, Template};
 
-/// Every template name, for messages.
-const TEMPLATES: &str = "file-system, cache-fs, double-shards, redundant-shards, s3-storage-v3, \
-                         s3-storage-v3-direct, cluster-s3-storage-v3, s3-sharding, \
-                         google-storage, cluster-google-storage, google-storage-direct, \
-                         azure-blob-storage, cluster-azure-blob-storage, \
-                         azure-blob-storage-direct";
-
-/// The assembled chain.
-#[derive(Clone)]
-pub struct Filestore {
-    /// What the service stores and reads through.
-    pub provider: Arc<dyn BinaryProvider>,
-    /// The write-behind queue, for templates that have one.
-    pub eventual: Option<EventualProvider>,
-    /// The object store that takes presigned upload sessions, for templates that have one.
-    pub uploads: Option<Arc<dyn PresignedUploads>>,
-    /// The sharded store (its mounts, balancing), for the sharding templates.
-    pub sharding: Option<ShardingProvider>,
-    /// The read cache, where there is one.
-    pub cache: Option<CachedProvider>,
-    /// Signs download redirects (S3 presigned or CloudFront), for object-store templates.
-    pub signer: Option<Arc<dyn DownloadSigner>>,
-    /// Local staging the chain keeps (filesystem `_pre`), cleaned of crash leftovers.
-    local: Option<FileSystemProvider>,
-    /// Object stores whose staging objects (`<path>/_pre/`) garbage collection sweeps (GCS,
-    /// Azure; S3's are swept with its upload sessions).
-    pub staging: Vec<Arc<dyn StagingSweeper>>,
-}
-
-impl fmt::Debug for Filestore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Filestore")
-            .field("provider", &self.provider.to_string())
-            .field("eventual", &self.eventual.is_some())
-            .field("uploads", &self.uploads.is_some())
-            .field("sharding", &self.sharding.is_some())
-            .field("cache", &self.cache.is_some())
-            .finish()
+/// Builds the chain `config` names; object stores are connected (and tested) here.
+pub async fn build(config: &Config) -> Result<Filestore> {
+    let layout = KeyLayout::new(config.filestore.root_folders_name_length)?;
+    let template = config.filestore.template;
+    let mut built = build_chain(config, layout).await?;
+    let c = &config.filestore.cache;
+    if c.enabled.unwrap_or(template.caches_by_default()) {
+        let settings = CacheSettings {
+            dir: c
+                .cache_provider_dir
+                .clone()
+                .unwrap_or_else(|| config.data_dir.join("cache")),
+            max_cache_size: c.max_cache_size.as_u64(),
+            max_file_size_limit: c.max_file_size_limit.as_u64(),
+            skip_during_upload: c.skip_during_upload,
+        };
+        let cache = CachedProvider::open(Arc::clone(&built.provider), layout, settings)
+            .await
+            .map_err(|e| Error::InvalidInput(format!("[filestore.cache] {e}")))?;
+        built.provider = Arc::new(cache.clone());
+        built.cache = Some(cache);
     }
+    Ok(built)
 }
 
-impl Filestore {
-    /// A chain of one provider (tests, tools).
-    pub fn from_provider(provider: Arc<dyn BinaryProvider>) -> Self {
-        Self {
-            provider,
-            eventual: None,
-            uploads: None,
-            sharding: None,
-            cache: None,
-            signer: None,
-            local: None,
-            staging: Vec::new(),
+/// The chain below the read cache.
+async fn build_chain(config: &Config, layout: KeyLayout) -> Result<Filestore> {
+    let template = config.filestore.template;
+    let eventual = template.has_eventual_queue();
+    match template.backend() {
+        Backend::FileSystem => {
+            let fs = FileSystemProvider::new(config.file_store_dir(), layout)?;
+            Ok(Filestore {
+                local: Some(fs.clone()),
+                ..Filestore::from_provider(Arc::new(fs))
+            })
         }
-    }
-
-    /// Builds the chain `config` names; object stores are connected (and tested) here.
-    pub async fn build(config: &Config) -> Result<Self> {
-        let layout = KeyLayout::new(config.filestore.root_folders_name_length)?;
-        let template = config.filestore.template.as_str();
-        let mut built = Self::build_chain(config, layout).await?;
-        let c = &config.filestore.cache;
-        if c.enabled.unwrap_or(template == "cache-fs") {
-            let settings = CacheSettings {
-                dir: c
-                    .cache_provider_dir
-                    .clone()
-                    .unwrap_or_else(|| config.data_dir.join("cache")),
-                max_cache_size: c.max_cache_size.as_u64(),
-                max_file_size_limit: c.max_file_size_limit.as_u64(),
-                skip_during_upload: c.skip_during_upload,
+        Backend::S3 => {
+            let s3 = Arc::new(connect_s3(config, layout).await?);
+            let signer = download_signer(&s3)?;
+            object_chain(config, layout, s3.clone(), Some(signer), Some(s3), eventual)
+        }
+        Backend::GoogleStorage => {
+            let gcs_config = section(&config.filestore.google_storage, "google-storage", template)?;
+            let gcs = Arc::new(stowage_gcs::connect(gcs_config, layout).await?);
+            let signer = GcsSigner::from_config(gcs_config, &gcs)?
+                .map(|s| Arc::new(s) as Arc<dyn DownloadSigner>);
+            let mut built = object_chain(config, layout, gcs.clone(), signer, None, eventual)?;
+            built.staging.push(gcs);
+            Ok(built)
+        }
+        Backend::AzureBlobStorage => {
+            let azure_config = section(
+                &config.filestore.azure_blob_storage,
+                "azure-blob-storage",
+                template,
+            )?;
+            let azure = Arc::new(stowage_azure::connect(azure_config, layout).await?);
+            let signer = AzureSasSigner::from_config(azure_config, &azure)?
+                .map(|s| Arc::new(s) as Arc<dyn DownloadSigner>);
+            let mut built = object_chain(config, layout, azure.clone(), signer, None, eventual)?;
+            built.staging.push(azure);
+            Ok(built)
+        }
+        Backend::Sharding => {
+            if template == Template::S3Sharding && config.filestore.sharding.mounts.is_empty() {
+                return Err(Error::InvalidInput(
+                    "template \"s3-sharding\" needs [filestore.sharding] mounts, each with \
+                     s3 = { bucketName = \"…\" }"
+                        .into(),
+                ));
+            }
+            let default_redundancy = if template == Template::RedundantShards {
+                2
+            } else {
+                1
             };
-            let cache = CachedProvider::open(Arc::clone(&built.provider), layout, settings)
-                .await
-                .map_err(|e| Error::InvalidInput(format!("[filestore.cache] {e}")))?;
-            built.provider = Arc::new(cache.clone());
-            built.cache = Some(cache);
-        }
-        Ok(built)
-    }
-
-    /// The chain below the read cache.
-    async fn build_chain(config: &Config, layout: KeyLayout) -> Result<Self> {
-        match config.filestore.template.as_str() {
-            "file-system" | "cache-fs" => {
-                let fs = FileSystemProvider::new(config.file_store_dir(), layout)?;
-                Ok(Self {
-                    provider: Arc::new(fs.clone()),
-                    eventual: None,
-                    uploads: None,
-                    sharding: None,
-                    cache: None,
-                    signer: None,
-                    local: Some(fs),
-                    staging: Vec::new(),
-                })
-            }
-            "s3-storage-v3-direct" => {
-                let s3 = Arc::new(connect_s3(config, layout).await?);
-                let signer = download_signer(&s3)?;
-                Ok(object_chain(
-                    config,
-                    layout,
-                    s3.clone(),
-                    Some(signer),
-                    Some(s3),
-                    false,
-                )?)
-            }
-            "s3-storage-v3" | "cluster-s3-storage-v3" => {
-                let s3 = Arc::new(connect_s3(config, layout).await?);
-                let signer = download_signer(&s3)?;
-                Ok(object_chain(
-                    config,
-                    layout,
-                    s3.clone(),
-                    Some(signer),
-                    Some(s3),
-                    true,
-                )?)
-            }
-            template @ ("google-storage" | "cluster-google-storage" | "google-storage-direct") => {
-                let gcs_config =
-                    section(&config.filestore.google_storage, "google-storage", template)?;
-                let gcs = Arc::new(stowage_gcs::connect(gcs_config, layout).await?);
-                let signer = GcsSigner::from_config(gcs_config, &gcs)?
-                    .map(|s| Arc::new(s) as Arc<dyn DownloadSigner>);
-                let eventual = has_eventual_queue(template);
-                let mut built = object_chain(config, layout, gcs.clone(), signer, None, eventual)?;
-                built.staging.push(gcs);
-                Ok(built)
-            }
-            template @ ("azure-blob-storage"
-            | "cluster-azure-blob-storage"
-            | "azure-blob-storage-direct") => {
-                let azure_config = section(
-                    &config.filestore.azure_blob_storage,
-                    "azure-blob-storage",
-                    template,
-                )?;
-                let azure = Arc::new(stowage_azure::connect(azure_config, layout).await?);
-                let signer = AzureSasSigner::from_config(azure_config, &azure)?
-                    .map(|s| Arc::new(s) as Arc<dyn DownloadSigner>);
-                let eventual = has_eventual_queue(template);
-                let mut built =
-                    object_chain(config, layout, azure.clone(), signer, None, eventual)?;
-                built.staging.push(azure);
-                Ok(built)
-            }
-            "double-shards" => build_sharding(config, layout, 1).await,
-            "redundant-shards" => build_sharding(config, layout, 2).await,
-            "s3-sharding" => {
-                if config.filestore.sharding.mounts.is_empty() {
-                    return Err(Error::InvalidInput(
-                        "template \"s3-sharding\" needs [filestore.sharding] mounts, each with \
-                         s3 = { bucketName = \"…\" }"
-                            .into(),
-                    ));
-                }
-                build_sharding(config, layout, 1).await
-            }
-            other => Err(Error::InvalidInput(format!(
-                "unknown filestore template {other:?}; expected one of {TEMPLATES}"
-            ))),
+            build_sharding(config, layout, default_redundancy).await
         }
     }
-
-    /// Removes what a crash left in local staging (older than `grace`: another process may
-    /// be writing newer files only when directories are shared).
-    pub async fn clean_local_staging(&self, grace: Duration) -> Result<usize> {
-        let mut removed = 0;
-        if let Some(fs) = &self.local {
-            removed += fs.clean_temp(grace).await?;
-        }
-        if let Some(eventual) = &self.eventual {
-            removed += eventual.clean_temp(grace).await?;
-        }
-        Ok(removed)
-    }
-}
-
-/// Whether a template puts uploads in a local queue (the eventual templates) before the
-/// object store has them.
-pub fn has_eventual_queue(template: &str) -> bool {
-    matches!(
-        template,
-        "s3-storage-v3"
-            | "cluster-s3-storage-v3"
-            | "google-storage"
-            | "cluster-google-storage"
-            | "azure-blob-storage"
-            | "cluster-azure-blob-storage"
-    )
 }
 
 /// An object store at the bottom of the chain: direct, or behind the eventual queue.
@@ -240,14 +127,9 @@ fn object_chain(
     eventual: bool,
 ) -> Result<Filestore> {
     let mut built = Filestore {
-        provider: Arc::clone(&store),
-        eventual: None,
         uploads,
-        sharding: None,
-        cache: None,
         signer,
-        local: None,
-        staging: Vec::new(),
+        ..Filestore::from_provider(Arc::clone(&store))
     };
     if eventual {
         let e = &config.filestore.eventual;
@@ -270,10 +152,10 @@ fn object_chain(
 }
 
 /// The `[filestore.<name>]` section a template needs.
-fn section<'a, T>(section: &'a Option<T>, name: &str, template: &str) -> Result<&'a T> {
+fn section<'a, T>(section: &'a Option<T>, name: &str, template: Template) -> Result<&'a T> {
     section.as_ref().ok_or_else(|| {
         Error::InvalidInput(format!(
-            "filestore template {template:?} needs a [filestore.{name}] section"
+            "filestore template \"{template}\" needs a [filestore.{name}] section"
         ))
     })
 }
@@ -398,14 +280,9 @@ async fn build_sharding(
         tracing::warn!(mount = %id, error = %e, "a mount is down at start-up; it is tried again every checkPeriod");
     }
     Ok(Filestore {
-        provider: Arc::new(sharding.clone()),
-        eventual: None,
-        uploads: None,
-        sharding: Some(sharding),
-        cache: None,
-        signer: None,
-        local: None,
+        sharding: Some(sharding.clone()),
         staging,
+        ..Filestore::from_provider(Arc::new(sharding))
     })
 }
 
@@ -441,7 +318,7 @@ fn shard_config<T: serde::Serialize + serde::de::DeserializeOwned>(
 async fn connect_s3(config: &Config, layout: KeyLayout) -> Result<S3Provider> {
     let s3 = config.filestore.s3.clone().ok_or_else(|| {
         Error::InvalidInput(format!(
-            "filestore template {:?} needs a [filestore.s3] section with at least bucketName",
+            "filestore template \"{}\" needs a [filestore.s3] section with at least bucketName",
             config.filestore.template
         ))
     })?;

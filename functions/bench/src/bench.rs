@@ -145,6 +145,21 @@ pub(crate) fn rss_kib(pid: u32, field: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// The `stowage` binary built beside this one (same target directory and profile).
+fn stowage_binary() -> Result<PathBuf, Error> {
+    let exe = std::env::current_exe().map_err(fail("find the stowage-bench binary"))?;
+    let stowage = exe.with_file_name("stowage");
+    if stowage.is_file() {
+        Ok(stowage)
+    } else {
+        Err(Error::InvalidInput(format!(
+            "no stowage binary at {}: build it with the same profile first \
+             (cargo build --release -p stowage -p stowage-bench)",
+            stowage.display()
+        )))
+    }
+}
+
 pub(crate) struct Server {
     pub(crate) child: tokio::process::Child,
     pub(crate) base: String,
@@ -152,8 +167,7 @@ pub(crate) struct Server {
 }
 
 pub(crate) async fn start_server(data_dir: &Path, config: Option<&Path>) -> Result<Server, Error> {
-    let exe = std::env::current_exe().map_err(fail("find the stowage binary"))?;
-    let mut command = tokio::process::Command::new(exe);
+    let mut command = tokio::process::Command::new(stowage_binary()?);
     command.arg("serve");
     if let Some(config) = config {
         command.arg("--config").arg(config);

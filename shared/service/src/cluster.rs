@@ -12,7 +12,23 @@ use std::time::Duration;
 use stowage_core::Result;
 use stowage_metadata::{Metadata, NodeRecord, now_ms};
 
-use crate::config::ClusterConfig;
+/// How a node takes part in the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// Time between heartbeats (`[cluster] heartbeat_secs`; 5 s).
+    pub heartbeat: Duration,
+    /// How long the primary's lease lasts (`[cluster] primary_lease_secs`; 15 s).
+    pub primary_lease: Duration,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(5),
+            primary_lease: Duration::from_secs(15),
+        }
+    }
+}
 
 /// Name of the primary's lease in the locks table.
 const PRIMARY_LOCK: &str = "cluster:primary";
@@ -46,7 +62,7 @@ impl Cluster {
     /// This node, not yet registered.
     pub fn new(
         metadata: Metadata,
-        config: &ClusterConfig,
+        settings: &ClusterSettings,
         node_id: String,
         address: String,
     ) -> Self {
@@ -60,8 +76,8 @@ impl Cluster {
                 started_ms: now,
                 heartbeat_ms: now,
             },
-            heartbeat: Duration::from_secs(config.heartbeat_secs.max(1)),
-            primary_lease: Duration::from_secs(config.primary_lease_secs.max(2)),
+            heartbeat: settings.heartbeat.max(Duration::from_secs(1)),
+            primary_lease: settings.primary_lease.max(Duration::from_secs(2)),
             primary_until: AtomicI64::new(0),
         }
     }

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use stowage_api::locks::{LockName, LockSettings, Locks};
 use stowage_core::Error;
 use stowage_metadata::{Metadata, PoolSettings};
+use stowage_service::locks::{LockName, LockSettings, Locks};
 
 #[tokio::test]
 async fn sqlite_locks_are_in_process_mutexes_that_order_and_time_out() {

@@ -3,19 +3,19 @@
 //! latency, and deploy-by-checksum again with locking off to show what the locks cost.
 //!
 //! Run it through `scripts/bench-metadata` (which starts PostgreSQL and MariaDB), or directly
-//! with `cargo bench -p stowage-api --features bench --bench metadata`, which measures the
+//! with `cargo bench -p stowage-service --features bench --bench metadata`, which measures the
 //! engines whose admin URLs are set (`STOWAGE_TEST_POSTGRES_URL`, `STOWAGE_TEST_MYSQL_URL`)
 //! plus SQLite. Worker processes are this same executable, re-run with `STOWAGE_BENCH_WORKER`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stowage_api::locks::Locks;
-use stowage_api::{Config, DeployRequest, Stowage};
 use stowage_core::conformance::test_bytes;
 use stowage_core::memory::InMemoryProvider;
 use stowage_core::{ArtifactPath, BinaryProviderExt, ChecksumHasher, ExpectedChecksums, RepoKey};
 use stowage_metadata::{ChecksumLookup, Metadata, NewArtifact, PoolSettings, Repository};
+use stowage_service::locks::Locks;
+use stowage_service::{DeployRequest, Filestore, Settings, Stowage};
 
 /// Binaries (and artifacts) seeded before measuring.
 const SEED: u64 = 500;
@@ -79,9 +79,9 @@ async fn worker(url: &str, op: &str, locks: bool, process: usize) {
             .expect("seed provider");
     }
     let mut stowage = Stowage::new(
-        stowage_api::Filestore::from_provider(provider),
+        Filestore::from_provider(provider),
         metadata.clone(),
-        &Config::default(),
+        &Settings::default(),
         &format!("bench-{process}"),
     );
     if !locks {

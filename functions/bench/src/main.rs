@@ -1,0 +1,79 @@
+//! `stowage-bench`: Stowage's benchmarks, in a binary of their own so the production `stowage`
+//! binary carries none of them. Each command starts the `stowage` binary that was built beside
+//! this one (`cargo build --release -p stowage -p stowage-bench`) and measures it against the
+//! raw limits of the same machine, in the same run (see docs/benchmarks.md).
+
+mod bench;
+mod bench_cloud;
+mod bench_downloads;
+mod bench_s3;
+mod bench_shards;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Stowage's benchmarks.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Measure upload and download throughput against the disk's and the hashes' raw limits.
+    Bench(bench::BenchArgs),
+    /// Measure uploads to an S3 endpoint (direct and eventual) against the plain SDK.
+    #[command(name = "bench-s3")]
+    BenchS3(bench_s3::BenchS3Args),
+    /// Measure uploads and downloads through Stowage to GCS and Azure emulators against each
+    /// backend's plain client.
+    #[command(name = "bench-cloud")]
+    BenchCloud(bench_cloud::BenchCloudArgs),
+    /// Measure proxied downloads (cache hit, miss, filesystem) against the disk, the
+    /// single-flight fan-out, and redirect answers against ping.
+    #[command(name = "bench-downloads")]
+    BenchDownloads(bench_downloads::BenchDownloadsArgs),
+    /// Measure sharded uploads for redundancy 1–3 on tmpfs and disk, and the balancing rate.
+    #[command(name = "bench-shards")]
+    BenchShards(bench_shards::BenchShardsArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STOWAGE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stowage-bench: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Bench(args) => bench::run(&args).await,
+            Command::BenchS3(args) => bench_s3::run(&args).await,
+            Command::BenchCloud(args) => bench_cloud::run(&args).await,
+            Command::BenchShards(args) => bench_shards::run(&args).await,
+            Command::BenchDownloads(args) => bench_downloads::run(&args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stowage-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! What the service needs to know of the configuration, as plain values (the configuration
+//! file itself is `stowage_config`'s).
+
+use std::time::Duration;
+
+use crate::locks::LockSettings;
+
+/// The service's settings; each default is the configuration file's.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Leases and waits of the locks this node takes (`[cluster] lock_lease_secs`,
+    /// `lock_wait_secs`; 30 s each).
+    pub locks: LockSettings,
+    /// Clients whose `User-Agent` contains one of these (any case) get bytes, never a
+    /// redirect (`[downloads] proxy_user_agents`; none).
+    pub proxy_user_agents: Vec<String>,
+    /// How long an upload session and its URLs stay valid (`[uploads] session_expiry_secs`;
+    /// 1 hour).
+    pub session_expiry: Duration,
+    /// How long deleted artifacts stay restorable; `None` when the trash is off
+    /// (`[trashcan]`; 14 days).
+    pub trash_retention: Option<Duration>,
+    /// Stored bytes younger than this are left alone by garbage collection
+    /// (`[gc] orphan_grace_secs`; 1 hour).
+    pub orphan_grace: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            locks: LockSettings::default(),
+            proxy_user_agents: Vec::new(),
+            session_expiry: Duration::from_secs(3600),
+            trash_retention: Some(Duration::from_secs(14 * 86_400)),
+            orphan_grace: Duration::from_secs(3600),
+        }
+    }
+}
