@@ -134,6 +134,59 @@ async fn errors_have_artifactorys_shape() {
 }
 
 #[tokio::test]
+async fn every_refusal_is_json_and_unknown_api_calls_are_404s() {
+    let (_dir, app, token) = app().await;
+    let bearer = format!("Bearer {token}");
+    let req = |method: &str, uri: &str, body: Body| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", &bearer)
+            .body(body)
+            .expect("request")
+    };
+    let (status, _) = send(&app, req("PUT", "/api/repositories/libs", Body::empty())).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // A method no route has: axum's 405, in Artifactory's shape.
+    let (status, body) = send(&app, req("POST", "/libs/a.txt", Body::empty())).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(body["errors"][0]["status"], 405, "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("POST")),
+        "{body}"
+    );
+
+    // An unknown API call is a 404, not a repository named "api".
+    for uri in ["/api/nonsense", "/api/nonsense/deeper", "/api"] {
+        let (status, body) = send(&app, req("GET", uri, Body::empty())).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}: {body}");
+        assert_eq!(body["errors"][0]["status"], 404, "{uri}: {body}");
+    }
+
+    // A repository configuration larger than the body limit: 413, in the same shape.
+    let big = Body::from(vec![b' '; 3 * 1024 * 1024]);
+    let (status, body) = send(&app, req("PUT", "/api/repositories/big", big)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body["errors"][0]["status"], 413, "{body}");
+
+    // An extractor's plain-text refusal (a malformed query) is carried into the message.
+    let (status, body) = send(
+        &app,
+        req(
+            "GET",
+            "/api/search/checksum?sha256=a&sha256=b",
+            Body::empty(),
+        ),
+    )
+    .await;
+    assert_eq!(status.as_u16() / 100, 4);
+    assert!(body["errors"][0]["message"].is_string(), "{body}");
+}
+
+#[tokio::test]
 async fn each_function_serves_its_part_and_tells_where_the_rest_goes() {
     let (_dir, state, token) = state().await;
     let bearer = format!("Bearer {token}");

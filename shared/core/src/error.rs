@@ -14,6 +14,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The repository a call names does not exist.
+    #[error("repository {key:?} was not found")]
+    RepositoryNotFound { key: String },
+
     /// The thing asked for does not exist (a binary, an artifact, a repository).
     #[error("{what} was not found")]
     NotFound { what: String },
@@ -93,6 +97,11 @@ pub enum Error {
         source: BoxError,
         retryable: bool,
     },
+
+    /// What this deployment or filestore cannot do at all (a body too large for a Lambda
+    /// response from a store that cannot sign a redirect); the message says what to change.
+    #[error("{0}")]
+    Unsupported(String),
 
     /// The service cannot take this request now (shutting down, a race lost to garbage
     /// collection, a lock not obtained); the same request may succeed later.

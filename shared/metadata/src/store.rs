@@ -636,7 +636,7 @@ impl Metadata {
     // ---- artifacts ---------------------------------------------------------------------
 
     /// Records an artifact whose binary is stored: the binary row if new, the artifact (created
-    /// or overwritten), its properties. Fails with `NotFound` for a missing repository and with
+    /// or overwritten), its properties. Fails with `RepositoryNotFound` for a missing repository and with
     /// `Conflict` when a file and a folder would share a path.
     pub async fn commit_artifact(&self, new: &NewArtifact) -> Result<ArtifactRecord> {
         let now = now_ms();
@@ -726,8 +726,8 @@ impl Metadata {
         if exists {
             Ok(())
         } else {
-            Err(Error::NotFound {
-                what: format!("repository {repo:?} (create it with PUT /api/repositories/{repo})"),
+            Err(Error::RepositoryNotFound {
+                key: repo.to_string(),
             })
         }
     }

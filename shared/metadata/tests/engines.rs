@@ -93,7 +93,7 @@ async fn files_and_folders_do_not_collide() {
     );
     let missing_repo = meta.commit_artifact(&artifact("nope", "a", b"x")).await;
     assert!(
-        matches!(missing_repo, Err(Error::NotFound { .. })),
+        matches!(missing_repo, Err(Error::RepositoryNotFound { .. })),
         "{missing_repo:?}"
     );
     // a sibling whose name merely starts with the folder's name is not inside it

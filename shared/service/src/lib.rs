@@ -16,4 +16,7 @@ pub use cluster::{Cluster, ClusterSettings, ClusterStatus};
 pub use filestore::Filestore;
 pub use locks::LockSettings;
 pub use settings::Settings;
-pub use stowage::{DeployRequest, GcReport, SessionStart, Stowage};
+pub use stowage::{
+    ByteRange, DeployRequest, Download, DownloadRequest, GcReport, Item, Properties,
+    RedirectPolicy, SessionStart, ShardsReport, StorageReport, Stowage, etag,
+};

@@ -23,6 +23,8 @@ pub enum LockName {
     Path(String),
     /// A binary, by digest.
     Binary(Sha256),
+    /// A repository's configuration.
+    Repository(RepoKey),
     /// An upload session, by id, so only one node completes or aborts it.
     UploadSession(String),
     /// Anything else (cluster-wide tasks).
@@ -40,6 +42,7 @@ impl LockName {
         match self {
             LockName::Path(h) => format!("path:{h}"),
             LockName::Binary(d) => format!("binary:{d}"),
+            LockName::Repository(key) => format!("repo:{key}"),
             LockName::UploadSession(id) => format!("upload:{id}"),
             LockName::Named(n) => format!("task:{n}"),
         }
@@ -296,6 +299,7 @@ fn describe(name: &LockName) -> String {
     match name {
         LockName::Path(_) => "the path".into(),
         LockName::Binary(d) => format!("binary {d}"),
+        LockName::Repository(key) => format!("repository {key:?}"),
         LockName::UploadSession(id) => format!("upload session {id}"),
         LockName::Named(n) => format!("task {n}"),
     }

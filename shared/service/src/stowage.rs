@@ -2,7 +2,6 @@
 //! of a `BinaryProvider` and the metadata store. It knows no HTTP; the handlers in `http` and
 //! the command-line tools call it.
 
-use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -10,10 +9,10 @@ use futures::TryStreamExt;
 use stowage_core::cache::{CacheStats, CachedProvider};
 use stowage_core::eventual::{EventualProvider, QueueStats};
 use stowage_core::sharding::{BalanceReport, ShardingProvider, Wanted};
-use stowage_core::signing::{DownloadSigner, DownloadUrlRequest, ReusingSigner, SignedUrl};
+use stowage_core::signing::{DownloadSigner, ReusingSigner};
 use stowage_core::{
     ArtifactPath, BinaryProvider, BinaryProviderExt, ByteStream, Error, ExpectedChecksums,
-    GetOptions, GetResult, PresignedUploads, PutOptions, RepoKey, Result, StaleUploads, UploadPlan,
+    PresignedUploads, PutOptions, RepoKey, Result, StaleUploads, UploadPlan,
 };
 use stowage_metadata::{
     ArtifactRecord, ChecksumLookup, Metadata, NewArtifact, UploadSession, now_ms, retry_conflicts,
@@ -23,11 +22,16 @@ use crate::Settings;
 use crate::filestore::Filestore;
 use crate::locks::{LockName, Locks, release_all};
 
+mod catalog;
+mod download;
+mod repositories;
 mod sessions;
+mod storage;
+mod trash;
 
-/// Below this size a redirecting repository still serves the bytes: the round trip of a
-/// redirect costs more than they do.
-const DEFAULT_REDIRECT_MIN_SIZE: u64 = 1 << 20;
+pub use catalog::{Item, Properties};
+pub use download::{ByteRange, Download, DownloadRequest, RedirectPolicy, etag};
+pub use storage::{ShardsReport, StorageReport};
 
 /// How long a repository's redirect settings are kept in memory: a change to them reaches
 /// every node within this.
@@ -137,19 +141,27 @@ impl Stowage {
         }
     }
 
-    /// The metadata store.
-    pub fn metadata(&self) -> &Metadata {
-        &self.metadata
-    }
-
-    /// The locks this node takes.
-    pub fn locks(&self) -> &Locks {
+    /// The locks this node takes (cluster-wide tasks take theirs here).
+    pub(crate) fn locks(&self) -> &Locks {
         &self.locks
     }
 
-    /// The provider chain.
-    pub fn provider(&self) -> &Arc<dyn BinaryProvider> {
-        &self.provider
+    /// The metadata store, for the cluster-wide tasks' records.
+    pub(crate) fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// Runs a metadata write under the locks of `names`, running it again when the database
+    /// reports a conflict: the one way a write of a path (or a repository) is made.
+    async fn locked_write<T, F, Fut>(&self, names: Vec<LockName>, write: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let locks = self.locks.lock_all(names).await?;
+        let done = retry_conflicts(write).await;
+        release_all(locks).await;
+        done
     }
 
     /// Figures of the eventual upload queue, for templates that have one.
@@ -163,8 +175,8 @@ impl Stowage {
     async fn require_repository(&self, repo: &RepoKey) -> Result<()> {
         match self.metadata.repository(repo).await? {
             Some(_) => Ok(()),
-            None => Err(Error::NotFound {
-                what: format!("repository {repo:?} (create it with PUT /api/repositories/{repo})"),
+            None => Err(Error::RepositoryNotFound {
+                key: repo.to_string(),
             }),
         }
     }
@@ -248,25 +260,6 @@ impl Stowage {
         request: DeployRequest,
         created: bool,
     ) -> Result<ArtifactRecord> {
-        let locks = self
-            .locks
-            .lock_all(vec![
-                LockName::path(repo, path),
-                LockName::Binary(checksums.sha256),
-            ])
-            .await?;
-        // Garbage collection may have removed identical, unreferenced bytes between the store
-        // and this lock; then recording would point at nothing. Bytes this deploy has just
-        // created are younger than the orphan grace, which garbage collection never touches,
-        // so only bytes that were already there need the check (one backend round trip).
-        if !created && !self.provider.exists(&checksums.sha256).await? {
-            release_all(locks).await;
-            return Err(Error::Unavailable(
-                "the binary was removed by garbage collection while it was being deployed; \
-                 deploy it again"
-                    .into(),
-            ));
-        }
         let new = NewArtifact {
             repo: repo.clone(),
             path: path.clone(),
@@ -275,9 +268,26 @@ impl Stowage {
             by: request.by,
             properties: request.properties,
         };
-        let committed = retry_conflicts(|| self.metadata.commit_artifact(&new)).await;
-        release_all(locks).await;
-        committed
+        let names = vec![
+            LockName::path(repo, path),
+            LockName::Binary(checksums.sha256),
+        ];
+        self.locked_write(names, || async {
+            // Garbage collection may have removed identical, unreferenced bytes between the
+            // store and this lock; then recording would point at nothing. Bytes this deploy
+            // has just created are younger than the orphan grace, which garbage collection
+            // never touches, so only bytes that were already there need the check (one
+            // backend round trip).
+            if !created && !self.provider.exists(&checksums.sha256).await? {
+                return Err(Error::Unavailable(
+                    "the binary was removed by garbage collection while it was being deployed; \
+                     deploy it again"
+                        .into(),
+                ));
+            }
+            self.metadata.commit_artifact(&new).await
+        })
+        .await
     }
 
     /// The record of a file, or `NotFound` (saying so when the path is a folder).
@@ -285,18 +295,16 @@ impl Stowage {
         if let Some(record) = self.metadata.artifact(repo, path).await? {
             return Ok(record);
         }
-        let repository = self
-            .metadata
-            .repository(repo)
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                what: format!("repository {repo:?}"),
-            })?;
+        let repository =
+            self.metadata
+                .repository(repo)
+                .await?
+                .ok_or_else(|| Error::RepositoryNotFound {
+                    key: repo.to_string(),
+                })?;
         if self.metadata.folder(&repository, path).await?.is_some() {
             return Err(Error::NotFound {
-                what: format!(
-                    "a file at {repo}/{path} (it is a folder: list it with GET /api/storage/{repo}/{path})"
-                ),
+                what: format!("a file at {repo}/{path} (it is a folder: list its storage info)"),
             });
         }
         Err(Error::NotFound {
@@ -304,112 +312,21 @@ impl Stowage {
         })
     }
 
-    /// A signed URL to redirect a download to, when the store can sign one, the artifact's
-    /// repository asks for redirects (`downloadRedirect`), the binary is at least
-    /// `downloadRedirectMinSize` bytes (default 1 MiB) and the client is not one that must be
-    /// proxied. `None`: serve the bytes.
-    pub async fn download_redirect(
-        &self,
-        record: &ArtifactRecord,
-        content_type: &str,
-        user_agent: Option<&str>,
-    ) -> Result<Option<SignedUrl>> {
-        if self.signer.is_none() {
-            return Ok(None);
-        }
-        if let Some(agent) = user_agent.map(str::to_lowercase)
-            && self.proxy_user_agents.iter().any(|p| agent.contains(p))
-        {
-            return Ok(None);
-        }
-        let Some(min_size) = self.redirect_min_size(&record.repo).await? else {
-            return Ok(None);
-        };
-        if record.size < min_size {
-            return Ok(None);
-        }
-        self.signed_download(record, content_type).await
-    }
-
-    /// A signed URL for a recorded artifact whatever its repository says, `None` when the
-    /// filestore cannot sign (a local filesystem). For bodies a deployment cannot carry itself.
-    pub async fn signed_download(
-        &self,
-        record: &ArtifactRecord,
-        content_type: &str,
-    ) -> Result<Option<SignedUrl>> {
-        let Some(signer) = &self.signer else {
-            return Ok(None);
-        };
-        let request = DownloadUrlRequest {
-            file_name: record.path.name().to_string(),
-            content_type: content_type.to_string(),
-            size: record.size,
-            extra_validity: Duration::ZERO,
-        };
-        signer
-            .download_url(&record.checksums.sha256, &request)
-            .await
-            .map(Some)
-    }
-
     /// Forgets what this node keeps of a repository's settings (after it changed here; other
     /// nodes see the change within a few seconds).
-    pub async fn repository_changed(&self, repo: &RepoKey) {
+    async fn repository_changed(&self, repo: &RepoKey) {
         self.redirect_settings.invalidate(repo).await;
-    }
-
-    /// The smallest binary a repository redirects, `None` if it does not redirect.
-    async fn redirect_min_size(&self, repo: &RepoKey) -> Result<Option<u64>> {
-        if let Some(cached) = self.redirect_settings.get(repo).await {
-            return Ok(cached);
-        }
-        let settings = self.metadata.repository(repo).await?.and_then(|r| {
-            let redirect = r.config.get("downloadRedirect").and_then(|v| v.as_bool());
-            let min_size = r
-                .config
-                .get("downloadRedirectMinSize")
-                .and_then(|v| v.as_u64())
-                .unwrap_or(DEFAULT_REDIRECT_MIN_SIZE);
-            (redirect == Some(true)).then_some(min_size)
-        });
-        self.redirect_settings.insert(repo.clone(), settings).await;
-        Ok(settings)
-    }
-
-    /// Opens the bytes of a recorded artifact, or a range of them.
-    pub async fn read(
-        &self,
-        record: &ArtifactRecord,
-        range: Option<Range<u64>>,
-    ) -> Result<GetResult> {
-        let digest = record.checksums.sha256;
-        match self.provider.get_opts(&digest, GetOptions { range }).await {
-            Err(Error::NotFound { .. }) => {
-                tracing::error!(%digest, repo = %record.repo, path = %record.path, "a recorded binary is missing from the filestore");
-                Err(Error::Storage {
-                    backend: self.provider.to_string(),
-                    key: digest.to_hex(),
-                    source: format!(
-                        "the binary recorded for {}/{} is missing",
-                        record.repo, record.path
-                    )
-                    .into(),
-                    retryable: false,
-                })
-            }
-            other => other,
-        }
     }
 
     /// Moves a file, or a folder's files, to the trash (or removes them when the trash is
     /// disabled). `NotFound` when there is nothing at the path.
     pub async fn delete(&self, repo: &RepoKey, path: &ArtifactPath, by: &str) -> Result<u64> {
         self.require_repository(repo).await?;
-        let lock = self.locks.lock(&LockName::path(repo, path)).await?;
-        let moved = retry_conflicts(|| self.metadata.trash(repo, path, by)).await;
-        lock.release().await;
-        let moved = moved?;
+        let moved = self
+            .locked_write(vec![LockName::path(repo, path)], || {
+                self.metadata.trash(repo, path, by)
+            })
+            .await?;
         if moved == 0 {
             return Err(Error::NotFound {
                 what: format!("{repo}/{path}"),
@@ -434,23 +351,14 @@ impl Stowage {
         copy: bool,
         dry: bool,
     ) -> Result<u64> {
-        let locks = self
-            .locks
-            .lock_all(vec![
-                LockName::path(src_repo, src),
-                LockName::path(dst_repo, dst),
-            ])
-            .await?;
-        let done = retry_conflicts(|| {
+        let names = vec![LockName::path(src_repo, src), LockName::path(dst_repo, dst)];
+        self.locked_write(names, || {
             self.metadata
                 .relocate(src_repo, src, dst_repo, dst, by, copy, dry)
         })
-        .await;
-        release_all(locks).await;
-        done
+        .await
     }
 
-    /// This service with other locks (benchmark builds: measuring the cost of locking).
     /// Figures of the read cache, where there is one.
     pub fn cache_stats(&self) -> Option<CacheStats> {
         self.cache.as_ref().map(CachedProvider::stats)
@@ -478,6 +386,7 @@ impl Stowage {
         sharding.balance(Some(wanted)).await.map(Some)
     }
 
+    /// This service with other locks (benchmark builds: measuring the cost of locking).
     #[cfg(feature = "bench")]
     pub fn with_locks(mut self, locks: Locks) -> Self {
         self.locks = locks;
@@ -567,3 +476,6 @@ impl Stowage {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,11 +13,10 @@ use percent_encoding::percent_decode_str;
 use serde_json::json;
 use stowage_core::{ArtifactPath, Error, ExpectedChecksums, Md5, RepoKey, Sha1, Sha256};
 use stowage_metadata::ChecksumLookup;
-
-use super::range::{RangeRequest, none_match, resolve};
-use super::{ApiError, AppState, json as shapes};
-use stowage_service::DeployRequest;
 use stowage_service::auth::Principal;
+use stowage_service::{DeployRequest, Download, DownloadRequest, Item, RedirectPolicy, etag};
+
+use super::{ApiError, AppState, json as shapes, range};
 
 const X_CHECKSUM_SHA256: &str = "x-checksum-sha256";
 const X_CHECKSUM_SHA1: &str = "x-checksum-sha1";
@@ -189,7 +188,8 @@ pub(crate) async fn deploy(
     Ok(response)
 }
 
-/// `GET|HEAD /{repo}/{path}`: the bytes, a range of them, or 304.
+/// `GET|HEAD /{repo}/{path}`: the bytes, a range of them, a redirect, or 304, as the service
+/// decides.
 pub(crate) async fn download(
     State(state): State<AppState>,
     method: Method,
@@ -197,15 +197,33 @@ pub(crate) async fn download(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Target { repo, path, .. } = target(&uri, "/")?;
-    let record = state.stowage.artifact(&repo, &path).await?;
-    let etag = format!("\"{}\"", record.checksums.sha256);
+    let header =
+        |name: HeaderName| header_str(&headers, name.as_str()).map(|v| v.map(str::to_owned));
+    let request = DownloadRequest {
+        head_only: method == Method::HEAD,
+        range: range::parse(header_str(&headers, header::RANGE.as_str())?),
+        if_none_match: header(header::IF_NONE_MATCH)?,
+        if_range: header(header::IF_RANGE)?,
+        redirect: if uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p == "redirect=false"))
+        {
+            RedirectPolicy::Never
+        } else {
+            RedirectPolicy::Repository
+        },
+        user_agent: header(header::USER_AGENT)?,
+        max_response_body: state.limits.max_response_body,
+        content_type: shapes::mime_type(&path),
+    };
+    let (record, download) = state.stowage.download(&repo, &path, &request).await?;
     let mut out = HeaderMap::new();
     let mut put = |name: HeaderName, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             out.insert(name, v);
         }
     };
-    put(header::ETAG, &etag);
+    put(header::ETAG, &etag(&record));
     put(
         HeaderName::from_static(X_CHECKSUM_SHA256),
         &record.checksums.sha256.to_hex(),
@@ -223,79 +241,29 @@ pub(crate) async fn download(
         &shapes::http_date(record.modified_ms),
     );
     put(header::ACCEPT_RANGES, "bytes");
-
-    if none_match(header_str(&headers, header::IF_NONE_MATCH.as_str())?, &etag) {
-        return Ok((StatusCode::NOT_MODIFIED, out).into_response());
-    }
-    let content_type = shapes::mime_type(&record.path);
-    // A redirect (never for HEAD, which answers the headers here): the signed URL carries no
-    // credentials of the caller's or Stowage's, only its own signature.
-    let proxied = uri
-        .query()
-        .is_some_and(|q| q.split('&').any(|p| p == "redirect=false"));
-    let signed = if method != Method::GET {
-        None
-    } else if let Some(max) = state.limits.max_response_body
-        && record.size > max
-    {
-        // This deployment cannot carry the bytes (a Lambda response): always a redirect.
-        let signed = state
-            .stowage
-            .signed_download(&record, &content_type)
-            .await?;
-        Some(signed.ok_or_else(|| {
-            ApiError::Deployment(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!(
-                    "{repo}/{path} has {} bytes, more than the {max} bytes a response of this \
-                 deployment may carry, and its filestore cannot sign a redirect: use a cloud \
-                 filestore template or serve downloads from a container",
-                    record.size
-                ),
-            )
-        })?)
-    } else if proxied {
-        None
-    } else {
-        let agent = header_str(&headers, header::USER_AGENT.as_str())?;
-        state
-            .stowage
-            .download_redirect(&record, &content_type, agent)
-            .await?
-    };
-    if let Some(signed) = signed {
-        put(header::LOCATION, &signed.url);
-        put(header::CACHE_CONTROL, "private, no-store");
-        return Ok((StatusCode::FOUND, out).into_response());
-    }
-    put(header::CONTENT_TYPE, &content_type);
-
-    // If-Range with another validator means "send everything".
-    let range_header = match header_str(&headers, header::IF_RANGE.as_str())? {
-        Some(v) if v.trim() != etag => None,
-        _ => header_str(&headers, header::RANGE.as_str())?,
-    };
-    let (status, range) = match resolve(range_header, record.size) {
-        RangeRequest::Full => (StatusCode::OK, None),
-        RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, Some(r)),
-        RangeRequest::Unsatisfiable => {
-            return Err(Error::RangeNotSatisfiable { size: record.size }.into());
+    let (range, body) = match download {
+        Download::NotModified => return Ok((StatusCode::NOT_MODIFIED, out).into_response()),
+        Download::Redirect(signed) => {
+            put(header::LOCATION, &signed.url);
+            put(header::CACHE_CONTROL, "private, no-store");
+            return Ok((StatusCode::FOUND, out).into_response());
         }
+        Download::Bytes { range, body } => (range, body),
     };
-    if let Some(r) = &range {
-        put(
-            header::CONTENT_RANGE,
-            &format!("bytes {}-{}/{}", r.start, r.end - 1, record.size),
-        );
-    }
+    put(header::CONTENT_TYPE, &request.content_type);
+    let status = match &range {
+        Some(r) => {
+            put(
+                header::CONTENT_RANGE,
+                &format!("bytes {}-{}/{}", r.start, r.end - 1, record.size),
+            );
+            StatusCode::PARTIAL_CONTENT
+        }
+        None => StatusCode::OK,
+    };
     let length = range.as_ref().map_or(record.size, |r| r.end - r.start);
     put(header::CONTENT_LENGTH, &length.to_string());
-
-    let body = if method == Method::HEAD {
-        Body::empty()
-    } else {
-        Body::from_stream(state.stowage.read(&record, range).await?.stream)
-    };
+    let body = body.map_or_else(Body::empty, Body::from_stream);
     Ok((status, out, body).into_response())
 }
 
@@ -322,30 +290,16 @@ pub(crate) async fn storage_info(
         q.split('&')
             .any(|p| p == "properties" || p.starts_with("properties="))
     });
-    let metadata = state.stowage.metadata();
-    if let Some(record) = metadata.artifact(&repo, &path).await? {
-        if wants_properties {
-            let mut props: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-            for (k, v) in metadata.properties(record.id).await? {
-                props.entry(k).or_default().push(v);
-            }
-            if props.is_empty() {
-                return Err(ApiError::not_found(format!("properties of {repo}/{path}")));
-            }
-            let uri = format!("{base}/api/storage{}", shapes::repo_url(&repo, &path));
-            return Ok(Json(json!({ "properties": props, "uri": uri })).into_response());
-        }
-        return Ok(Json(shapes::file_info(&base, &record)).into_response());
+    if wants_properties {
+        let properties = state.stowage.properties(&repo, &path).await?;
+        let uri = format!("{base}/api/storage{}", shapes::repo_url(&repo, &path));
+        return Ok(Json(json!({ "properties": properties, "uri": uri })).into_response());
     }
-    let repository = metadata
-        .repository(&repo)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("repository {repo:?}")))?;
-    let folder = metadata
-        .folder(&repository, &path)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("{repo}/{path}")))?;
-    Ok(Json(shapes::folder_info(&base, &repo, &path, &folder)).into_response())
+    Ok(match state.stowage.item(&repo, &path).await? {
+        Item::File(record) => Json(shapes::file_info(&base, &record)),
+        Item::Folder(folder) => Json(shapes::folder_info(&base, &repo, &path, &folder)),
+    }
+    .into_response())
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -374,7 +328,6 @@ pub(crate) async fn search_checksum(
     let base = state.base_url(&headers);
     let results: Vec<_> = state
         .stowage
-        .metadata()
         .search_checksum(lookup)
         .await?
         .iter()
@@ -442,15 +395,10 @@ pub(crate) async fn set_properties(
         }
         properties.push((name.to_string(), values));
     }
-    if state
+    state
         .stowage
-        .metadata()
         .set_properties(&repo, &path, &properties)
-        .await?
-        == 0
-    {
-        return Err(ApiError::not_found(format!("{repo}/{path}")));
-    }
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -465,15 +413,10 @@ pub(crate) async fn delete_properties(
         .filter(|n| !n.is_empty())
         .map(str::to_string)
         .collect();
-    if state
+    state
         .stowage
-        .metadata()
         .delete_properties(&repo, &path, &names)
-        .await?
-        == 0
-    {
-        return Err(ApiError::not_found(format!("{repo}/{path}")));
-    }
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -501,11 +444,7 @@ pub(crate) async fn search_properties(
         ));
     }
     let base = state.base_url(&headers);
-    let found = state
-        .stowage
-        .metadata()
-        .search_properties(&criteria, &repos, 1000)
-        .await?;
+    let found = state.stowage.search_properties(&criteria, &repos).await?;
     let results: Vec<_> = found
         .iter()
         .map(|(r, p)| json!({ "uri": format!("{base}/api/storage{}", shapes::repo_url(r, p)) }))

@@ -3,9 +3,14 @@
 //! log, never to the client.
 
 use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use stowage_core::Error;
+
+/// The longest plain-text error body (an extractor's rejection) carried into the JSON message.
+const MAX_PLAIN_ERROR: usize = 4096;
 
 /// An error a handler returns.
 #[derive(Debug)]
@@ -38,7 +43,7 @@ impl ApiError {
 /// The status a domain error maps to.
 fn status_of(e: &Error) -> StatusCode {
     match e {
-        Error::NotFound { .. } => StatusCode::NOT_FOUND,
+        Error::NotFound { .. } | Error::RepositoryNotFound { .. } => StatusCode::NOT_FOUND,
         Error::ChecksumMismatch { .. } | Error::Conflict(_) => StatusCode::CONFLICT,
         Error::Truncated { .. }
         | Error::TooLong { .. }
@@ -47,6 +52,7 @@ fn status_of(e: &Error) -> StatusCode {
         | Error::Body { .. } => StatusCode::BAD_REQUEST,
         Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Unsupported(_) => StatusCode::INTERNAL_SERVER_ERROR,
         Error::BackendRefused { .. } => StatusCode::BAD_GATEWAY,
         e if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -108,6 +114,13 @@ impl IntoResponse for ApiError {
                         tracing::error!(error = %e, source = ?std::error::Error::source(&e), "storage backend refused a request");
                         format!("the storage backend refused the request: {hint}")
                     }
+                    Error::RepositoryNotFound { key } => {
+                        format!("{e} (create it with PUT /api/repositories/{key})")
+                    }
+                    Error::Unsupported(message) => {
+                        tracing::error!("{message}");
+                        message.clone()
+                    }
                     other => other.to_string(),
                 };
                 let mut response = (status, error_body(status, &message)).into_response();
@@ -125,4 +138,44 @@ impl IntoResponse for ApiError {
             }
         }
     }
+}
+
+/// Makes every error answer JSON in Artifactory's shape, including the ones axum writes itself
+/// (405 with an empty body, an extractor's plain-text 400, 413 or 415): the message is the
+/// plain text, or says what was refused. Answers that are JSON already pass untouched.
+pub(crate) async fn json_errors(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_PLAIN_ERROR)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match status {
+        _ if !text.is_empty() => text,
+        StatusCode::METHOD_NOT_ALLOWED => format!("method {method} is not allowed on this path"),
+        _ => status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_string(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if method == Method::HEAD {
+        return Response::from_parts(parts, axum::body::Body::empty());
+    }
+    let body = error_body(status, &message).into_response().into_body();
+    Response::from_parts(parts, body)
 }

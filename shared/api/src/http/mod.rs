@@ -15,7 +15,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, any, get, post};
 use tower_http::trace::TraceLayer;
 
 use stowage_service::auth::{Auth, Principal};
@@ -158,11 +158,16 @@ pub fn router_for(state: AppState, part: Part) -> Router {
             wrong_function(part, Some(&method), uri.path())
         });
     }
+    // Unknown API calls are 404s, never taken for a repository named "api".
+    let unknown = move |uri: axum::http::Uri| async move { wrong_function(part, None, uri.path()) };
     router
+        .route("/api", any(unknown))
+        .route("/api/{*rest}", any(unknown))
         .route("/{repo}", artifact.clone())
         .route("/{repo}/{*path}", artifact)
-        .fallback(move |uri: axum::http::Uri| async move { wrong_function(part, None, uri.path()) })
+        .fallback(unknown)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn(error::json_errors))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -6,8 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use stowage_core::{ArtifactPath, Error, RepoKey};
-use stowage_metadata::{Repository, now_ms};
+use stowage_core::{ArtifactPath, RepoKey};
 
 use stowage_service::tasks::BalanceStart;
 
@@ -86,12 +85,11 @@ fn human(bytes: u64) -> String {
 /// `GET /api/storageinfo`: Artifactory's summary (strings, as it prints them) plus exact
 /// numbers and the deduplication ratio.
 pub(crate) async fn storage_info(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let s = state.stowage.metadata().storage_summary().await?;
-    // Storage info must still answer when the store cannot take writes: that is when it is
-    // needed most.
-    let (health, health_error) = match state.stowage.provider().health().await {
+    let report = state.stowage.storage_report().await?;
+    let s = &report.summary;
+    let (health, health_error) = match report.health {
         Ok(health) => (health, None),
-        Err(e) => (Default::default(), Some(e.to_string())),
+        Err(e) => (Default::default(), Some(e)),
     };
     // Artifactory's "optimization": stored bytes as a share of logical bytes (lower is better).
     let optimization = if s.artifacts_size == 0 {
@@ -125,17 +123,15 @@ pub(crate) async fn storage_info(State(state): State<AppState>) -> Result<Respon
             })
         })
         .collect();
-    let provider = state.stowage.provider().to_string();
-    let queue = state.stowage.queue_stats().await?;
-    let shards = match state.stowage.sharding() {
-        Some(sharding) => Some(json!({
-            "redundancy": sharding.redundancy(),
-            "lenientLimit": sharding.lenient_limit(),
-            "mounts": sharding.mount_status().await,
-            "balancing": sharding.balance_progress(),
-        })),
-        None => None,
-    };
+    let provider = &report.provider;
+    let shards = report.shards.as_ref().map(|shards| {
+        json!({
+            "redundancy": shards.redundancy,
+            "lenientLimit": shards.lenient_limit,
+            "mounts": shards.mounts,
+            "balancing": shards.balancing,
+        })
+    });
     Ok(Json(json!({
         "binariesSummary": {
             "binariesCount": grouped(s.binaries_count),
@@ -159,10 +155,10 @@ pub(crate) async fn storage_info(State(state): State<AppState>) -> Result<Respon
             "error": health_error,
         },
         "repositoriesSummaryList": repos,
-        "eventualQueue": queue,
+        "eventualQueue": report.queue,
         "shards": shards,
-        "cache": state.stowage.cache_stats(),
-        "artifactCache": state.stowage.metadata().artifact_cache_stats(),
+        "cache": report.cache,
+        "artifactCache": report.artifact_cache,
     }))
     .into_response())
 }
@@ -179,7 +175,6 @@ pub(crate) async fn list_repositories(
     let base = state.base_url(&headers);
     let list: Vec<Value> = state
         .stowage
-        .metadata()
         .repositories()
         .await?
         .iter()
@@ -202,12 +197,7 @@ pub(crate) async fn get_repository(
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
     let key = repo_key(&key)?;
-    let repo = state
-        .stowage
-        .metadata()
-        .repository(&key)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("repository {key:?}")))?;
+    let repo = state.stowage.repository(&key).await?;
     let mut config = match repo.config {
         Value::Object(map) => map,
         _ => serde_json::Map::new(),
@@ -227,7 +217,7 @@ pub(crate) async fn put_repository(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let key = repo_key(&key)?;
-    let mut config = if body.iter().all(u8::is_ascii_whitespace) {
+    let config = if body.iter().all(u8::is_ascii_whitespace) {
         serde_json::Map::new()
     } else {
         match serde_json::from_slice::<Value>(&body) {
@@ -244,52 +234,7 @@ pub(crate) async fn put_repository(
             }
         }
     };
-    let mut take = |name: &str| match config.remove(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ApiError::bad_request(format!("{name} must be a string"))),
-    };
-    if let Some(body_key) = take("key")?
-        && body_key != key.as_str()
-    {
-        return Err(ApiError::bad_request(format!(
-            "the body's key {body_key:?} differs from the URL's {key:?}"
-        )));
-    }
-    let rclass = take("rclass")?.unwrap_or_else(|| "local".into());
-    if rclass != "local" {
-        return Err(ApiError::bad_request(format!(
-            "rclass {rclass:?} is not supported; Stowage stores local repositories"
-        )));
-    }
-    let package_type = take("packageType")?.unwrap_or_else(|| "generic".into());
-    let description = take("description")?.unwrap_or_default();
-    if config
-        .get("downloadRedirect")
-        .is_some_and(|v| !v.is_boolean() && !v.is_null())
-    {
-        return Err(ApiError::bad_request(
-            "downloadRedirect must be true or false",
-        ));
-    }
-    if config
-        .get("downloadRedirectMinSize")
-        .is_some_and(|v| v.as_u64().is_none() && !v.is_null())
-    {
-        return Err(ApiError::bad_request(
-            "downloadRedirectMinSize must be a number of bytes (0 or more)",
-        ));
-    }
-    let repo = Repository {
-        key: key.clone(),
-        rclass,
-        package_type,
-        description,
-        config: Value::Object(config),
-        created_ms: now_ms(),
-    };
-    let created = state.stowage.metadata().put_repository(&repo).await?;
-    state.stowage.repository_changed(&key).await;
+    let created = state.stowage.put_repository(&key, config).await?;
     let (status, verb) = if created {
         (StatusCode::CREATED, "created")
     } else {
@@ -304,11 +249,7 @@ pub(crate) async fn delete_repository(
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
     let key = repo_key(&key)?;
-    let deleted = state.stowage.metadata().delete_repository(&key).await?;
-    state.stowage.repository_changed(&key).await;
-    if !deleted {
-        return Err(ApiError::not_found(format!("repository {key:?}")));
-    }
+    state.stowage.delete_repository(&key).await?;
     Ok(
         format!("Repository '{key}' and all its content have been removed successfully.\n")
             .into_response(),
@@ -319,7 +260,6 @@ pub(crate) async fn delete_repository(
 pub(crate) async fn trash_list(State(state): State<AppState>) -> Result<Response, ApiError> {
     let items: Vec<Value> = state
         .stowage
-        .metadata()
         .trash_list()
         .await?
         .iter()
@@ -339,7 +279,7 @@ pub(crate) async fn trash_list(State(state): State<AppState>) -> Result<Response
 
 /// `POST /api/trash/empty`.
 pub(crate) async fn trash_empty(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let purged = state.stowage.metadata().empty_trash(None).await?;
+    let purged = state.stowage.empty_trash().await?;
     Ok(Json(json!({ "purged": purged })).into_response())
 }
 
@@ -357,12 +297,6 @@ pub(crate) async fn trash_restore(
     let (repo, path) = raw.split_once('/').unwrap_or((raw, ""));
     let repo = RepoKey::from_url_segment(repo)?;
     let path = ArtifactPath::from_url_path(path)?;
-    let restored = state.stowage.metadata().restore(&repo, &path).await?;
-    if restored == 0 {
-        return Err(Error::NotFound {
-            what: format!("{repo}/{path} in the trash"),
-        }
-        .into());
-    }
+    let restored = state.stowage.restore(&repo, &path).await?;
     Ok(format!("Successfully restored {restored} item(s) to {repo}/{path}\n").into_response())
 }

@@ -20,7 +20,7 @@ impl Stowage {
             Error::InvalidInput(format!(
                 "presigned upload sessions need an object-store filestore (template \
                  s3-storage-v3-direct, s3-storage-v3 or cluster-s3-storage-v3); this one is {}: \
-                 deploy with PUT /{{repo}}/{{path}} instead",
+                 deploy the bytes directly instead",
                 self.provider
             ))
         })

@@ -1,0 +1,108 @@
+//! Repositories: created or updated from Artifactory's repository JSON, listed, removed with
+//! everything in them. A repository's writes are ordered by its lock.
+
+use serde_json::{Map, Value};
+use stowage_core::{Error, RepoKey, Result};
+use stowage_metadata::{Repository, now_ms};
+
+use super::Stowage;
+use crate::locks::LockName;
+
+impl Stowage {
+    /// Every repository, by key.
+    pub async fn repositories(&self) -> Result<Vec<Repository>> {
+        self.metadata.repositories().await
+    }
+
+    /// One repository; `NotFound` when there is none by that key.
+    pub async fn repository(&self, key: &RepoKey) -> Result<Repository> {
+        self.existing_repository(key).await
+    }
+
+    /// Creates or updates `key` from Artifactory's repository JSON (`rclass`, `packageType`,
+    /// `description`; every other field is kept as given, `downloadRedirect` and
+    /// `downloadRedirectMinSize` checked). Returns whether it was created.
+    pub async fn put_repository(
+        &self,
+        key: &RepoKey,
+        mut config: Map<String, Value>,
+    ) -> Result<bool> {
+        let mut take = |name: &str| match config.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(Error::InvalidInput(format!("{name} must be a string"))),
+        };
+        if let Some(body_key) = take("key")?
+            && body_key != key.as_str()
+        {
+            return Err(Error::InvalidInput(format!(
+                "the body's key {body_key:?} differs from the URL's {key:?}"
+            )));
+        }
+        let rclass = take("rclass")?.unwrap_or_else(|| "local".into());
+        if rclass != "local" {
+            return Err(Error::InvalidInput(format!(
+                "rclass {rclass:?} is not supported; Stowage stores local repositories"
+            )));
+        }
+        let package_type = take("packageType")?.unwrap_or_else(|| "generic".into());
+        let description = take("description")?.unwrap_or_default();
+        if config
+            .get("downloadRedirect")
+            .is_some_and(|v| !v.is_boolean() && !v.is_null())
+        {
+            return Err(Error::InvalidInput(
+                "downloadRedirect must be true or false".into(),
+            ));
+        }
+        if config
+            .get("downloadRedirectMinSize")
+            .is_some_and(|v| v.as_u64().is_none() && !v.is_null())
+        {
+            return Err(Error::InvalidInput(
+                "downloadRedirectMinSize must be a number of bytes (0 or more)".into(),
+            ));
+        }
+        let repository = Repository {
+            key: key.clone(),
+            rclass,
+            package_type,
+            description,
+            config: Value::Object(config),
+            created_ms: now_ms(),
+        };
+        let created = self
+            .locked_write(vec![LockName::Repository(key.clone())], || {
+                self.metadata.put_repository(&repository)
+            })
+            .await;
+        self.repository_changed(key).await;
+        created
+    }
+
+    /// Removes `key` and everything in it; `NotFound` when there is no such repository.
+    pub async fn delete_repository(&self, key: &RepoKey) -> Result<()> {
+        let deleted = self
+            .locked_write(vec![LockName::Repository(key.clone())], || {
+                self.metadata.delete_repository(key)
+            })
+            .await;
+        self.repository_changed(key).await;
+        if !deleted? {
+            return Err(Error::RepositoryNotFound {
+                key: key.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The repository `key`, or `NotFound`.
+    pub(super) async fn existing_repository(&self, key: &RepoKey) -> Result<Repository> {
+        self.metadata
+            .repository(key)
+            .await?
+            .ok_or_else(|| Error::RepositoryNotFound {
+                key: key.to_string(),
+            })
+    }
+}
