@@ -119,6 +119,22 @@ impl Error {
         }
     }
 
+    /// Whether the request itself is at fault (a wrong checksum, a short or overlong body, a
+    /// body that could not be read, a bad argument): every copy of it fails the same way, so
+    /// writing it elsewhere cannot help. Anything else is a failure of where it was written.
+    pub fn is_request_fault(&self) -> bool {
+        matches!(
+            self,
+            Error::ChecksumMismatch { .. }
+                | Error::Truncated { .. }
+                | Error::TooLong { .. }
+                | Error::Body { .. }
+                | Error::InvalidInput(_)
+                | Error::InvalidPath { .. }
+                | Error::RangeNotSatisfiable { .. }
+        )
+    }
+
     /// A storage failure from an I/O error, classified by its kind.
     pub fn storage_io(
         backend: impl fmt::Display,

@@ -19,8 +19,9 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::{Notify, Semaphore};
 
-use crate::fanout::{FanOutSettings, fan_out_with_cuts, unless_cut};
+use crate::fanout::FanOutSettings;
 use crate::fs::FileSystemProvider;
+use crate::quorum::{Refused, put_quorum};
 use crate::{
     BinaryProvider, ByteStream, Error, GetOptions, GetResult, Health, KeyLayout, ObjectMeta,
     PutOptions, PutResult, Result, Sha256,
@@ -375,66 +376,44 @@ async fn quarantine(queue: &FileSystemProvider, path: &std::path::Path) {
 impl BinaryProvider for EventualProvider {
     async fn put_opts(&self, body: ByteStream, opts: PutOptions) -> Result<PutResult> {
         let queues = &self.inner.queues;
-        let results = if queues.len() == 1 {
-            vec![queues[0].put_opts(body, opts).await]
-        } else {
-            let branches = fan_out_with_cuts(body, queues.len(), FAN_OUT);
-            futures::future::join_all(queues.iter().zip(branches).map(|(queue, (branch, cut))| {
-                unless_cut(queue.put_opts(branch, opts.clone()), cut)
-            }))
-            .await
-        };
-        let stored: Vec<&PutResult> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-        if stored.len() >= self.inner.lenient_limit
-            && let Some(first) = stored.first()
-        {
-            let result = PutResult {
-                created: stored.iter().any(|r| r.created),
-                ..**first
-            };
-            self.lock_state().fresh.push_back(ObjectMeta {
-                digest: result.checksums.sha256,
-                size: result.size,
-                last_modified: SystemTime::now(),
-            });
-            self.inner.wake.notify_one();
-            return Ok(result);
-        }
-        // Not enough durable copies: take back the ones this upload created, so nothing that
-        // was refused gets uploaded later.
-        for (queue, result) in queues.iter().zip(&results) {
-            if let Ok(r) = result
-                && r.created
-            {
-                queue.delete(&r.checksums.sha256).await?;
+        let targets: Vec<&dyn BinaryProvider> =
+            queues.iter().map(|q| q as &dyn BinaryProvider).collect();
+        let mut quorum = put_quorum(&targets, body, &opts, self.inner.lenient_limit, FAN_OUT).await;
+        match quorum.outcome {
+            Ok(result) => {
+                self.lock_state().fresh.push_back(ObjectMeta {
+                    digest: result.checksums.sha256,
+                    size: result.size,
+                    last_modified: SystemTime::now(),
+                });
+                self.inner.wake.notify_one();
+                Ok(result)
+            }
+            Err(Refused::Request(e)) => Err(e),
+            // One queue directory: its own failure says it all.
+            Err(Refused::TooFewCopies) if queues.len() == 1 && !quorum.failures.is_empty() => {
+                Err(quorum.failures.swap_remove(0).1)
+            }
+            Err(Refused::TooFewCopies) => {
+                let first = quorum
+                    .failures
+                    .first()
+                    .map_or_else(|| "no copy was written".to_string(), |(_, e)| e.to_string());
+                Err(Error::Storage {
+                    backend: self.to_string(),
+                    key: "-".into(),
+                    source: format!(
+                        "only {} of {} queue directories stored the upload and lenientLimit is \
+                         {}: {first}",
+                        quorum.stored,
+                        queues.len(),
+                        self.inner.lenient_limit
+                    )
+                    .into(),
+                    retryable: true,
+                })
             }
         }
-        let copies = stored.len();
-        let mut errors: Vec<Error> = results.into_iter().filter_map(Result::err).collect();
-        // A fault in the request (wrong checksum, short body) explains everything; report it.
-        let client_fault = errors
-            .iter()
-            .position(|e| !matches!(e, Error::Storage { .. }));
-        let first = match client_fault {
-            Some(i) => errors.swap_remove(i),
-            None if !errors.is_empty() => errors.swap_remove(0),
-            None => Error::Unavailable("the eventual queue stored no copy".into()),
-        };
-        if client_fault.is_some() || queues.len() == 1 {
-            return Err(first);
-        }
-        Err(Error::Storage {
-            backend: self.to_string(),
-            key: "-".into(),
-            source: format!(
-                "only {copies} of {} queue directories stored the upload and lenientLimit is {}: \
-                 {first}",
-                queues.len(),
-                self.inner.lenient_limit
-            )
-            .into(),
-            retryable: true,
-        })
     }
 
     async fn get_opts(&self, digest: &Sha256, opts: GetOptions) -> Result<GetResult> {

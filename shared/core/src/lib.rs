@@ -20,6 +20,7 @@ pub mod memory;
 pub mod object;
 mod path;
 mod provider;
+pub mod quorum;
 pub mod sharding;
 pub mod signing;
 mod uploads;

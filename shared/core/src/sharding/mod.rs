@@ -25,13 +25,14 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
 pub use balance::{BalanceProgress, BalanceReport, Wanted};
+use mount::Mount;
 pub use mount::MountSettings;
-use mount::{Mount, is_mount_failure};
 
-use crate::fanout::{FanOutSettings, fan_out_with_cuts, unless_cut};
+use crate::fanout::FanOutSettings;
+use crate::quorum::{Refused, put_quorum};
 use crate::{
     BinaryProvider, ByteStream, Error, GetOptions, GetResult, Health, ObjectMeta, PutOptions,
-    PutResult, Result, Sha256, StagedBinary,
+    PutResult, Result, Sha256,
 };
 
 /// The mounts of a sharded store: each one's settings and provider.
@@ -508,75 +509,6 @@ impl ShardingProvider {
         Ok(checked)
     }
 
-    /// Stores the body on `targets` at once, from one read of it. The body is hashed once,
-    /// here; mounts that can stage (directories) only write, and are named once the digest is
-    /// known and checked. Others (object stores) store and hash their copy themselves.
-    async fn write_copies(
-        &self,
-        targets: &[usize],
-        body: ByteStream,
-        opts: &PutOptions,
-    ) -> Vec<Result<PutResult>> {
-        let mounts = &self.inner.mounts;
-        if let [only] = targets {
-            return vec![mounts[*only].provider.put_opts(body, opts.clone()).await];
-        }
-        let (hashed, hashing) = crate::hash_stream(body);
-        let branches = fan_out_with_cuts(hashed, targets.len(), self.inner.settings.fan_out);
-        let writes =
-            futures::future::join_all(targets.iter().zip(branches).map(|(&i, (branch, cut))| {
-                let write = async move {
-                    let provider = &mounts[i].provider;
-                    match provider.as_stager() {
-                        Some(stager) => stager.stage(branch, opts.size).await.map(Written::Staged),
-                        None => provider
-                            .put_opts(branch, opts.clone())
-                            .await
-                            .map(Written::Stored),
-                    }
-                };
-                // A copy cut off for taking no data is not waited for.
-                unless_cut(write, cut)
-            }))
-            .await;
-        // When a copy was written whole, the body was read to its end and hashed.
-        let verdict = if writes.iter().any(Result::is_ok) {
-            match hashing.finish().await {
-                Ok((checksums, size)) => match opts.expected.verify(&checksums) {
-                    Ok(()) => Verdict::Good(checksums, size),
-                    Err(_) => Verdict::Mismatch(checksums),
-                },
-                Err(e) => Verdict::Failed(e.to_string()),
-            }
-        } else {
-            Verdict::Failed("no copy was written".into())
-        };
-        futures::future::join_all(targets.iter().zip(writes).map(|(&i, write)| {
-            let verdict = &verdict;
-            async move {
-                match (write?, verdict) {
-                    (Written::Stored(r), Verdict::Good(..)) => Ok(r),
-                    (Written::Staged(staged), Verdict::Good(checksums, size)) => Ok(PutResult {
-                        checksums: *checksums,
-                        size: *size,
-                        created: staged.commit(&checksums.sha256).await?,
-                    }),
-                    (written, bad) => {
-                        // A staged copy vanishes when dropped; a stored one this upload
-                        // created is removed.
-                        if let Written::Stored(r) = written
-                            && r.created
-                        {
-                            let _ = mounts[i].provider.delete(&r.checksums.sha256).await;
-                        }
-                        Err(bad.error(opts))
-                    }
-                }
-            }
-        }))
-        .await
-    }
-
     fn refused_for_want_of_mounts(&self, usable: usize) -> Error {
         let down: Vec<String> = self
             .inner
@@ -622,61 +554,47 @@ impl BinaryProvider for ShardingProvider {
             order = keyed.into_iter().map(|(_, i)| i).collect();
         }
         order.truncate(self.inner.redundancy);
-        let results = self.write_copies(&order, body, &opts).await;
-
-        let mut stored: Vec<(usize, PutResult)> = Vec::new();
-        let mut errors: Vec<(usize, Error)> = Vec::new();
-        for (&i, result) in order.iter().zip(results) {
-            match result {
-                Ok(r) => stored.push((i, r)),
-                Err(e) => {
-                    self.inner.mounts[i].failed(&e);
-                    errors.push((i, e));
-                }
-            }
-        }
-        if stored.len() >= self.inner.lenient_limit
-            && let Some((_, first)) = stored.first()
-        {
-            if stored.len() < self.inner.redundancy {
-                self.inner.unbalanced.store(true, Ordering::Relaxed);
-                tracing::debug!(digest = %first.checksums.sha256, copies = stored.len(),
-                    redundancy = self.inner.redundancy,
-                    "a binary was stored with fewer copies than the redundancy; balancing adds the rest");
-            }
-            return Ok(PutResult {
-                created: stored.iter().any(|(_, r)| r.created),
-                ..*first
-            });
-        }
-        // Too few copies: take back those this upload created, so the failure stores nothing.
-        for (i, r) in &stored {
-            if r.created
-                && let Err(e) = self.inner.mounts[*i]
-                    .provider
-                    .delete(&r.checksums.sha256)
-                    .await
-            {
-                tracing::warn!(mount = self.inner.mounts[*i].id(), error = %e,
-                    "a copy of a failed upload could not be removed; garbage collection will");
-            }
-        }
-        // A fault in the request (wrong checksum, short body) explains everything; report it.
-        if let Some(pos) = errors.iter().position(|(_, e)| !is_mount_failure(e)) {
-            return Err(errors.swap_remove(pos).1);
-        }
-        let detail: Vec<String> = errors
-            .iter()
-            .map(|(i, e)| format!("{}: {e}", self.inner.mounts[*i].id()))
-            .collect();
-        Err(Error::Unavailable(format!(
-            "the upload was stored on {} of {} mounts but lenientLimit is {}; nothing was kept \
-             ({})",
-            stored.len(),
-            order.len(),
+        let mounts = &self.inner.mounts;
+        let targets: Vec<&dyn BinaryProvider> =
+            order.iter().map(|&i| mounts[i].provider.as_ref()).collect();
+        let quorum = put_quorum(
+            &targets,
+            body,
+            &opts,
             self.inner.lenient_limit,
-            detail.join("; ")
-        )))
+            self.inner.settings.fan_out,
+        )
+        .await;
+        for (j, e) in &quorum.failures {
+            mounts[order[*j]].failed(e);
+        }
+        match quorum.outcome {
+            Ok(stored) => {
+                if quorum.stored < self.inner.redundancy {
+                    self.inner.unbalanced.store(true, Ordering::Relaxed);
+                    tracing::debug!(digest = %stored.checksums.sha256, copies = quorum.stored,
+                        redundancy = self.inner.redundancy,
+                        "a binary was stored with fewer copies than the redundancy; balancing adds the rest");
+                }
+                Ok(stored)
+            }
+            Err(Refused::Request(e)) => Err(e),
+            Err(Refused::TooFewCopies) => {
+                let detail: Vec<String> = quorum
+                    .failures
+                    .iter()
+                    .map(|(j, e)| format!("{}: {e}", mounts[order[*j]].id()))
+                    .collect();
+                Err(Error::Unavailable(format!(
+                    "the upload was stored on {} of {} mounts but lenientLimit is {}; nothing \
+                     was kept ({})",
+                    quorum.stored,
+                    order.len(),
+                    self.inner.lenient_limit,
+                    detail.join("; ")
+                )))
+            }
+        }
     }
 
     async fn get_opts(&self, digest: &Sha256, opts: GetOptions) -> Result<GetResult> {
@@ -797,33 +715,6 @@ impl BinaryProvider for ShardingProvider {
             free_space: sum(|h| h.free_space),
             total_space: sum(|h| h.total_space),
         })
-    }
-}
-
-/// One copy of a redundant write: staged (named once the digest is checked) or stored.
-enum Written {
-    Staged(Box<dyn StagedBinary>),
-    Stored(PutResult),
-}
-
-/// What hashing a redundant write found.
-enum Verdict {
-    Good(crate::Checksums, u64),
-    Mismatch(crate::Checksums),
-    Failed(String),
-}
-
-impl Verdict {
-    fn error(&self, opts: &PutOptions) -> Error {
-        match self {
-            Verdict::Mismatch(checksums) => match opts.expected.verify(checksums) {
-                Err(e) => e,
-                Ok(()) => Error::Unavailable("the upload's checksums changed".into()),
-            },
-            Verdict::Failed(why) => Error::Unavailable(format!("the upload was not stored: {why}")),
-            // Only asked of a verdict that is not good.
-            Verdict::Good(..) => Error::Unavailable("the upload was not stored".into()),
-        }
     }
 }
 

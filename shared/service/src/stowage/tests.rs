@@ -121,6 +121,6 @@ async fn every_write_of_a_path_waits_for_its_lock() {
         .expect("delete repository");
     assert!(matches!(
         stowage.repository(&repo).await,
-        Err(Error::NotFound { .. })
+        Err(Error::RepositoryNotFound { .. })
     ));
 }
