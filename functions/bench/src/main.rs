@@ -41,7 +41,8 @@ enum Command {
     BenchShards(bench_shards::BenchShardsArgs),
 }
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -50,30 +51,16 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("stowage-bench: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let result = match cli.command {
+        Command::Bench(args) => bench::run(&args).await,
+        Command::BenchS3(args) => bench_s3::run(&args).await,
+        Command::BenchCloud(args) => bench_cloud::run(&args).await,
+        Command::BenchShards(args) => bench_shards::run(&args).await,
+        Command::BenchDownloads(args) => bench_downloads::run(&args).await,
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Bench(args) => bench::run(&args).await,
-            Command::BenchS3(args) => bench_s3::run(&args).await,
-            Command::BenchCloud(args) => bench_cloud::run(&args).await,
-            Command::BenchShards(args) => bench_shards::run(&args).await,
-            Command::BenchDownloads(args) => bench_downloads::run(&args).await,
-        }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("stowage-bench: {e}");
-            ExitCode::FAILURE
-        }
+    if let Err(e) = result {
+        eprintln!("stowage-bench: {e}");
+        return ExitCode::FAILURE;
     }
+    ExitCode::SUCCESS
 }

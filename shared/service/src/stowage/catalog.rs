@@ -67,12 +67,10 @@ impl Stowage {
         path: &ArtifactPath,
         properties: &[(String, Vec<String>)],
     ) -> Result<u64> {
-        let changed = self
-            .locked_write(vec![LockName::path(repo, path)], || {
-                self.metadata.set_properties(repo, path, properties)
-            })
-            .await?;
-        found(changed, repo, path)
+        self.write_properties(repo, path, || {
+            self.metadata.set_properties(repo, path, properties)
+        })
+        .await
     }
 
     /// Removes the named properties from a file, or from every file below a folder, under the
@@ -83,12 +81,32 @@ impl Stowage {
         path: &ArtifactPath,
         names: &[String],
     ) -> Result<u64> {
+        self.write_properties(repo, path, || {
+            self.metadata.delete_properties(repo, path, names)
+        })
+        .await
+    }
+
+    /// A property write of `repo/path` under its lock; `NotFound` when it changed no file.
+    async fn write_properties<F, Fut>(
+        &self,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+        write: F,
+    ) -> Result<u64>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<u64>>,
+    {
         let changed = self
-            .locked_write(vec![LockName::path(repo, path)], || {
-                self.metadata.delete_properties(repo, path, names)
-            })
+            .locked_write(vec![LockName::path(repo, path)], write)
             .await?;
-        found(changed, repo, path)
+        if changed == 0 {
+            return Err(Error::NotFound {
+                what: format!("{repo}/{path}"),
+            });
+        }
+        Ok(changed)
     }
 
     /// Every artifact whose binary has the given checksum.
@@ -107,14 +125,4 @@ impl Stowage {
             .search_properties(criteria, repos, SEARCH_LIMIT)
             .await
     }
-}
-
-/// `n`, or `NotFound` for `repo/path` when it is 0.
-fn found(n: u64, repo: &RepoKey, path: &ArtifactPath) -> Result<u64> {
-    if n == 0 {
-        return Err(Error::NotFound {
-            what: format!("{repo}/{path}"),
-        });
-    }
-    Ok(n)
 }

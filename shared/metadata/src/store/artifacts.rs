@@ -1,0 +1,547 @@
+//! Artifacts: committed, looked up, listed by folder, moved or copied, and their properties.
+
+use super::*;
+
+impl Metadata {
+    /// Records an artifact whose binary is stored: the binary row if new, the artifact (created
+    /// or overwritten), its properties. Fails with `RepositoryNotFound` for a missing repository and with
+    /// `Conflict` when a file and a folder would share a path.
+    pub async fn commit_artifact(&self, new: &NewArtifact) -> Result<ArtifactRecord> {
+        let now = now_ms();
+        let writes = self.writes();
+        let mut tx = writes.begin().await?;
+        self.check_repository(&mut tx, &new.repo).await?;
+        self.check_file_path(&mut tx, &new.repo, &new.path).await?;
+        sqlx::query(self.sql(
+            "INSERT INTO binaries (sha256, sha1, md5, size, created_ms) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (sha256) DO NOTHING",
+        ))
+        .bind(new.checksums.sha256.to_hex())
+        .bind(new.checksums.sha1.to_hex())
+        .bind(new.checksums.md5.to_hex())
+        .bind(to_i64(new.size))
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        sqlx::query(self.sql(
+            "INSERT INTO artifacts (repo_key, path, sha256, size, created_ms, created_by, \
+             modified_ms, modified_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (repo_key, path) DO UPDATE SET sha256 = excluded.sha256, \
+             size = excluded.size, modified_ms = excluded.modified_ms, \
+             modified_by = excluded.modified_by",
+        ))
+        .bind(new.repo.as_str())
+        .bind(new.path.as_str())
+        .bind(new.checksums.sha256.to_hex())
+        .bind(to_i64(new.size))
+        .bind(now)
+        .bind(&new.by)
+        .bind(now)
+        .bind(&new.by)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let id = self.artifact_id(&mut tx, &new.repo, &new.path).await?;
+        sqlx::query(self.sql("DELETE FROM artifact_properties WHERE artifact_id = ?"))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        self.insert_properties(&mut tx, id, &new.properties).await?;
+        let record = sqlx::query(self.sql(select_artifacts!("WHERE a.id = ?")))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let record = artifact_from_row(&record)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(record)
+    }
+
+    pub(super) async fn insert_properties(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        id: i64,
+        properties: &[(String, String)],
+    ) -> Result<()> {
+        for (name, value) in properties {
+            sqlx::query(self.sql(
+                "INSERT INTO artifact_properties (artifact_id, name, value) VALUES (?, ?, ?) \
+                 ON CONFLICT DO NOTHING",
+            ))
+            .bind(id)
+            .bind(name)
+            .bind(value)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn check_repository(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        repo: &RepoKey,
+    ) -> Result<()> {
+        let exists = sqlx::query(self.sql("SELECT 1 FROM repositories WHERE repo_key = ?"))
+            .bind(repo.as_str())
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_err)?
+            .is_some();
+        if exists {
+            Ok(())
+        } else {
+            Err(Error::RepositoryNotFound {
+                key: repo.to_string(),
+            })
+        }
+    }
+
+    /// A file may not sit below another file, nor where a folder is.
+    pub(super) async fn check_file_path(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+    ) -> Result<()> {
+        if path.is_root() {
+            return Err(Error::InvalidInput(
+                "a file path is required after the repository key".into(),
+            ));
+        }
+        for ancestor in path.ancestors() {
+            let file =
+                sqlx::query(self.sql("SELECT 1 FROM artifacts WHERE repo_key = ? AND path = ?"))
+                    .bind(repo.as_str())
+                    .bind(ancestor)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(db_err)?;
+            if file.is_some() {
+                return Err(Error::Conflict(format!(
+                    "cannot deploy {repo}/{path}: {repo}/{ancestor} is a file, not a folder"
+                )));
+            }
+        }
+        let (lo, hi) = below(path.as_str());
+        let folder =
+            sqlx::query(self.sql(
+                "SELECT 1 FROM artifacts WHERE repo_key = ? AND path >= ? AND path < ? LIMIT 1",
+            ))
+            .bind(repo.as_str())
+            .bind(lo)
+            .bind(hi)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_err)?;
+        if folder.is_some() {
+            return Err(Error::Conflict(format!(
+                "cannot deploy {repo}/{path}: it is a folder; delete the folder first"
+            )));
+        }
+        Ok(())
+    }
+
+    /// One artifact.
+    pub async fn artifact(
+        &self,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+    ) -> Result<Option<ArtifactRecord>> {
+        if let Some(cached) = self.cache.get(repo.as_str(), path.as_str()) {
+            return Ok(cached);
+        }
+        let generation = self.cache.generation();
+        let record =
+            sqlx::query(self.sql(select_artifacts!("WHERE a.repo_key = ? AND a.path = ?")))
+                .bind(repo.as_str())
+                .bind(path.as_str())
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db_err)?
+                .as_ref()
+                .map(artifact_from_row)
+                .transpose()?;
+        self.cache
+            .put(repo.as_str(), path.as_str(), generation, record.clone());
+        Ok(record)
+    }
+
+    /// An artifact's properties, sorted.
+    pub async fn properties(&self, artifact_id: i64) -> Result<Vec<(String, String)>> {
+        let mut conn = self.reader.acquire().await.map_err(db_err)?;
+        self.read_properties(&mut conn, artifact_id).await
+    }
+
+    /// An artifact's properties, sorted, on a given connection (a pool's or a transaction's).
+    pub(super) async fn read_properties(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        artifact_id: i64,
+    ) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(self.sql(
+            "SELECT name, value FROM artifact_properties WHERE artifact_id = ? ORDER BY name, value",
+        ))
+        .bind(artifact_id)
+        .fetch_all(conn)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("name").map_err(db_err)?,
+                    r.try_get("value").map_err(db_err)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// A folder's direct children, or `None` if nothing lies below `path` (the root of an
+    /// existing repository is always a folder).
+    pub async fn folder(
+        &self,
+        repo: &Repository,
+        path: &ArtifactPath,
+    ) -> Result<Option<FolderListing>> {
+        let rows = if path.is_root() {
+            sqlx::query(
+                self.sql("SELECT path, created_ms, modified_ms FROM artifacts WHERE repo_key = ?"),
+            )
+            .bind(repo.key.as_str())
+            .fetch_all(&self.reader)
+            .await
+        } else {
+            let (lo, hi) = below(path.as_str());
+            sqlx::query(self.sql(
+                "SELECT path, created_ms, modified_ms FROM artifacts \
+                 WHERE repo_key = ? AND path >= ? AND path < ?",
+            ))
+            .bind(repo.key.as_str())
+            .bind(lo)
+            .bind(hi)
+            .fetch_all(&self.reader)
+            .await
+        }
+        .map_err(db_err)?;
+        if rows.is_empty() && !path.is_root() {
+            return Ok(None);
+        }
+        let skip = if path.is_root() {
+            0
+        } else {
+            path.as_str().len() + 1
+        };
+        let mut children = BTreeMap::new();
+        let (mut created, mut modified) = (i64::MAX, i64::MIN);
+        for row in &rows {
+            let full: String = row.try_get("path").map_err(db_err)?;
+            created = created.min(row.try_get("created_ms").map_err(db_err)?);
+            modified = modified.max(row.try_get("modified_ms").map_err(db_err)?);
+            let rest = full.get(skip..).unwrap_or_default();
+            let (name, folder) = match rest.split_once('/') {
+                Some((name, _)) => (name, true),
+                None => (rest, false),
+            };
+            *children.entry(name.to_string()).or_insert(false) |= folder;
+        }
+        if rows.is_empty() {
+            (created, modified) = (repo.created_ms, repo.created_ms);
+        }
+        Ok(Some(FolderListing {
+            created_ms: created,
+            modified_ms: modified,
+            children: children
+                .into_iter()
+                .map(|(name, folder)| FolderChild { name, folder })
+                .collect(),
+        }))
+    }
+
+    /// Artifacts whose binary has the given checksum.
+    pub async fn search_checksum(&self, lookup: ChecksumLookup) -> Result<Vec<ArtifactRecord>> {
+        let (sql, value) = match lookup {
+            ChecksumLookup::Sha256(d) => (
+                select_artifacts!("WHERE b.sha256 = ? ORDER BY a.repo_key, a.path"),
+                d.to_hex(),
+            ),
+            ChecksumLookup::Sha1(d) => (
+                select_artifacts!("WHERE b.sha1 = ? ORDER BY a.repo_key, a.path"),
+                d.to_hex(),
+            ),
+            ChecksumLookup::Md5(d) => (
+                select_artifacts!("WHERE b.md5 = ? ORDER BY a.repo_key, a.path"),
+                d.to_hex(),
+            ),
+        };
+        sqlx::query(self.sql(sql))
+            .bind(value)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(artifact_from_row)
+            .collect()
+    }
+
+    /// The id of the artifact at `repo/path`, inside a transaction that just wrote it.
+    pub(super) async fn artifact_id(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+    ) -> Result<i64> {
+        sqlx::query_scalar(self.sql("SELECT id FROM artifacts WHERE repo_key = ? AND path = ?"))
+            .bind(repo.as_str())
+            .bind(path.as_str())
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db_err)
+    }
+
+    /// The artifact rows at `path` (a file) or below it (a folder; everything for the root).
+    pub(super) async fn rows_at(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+    ) -> Result<Vec<AnyRow>> {
+        let (lo, hi) = below(path.as_str());
+        sqlx::query(self.sql(
+            "SELECT * FROM artifacts WHERE repo_key = ? \
+             AND (path = ? OR (path >= ? AND path < ?) OR ? = '') ORDER BY path",
+        ))
+        .bind(repo.as_str())
+        .bind(path.as_str())
+        .bind(lo)
+        .bind(hi)
+        .bind(path.as_str())
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_err)
+    }
+
+    /// Moves or copies a file, or every file below a folder, to `dst` (metadata only: the
+    /// binaries are shared, never touched). A file already at a target is overwritten; a file
+    /// and a folder may not swap places. With `dry`, nothing changes. Returns how many files.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn relocate(
+        &self,
+        src_repo: &RepoKey,
+        src: &ArtifactPath,
+        dst_repo: &RepoKey,
+        dst: &ArtifactPath,
+        by: &str,
+        copy: bool,
+        dry: bool,
+    ) -> Result<u64> {
+        let within = |inner: &ArtifactPath, outer: &ArtifactPath| {
+            outer.is_root() || inner == outer || inner.as_str().starts_with(&format!("{outer}/"))
+        };
+        if src_repo == dst_repo && within(dst, src) {
+            return Err(Error::InvalidInput(format!(
+                "cannot {} {src_repo}/{src} onto or into itself",
+                if copy { "copy" } else { "move" }
+            )));
+        }
+        let now = now_ms();
+        let writes = self.writes();
+        let mut tx = writes.begin().await?;
+        self.check_repository(&mut tx, src_repo).await?;
+        self.check_repository(&mut tx, dst_repo).await?;
+        let rows = self.rows_at(&mut tx, src_repo, src).await?;
+        if rows.is_empty() {
+            return Err(Error::NotFound {
+                what: format!("{src_repo}/{src}"),
+            });
+        }
+        for row in &rows {
+            let old: String = row.try_get("path").map_err(db_err)?;
+            let rest = old
+                .get(src.as_str().len()..)
+                .unwrap_or_default()
+                .trim_start_matches('/');
+            let target = match (dst.is_root(), rest.is_empty()) {
+                (_, true) if dst.is_root() => ArtifactPath::parse(src.name())?,
+                (_, true) => dst.clone(),
+                (true, false) => ArtifactPath::parse(rest)?,
+                (false, false) => ArtifactPath::parse(&format!("{dst}/{rest}"))?,
+            };
+            self.check_file_path(&mut tx, dst_repo, &target).await?;
+            let id: i64 = row.try_get("id").map_err(db_err)?;
+            let (created_ms, created_by) = if copy {
+                (now, by.to_string())
+            } else {
+                (
+                    row.try_get::<i64, _>("created_ms").map_err(db_err)?,
+                    row.try_get::<String, _>("created_by").map_err(db_err)?,
+                )
+            };
+            sqlx::query(self.sql(
+                "INSERT INTO artifacts (repo_key, path, sha256, size, created_ms, created_by, \
+                 modified_ms, modified_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (repo_key, path) DO UPDATE SET sha256 = excluded.sha256, \
+                 size = excluded.size, modified_ms = excluded.modified_ms, \
+                 modified_by = excluded.modified_by",
+            ))
+            .bind(dst_repo.as_str())
+            .bind(target.as_str())
+            .bind(row.try_get::<String, _>("sha256").map_err(db_err)?)
+            .bind(row.try_get::<i64, _>("size").map_err(db_err)?)
+            .bind(created_ms)
+            .bind(created_by)
+            .bind(now)
+            .bind(by)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            let new_id = self.artifact_id(&mut tx, dst_repo, &target).await?;
+            sqlx::query(self.sql("DELETE FROM artifact_properties WHERE artifact_id = ?"))
+                .bind(new_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            sqlx::query(self.sql(
+                "INSERT INTO artifact_properties (artifact_id, name, value) \
+                 SELECT ?, name, value FROM artifact_properties WHERE artifact_id = ?",
+            ))
+            .bind(new_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            if !copy {
+                for sql in [
+                    "DELETE FROM artifact_properties WHERE artifact_id = ?",
+                    "DELETE FROM artifacts WHERE id = ?",
+                ] {
+                    sqlx::query(self.sql(sql))
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                }
+            }
+        }
+        if dry {
+            tx.rollback().await.map_err(db_err)?;
+        } else {
+            tx.commit().await.map_err(db_err)?;
+        }
+        Ok(rows.len() as u64)
+    }
+
+    /// Sets properties (each name's values replace the ones it had) on a file or on every file
+    /// below a folder; returns how many files.
+    pub async fn set_properties(
+        &self,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+        properties: &[(String, Vec<String>)],
+    ) -> Result<u64> {
+        let writes = self.writes();
+        let mut tx = writes.begin().await?;
+        let rows = self.rows_at(&mut tx, repo, path).await?;
+        for row in &rows {
+            let id: i64 = row.try_get("id").map_err(db_err)?;
+            for (name, values) in properties {
+                sqlx::query(
+                    self.sql("DELETE FROM artifact_properties WHERE artifact_id = ? AND name = ?"),
+                )
+                .bind(id)
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                let pairs: Vec<(String, String)> =
+                    values.iter().map(|v| (name.clone(), v.clone())).collect();
+                self.insert_properties(&mut tx, id, &pairs).await?;
+            }
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(rows.len() as u64)
+    }
+
+    /// Removes the named properties from a file or every file below a folder.
+    pub async fn delete_properties(
+        &self,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+        names: &[String],
+    ) -> Result<u64> {
+        let writes = self.writes();
+        let mut tx = writes.begin().await?;
+        let rows = self.rows_at(&mut tx, repo, path).await?;
+        for row in &rows {
+            let id: i64 = row.try_get("id").map_err(db_err)?;
+            for name in names {
+                sqlx::query(
+                    self.sql("DELETE FROM artifact_properties WHERE artifact_id = ? AND name = ?"),
+                )
+                .bind(id)
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            }
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(rows.len() as u64)
+    }
+
+    /// Artifacts that have, for every criterion, the property with one of its values;
+    /// optionally only in `repos`. At most `limit`, by repository and path.
+    pub async fn search_properties(
+        &self,
+        criteria: &[(String, Vec<String>)],
+        repos: &[RepoKey],
+        limit: u32,
+    ) -> Result<Vec<(RepoKey, ArtifactPath)>> {
+        let mut sql = String::from("SELECT a.repo_key, a.path FROM artifacts a WHERE 1 = 1");
+        let placeholders = |n: usize| vec!["?"; n].join(", ");
+        for (_, values) in criteria {
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM artifact_properties p WHERE p.artifact_id = a.id \
+                 AND p.name = ? AND p.value IN ({}))",
+                placeholders(values.len().max(1))
+            ));
+        }
+        if !repos.is_empty() {
+            sql.push_str(&format!(
+                " AND a.repo_key IN ({})",
+                placeholders(repos.len())
+            ));
+        }
+        sql.push_str(" ORDER BY a.repo_key, a.path LIMIT ?");
+        let mut query = sqlx::query(self.sql_built(sql));
+        for (name, values) in criteria {
+            query = query.bind(name.clone());
+            if values.is_empty() {
+                query = query.bind(String::new());
+            }
+            for v in values {
+                query = query.bind(v.clone());
+            }
+        }
+        for r in repos {
+            query = query.bind(r.as_str().to_string());
+        }
+        let rows = query
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|row| {
+                let repo: String = row.try_get(0).map_err(db_err)?;
+                let path: String = row.try_get(1).map_err(db_err)?;
+                Ok((
+                    RepoKey::parse(&repo).map_err(|_| corrupt("repository key", &repo))?,
+                    ArtifactPath::parse(&path).map_err(|_| corrupt("path", &path))?,
+                ))
+            })
+            .collect()
+    }
+}

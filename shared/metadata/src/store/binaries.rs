@@ -1,0 +1,61 @@
+//! Binaries by digest: looked up, and removed by garbage collection when nothing refers to them.
+
+use super::*;
+
+impl Metadata {
+    /// A binary by any of its checksums (the oldest, if an MD5 or SHA-1 is shared).
+    pub async fn find_binary(&self, lookup: ChecksumLookup) -> Result<Option<BinaryRecord>> {
+        let (sql, value) = match lookup {
+            ChecksumLookup::Sha256(d) => ("SELECT * FROM binaries WHERE sha256 = ?", d.to_hex()),
+            ChecksumLookup::Sha1(d) => (
+                "SELECT * FROM binaries WHERE sha1 = ? ORDER BY created_ms LIMIT 1",
+                d.to_hex(),
+            ),
+            ChecksumLookup::Md5(d) => (
+                "SELECT * FROM binaries WHERE md5 = ? ORDER BY created_ms LIMIT 1",
+                d.to_hex(),
+            ),
+        };
+        sqlx::query(self.sql(sql))
+            .bind(value)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(binary_from_row)
+            .transpose()
+    }
+
+    /// Binaries that no artifact and no trash entry refers to, oldest first.
+    pub async fn unreferenced_binaries(&self, limit: u32) -> Result<Vec<BinaryRecord>> {
+        sqlx::query(self.sql(
+            "SELECT * FROM binaries b \
+             WHERE NOT EXISTS (SELECT 1 FROM artifacts a WHERE a.sha256 = b.sha256) \
+             AND NOT EXISTS (SELECT 1 FROM trash t WHERE t.sha256 = b.sha256) \
+             ORDER BY created_ms LIMIT ?",
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(binary_from_row)
+        .collect()
+    }
+
+    /// Deletes a binary's row if nothing refers to it; returns whether it did. The caller
+    /// deletes the bytes afterwards, under the binary's lock.
+    pub async fn delete_binary_if_unreferenced(&self, sha256: &Sha256) -> Result<bool> {
+        let deleted = sqlx::query(self.sql(
+            "DELETE FROM binaries WHERE sha256 = ? \
+             AND NOT EXISTS (SELECT 1 FROM artifacts a WHERE a.sha256 = binaries.sha256) \
+             AND NOT EXISTS (SELECT 1 FROM trash t WHERE t.sha256 = binaries.sha256)",
+        ))
+        .bind(sha256.to_hex())
+        .execute(self.writes().pool())
+        .await
+        .map_err(db_err)?
+        .rows_affected();
+        Ok(deleted > 0)
+    }
+}

@@ -1,0 +1,236 @@
+//! Leased locks, cluster membership, upload sessions and task runs.
+
+use super::*;
+
+impl Metadata {
+    /// Takes the lock `name` for `owner` until `expires_ms`, if nobody holds an unexpired lease
+    /// on it. Returns whether it was taken.
+    pub async fn try_lock(&self, name: &str, owner: &str, expires_ms: i64) -> Result<bool> {
+        if self.engine == Engine::MySql {
+            // No conditional upsert in MySQL: insert if absent, else take over an expired lease.
+            let inserted = sqlx::query(self.sql(
+                "INSERT INTO locks (name, owner, expires_ms) VALUES (?, ?, ?) \
+                 ON CONFLICT (name) DO NOTHING",
+            ))
+            .bind(name)
+            .bind(owner)
+            .bind(expires_ms)
+            .execute(self.writer_uncached())
+            .await
+            .map_err(db_err)?;
+            if inserted.rows_affected() > 0 {
+                return Ok(true);
+            }
+            let taken = sqlx::query(self.sql(
+                "UPDATE locks SET owner = ?, expires_ms = ? WHERE name = ? AND expires_ms < ?",
+            ))
+            .bind(owner)
+            .bind(expires_ms)
+            .bind(name)
+            .bind(now_ms())
+            .execute(self.writer_uncached())
+            .await
+            .map_err(db_err)?;
+            return Ok(taken.rows_affected() > 0);
+        }
+        let done = sqlx::query(self.sql(
+            "INSERT INTO locks (name, owner, expires_ms) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
+             expires_ms = excluded.expires_ms WHERE locks.expires_ms < ?",
+        ))
+        .bind(name)
+        .bind(owner)
+        .bind(expires_ms)
+        .bind(now_ms())
+        .execute(self.writer_uncached())
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Extends a lease `owner` holds; returns `false` if it no longer holds it.
+    pub async fn renew_lock(&self, name: &str, owner: &str, expires_ms: i64) -> Result<bool> {
+        let done =
+            sqlx::query(self.sql("UPDATE locks SET expires_ms = ? WHERE name = ? AND owner = ?"))
+                .bind(expires_ms)
+                .bind(name)
+                .bind(owner)
+                .execute(self.writer_uncached())
+                .await
+                .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Releases a lock `owner` holds (nothing happens if it does not).
+    pub async fn unlock(&self, name: &str, owner: &str) -> Result<()> {
+        sqlx::query(self.sql("DELETE FROM locks WHERE name = ? AND owner = ?"))
+            .bind(name)
+            .bind(owner)
+            .execute(self.writer_uncached())
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Who holds an unexpired lease on `name`.
+    pub async fn lock_owner(&self, name: &str) -> Result<Option<String>> {
+        sqlx::query_scalar(self.sql("SELECT owner FROM locks WHERE name = ? AND expires_ms >= ?"))
+            .bind(name)
+            .bind(now_ms())
+            .fetch_optional(self.writer_uncached())
+            .await
+            .map_err(db_err)
+    }
+
+    /// Registers a node or records its heartbeat.
+    pub async fn heartbeat(&self, node: &NodeRecord) -> Result<()> {
+        sqlx::query(self.sql(
+            "INSERT INTO nodes (id, address, version, started_ms, heartbeat_ms) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET \
+             address = excluded.address, version = excluded.version, \
+             heartbeat_ms = excluded.heartbeat_ms",
+        ))
+        .bind(&node.id)
+        .bind(&node.address)
+        .bind(&node.version)
+        .bind(node.started_ms)
+        .bind(node.heartbeat_ms)
+        .execute(self.writer_uncached())
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Removes a node (on clean shutdown) and nodes silent since before `stale_before_ms`.
+    pub async fn remove_nodes(&self, id: &str, stale_before_ms: i64) -> Result<()> {
+        sqlx::query(self.sql("DELETE FROM nodes WHERE id = ? OR heartbeat_ms < ?"))
+            .bind(id)
+            .bind(stale_before_ms)
+            .execute(self.writer_uncached())
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Every registered node, by id.
+    pub async fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        let rows = sqlx::query(self.sql("SELECT * FROM nodes ORDER BY id"))
+            .fetch_all(self.writer_uncached())
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(NodeRecord {
+                    id: r.try_get("id").map_err(db_err)?,
+                    address: r.try_get("address").map_err(db_err)?,
+                    version: r.try_get("version").map_err(db_err)?,
+                    started_ms: r.try_get("started_ms").map_err(db_err)?,
+                    heartbeat_ms: r.try_get("heartbeat_ms").map_err(db_err)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records a new upload session.
+    pub async fn create_upload_session(&self, session: &UploadSession) -> Result<()> {
+        sqlx::query(self.sql(
+            "INSERT INTO upload_sessions (id, repo, path, sha256, size, multipart_upload_id, \
+             created_by, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(&session.id)
+        .bind(session.repo.as_str())
+        .bind(session.path.as_str())
+        .bind(session.sha256.to_hex())
+        .bind(i64::try_from(session.size).unwrap_or(i64::MAX))
+        .bind(session.multipart_upload_id.as_deref())
+        .bind(&session.created_by)
+        .bind(session.created_ms)
+        .bind(session.expires_ms)
+        .execute(self.writer_uncached())
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// An upload session, if it exists (expired or not).
+    pub async fn upload_session(&self, id: &str) -> Result<Option<UploadSession>> {
+        let row = sqlx::query(self.sql("SELECT * FROM upload_sessions WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(self.writer_uncached())
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(upload_session_from_row).transpose()
+    }
+
+    /// Removes an upload session; returns whether it existed (so only one caller finishes it).
+    pub async fn delete_upload_session(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query(self.sql("DELETE FROM upload_sessions WHERE id = ?"))
+            .bind(id)
+            .execute(self.writer_uncached())
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Up to `limit` sessions that expired before `now_ms`, oldest first.
+    pub async fn expired_upload_sessions(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<UploadSession>> {
+        let rows =
+            sqlx::query(self.sql(
+                "SELECT * FROM upload_sessions WHERE expires_ms < ? ORDER BY expires_ms LIMIT ?",
+            ))
+            .bind(now_ms)
+            .bind(i64::from(limit))
+            .fetch_all(self.writer_uncached())
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(upload_session_from_row).collect()
+    }
+
+    /// Records the start of a cluster-wide task run; returns its id.
+    pub async fn start_task_run(&self, task: &str, node: &str) -> Result<i64> {
+        if self.engine == Engine::MySql {
+            let mut conn = self.writer_uncached().acquire().await.map_err(db_err)?;
+            sqlx::query(
+                self.sql("INSERT INTO task_runs (task, node, started_ms) VALUES (?, ?, ?)"),
+            )
+            .bind(task)
+            .bind(node)
+            .bind(now_ms())
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+            let id: i64 = sqlx::query_scalar(self.sql("SELECT CAST(LAST_INSERT_ID() AS SIGNED)"))
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db_err)?;
+            return Ok(id);
+        }
+        sqlx::query_scalar(
+            self.sql(
+                "INSERT INTO task_runs (task, node, started_ms) VALUES (?, ?, ?) RETURNING id",
+            ),
+        )
+        .bind(task)
+        .bind(node)
+        .bind(now_ms())
+        .fetch_one(self.writer_uncached())
+        .await
+        .map_err(db_err)
+    }
+
+    /// Records the end of a task run.
+    pub async fn finish_task_run(&self, id: i64, outcome: &str) -> Result<()> {
+        sqlx::query(self.sql("UPDATE task_runs SET finished_ms = ?, outcome = ? WHERE id = ?"))
+            .bind(now_ms())
+            .bind(outcome)
+            .bind(id)
+            .execute(self.writer_uncached())
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+}

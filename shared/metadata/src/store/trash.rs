@@ -1,0 +1,144 @@
+//! The trash: deletes move artifacts here; restored in place or emptied.
+
+use super::*;
+
+impl Metadata {
+    /// Moves a file, or every file below a folder, to the trash; returns how many moved.
+    pub async fn trash(&self, repo: &RepoKey, path: &ArtifactPath, by: &str) -> Result<u64> {
+        let now = now_ms();
+        let writes = self.writes();
+        let mut tx = writes.begin().await?;
+        let rows = self.rows_at(&mut tx, repo, path).await?;
+        for row in &rows {
+            let id: i64 = row.try_get("id").map_err(db_err)?;
+            let props = self.read_properties(&mut tx, id).await?;
+            sqlx::query(self.sql(
+                "INSERT INTO trash (repo_key, path, sha256, size, created_ms, created_by, \
+                 properties, deleted_ms, deleted_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (repo_key, path) DO UPDATE SET sha256 = excluded.sha256, \
+                 size = excluded.size, created_ms = excluded.created_ms, \
+                 created_by = excluded.created_by, properties = excluded.properties, \
+                 deleted_ms = excluded.deleted_ms, deleted_by = excluded.deleted_by",
+            ))
+            .bind(repo.as_str())
+            .bind(row.try_get::<String, _>("path").map_err(db_err)?)
+            .bind(row.try_get::<String, _>("sha256").map_err(db_err)?)
+            .bind(row.try_get::<i64, _>("size").map_err(db_err)?)
+            .bind(row.try_get::<i64, _>("created_ms").map_err(db_err)?)
+            .bind(row.try_get::<String, _>("created_by").map_err(db_err)?)
+            .bind(serde_json::to_string(&props).unwrap_or_else(|_| "[]".into()))
+            .bind(now)
+            .bind(by)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            sqlx::query(self.sql("DELETE FROM artifact_properties WHERE artifact_id = ?"))
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            sqlx::query(self.sql("DELETE FROM artifacts WHERE id = ?"))
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(rows.len() as u64)
+    }
+
+    /// Everything in the trash, newest deletion first.
+    pub async fn trash_list(&self) -> Result<Vec<TrashRecord>> {
+        let rows =
+            sqlx::query(self.sql("SELECT * FROM trash ORDER BY deleted_ms DESC, repo_key, path"))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db_err)?;
+        rows.iter()
+            .map(|row| {
+                let repo: String = row.try_get("repo_key").map_err(db_err)?;
+                let path: String = row.try_get("path").map_err(db_err)?;
+                let sha256: String = row.try_get("sha256").map_err(db_err)?;
+                Ok(TrashRecord {
+                    repo: RepoKey::parse(&repo).map_err(|_| corrupt("repository key", &repo))?,
+                    path: ArtifactPath::parse(&path).map_err(|_| corrupt("path", &path))?,
+                    sha256: sha256.parse().map_err(|_| corrupt("SHA-256", &sha256))?,
+                    size: to_u64(row.try_get("size").map_err(db_err)?),
+                    deleted_ms: row.try_get("deleted_ms").map_err(db_err)?,
+                    deleted_by: row.try_get("deleted_by").map_err(db_err)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Puts a trashed file, or every trashed file below a folder, back where it was. Paths that
+    /// are occupied again make the whole restore fail with `Conflict`; returns how many moved.
+    pub async fn restore(&self, repo: &RepoKey, path: &ArtifactPath) -> Result<u64> {
+        let writes = self.writes();
+        let mut tx = writes.begin().await?;
+        self.check_repository(&mut tx, repo).await?;
+        let (lo, hi) = below(path.as_str());
+        let rows = sqlx::query(self.sql("SELECT * FROM trash WHERE repo_key = ? AND (path = ? OR (path >= ? AND path < ?) OR ? = '')",))
+        .bind(repo.as_str())
+        .bind(path.as_str())
+        .bind(lo)
+        .bind(hi)
+        .bind(path.as_str())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        for row in &rows {
+            let trashed: String = row.try_get("path").map_err(db_err)?;
+            let target = ArtifactPath::parse(&trashed).map_err(|_| corrupt("path", &trashed))?;
+            if sqlx::query(self.sql("SELECT 1 FROM artifacts WHERE repo_key = ? AND path = ?"))
+                .bind(repo.as_str())
+                .bind(target.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .is_some()
+            {
+                return Err(Error::Conflict(format!(
+                    "cannot restore {repo}/{target}: a file with that path exists again"
+                )));
+            }
+            self.check_file_path(&mut tx, repo, &target).await?;
+            sqlx::query(self.sql(
+                "INSERT INTO artifacts (repo_key, path, sha256, size, created_ms, created_by, \
+                 modified_ms, modified_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            ))
+            .bind(repo.as_str())
+            .bind(target.as_str())
+            .bind(row.try_get::<String, _>("sha256").map_err(db_err)?)
+            .bind(row.try_get::<i64, _>("size").map_err(db_err)?)
+            .bind(row.try_get::<i64, _>("created_ms").map_err(db_err)?)
+            .bind(row.try_get::<String, _>("created_by").map_err(db_err)?)
+            .bind(now_ms())
+            .bind(row.try_get::<String, _>("deleted_by").map_err(db_err)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            let id = self.artifact_id(&mut tx, repo, &target).await?;
+            let props: String = row.try_get("properties").map_err(db_err)?;
+            let props: Vec<(String, String)> = serde_json::from_str(&props).unwrap_or_default();
+            self.insert_properties(&mut tx, id, &props).await?;
+            sqlx::query(self.sql("DELETE FROM trash WHERE id = ?"))
+                .bind(row.try_get::<i64, _>("id").map_err(db_err)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(rows.len() as u64)
+    }
+
+    /// Empties the trash, or only what was deleted before `before_ms`; returns how many went.
+    pub async fn empty_trash(&self, before_ms: Option<i64>) -> Result<u64> {
+        let done = sqlx::query(self.sql("DELETE FROM trash WHERE deleted_ms < ?"))
+            .bind(before_ms.unwrap_or(i64::MAX))
+            .execute(self.writes().pool())
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected())
+    }
+}
