@@ -24,10 +24,9 @@ use stowage_core::cache::{CacheSettings, CachedProvider};
 use stowage_core::eventual::{EventualProvider, EventualSettings};
 use stowage_core::fanout::FanOutSettings;
 use stowage_core::fs::FileSystemProvider;
-use stowage_core::object::StagingSweeper;
 use stowage_core::sharding::{MountSettings, Mounts, ShardingProvider, ShardingSettings};
-use stowage_core::signing::DownloadSigner;
-use stowage_core::{BinaryProvider, Error, KeyLayout, PresignedUploads, Result};
+use stowage_core::signing::{DownloadSigner, SignedProvider};
+use stowage_core::{BinaryProvider, Error, KeyLayout, Result};
 use stowage_gcs::{GcsConfig, GcsSigner};
 use stowage_s3::{CloudFrontSigner, S3Provider};
 use stowage_service::Filestore;
@@ -67,24 +66,19 @@ async fn build_chain(config: &Config, layout: KeyLayout) -> Result<Filestore> {
     match template.backend() {
         Backend::FileSystem => {
             let fs = FileSystemProvider::new(config.file_store_dir(), layout)?;
-            Ok(Filestore {
-                local: Some(fs.clone()),
-                ..Filestore::from_provider(Arc::new(fs))
-            })
+            Ok(Filestore::from_provider(Arc::new(fs)))
         }
         Backend::S3 => {
             let s3 = Arc::new(connect_s3(config, layout).await?);
             let signer = download_signer(&s3)?;
-            object_chain(config, layout, s3.clone(), Some(signer), Some(s3), eventual)
+            object_chain(config, layout, s3, Some(signer), eventual)
         }
         Backend::GoogleStorage => {
             let gcs_config = section(&config.filestore.google_storage, "google-storage", template)?;
             let gcs = Arc::new(stowage_gcs::connect(gcs_config, layout).await?);
             let signer = GcsSigner::from_config(gcs_config, &gcs)?
                 .map(|s| Arc::new(s) as Arc<dyn DownloadSigner>);
-            let mut built = object_chain(config, layout, gcs.clone(), signer, None, eventual)?;
-            built.staging.push(gcs);
-            Ok(built)
+            object_chain(config, layout, gcs, signer, eventual)
         }
         Backend::AzureBlobStorage => {
             let azure_config = section(
@@ -95,9 +89,7 @@ async fn build_chain(config: &Config, layout: KeyLayout) -> Result<Filestore> {
             let azure = Arc::new(stowage_azure::connect(azure_config, layout).await?);
             let signer = AzureSasSigner::from_config(azure_config, &azure)?
                 .map(|s| Arc::new(s) as Arc<dyn DownloadSigner>);
-            let mut built = object_chain(config, layout, azure.clone(), signer, None, eventual)?;
-            built.staging.push(azure);
-            Ok(built)
+            object_chain(config, layout, azure, signer, eventual)
         }
         Backend::Sharding => {
             if template == Template::S3Sharding && config.filestore.sharding.mounts.is_empty() {
@@ -117,20 +109,20 @@ async fn build_chain(config: &Config, layout: KeyLayout) -> Result<Filestore> {
     }
 }
 
-/// An object store at the bottom of the chain: direct, or behind the eventual queue.
+/// An object store at the bottom of the chain (with its download signer attached, where it
+/// has one): direct, or behind the eventual queue.
 fn object_chain(
     config: &Config,
     layout: KeyLayout,
     store: Arc<dyn BinaryProvider>,
     signer: Option<Arc<dyn DownloadSigner>>,
-    uploads: Option<Arc<dyn PresignedUploads>>,
     eventual: bool,
 ) -> Result<Filestore> {
-    let mut built = Filestore {
-        uploads,
-        signer,
-        ..Filestore::from_provider(Arc::clone(&store))
+    let store: Arc<dyn BinaryProvider> = match signer {
+        Some(signer) => Arc::new(SignedProvider::new(store, signer)),
+        None => store,
     };
+    let mut built = Filestore::from_provider(Arc::clone(&store));
     if eventual {
         let e = &config.filestore.eventual;
         let queue = EventualProvider::new(
@@ -184,7 +176,6 @@ async fn build_sharding(
         c.mounts.clone()
     };
     let mut built: Mounts = Vec::new();
-    let mut staging: Vec<Arc<dyn StagingSweeper>> = Vec::new();
     for mount in mounts {
         let bad = |e: Error| {
             Error::InvalidInput(format!("[filestore.sharding] mount {:?}: {e}", mount.id))
@@ -217,9 +208,7 @@ async fn build_sharding(
                         test_connection: false,
                         ..gcs
                     };
-                    let gcs = Arc::new(stowage_gcs::connect(&gcs, layout).await.map_err(bad)?);
-                    staging.push(gcs.clone());
-                    gcs
+                    Arc::new(stowage_gcs::connect(&gcs, layout).await.map_err(bad)?)
                 }
                 (None, None, None, Some(table)) => {
                     let azure: AzureConfig = shard_config(
@@ -232,10 +221,7 @@ async fn build_sharding(
                         test_connection: false,
                         ..azure
                     };
-                    let azure =
-                        Arc::new(stowage_azure::connect(&azure, layout).await.map_err(bad)?);
-                    staging.push(azure.clone());
-                    azure
+                    Arc::new(stowage_azure::connect(&azure, layout).await.map_err(bad)?)
                 }
                 _ => {
                     return Err(Error::InvalidInput(format!(
@@ -281,7 +267,6 @@ async fn build_sharding(
     }
     Ok(Filestore {
         sharding: Some(sharding.clone()),
-        staging,
         ..Filestore::from_provider(Arc::new(sharding))
     })
 }

@@ -29,9 +29,10 @@ use tokio::sync::watch;
 use crate::BinaryProviderExt as _;
 use crate::fanout::{FanOutSettings, fan_out_with_cuts, unless_cut};
 use crate::fs::FileSystemProvider;
+use crate::signing::DownloadSigner;
 use crate::{
     BinaryProvider, ByteStream, Error, GetOptions, GetResult, Health, KeyLayout, ObjectMeta,
-    PutOptions, PutResult, Result, Sha256, Stager,
+    PresignedUploads, PutOptions, PutResult, Result, Sha256, Stager, StagingAge,
 };
 
 /// Size of the chunks read from a cache file.
@@ -554,6 +555,7 @@ impl CachedProvider {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl BinaryProvider for CachedProvider {
     async fn put_opts(&self, body: ByteStream, opts: PutOptions) -> Result<PutResult> {
         let too_big = opts.size.is_some_and(|s| !self.cacheable(s));
@@ -626,6 +628,31 @@ impl BinaryProvider for CachedProvider {
 
     async fn health(&self) -> Result<Health> {
         self.inner.backend.health().await
+    }
+
+    async fn put_file(&self, path: &std::path::Path, sha256: &Sha256, size: u64) -> Result<bool> {
+        // A file handed on (by a queue below the cache's caller) goes to the store only; it is
+        // cached when it is first read.
+        self.inner.backend.put_file(path, sha256, size).await
+    }
+
+    fn as_stager(&self) -> Option<&dyn crate::Stager> {
+        None // staging here would bypass the store below, which must hold every binary
+    }
+
+    fn download_signer(&self) -> Option<&dyn DownloadSigner> {
+        // A redirect goes past the cache to the store, which holds every binary the cache has.
+        self.inner.backend.download_signer()
+    }
+
+    fn presigned_uploads(&self) -> Option<&dyn PresignedUploads> {
+        self.inner.backend.presigned_uploads()
+    }
+
+    async fn clean_staging(&self, age: StagingAge) -> Result<u64> {
+        let mut removed = self.inner.files.clean_temp(age.local).await? as u64;
+        removed += self.inner.backend.clean_staging(age).await?;
+        Ok(removed)
     }
 }
 

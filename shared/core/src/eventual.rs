@@ -22,9 +22,10 @@ use tokio::sync::{Notify, Semaphore};
 use crate::fanout::FanOutSettings;
 use crate::fs::FileSystemProvider;
 use crate::quorum::{Refused, put_quorum};
+use crate::signing::DownloadSigner;
 use crate::{
     BinaryProvider, ByteStream, Error, GetOptions, GetResult, Health, KeyLayout, ObjectMeta,
-    PutOptions, PutResult, Result, Sha256,
+    PresignedUploads, PutOptions, PutResult, Result, Sha256, StagingAge,
 };
 
 /// How one upload is written to several queue directories at once: each may fall 4 MiB behind,
@@ -473,6 +474,23 @@ impl BinaryProvider for EventualProvider {
 
     fn as_stager(&self) -> Option<&dyn crate::Stager> {
         None // acknowledging means queueing: the queue names what it holds by digest
+    }
+
+    fn download_signer(&self) -> Option<&dyn DownloadSigner> {
+        // URLs point at the backend; a binary still queued is not there yet (see the README's
+        // Downloads section: redirects of eventual templates follow the upload).
+        self.inner.backend.download_signer()
+    }
+
+    fn presigned_uploads(&self) -> Option<&dyn PresignedUploads> {
+        // Session uploads go to the backend directly, past the queue.
+        self.inner.backend.presigned_uploads()
+    }
+
+    async fn clean_staging(&self, age: StagingAge) -> Result<u64> {
+        let mut removed = self.clean_temp(age.local).await? as u64;
+        removed += self.inner.backend.clean_staging(age).await?;
+        Ok(removed)
     }
 }
 

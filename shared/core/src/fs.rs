@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::provider::check_range;
 use crate::{
     BinaryProvider, ByteStream, Error, GetOptions, GetResult, Health, KeyLayout, ObjectMeta,
-    PutOptions, PutResult, Result, Sha256, StagedBinary, Stager,
+    PutOptions, PutResult, Result, Sha256, StagedBinary, Stager, StagingAge,
 };
 
 /// Folder, under the filestore root, where uploads are staged (Artifactory's name for it).
@@ -476,6 +476,10 @@ impl BinaryProvider for FileSystemProvider {
 
     fn as_stager(&self) -> Option<&dyn Stager> {
         Some(self)
+    }
+
+    async fn clean_staging(&self, age: StagingAge) -> Result<u64> {
+        Ok(self.clean_temp(age.local).await? as u64)
     }
 
     async fn health(&self) -> Result<Health> {

@@ -6,6 +6,8 @@
 //! This crate knows nothing of HTTP or SQL: those live in `stowage-api` and `stowage-metadata`.
 
 pub mod cache;
+#[cfg(test)]
+mod chain_tests;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 mod digest;
@@ -32,7 +34,7 @@ pub use key::{BinaryKey, KeyLayout};
 pub use path::{ArtifactPath, RepoKey};
 pub use provider::{
     BinaryProvider, BinaryProviderExt, ByteStream, GetOptions, GetResult, Health, ObjectMeta,
-    PutOptions, PutResult, StagedBinary, Stager, check_range, drain, put_file_as_stream,
-    read_exactly,
+    PutOptions, PutResult, StagedBinary, Stager, StagingAge, check_range, drain,
+    put_file_as_stream, read_exactly,
 };
 pub use uploads::{PresignedPart, PresignedRequest, PresignedUploads, StaleUploads, UploadPlan};

@@ -26,8 +26,8 @@ use futures::stream::BoxStream;
 
 use crate::{
     BinaryProvider, ByteStream, ChecksumHasher, Checksums, Error, GetOptions, GetResult, Health,
-    KeyLayout, ObjectMeta, PutOptions, PutResult, Result, Sha256, check_range, drain, hash_stream,
-    read_exactly,
+    KeyLayout, ObjectMeta, PutOptions, PutResult, Result, Sha256, StagingAge, check_range, drain,
+    hash_stream, read_exactly,
 };
 
 /// What a backend knows of one object.
@@ -81,20 +81,6 @@ pub trait ObjectWriter: Send + fmt::Debug {
     async fn finish(self: Box<Self>, checksums: &Checksums) -> Result<bool>;
     /// Discards what was sent.
     async fn abort(self: Box<Self>);
-}
-
-/// Something that keeps staging objects and can sweep those a crash left behind.
-#[async_trait]
-pub trait StagingSweeper: Send + Sync + fmt::Debug + fmt::Display {
-    /// Removes staging objects older than `age`; returns how many.
-    async fn clean_stale_staging(&self, age: Duration) -> Result<u64>;
-}
-
-#[async_trait]
-impl<B: ObjectBackend> StagingSweeper for ObjectStoreProvider<B> {
-    async fn clean_stale_staging(&self, age: Duration) -> Result<u64> {
-        ObjectStoreProvider::clean_stale_staging(self, age).await
-    }
 }
 
 /// Tuning of an [`ObjectStoreProvider`].
@@ -440,6 +426,13 @@ impl<B: ObjectBackend> BinaryProvider for ObjectStoreProvider<B> {
     async fn health(&self) -> Result<Health> {
         self.backend.check().await?;
         Ok(Health::default())
+    }
+
+    async fn clean_staging(&self, age: StagingAge) -> Result<u64> {
+        match age.shared {
+            Some(age) => self.clean_stale_staging(age).await,
+            None => Ok(0),
+        }
     }
 }
 

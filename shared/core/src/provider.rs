@@ -6,14 +6,15 @@
 use std::fmt::{Debug, Display};
 use std::ops::Range;
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
-use crate::{Checksums, Error, ExpectedChecksums, Result, Sha256};
+use crate::signing::DownloadSigner;
+use crate::{Checksums, Error, ExpectedChecksums, PresignedUploads, Result, Sha256};
 
 /// A stream of body bytes, as received from a client or read from a backend.
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
@@ -122,6 +123,38 @@ pub trait BinaryProvider: Send + Sync + Debug + Display + 'static {
     fn as_stager(&self) -> Option<&dyn Stager> {
         None
     }
+
+    /// Signs download URLs for this provider's binaries, where it can: an object store with
+    /// its signer attached ([`crate::signing::SignedProvider`]). A wrapper passes it on when a
+    /// URL to the store below serves what the wrapper would, and refuses it (`None`)
+    /// otherwise. Default: `None`.
+    fn download_signer(&self) -> Option<&dyn DownloadSigner> {
+        None
+    }
+
+    /// Takes presigned upload sessions, where the store can (S3): clients then send their
+    /// bytes to it directly. Default: `None`.
+    fn presigned_uploads(&self) -> Option<&dyn PresignedUploads> {
+        None
+    }
+
+    /// Removes the staging a crash left behind (temporary files on this node's disks older
+    /// than `age.local`; staging objects in a shared store older than `age.shared`, if given)
+    /// and returns how many. Default: nothing to sweep.
+    async fn clean_staging(&self, age: StagingAge) -> Result<u64> {
+        let _ = age;
+        Ok(0)
+    }
+}
+
+/// How old staging must be before [`BinaryProvider::clean_staging`] removes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StagingAge {
+    /// Temporary files on this node's own disks, which only this process writes: at start-up
+    /// anything older than the orphan grace is a crash's leftover.
+    pub local: Duration,
+    /// Staging objects in a store other nodes write too; `None` leaves them alone.
+    pub shared: Option<Duration>,
 }
 
 /// Writes bodies without hashing them; the caller hashes once and names the result.

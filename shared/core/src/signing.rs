@@ -1,13 +1,19 @@
 //! Signed download URLs: a redirect that lets a client fetch a binary straight from the object
 //! store (S3 presigned GET, CloudFront signed URL, GCS V4, Azure SAS) without Stowage's
-//! credentials or the caller's. Object stores implement [`DownloadSigner`].
+//! credentials or the caller's. Object stores implement [`DownloadSigner`]; the assembly
+//! attaches one to the chain with [`SignedProvider`].
 
 use std::fmt::Debug;
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use futures::stream::BoxStream;
 
-use crate::{Result, Sha256};
+use crate::{
+    BinaryProvider, ByteStream, GetOptions, GetResult, Health, ObjectMeta, PresignedUploads,
+    PutOptions, PutResult, Result, Sha256, Stager, StagingAge,
+};
 
 /// What the signed URL should make the store answer.
 #[derive(Debug, Clone)]
@@ -196,5 +202,82 @@ mod tests {
             content_disposition("résumé \"v2\".txt"),
             "attachment; filename=\"r_sum_ _v2_.txt\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%22v2%22%2Etxt"
         );
+    }
+}
+
+/// A provider with a download signer attached: the signer travels with the chain, so a
+/// wrapper above passes it on ([`BinaryProvider::download_signer`]) or refuses it. Every other
+/// call goes to the provider as it is.
+#[derive(Debug)]
+pub struct SignedProvider {
+    inner: std::sync::Arc<dyn BinaryProvider>,
+    signer: std::sync::Arc<dyn DownloadSigner>,
+}
+
+impl SignedProvider {
+    /// `inner`, whose binaries `signer` signs URLs for (reusing each URL for a while, as
+    /// [`ReusingSigner`] does).
+    pub fn new(
+        inner: std::sync::Arc<dyn BinaryProvider>,
+        signer: std::sync::Arc<dyn DownloadSigner>,
+    ) -> Self {
+        Self {
+            inner,
+            signer: std::sync::Arc::new(ReusingSigner::new(signer)),
+        }
+    }
+}
+
+impl std::fmt::Display for SignedProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.inner, f)
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl BinaryProvider for SignedProvider {
+    async fn put_opts(&self, body: ByteStream, opts: PutOptions) -> Result<PutResult> {
+        self.inner.put_opts(body, opts).await
+    }
+
+    async fn get_opts(&self, digest: &Sha256, opts: GetOptions) -> Result<GetResult> {
+        self.inner.get_opts(digest, opts).await
+    }
+
+    async fn head(&self, digest: &Sha256) -> Result<ObjectMeta> {
+        self.inner.head(digest).await
+    }
+
+    async fn delete(&self, digest: &Sha256) -> Result<()> {
+        self.inner.delete(digest).await
+    }
+
+    fn list(&self) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list()
+    }
+
+    async fn health(&self) -> Result<Health> {
+        self.inner.health().await
+    }
+
+    async fn put_file(&self, path: &Path, sha256: &Sha256, size: u64) -> Result<bool> {
+        self.inner.put_file(path, sha256, size).await
+    }
+
+    fn as_stager(&self) -> Option<&dyn Stager> {
+        self.inner.as_stager()
+    }
+
+    fn download_signer(&self) -> Option<&dyn DownloadSigner> {
+        Some(self.signer.as_ref())
+    }
+
+    fn presigned_uploads(&self) -> Option<&dyn PresignedUploads> {
+        self.inner.presigned_uploads()
+    }
+
+    async fn clean_staging(&self, age: StagingAge) -> Result<u64> {
+        self.inner.clean_staging(age).await
     }
 }

@@ -46,7 +46,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use stowage_core::{
     BinaryProvider, ByteStream, Error, GetOptions, GetResult, Health, KeyLayout, ObjectMeta,
-    PutOptions, PutResult, Result, Sha256, hash_stream,
+    PresignedUploads, PutOptions, PutResult, Result, Sha256, hash_stream,
 };
 
 use crate::config::{S3Config, ServerSideEncryption};
@@ -1222,4 +1222,11 @@ impl BinaryProvider for S3Provider {
     async fn put_file(&self, path: &Path, sha256: &Sha256, size: u64) -> Result<bool> {
         self.store_file(path, sha256, size, false).await
     }
+
+    fn presigned_uploads(&self) -> Option<&dyn PresignedUploads> {
+        Some(self)
+    }
+
+    // S3's staging objects and multipart uploads are swept with the upload sessions
+    // (`PresignedUploads::clean_stale_uploads`), which know what a session still needs.
 }

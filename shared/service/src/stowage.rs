@@ -9,10 +9,9 @@ use futures::TryStreamExt;
 use stowage_core::cache::{CacheStats, CachedProvider};
 use stowage_core::eventual::{EventualProvider, QueueStats};
 use stowage_core::sharding::{BalanceReport, ShardingProvider, Wanted};
-use stowage_core::signing::{DownloadSigner, ReusingSigner};
 use stowage_core::{
     ArtifactPath, BinaryProvider, BinaryProviderExt, ByteStream, Error, ExpectedChecksums,
-    PresignedUploads, PutOptions, RepoKey, Result, StaleUploads, UploadPlan,
+    PutOptions, RepoKey, Result, StagingAge, StaleUploads, UploadPlan,
 };
 use stowage_metadata::{
     ArtifactRecord, ChecksumLookup, Metadata, NewArtifact, UploadSession, now_ms, retry_conflicts,
@@ -87,11 +86,8 @@ pub enum SessionStart {
 pub struct Stowage {
     provider: Arc<dyn BinaryProvider>,
     eventual: Option<EventualProvider>,
-    uploads: Option<Arc<dyn PresignedUploads>>,
-    staging: Vec<Arc<dyn stowage_core::object::StagingSweeper>>,
     sharding: Option<ShardingProvider>,
     cache: Option<CachedProvider>,
-    signer: Option<Arc<dyn DownloadSigner>>,
     /// Lower-cased `[downloads] proxy_user_agents`.
     proxy_user_agents: Vec<String>,
     /// Each repository's redirect settings (`downloadRedirect`, `downloadRedirectMinSize`),
@@ -118,13 +114,8 @@ impl Stowage {
             locks: Locks::new(metadata.clone(), node_id, settings.locks.clone()),
             provider: filestore.provider,
             eventual: filestore.eventual,
-            uploads: filestore.uploads,
-            staging: filestore.staging,
             sharding: filestore.sharding,
             cache: filestore.cache,
-            signer: filestore
-                .signer
-                .map(|s| Arc::new(ReusingSigner::new(s)) as Arc<dyn DownloadSigner>),
             proxy_user_agents: settings
                 .proxy_user_agents
                 .iter()
@@ -454,14 +445,17 @@ impl Stowage {
             }
         }
         (report.upload_sessions_expired, report.stale_uploads) = self.clean_uploads().await?;
-        // Staging objects of GCS and Azure older than any upload can take were left by a
-        // crash. A store that is away now is swept by a later collection.
+        // Staging older than any upload can take (temporary files on this node's disks,
+        // staging objects of GCS and Azure) was left by a crash. A store that is away now is
+        // swept by a later collection.
         let stale_age = self.session_expiry + self.orphan_grace.max(Duration::from_secs(3600));
-        for store in &self.staging {
-            match store.clean_stale_staging(stale_age).await {
-                Ok(n) => report.stale_uploads.staging_objects += n,
-                Err(e) => tracing::warn!(%store, error = %e, "could not sweep staging objects"),
-            }
+        let age = StagingAge {
+            local: stale_age,
+            shared: Some(stale_age),
+        };
+        match self.provider.clean_staging(age).await {
+            Ok(n) => report.stale_uploads.staging_objects += n,
+            Err(e) => tracing::warn!(error = %e, "could not sweep staging"),
         }
         // As in Artifactory, balancing follows collection (which removed the copies that
         // need no balancing). A pass already running is left to finish.

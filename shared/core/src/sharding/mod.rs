@@ -30,9 +30,10 @@ pub use mount::MountSettings;
 
 use crate::fanout::FanOutSettings;
 use crate::quorum::{Refused, put_quorum};
+use crate::signing::DownloadSigner;
 use crate::{
-    BinaryProvider, ByteStream, Error, GetOptions, GetResult, Health, ObjectMeta, PutOptions,
-    PutResult, Result, Sha256,
+    BinaryProvider, ByteStream, Error, GetOptions, GetResult, Health, ObjectMeta, PresignedUploads,
+    PutOptions, PutResult, Result, Sha256, StagingAge,
 };
 
 /// The mounts of a sharded store: each one's settings and provider.
@@ -533,6 +534,7 @@ impl ShardingProvider {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl BinaryProvider for ShardingProvider {
     async fn put_opts(&self, body: ByteStream, opts: PutOptions) -> Result<PutResult> {
         let candidates = self.usable(true).await;
@@ -715,6 +717,36 @@ impl BinaryProvider for ShardingProvider {
             free_space: sum(|h| h.free_space),
             total_space: sum(|h| h.total_space),
         })
+    }
+
+    async fn put_file(&self, path: &std::path::Path, sha256: &Sha256, size: u64) -> Result<bool> {
+        // Through the quorum like any upload: copies on R mounts from one read of the file.
+        crate::provider::put_file_as_stream(self, path, sha256, size).await
+    }
+
+    fn as_stager(&self) -> Option<&dyn crate::Stager> {
+        None // copies are named by each mount; a staged body would have one place
+    }
+
+    fn download_signer(&self) -> Option<&dyn DownloadSigner> {
+        None // no one mount's URL is sure to hold a binary
+    }
+
+    fn presigned_uploads(&self) -> Option<&dyn PresignedUploads> {
+        None // a session would put the bytes on one mount, below the redundancy
+    }
+
+    async fn clean_staging(&self, age: StagingAge) -> Result<u64> {
+        let mut removed = 0;
+        for mount in self.inner.mounts.iter() {
+            // A mount that is down now is swept by a later pass.
+            match mount.provider.clean_staging(age).await {
+                Ok(n) => removed += n,
+                Err(e) => tracing::warn!(mount = mount.id(), error = %e,
+                    "could not sweep a mount's staging; a later pass will"),
+            }
+        }
+        Ok(removed)
     }
 }
 

@@ -168,7 +168,7 @@ impl Stowage {
                 ))),
             };
         }
-        if request.redirect == RedirectPolicy::Never || self.signer.is_none() {
+        if request.redirect == RedirectPolicy::Never || self.provider.download_signer().is_none() {
             return Ok(None);
         }
         if let Some(agent) = request.user_agent.as_deref().map(str::to_lowercase)
@@ -187,7 +187,7 @@ impl Stowage {
     /// A signed URL for a recorded artifact, `None` when the filestore cannot sign (a local
     /// filesystem).
     async fn sign(&self, record: &ArtifactRecord, content_type: &str) -> Result<Option<SignedUrl>> {
-        let Some(signer) = &self.signer else {
+        let Some(signer) = self.provider.download_signer() else {
             return Ok(None);
         };
         let request = DownloadUrlRequest {

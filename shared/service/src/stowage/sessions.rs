@@ -16,7 +16,7 @@ const EXPIRE_BATCH: u32 = 100;
 
 impl Stowage {
     fn uploads(&self) -> Result<&dyn PresignedUploads> {
-        self.uploads.as_deref().ok_or_else(|| {
+        self.provider.presigned_uploads().ok_or_else(|| {
             Error::InvalidInput(format!(
                 "presigned upload sessions need an object-store filestore (template \
                  s3-storage-v3-direct, s3-storage-v3 or cluster-s3-storage-v3); this one is {}: \
@@ -184,7 +184,7 @@ impl Stowage {
     /// Aborts expired sessions and sweeps staging the object store holds from crashes.
     /// Returns (sessions expired, stale uploads).
     pub(super) async fn clean_uploads(&self) -> Result<(u64, stowage_core::StaleUploads)> {
-        let Some(uploads) = self.uploads.as_deref() else {
+        let Some(uploads) = self.provider.presigned_uploads() else {
             return Ok((0, Default::default()));
         };
         let mut expired = 0;
