@@ -12,7 +12,8 @@
 //!   otherwise a staging key `<path>/_pre/<random>`, then a server-side copy to the content
 //!   key, because a key must never hold bytes that do not hash to its name.
 //! - Idempotent calls (stat, open, delete, copy, small puts) are retried with backoff when the
-//!   backend says the failure is transient.
+//!   backend says the failure is transient, by the [`Retrying`] layer every backend is wrapped
+//!   in.
 
 use std::fmt;
 use std::ops::Range;
@@ -83,6 +84,82 @@ pub trait ObjectWriter: Send + fmt::Debug {
     async fn abort(self: Box<Self>);
 }
 
+/// The retry layer over a backend: each idempotent call (stat, read, remove, copy, small
+/// put) is made again after a pause while it fails transiently (`Error::is_retryable`), up to
+/// `attempts` times with pauses of 50 ms, 200 ms, 800 ms…; a streamed write, a listing and a
+/// health check are passed on as they are (the first cannot be replayed, the others are
+/// asked again by their callers).
+#[derive(Debug)]
+pub struct Retrying<B> {
+    inner: B,
+    attempts: u32,
+}
+
+impl<B: ObjectBackend> Retrying<B> {
+    async fn again<T, F, Fut>(&self, mut call: F) -> Result<T>
+    where
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = Result<T>> + Send,
+    {
+        let mut pause = Duration::from_millis(50);
+        let mut attempt = 1;
+        loop {
+            match call().await {
+                Err(e) if e.is_retryable() && attempt < self.attempts => {
+                    tracing::debug!(backend = %self.inner, attempt, error = %e, "retrying");
+                    tokio::time::sleep(pause).await;
+                    pause *= 4;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl<B: fmt::Display> fmt::Display for Retrying<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl<B: ObjectBackend> ObjectBackend for Retrying<B> {
+    async fn put_small(&self, key: &str, body: Bytes, checksums: &Checksums) -> Result<bool> {
+        self.again(|| self.inner.put_small(key, body.clone(), checksums))
+            .await
+    }
+
+    async fn writer(&self, key: &str, size: Option<u64>) -> Result<Box<dyn ObjectWriter>> {
+        self.inner.writer(key, size).await
+    }
+
+    async fn copy_if_absent(&self, from: &str, to: &str) -> Result<bool> {
+        self.again(|| self.inner.copy_if_absent(from, to)).await
+    }
+
+    async fn stat(&self, key: &str) -> Result<ObjectInfo> {
+        self.again(|| self.inner.stat(key)).await
+    }
+
+    async fn read(&self, key: &str, range: Range<u64>) -> Result<ByteStream> {
+        self.again(|| self.inner.read(key, range.clone())).await
+    }
+
+    async fn remove(&self, key: &str) -> Result<()> {
+        self.again(|| self.inner.remove(key)).await
+    }
+
+    fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectInfo>> {
+        self.inner.list(prefix)
+    }
+
+    async fn check(&self) -> Result<()> {
+        self.inner.check().await
+    }
+}
+
 /// Tuning of an [`ObjectStoreProvider`].
 #[derive(Debug, Clone)]
 pub struct ObjectSettings {
@@ -112,7 +189,7 @@ const STAGING: &str = "_pre";
 /// A content-addressed binary store on an [`ObjectBackend`].
 #[derive(Debug)]
 pub struct ObjectStoreProvider<B> {
-    backend: Arc<B>,
+    backend: Arc<Retrying<B>>,
     settings: Arc<ObjectSettings>,
     /// `path/` (or empty), the start of every key.
     root: Arc<str>,
@@ -143,14 +220,17 @@ impl<B: ObjectBackend> ObjectStoreProvider<B> {
             format!("{path}/")
         };
         Self {
-            backend: Arc::new(backend),
+            backend: Arc::new(Retrying {
+                inner: backend,
+                attempts: settings.attempts.max(1),
+            }),
             settings: Arc::new(settings),
             root: root.into(),
         }
     }
 
     pub fn backend(&self) -> &B {
-        &self.backend
+        &self.backend.inner
     }
 
     /// The key of a binary, path included.
@@ -162,29 +242,8 @@ impl<B: ObjectBackend> ObjectStoreProvider<B> {
         format!("{}{STAGING}/{:032x}", self.root, rand::random::<u128>())
     }
 
-    /// Runs an idempotent call, again after a pause while it fails transiently.
-    async fn retry<T, F, Fut>(&self, mut call: F) -> Result<T>
-    where
-        F: FnMut() -> Fut + Send,
-        Fut: Future<Output = Result<T>> + Send,
-    {
-        let mut pause = Duration::from_millis(50);
-        let mut attempt = 1;
-        loop {
-            match call().await {
-                Err(e) if e.is_retryable() && attempt < self.settings.attempts => {
-                    tracing::debug!(backend = %self, attempt, error = %e, "retrying");
-                    tokio::time::sleep(pause).await;
-                    pause *= 4;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
-    }
-
     async fn exists(&self, key: &str) -> Result<bool> {
-        match self.retry(|| self.backend.stat(key)).await {
+        match self.backend.stat(key).await {
             Ok(_) => Ok(true),
             Err(Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(e),
@@ -206,7 +265,8 @@ impl<B: ObjectBackend> ObjectStoreProvider<B> {
         opts.expected.verify(&checksums)?;
         let key = self.key_of(&checksums.sha256);
         let created = self
-            .retry(|| self.backend.put_small(&key, bytes.clone(), &checksums))
+            .backend
+            .put_small(&key, bytes.clone(), &checksums)
             .await?;
         Ok(PutResult {
             checksums,
@@ -285,10 +345,8 @@ impl<B: ObjectBackend> ObjectStoreProvider<B> {
         let stored = async {
             let (checksums, size, _) = self.write_streamed(&staging, body, opts).await?;
             let key = self.key_of(&checksums.sha256);
-            let created = !self.exists(&key).await?
-                && self
-                    .retry(|| self.backend.copy_if_absent(&staging, &key))
-                    .await?;
+            let created =
+                !self.exists(&key).await? && self.backend.copy_if_absent(&staging, &key).await?;
             Ok(PutResult {
                 checksums,
                 size,
@@ -296,7 +354,7 @@ impl<B: ObjectBackend> ObjectStoreProvider<B> {
             })
         }
         .await;
-        if let Err(e) = self.retry(|| self.backend.remove(&staging)).await {
+        if let Err(e) = self.backend.remove(&staging).await {
             tracing::warn!(backend = %self, key = %staging, error = %e,
                 "could not remove a staging object; the stale-staging sweep will");
         }
@@ -313,7 +371,7 @@ impl<B: ObjectBackend> ObjectStoreProvider<B> {
         while let Some(info) = stale.next().await {
             let info = info?;
             if info.last_modified < cutoff {
-                self.retry(|| self.backend.remove(&info.key)).await?;
+                self.backend.remove(&info.key).await?;
                 removed += 1;
             }
         }
@@ -358,14 +416,16 @@ impl<B: ObjectBackend> BinaryProvider for ObjectStoreProvider<B> {
     async fn get_opts(&self, digest: &Sha256, opts: GetOptions) -> Result<GetResult> {
         let key = self.key_of(digest);
         let info = self
-            .retry(|| self.backend.stat(&key))
+            .backend
+            .stat(&key)
             .await
             .map_err(|e| not_found(digest, e))?;
         let range = check_range(opts.range, info.size)?;
         let stream = if range.is_empty() {
             futures::stream::empty().boxed()
         } else {
-            self.retry(|| self.backend.read(&key, range.clone()))
+            self.backend
+                .read(&key, range.clone())
                 .await
                 .map_err(|e| not_found(digest, e))?
         };
@@ -383,7 +443,8 @@ impl<B: ObjectBackend> BinaryProvider for ObjectStoreProvider<B> {
     async fn head(&self, digest: &Sha256) -> Result<ObjectMeta> {
         let key = self.key_of(digest);
         let info = self
-            .retry(|| self.backend.stat(&key))
+            .backend
+            .stat(&key)
             .await
             .map_err(|e| not_found(digest, e))?;
         Ok(ObjectMeta {
@@ -395,7 +456,7 @@ impl<B: ObjectBackend> BinaryProvider for ObjectStoreProvider<B> {
 
     async fn delete(&self, digest: &Sha256) -> Result<()> {
         let key = self.key_of(digest);
-        self.retry(|| self.backend.remove(&key)).await
+        self.backend.remove(&key).await
     }
 
     fn list(&self) -> BoxStream<'static, Result<ObjectMeta>> {

@@ -50,6 +50,15 @@ pub struct DeployRequest {
     pub properties: Vec<(String, String)>,
 }
 
+/// The properties a deploy sets, checked before any byte is stored.
+fn check_deploy_properties(request: &DeployRequest) -> Result<()> {
+    for (name, value) in &request.properties {
+        catalog::check_property_name(name)?;
+        catalog::check_property_value(value)?;
+    }
+    Ok(())
+}
+
 /// What a garbage collection did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -182,6 +191,7 @@ impl Stowage {
         body: ByteStream,
         request: DeployRequest,
     ) -> Result<ArtifactRecord> {
+        check_deploy_properties(&request)?;
         self.require_repository(repo).await?;
         if path.is_root() {
             return Err(Error::InvalidInput(
@@ -216,6 +226,7 @@ impl Stowage {
         path: &ArtifactPath,
         request: DeployRequest,
     ) -> Result<ArtifactRecord> {
+        check_deploy_properties(&request)?;
         self.require_repository(repo).await?;
         let lookup = match (
             request.expected.sha256,

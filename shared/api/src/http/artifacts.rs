@@ -16,6 +16,7 @@ use stowage_metadata::ChecksumLookup;
 use stowage_service::auth::Principal;
 use stowage_service::{DeployRequest, Download, DownloadRequest, Item, RedirectPolicy, etag};
 
+use super::target::Target;
 use super::{ApiError, AppState, json as shapes, range};
 
 const X_CHECKSUM_SHA256: &str = "x-checksum-sha256";
@@ -43,44 +44,6 @@ async fn drain(body: Body) {
         }
     })
     .await;
-}
-
-/// A repository, a path inside it, and any matrix parameters (`;key=value`) after the path.
-struct Target {
-    repo: RepoKey,
-    path: ArtifactPath,
-    properties: Vec<(String, String)>,
-}
-
-/// Parses `/{repo}/{path}[;k=v…]` from the raw (still percent-encoded) request path, after
-/// `prefix`.
-fn target(uri: &Uri, prefix: &str) -> Result<Target, Error> {
-    let raw = uri.path().strip_prefix(prefix).unwrap_or("");
-    let (raw, matrix) = raw.split_once(';').unwrap_or((raw, ""));
-    let (repo, path) = raw.split_once('/').unwrap_or((raw, ""));
-    let repo = RepoKey::from_url_segment(repo)?;
-    let path = ArtifactPath::from_url_path(path)?;
-    let mut properties = Vec::new();
-    for pair in matrix.split(';').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let decode = |s: &str| {
-            percent_decode_str(s)
-                .decode_utf8()
-                .map(|c| c.into_owned())
-                .map_err(|_| {
-                    Error::InvalidInput(format!("matrix parameter {pair:?} is not valid UTF-8"))
-                })
-        };
-        let (k, v) = (decode(k)?, decode(v)?);
-        valid_property(&k)?;
-        valid_value(&v)?;
-        properties.push((k, v));
-    }
-    Ok(Target {
-        repo,
-        path,
-        properties,
-    })
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Error> {
@@ -124,15 +87,14 @@ fn declared_checksums(headers: &HeaderMap) -> Result<ExpectedChecksums, Error> {
 pub(crate) async fn deploy(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let Target {
+    Target {
         repo,
         path,
         properties,
-    } = target(&uri, "/")?;
+    }: Target,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let expected = declared_checksums(&headers)?;
     let size = header_str(&headers, header::CONTENT_LENGTH.as_str())?
         .map(|v| {
@@ -193,10 +155,10 @@ pub(crate) async fn deploy(
 pub(crate) async fn download(
     State(state): State<AppState>,
     method: Method,
+    Target { repo, path, .. }: Target,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Target { repo, path, .. } = target(&uri, "/")?;
     let header =
         |name: HeaderName| header_str(&headers, name.as_str()).map(|v| v.map(str::to_owned));
     let request = DownloadRequest {
@@ -271,9 +233,8 @@ pub(crate) async fn download(
 pub(crate) async fn remove(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    uri: Uri,
+    Target { repo, path, .. }: Target,
 ) -> Result<StatusCode, ApiError> {
-    let Target { repo, path, .. } = target(&uri, "/")?;
     state.stowage.delete(&repo, &path, principal.name()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -281,10 +242,10 @@ pub(crate) async fn remove(
 /// `GET /api/storage/{repo}/{path}`: file or folder info; `?properties` for properties.
 pub(crate) async fn storage_info(
     State(state): State<AppState>,
+    Target { repo, path, .. }: Target,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Target { repo, path, .. } = target(&uri, "/api/storage/")?;
     let base = state.base_url(&headers);
     let wants_properties = uri.query().is_some_and(|q| {
         q.split('&')
@@ -353,46 +314,19 @@ fn properties_param(uri: &Uri) -> Result<String, Error> {
     ))
 }
 
-/// Longest property name or value, in characters (a limit every engine can index).
-const MAX_PROPERTY_LEN: usize = 255;
-
-/// A property name: not empty, otherwise as a value.
-fn valid_property(name: &str) -> Result<(), Error> {
-    if name.is_empty() {
-        return Err(Error::InvalidInput(
-            "a property name may not be empty".into(),
-        ));
-    }
-    valid_value(name)
-}
-
-/// A property value: at most 255 characters, no control characters.
-fn valid_value(text: &str) -> Result<(), Error> {
-    if text.chars().count() > MAX_PROPERTY_LEN || text.chars().any(char::is_control) {
-        return Err(Error::InvalidInput(format!(
-            "invalid property {text:?}: at most {MAX_PROPERTY_LEN} characters, no control characters"
-        )));
-    }
-    Ok(())
-}
-
 /// `PUT /api/storage/{repo}/{path}?properties=k=v1,v2;k2=v3`: sets properties on a file or on
 /// every file below a folder.
 pub(crate) async fn set_properties(
     State(state): State<AppState>,
+    Target { repo, path, .. }: Target,
     uri: Uri,
 ) -> Result<StatusCode, ApiError> {
-    let Target { repo, path, .. } = target(&uri, "/api/storage/")?;
     let mut properties = Vec::new();
     for item in properties_param(&uri)?.split(';').filter(|i| !i.is_empty()) {
         let (name, values) = item
             .split_once('=')
             .ok_or_else(|| Error::InvalidInput(format!("property {item:?} has no '='")))?;
-        valid_property(name)?;
         let values: Vec<String> = values.split(',').map(str::to_string).collect();
-        for v in &values {
-            valid_value(v)?;
-        }
         properties.push((name.to_string(), values));
     }
     state
@@ -405,9 +339,9 @@ pub(crate) async fn set_properties(
 /// `DELETE /api/storage/{repo}/{path}?properties=k1,k2`.
 pub(crate) async fn delete_properties(
     State(state): State<AppState>,
+    Target { repo, path, .. }: Target,
     uri: Uri,
 ) -> Result<StatusCode, ApiError> {
-    let Target { repo, path, .. } = target(&uri, "/api/storage/")?;
     let names: Vec<String> = properties_param(&uri)?
         .split(',')
         .filter(|n| !n.is_empty())
@@ -434,7 +368,6 @@ pub(crate) async fn search_properties(
                 repos.push(RepoKey::parse(r)?);
             }
         } else {
-            valid_property(&k)?;
             criteria.push((k, v.split(',').map(str::to_string).collect::<Vec<_>>()));
         }
     }
@@ -461,16 +394,11 @@ pub(crate) struct RelocateQuery {
 async fn relocate(
     state: AppState,
     principal: Principal,
-    uri: Uri,
+    Target { repo, path, .. }: Target,
     q: RelocateQuery,
     copy: bool,
 ) -> Result<Response, ApiError> {
-    let (verb, prefix) = if copy {
-        ("copy", "/api/copy/")
-    } else {
-        ("move", "/api/move/")
-    };
-    let Target { repo, path, .. } = target(&uri, prefix)?;
+    let verb = if copy { "copy" } else { "move" };
     let to =
         q.to.ok_or_else(|| ApiError::bad_request(format!("{verb} needs ?to=/repo/path")))?;
     let to_trimmed = to.strip_prefix('/').unwrap_or(&to);
@@ -507,18 +435,18 @@ async fn relocate(
 pub(crate) async fn move_items(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    uri: Uri,
+    target: Target,
     Query(q): Query<RelocateQuery>,
 ) -> Result<Response, ApiError> {
-    relocate(state, principal, uri, q, false).await
+    relocate(state, principal, target, q, false).await
 }
 
 /// `POST /api/copy/{repo}/{path}?to=/{repo}/{path}[&dry=1]`: metadata only.
 pub(crate) async fn copy_items(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    uri: Uri,
+    target: Target,
     Query(q): Query<RelocateQuery>,
 ) -> Result<Response, ApiError> {
-    relocate(state, principal, uri, q, true).await
+    relocate(state, principal, target, q, true).await
 }

@@ -6,6 +6,7 @@ mod error;
 mod json;
 mod range;
 mod system;
+mod target;
 mod uploads;
 
 use std::sync::Arc;

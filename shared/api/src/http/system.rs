@@ -6,10 +6,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use stowage_core::{ArtifactPath, RepoKey};
+use stowage_core::RepoKey;
 
 use stowage_service::tasks::BalanceStart;
 
+use super::target::Target;
 use super::{ApiError, AppState, json as shapes};
 
 /// `GET /api/system/ping`.
@@ -286,6 +287,7 @@ pub(crate) async fn trash_empty(State(state): State<AppState>) -> Result<Respons
 /// `POST /api/trash/restore/{repo}/{path}`: back to where it was.
 pub(crate) async fn trash_restore(
     State(state): State<AppState>,
+    Target { repo, path, .. }: Target,
     uri: Uri,
 ) -> Result<Response, ApiError> {
     if uri.query().is_some_and(|q| q.contains("to=")) {
@@ -293,10 +295,6 @@ pub(crate) async fn trash_restore(
             "restoring to another path is not supported yet; restore in place, then move",
         ));
     }
-    let raw = uri.path().strip_prefix("/api/trash/restore/").unwrap_or("");
-    let (repo, path) = raw.split_once('/').unwrap_or((raw, ""));
-    let repo = RepoKey::from_url_segment(repo)?;
-    let path = ArtifactPath::from_url_path(path)?;
     let restored = state.stowage.restore(&repo, &path).await?;
     Ok(format!("Successfully restored {restored} item(s) to {repo}/{path}\n").into_response())
 }

@@ -22,6 +22,29 @@ pub type Properties = BTreeMap<String, Vec<String>>;
 /// Results of a search are capped at this many artifacts.
 const SEARCH_LIMIT: u32 = 1000;
 
+/// Longest property name or value, in characters (a limit every engine can index).
+const MAX_PROPERTY_LEN: usize = 255;
+
+/// A property name: not empty, otherwise as a value.
+pub(super) fn check_property_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::InvalidInput(
+            "a property name may not be empty".into(),
+        ));
+    }
+    check_property_value(name)
+}
+
+/// A property value: at most 255 characters, no control characters.
+pub(super) fn check_property_value(text: &str) -> Result<()> {
+    if text.chars().count() > MAX_PROPERTY_LEN || text.chars().any(char::is_control) {
+        return Err(Error::InvalidInput(format!(
+            "invalid property {text:?}: at most {MAX_PROPERTY_LEN} characters, no control characters"
+        )));
+    }
+    Ok(())
+}
+
 impl Stowage {
     /// The file or the folder at `repo/path`; `NotFound` when there is neither.
     pub async fn item(&self, repo: &RepoKey, path: &ArtifactPath) -> Result<Item> {
@@ -67,6 +90,10 @@ impl Stowage {
         path: &ArtifactPath,
         properties: &[(String, Vec<String>)],
     ) -> Result<u64> {
+        for (name, values) in properties {
+            check_property_name(name)?;
+            values.iter().try_for_each(|v| check_property_value(v))?;
+        }
         self.write_properties(repo, path, || {
             self.metadata.set_properties(repo, path, properties)
         })
@@ -121,6 +148,9 @@ impl Stowage {
         criteria: &[(String, Vec<String>)],
         repos: &[RepoKey],
     ) -> Result<Vec<(RepoKey, ArtifactPath)>> {
+        for (name, _) in criteria {
+            check_property_name(name)?;
+        }
         self.metadata
             .search_properties(criteria, repos, SEARCH_LIMIT)
             .await
