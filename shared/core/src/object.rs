@@ -27,8 +27,8 @@ use futures::stream::BoxStream;
 
 use crate::{
     BinaryProvider, ByteStream, ChecksumHasher, Checksums, Error, GetOptions, GetResult, Health,
-    KeyLayout, ObjectMeta, PutOptions, PutResult, Result, Sha256, StagingAge, check_range, drain,
-    hash_stream, read_exactly,
+    KeyLayout, ObjectMeta, PutOptions, PutResult, Result, Sha256, StagingAge, already_stored,
+    check_range, hash_stream, read_exactly,
 };
 
 /// What a backend knows of one object.
@@ -242,6 +242,23 @@ impl<B: ObjectBackend> ObjectStoreProvider<B> {
         format!("{}{STAGING}/{:032x}", self.root, rand::random::<u128>())
     }
 
+    /// The key of a stored binary and what the backend knows of it; `NotFound` naming the
+    /// binary.
+    async fn stat_binary(&self, digest: &Sha256) -> Result<(String, ObjectMeta)> {
+        let key = self.key_of(digest);
+        let info = self
+            .backend
+            .stat(&key)
+            .await
+            .map_err(|e| not_found(digest, e))?;
+        let meta = ObjectMeta {
+            digest: *digest,
+            size: info.size,
+            last_modified: info.last_modified,
+        };
+        Ok((key, meta))
+    }
+
     async fn exists(&self, key: &str) -> Result<bool> {
         match self.backend.stat(key).await {
             Ok(_) => Ok(true),
@@ -332,7 +349,8 @@ impl<B: ObjectBackend> ObjectStoreProvider<B> {
         if let Some(sha256) = opts.expected.sha256 {
             let key = self.key_of(&sha256);
             if self.exists(&key).await? {
-                return already_stored(body, opts).await;
+                let (body, hashing) = hash_stream(body);
+                return already_stored(body, hashing, opts).await;
             }
             let (checksums, size, created) = self.write_streamed(&key, body, opts).await?;
             return Ok(PutResult {
@@ -379,20 +397,6 @@ impl<B: ObjectBackend> ObjectStoreProvider<B> {
     }
 }
 
-/// The answer for bytes already stored under the declared digest: the body is still read, to
-/// check its length and every checksum the client declared.
-async fn already_stored(body: ByteStream, opts: &PutOptions) -> Result<PutResult> {
-    let (body, hashing) = hash_stream(body);
-    drain(body, opts.size).await?;
-    let (checksums, size) = hashing.finish().await?;
-    opts.expected.verify(&checksums)?;
-    Ok(PutResult {
-        checksums,
-        size,
-        created: false,
-    })
-}
-
 fn not_found(digest: &Sha256, e: Error) -> Error {
     match e {
         Error::NotFound { .. } => Error::NotFound {
@@ -414,13 +418,8 @@ impl<B: ObjectBackend> BinaryProvider for ObjectStoreProvider<B> {
     }
 
     async fn get_opts(&self, digest: &Sha256, opts: GetOptions) -> Result<GetResult> {
-        let key = self.key_of(digest);
-        let info = self
-            .backend
-            .stat(&key)
-            .await
-            .map_err(|e| not_found(digest, e))?;
-        let range = check_range(opts.range, info.size)?;
+        let (key, meta) = self.stat_binary(digest).await?;
+        let range = check_range(opts.range, meta.size)?;
         let stream = if range.is_empty() {
             futures::stream::empty().boxed()
         } else {
@@ -430,28 +429,14 @@ impl<B: ObjectBackend> BinaryProvider for ObjectStoreProvider<B> {
                 .map_err(|e| not_found(digest, e))?
         };
         Ok(GetResult {
-            meta: ObjectMeta {
-                digest: *digest,
-                size: info.size,
-                last_modified: info.last_modified,
-            },
+            meta,
             range,
             stream,
         })
     }
 
     async fn head(&self, digest: &Sha256) -> Result<ObjectMeta> {
-        let key = self.key_of(digest);
-        let info = self
-            .backend
-            .stat(&key)
-            .await
-            .map_err(|e| not_found(digest, e))?;
-        Ok(ObjectMeta {
-            digest: *digest,
-            size: info.size,
-            last_modified: info.last_modified,
-        })
+        Ok(self.stat_binary(digest).await?.1)
     }
 
     async fn delete(&self, digest: &Sha256) -> Result<()> {

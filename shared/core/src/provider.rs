@@ -256,6 +256,24 @@ pub async fn read_exactly(mut body: ByteStream, size: u64) -> Result<Bytes> {
     Ok(buffer.freeze())
 }
 
+/// The answer for a body whose bytes are stored already (their key exists): the rest of the
+/// body is read (a short or overlong one is still refused) and hashed, every declared checksum
+/// checked, and nothing stored (`created: false`).
+pub async fn already_stored(
+    body: ByteStream,
+    hashing: crate::HashingTask,
+    opts: &PutOptions,
+) -> Result<PutResult> {
+    drain(body, opts.size).await?;
+    let (checksums, size) = hashing.finish().await?;
+    opts.expected.verify(&checksums)?;
+    Ok(PutResult {
+        checksums,
+        size,
+        created: false,
+    })
+}
+
 /// Reads a body to its end without keeping it (its bytes are stored already), refusing a short
 /// or long one when its length was announced. Returns the bytes read.
 pub async fn drain(mut body: ByteStream, size: Option<u64>) -> Result<u64> {

@@ -46,7 +46,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use stowage_core::{
     BinaryProvider, ByteStream, Error, GetOptions, GetResult, Health, KeyLayout, ObjectMeta,
-    PresignedUploads, PutOptions, PutResult, Result, Sha256, hash_stream,
+    PresignedUploads, PutOptions, PutResult, Result, Sha256, already_stored, hash_stream,
 };
 
 use crate::config::{S3Config, ServerSideEncryption};
@@ -425,7 +425,7 @@ impl S3Provider {
         };
         let key = self.key_of(&sha256);
         if self.key_exists(&key).await? {
-            return already_stored(body, hashing, &opts, size).await;
+            return already_stored(body, hashing, &opts).await;
         }
         let request = self
             .put_request(&key)
@@ -755,7 +755,7 @@ impl S3Provider {
         let key = self.key_of(&sha256);
         let (mut body, hashing) = hash_stream(body);
         if self.key_exists(&key).await? {
-            return already_stored(body, hashing, &opts, size).await;
+            return already_stored(body, hashing, &opts).await;
         }
         let part_size =
             usize::try_from(self.inner.config.part_size_for(size)).unwrap_or(usize::MAX);
@@ -1027,22 +1027,6 @@ async fn sha256_of_file(path: &Path) -> io::Result<Sha256> {
 
 /// The answer for bytes already stored under the declared digest: the body is read only to
 /// check its length and what the client declared.
-async fn already_stored(
-    body: ByteStream,
-    hashing: stowage_core::HashingTask,
-    opts: &PutOptions,
-    size: u64,
-) -> Result<PutResult> {
-    stowage_core::drain(body, Some(size)).await?;
-    let (checksums, size) = hashing.finish().await?;
-    opts.expected.verify(&checksums)?;
-    Ok(PutResult {
-        checksums,
-        size,
-        created: false,
-    })
-}
-
 /// A request body fed through a channel, announcing its exact length (which S3 needs, and
 /// which lets the SDK add its checksum trailer).
 struct ChannelBody {

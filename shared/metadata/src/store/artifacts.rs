@@ -441,27 +441,8 @@ impl Metadata {
         path: &ArtifactPath,
         properties: &[(String, Vec<String>)],
     ) -> Result<u64> {
-        let writes = self.writes();
-        let mut tx = writes.begin().await?;
-        let rows = self.rows_at(&mut tx, repo, path).await?;
-        for row in &rows {
-            let id: i64 = row.try_get("id").map_err(db_err)?;
-            for (name, values) in properties {
-                sqlx::query(
-                    self.sql("DELETE FROM artifact_properties WHERE artifact_id = ? AND name = ?"),
-                )
-                .bind(id)
-                .bind(name)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-                let pairs: Vec<(String, String)> =
-                    values.iter().map(|v| (name.clone(), v.clone())).collect();
-                self.insert_properties(&mut tx, id, &pairs).await?;
-            }
-        }
-        tx.commit().await.map_err(db_err)?;
-        Ok(rows.len() as u64)
+        let edits = properties.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
+        self.edit_properties(repo, path, edits).await
     }
 
     /// Removes the named properties from a file or every file below a folder.
@@ -471,12 +452,25 @@ impl Metadata {
         path: &ArtifactPath,
         names: &[String],
     ) -> Result<u64> {
+        let none: &[String] = &[];
+        let edits = names.iter().map(|n| (n.as_str(), none));
+        self.edit_properties(repo, path, edits).await
+    }
+
+    /// Gives each named property exactly the values listed (none: removes it) on a file or on
+    /// every file below a folder, in one transaction; returns how many files.
+    async fn edit_properties<'a>(
+        &self,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+        edits: impl Iterator<Item = (&'a str, &'a [String])> + Clone,
+    ) -> Result<u64> {
         let writes = self.writes();
         let mut tx = writes.begin().await?;
         let rows = self.rows_at(&mut tx, repo, path).await?;
         for row in &rows {
             let id: i64 = row.try_get("id").map_err(db_err)?;
-            for name in names {
+            for (name, values) in edits.clone() {
                 sqlx::query(
                     self.sql("DELETE FROM artifact_properties WHERE artifact_id = ? AND name = ?"),
                 )
@@ -485,6 +479,13 @@ impl Metadata {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
+                if !values.is_empty() {
+                    let pairs: Vec<(String, String)> = values
+                        .iter()
+                        .map(|v| (name.to_owned(), v.clone()))
+                        .collect();
+                    self.insert_properties(&mut tx, id, &pairs).await?;
+                }
             }
         }
         tx.commit().await.map_err(db_err)?;
