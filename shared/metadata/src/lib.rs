@@ -10,7 +10,7 @@ mod store;
 
 pub use model::{
     ArtifactRecord, BinaryRecord, ChecksumLookup, FolderChild, FolderListing, NewArtifact,
-    NodeRecord, RepoSummary, Repository, StorageSummary, TrashRecord, UploadSession,
+    NodeRecord, Relocation, RepoSummary, Repository, StorageSummary, TrashRecord, UploadSession,
 };
 pub use store::{Engine, Metadata, PoolSettings, is_conflict, retry_conflicts};
 

@@ -132,3 +132,18 @@ pub struct UploadSession {
     pub created_ms: i64,
     pub expires_ms: i64,
 }
+
+/// A move or a copy of a file, or of every file below a folder (metadata only).
+#[derive(Debug, Clone, Copy)]
+pub struct Relocation<'a> {
+    pub src_repo: &'a RepoKey,
+    pub src: &'a ArtifactPath,
+    pub dst_repo: &'a RepoKey,
+    pub dst: &'a ArtifactPath,
+    /// Recorded as the new entries' `createdBy`/`modifiedBy`.
+    pub by: &'a str,
+    /// Copy (the source stays) rather than move.
+    pub copy: bool,
+    /// Check and count only; nothing changes.
+    pub dry: bool,
+}

@@ -2,7 +2,9 @@
 //! names (SQLite by default; `scripts/test` runs them again on PostgreSQL).
 
 use stowage_core::{ArtifactPath, ChecksumHasher, Error, RepoKey};
-use stowage_metadata::{ChecksumLookup, Metadata, NewArtifact, PoolSettings, Repository};
+use stowage_metadata::{
+    ChecksumLookup, Metadata, NewArtifact, PoolSettings, Relocation, Repository,
+};
 
 async fn fresh() -> (tempfile::TempDir, Metadata) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -255,12 +257,23 @@ async fn cached_lookups_follow_every_write() {
         .expect("overwrite");
     assert_eq!(sha_of(&meta, "r", "a/x").await, sha(b"2"));
     // Move, then copy.
-    meta.relocate(&r, &path("a"), &r, &path("b"), "admin", false, false)
+    let (a, b) = (path("a"), path("b"));
+    let relocation = |src, dst, copy| Relocation {
+        src_repo: &r,
+        src,
+        dst_repo: &r,
+        dst,
+        by: "admin",
+        copy,
+        dry: false,
+    };
+    meta.relocate(&relocation(&a, &b, false))
         .await
         .expect("move");
     assert_eq!(sha_of(&meta, "r", "a/x").await, None);
     assert_eq!(sha_of(&meta, "r", "b/x").await, sha(b"2"));
-    meta.relocate(&r, &path("b/x"), &r, &path("c/x"), "admin", true, false)
+    let (bx, cx) = (path("b/x"), path("c/x"));
+    meta.relocate(&relocation(&bx, &cx, true))
         .await
         .expect("copy");
     assert_eq!(sha_of(&meta, "r", "c/x").await, sha(b"2"));

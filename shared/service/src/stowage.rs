@@ -14,7 +14,8 @@ use stowage_core::{
     PutOptions, RepoKey, Result, StagingAge, StaleUploads, UploadPlan,
 };
 use stowage_metadata::{
-    ArtifactRecord, ChecksumLookup, Metadata, NewArtifact, UploadSession, now_ms, retry_conflicts,
+    ArtifactRecord, ChecksumLookup, Metadata, NewArtifact, Relocation, UploadSession, now_ms,
+    retry_conflicts,
 };
 
 use crate::Settings;
@@ -342,23 +343,13 @@ impl Stowage {
 
     /// Moves or copies a file or a folder's files (metadata only), under the locks of both
     /// paths. Returns how many files.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn relocate(
-        &self,
-        src_repo: &RepoKey,
-        src: &ArtifactPath,
-        dst_repo: &RepoKey,
-        dst: &ArtifactPath,
-        by: &str,
-        copy: bool,
-        dry: bool,
-    ) -> Result<u64> {
-        let names = vec![LockName::path(src_repo, src), LockName::path(dst_repo, dst)];
-        self.locked_write(names, || {
-            self.metadata
-                .relocate(src_repo, src, dst_repo, dst, by, copy, dry)
-        })
-        .await
+    pub async fn relocate(&self, relocation: &Relocation<'_>) -> Result<u64> {
+        let names = vec![
+            LockName::path(relocation.src_repo, relocation.src),
+            LockName::path(relocation.dst_repo, relocation.dst),
+        ];
+        self.locked_write(names, || self.metadata.relocate(relocation))
+            .await
     }
 
     /// Figures of the read cache, where there is one.

@@ -12,7 +12,7 @@ use futures::{StreamExt, TryStreamExt};
 use percent_encoding::percent_decode_str;
 use serde_json::json;
 use stowage_core::{ArtifactPath, Error, ExpectedChecksums, Md5, RepoKey, Sha1, Sha256};
-use stowage_metadata::ChecksumLookup;
+use stowage_metadata::{ChecksumLookup, Relocation};
 use stowage_service::auth::Principal;
 use stowage_service::{DeployRequest, Download, DownloadRequest, Item, RedirectPolicy, etag};
 
@@ -417,7 +417,15 @@ async fn relocate(
     let dry = q.dry.as_deref().is_some_and(|d| d == "1" || d == "true");
     let n = state
         .stowage
-        .relocate(&repo, &path, &dst_repo, &dst, principal.name(), copy, dry)
+        .relocate(&Relocation {
+            src_repo: &repo,
+            src: &path,
+            dst_repo: &dst_repo,
+            dst: &dst,
+            by: principal.name(),
+            copy,
+            dry,
+        })
         .await?;
     let done = if copy { "copied" } else { "moved" };
     let message = format!(

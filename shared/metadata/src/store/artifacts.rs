@@ -326,17 +326,16 @@ impl Metadata {
     /// Moves or copies a file, or every file below a folder, to `dst` (metadata only: the
     /// binaries are shared, never touched). A file already at a target is overwritten; a file
     /// and a folder may not swap places. With `dry`, nothing changes. Returns how many files.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn relocate(
-        &self,
-        src_repo: &RepoKey,
-        src: &ArtifactPath,
-        dst_repo: &RepoKey,
-        dst: &ArtifactPath,
-        by: &str,
-        copy: bool,
-        dry: bool,
-    ) -> Result<u64> {
+    pub async fn relocate(&self, relocation: &Relocation<'_>) -> Result<u64> {
+        let Relocation {
+            src_repo,
+            src,
+            dst_repo,
+            dst,
+            by,
+            copy,
+            dry,
+        } = *relocation;
         let within = |inner: &ArtifactPath, outer: &ArtifactPath| {
             outer.is_root() || inner == outer || inner.as_str().starts_with(&format!("{outer}/"))
         };
