@@ -142,14 +142,23 @@ impl Stowage {
         }
     }
 
-    /// The locks this node takes (cluster-wide tasks take theirs here).
-    pub(crate) fn locks(&self) -> &Locks {
-        &self.locks
-    }
-
     /// The metadata store, for the cluster-wide tasks' records.
     pub(crate) fn metadata(&self) -> &Metadata {
         &self.metadata
+    }
+
+    /// Runs `work` under the lock `name`, released (and the release waited for) however `work`
+    /// ended: a guard merely dropped is released in the background, which a process that
+    /// exits right after (`stowage gc`) may never run, leaving the lock to its lease.
+    pub(crate) async fn under_lock<T, F, Fut>(&self, name: LockName, work: F) -> Result<T>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let lock = self.locks.lock(&name).await?;
+        let done = work().await;
+        lock.release().await;
+        done
     }
 
     /// Runs a metadata write under the locks of `names`, running it again when the database
@@ -406,24 +415,34 @@ impl Stowage {
             let mut removed_any = false;
             for binary in batch {
                 let digest = binary.checksums.sha256;
-                let _lock = self.locks.lock(&LockName::Binary(digest)).await?;
-                match self.provider.head(&digest).await {
-                    Ok(object) if object.last_modified > cutoff => continue,
-                    Ok(_) | Err(Error::NotFound { .. }) => {}
-                    // Its store cannot be asked now (a mount that is down): leave it for a
-                    // later collection rather than stop this one.
-                    Err(e) if e.is_retryable() => {
-                        tracing::warn!(%digest, error = %e, "garbage collection skips a binary it cannot check now");
-                        report.binaries_skipped += 1;
-                        continue;
+                let collected = self
+                    .under_lock(LockName::Binary(digest), || async {
+                        match self.provider.head(&digest).await {
+                            Ok(object) if object.last_modified > cutoff => return Ok(Some(false)),
+                            Ok(_) | Err(Error::NotFound { .. }) => {}
+                            // Its store cannot be asked now (a mount that is down): leave it
+                            // for a later collection rather than stop this one.
+                            Err(e) if e.is_retryable() => {
+                                tracing::warn!(%digest, error = %e, "garbage collection skips a binary it cannot check now");
+                                return Ok(None);
+                            }
+                            Err(e) => return Err(e),
+                        }
+                        if !self.metadata.delete_binary_if_unreferenced(&digest).await? {
+                            return Ok(Some(false));
+                        }
+                        self.provider.delete(&digest).await?;
+                        Ok(Some(true))
+                    })
+                    .await?;
+                match collected {
+                    Some(true) => {
+                        report.binaries_removed += 1;
+                        report.bytes_freed += binary.size;
+                        removed_any = true;
                     }
-                    Err(e) => return Err(e),
-                }
-                if self.metadata.delete_binary_if_unreferenced(&digest).await? {
-                    self.provider.delete(&digest).await?;
-                    report.binaries_removed += 1;
-                    report.bytes_freed += binary.size;
-                    removed_any = true;
+                    Some(false) => {}
+                    None => report.binaries_skipped += 1,
                 }
             }
             if !removed_any {
@@ -439,9 +458,16 @@ impl Stowage {
             if self.metadata.find_binary(lookup).await?.is_some() {
                 continue;
             }
-            let _lock = self.locks.lock(&LockName::Binary(object.digest)).await?;
-            if self.metadata.find_binary(lookup).await?.is_none() {
-                self.provider.delete(&object.digest).await?;
+            let removed = self
+                .under_lock(LockName::Binary(object.digest), || async {
+                    if self.metadata.find_binary(lookup).await?.is_some() {
+                        return Ok(false);
+                    }
+                    self.provider.delete(&object.digest).await?;
+                    Ok(true)
+                })
+                .await?;
+            if removed {
                 report.orphans_removed += 1;
                 report.bytes_freed += object.size;
             }

@@ -29,20 +29,23 @@ where
     if !cluster.is_primary() {
         return Err(not_primary(cluster, name).await);
     }
-    let _lock = stowage.locks().lock(&LockName::Named(name)).await?;
-    // The role may have moved while this node waited for the lock.
-    if !cluster.is_primary() {
-        return Err(not_primary(cluster, name).await);
-    }
-    let metadata = stowage.metadata();
-    let run = metadata.start_task_run(name, cluster.node_id()).await?;
-    let result = task().await;
-    let text = match &result {
-        Ok(report) => format!("ok: {}", outcome(report)),
-        Err(e) => format!("failed: {e}"),
-    };
-    metadata.finish_task_run(run, &text).await?;
-    result
+    stowage
+        .under_lock(LockName::Named(name), || async {
+            // The role may have moved while this node waited for the lock.
+            if !cluster.is_primary() {
+                return Err(not_primary(cluster, name).await);
+            }
+            let metadata = stowage.metadata();
+            let run = metadata.start_task_run(name, cluster.node_id()).await?;
+            let result = task().await;
+            let text = match &result {
+                Ok(report) => format!("ok: {}", outcome(report)),
+                Err(e) => format!("failed: {e}"),
+            };
+            metadata.finish_task_run(run, &text).await?;
+            result
+        })
+        .await
 }
 
 /// Runs garbage collection (and the balancing that follows it) as a cluster-wide task.
