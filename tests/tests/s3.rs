@@ -497,6 +497,19 @@ async fn expired_sessions_are_aborted_by_garbage_collection() {
     let data = bytes(120, THRESHOLD + MIB);
     let late = open_session(&server, "late.bin", &data, &sha256_hex(&data)).await;
     assert_eq!(late["upload"]["kind"], "multipart");
+    // The plan's keys are the README's: partSize, and partNumber/offset/size on each part.
+    let plan = &late["upload"];
+    let part_size = plan["partSize"].as_u64().expect("partSize");
+    let parts = plan["parts"].as_array().expect("parts");
+    assert_eq!(parts[0]["partNumber"], 1, "{plan}");
+    assert_eq!(parts[0]["size"].as_u64(), Some(part_size), "{plan}");
+    assert_eq!(
+        parts
+            .iter()
+            .map(|p| p["size"].as_u64().unwrap_or(0))
+            .sum::<u64>(),
+        data.len() as u64
+    );
     let small = &data[..1000];
     let later = open_session(&server, "later.bin", small, &sha256_hex(small)).await;
     let opened = Instant::now(); // both sessions expire within 4 s of this

@@ -4,7 +4,7 @@ use std::fs::File;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stowage_api::http::{AppState, Limits, router};
+use stowage_api::http::{AppState, Limits, figures, router};
 use stowage_config::Config;
 use stowage_config::secrets::Secrets;
 use stowage_core::Error;
@@ -152,7 +152,7 @@ pub(crate) async fn gc(args: &ConfigArgs) -> Result<(), Error> {
     metadata.close().await;
     println!(
         "{}",
-        serde_json::to_string_pretty(&report).unwrap_or_default()
+        serde_json::to_string_pretty(&figures::gc_report(&report)).unwrap_or_default()
     );
     Ok(())
 }
@@ -172,7 +172,7 @@ pub(crate) async fn balance(args: &ConfigArgs) -> Result<(), Error> {
     })?;
     println!(
         "{}",
-        serde_json::to_string_pretty(&report).unwrap_or_default()
+        serde_json::to_string_pretty(&figures::balance_report(&report)).unwrap_or_default()
     );
     Ok(())
 }

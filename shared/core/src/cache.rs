@@ -58,8 +58,7 @@ pub struct CacheSettings {
 }
 
 /// Cache figures for `/api/storageinfo`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CacheStats {
     /// Whole or ranged reads served from a cache file.
     pub hits: u64,

@@ -54,8 +54,7 @@ pub struct EventualSettings {
 }
 
 /// Queue figures for `/api/storageinfo`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueStats {
     /// Binaries waiting for the backend.
     pub depth: u64,

@@ -70,8 +70,7 @@ impl Debug for GetResult {
 }
 
 /// Capacity and reachability of a backend.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Health {
     /// Bytes still free, where the backend can tell (object stores cannot).
     pub free_space: Option<u64>,

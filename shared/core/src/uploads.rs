@@ -13,8 +13,7 @@ use async_trait::async_trait;
 use crate::{PutResult, Result, Sha256};
 
 /// One HTTP request the client makes against the object store.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresignedRequest {
     pub method: String,
     pub url: String,
@@ -23,25 +22,21 @@ pub struct PresignedRequest {
 }
 
 /// One part of a multipart upload: bytes `offset .. offset + size` of the file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresignedPart {
     pub part_number: u32,
     pub offset: u64,
     pub size: u64,
-    #[serde(flatten)]
     pub request: PresignedRequest,
 }
 
 /// How the client is to send its bytes.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase", tag = "kind")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UploadPlan {
     /// One PUT of the whole body, bound to its SHA-256 (the store refuses other bytes).
     Single { request: PresignedRequest },
     /// Parts sent in any order and in parallel; `complete` assembles them.
     Multipart {
-        #[serde(skip)]
         upload_id: String,
         part_size: u64,
         parts: Vec<PresignedPart>,
@@ -59,8 +54,7 @@ impl UploadPlan {
 }
 
 /// What a sweep of abandoned uploads removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StaleUploads {
     /// Staging objects deleted.
     pub staging_objects: u64,

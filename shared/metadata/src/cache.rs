@@ -30,8 +30,7 @@ pub const CAPACITY: u64 = 65_536;
 pub const TTL: Duration = Duration::from_secs(5);
 
 /// The artifact cache's figures, for `/api/storageinfo` (`artifactCache`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ArtifactCacheStats {
     /// Lookups answered from memory.
     pub hits: u64,

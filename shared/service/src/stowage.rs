@@ -61,8 +61,7 @@ fn check_deploy_properties(request: &DeployRequest) -> Result<()> {
 }
 
 /// What a garbage collection did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcReport {
     pub trash_purged: u64,
     pub binaries_removed: u64,

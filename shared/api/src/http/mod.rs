@@ -3,6 +3,7 @@
 
 mod artifacts;
 mod error;
+pub mod figures;
 mod json;
 mod range;
 mod system;

@@ -11,7 +11,7 @@ use stowage_core::RepoKey;
 use stowage_service::tasks::BalanceStart;
 
 use super::target::Target;
-use super::{ApiError, AppState, json as shapes};
+use super::{ApiError, AppState, figures, json as shapes};
 
 /// `GET /api/system/ping`.
 pub(crate) async fn ping() -> &'static str {
@@ -26,7 +26,7 @@ pub(crate) async fn version() -> Json<Value> {
 /// `POST /api/system/storage/gc`: runs on the primary node only.
 pub(crate) async fn gc(State(state): State<AppState>) -> Result<Response, ApiError> {
     let report = stowage_service::tasks::run_gc(&state.stowage, &state.cluster).await?;
-    Ok(Json(report).into_response())
+    Ok(Json(figures::gc_report(&report)).into_response())
 }
 
 /// `POST /api/system/storage/optimize` (Optimize System Storage): starts a balancing pass of
@@ -125,14 +125,7 @@ pub(crate) async fn storage_info(State(state): State<AppState>) -> Result<Respon
         })
         .collect();
     let provider = &report.provider;
-    let shards = report.shards.as_ref().map(|shards| {
-        json!({
-            "redundancy": shards.redundancy,
-            "lenientLimit": shards.lenient_limit,
-            "mounts": shards.mounts,
-            "balancing": shards.balancing,
-        })
-    });
+    let shards = report.shards.as_ref().map(figures::shards);
     Ok(Json(json!({
         "binariesSummary": {
             "binariesCount": grouped(s.binaries_count),
@@ -156,10 +149,10 @@ pub(crate) async fn storage_info(State(state): State<AppState>) -> Result<Respon
             "error": health_error,
         },
         "repositoriesSummaryList": repos,
-        "eventualQueue": report.queue,
+        "eventualQueue": report.queue.as_ref().map(figures::queue),
         "shards": shards,
-        "cache": report.cache,
-        "artifactCache": report.artifact_cache,
+        "cache": report.cache.as_ref().map(figures::cache),
+        "artifactCache": report.artifact_cache.as_ref().map(figures::artifact_cache),
     }))
     .into_response())
 }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 use stowage_core::{ArtifactPath, ExpectedChecksums, RepoKey, Sha256};
 
-use super::{ApiError, AppState, json as shapes};
+use super::{ApiError, AppState, figures, json as shapes};
 use stowage_service::SessionStart;
 use stowage_service::auth::Principal;
 
@@ -68,7 +68,7 @@ pub(crate) async fn open(
             "size": session.size,
             "sha256": session.sha256.to_hex(),
             "expiresAt": shapes::iso(session.expires_ms),
-            "upload": plan,
+            "upload": figures::upload_plan(&plan),
             "completeUri": format!("{base}/api/uploads/{}/complete", session.id),
         }),
     };

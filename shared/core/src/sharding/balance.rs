@@ -22,8 +22,7 @@ const BALANCE_CONCURRENCY: usize = 8;
 pub type Wanted = Arc<dyn Fn(Sha256) -> BoxFuture<'static, Result<bool>> + Send + Sync>;
 
 /// What a balancing pass did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BalanceReport {
     /// Binaries found on the mounts that are up.
     pub total: u64,
@@ -45,8 +44,7 @@ pub struct BalanceReport {
 }
 
 /// Balancing as `/api/storageinfo` shows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BalanceProgress {
     pub running: bool,
     /// The pass running now, as far as it got.
@@ -114,7 +112,8 @@ impl ShardingProvider {
         let tracker = &self.inner.balance;
         if tracker.running.swap(true, Ordering::SeqCst) {
             return Err(Error::Conflict(
-                "a balancing pass is already running; its progress is in /api/storageinfo".into(),
+                "a balancing pass is already running; its progress is in the storage figures"
+                    .into(),
             ));
         }
         let _running = Running(tracker);

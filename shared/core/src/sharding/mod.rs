@@ -117,8 +117,7 @@ impl Default for ShardingSettings {
 }
 
 /// One mount as `/api/storageinfo` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountStatus {
     pub id: String,
     pub provider: String,

@@ -1,0 +1,154 @@
+//! The JSON shapes of the service's figures and reports: storage info's queue, cache, mounts and
+//! balancing, the garbage-collection and balancing reports, and the plan of an upload session.
+//! The domain types carry no wire format; this module alone decides the keys (camelCase, as
+//! Artifactory's JSON) that clients and the CLI's output rely on.
+
+use serde_json::{Value, json};
+use stowage_core::cache::CacheStats;
+use stowage_core::eventual::QueueStats;
+use stowage_core::sharding::{BalanceProgress, BalanceReport, MountStatus};
+use stowage_core::{PresignedRequest, StaleUploads, UploadPlan};
+use stowage_metadata::cache::ArtifactCacheStats;
+use stowage_service::{GcReport, ShardsReport};
+
+/// The eventual queue (`eventualQueue`).
+pub fn queue(q: &QueueStats) -> Value {
+    json!({
+        "depth": q.depth,
+        "bytes": q.bytes,
+        "oldestAgeSecs": q.oldest_age_secs,
+        "uploading": q.uploading,
+        "retrying": q.retrying,
+        "uploaded": q.uploaded,
+        "lastError": q.last_error,
+    })
+}
+
+/// The read cache (`cache`).
+pub fn cache(c: &CacheStats) -> Value {
+    json!({
+        "hits": c.hits,
+        "misses": c.misses,
+        "backendReads": c.backend_reads,
+        "bytesFromCache": c.bytes_from_cache,
+        "bytesFetched": c.bytes_fetched,
+        "evictions": c.evictions,
+        "corruptDropped": c.corrupt_dropped,
+        "entries": c.entries,
+        "sizeBytes": c.size_bytes,
+        "maxCacheSize": c.max_cache_size,
+    })
+}
+
+/// The artifact lookups kept in memory (`artifactCache`).
+pub fn artifact_cache(c: &ArtifactCacheStats) -> Value {
+    json!({
+        "hits": c.hits,
+        "misses": c.misses,
+        "entries": c.entries,
+        "capacity": c.capacity,
+        "ttlSecs": c.ttl_secs,
+    })
+}
+
+/// The sharded store (`shards`).
+pub fn shards(s: &ShardsReport) -> Value {
+    json!({
+        "redundancy": s.redundancy,
+        "lenientLimit": s.lenient_limit,
+        "mounts": s.mounts.iter().map(mount).collect::<Vec<_>>(),
+        "balancing": balance_progress(&s.balancing),
+    })
+}
+
+fn mount(m: &MountStatus) -> Value {
+    json!({
+        "id": m.id,
+        "provider": m.provider,
+        "zone": m.zone,
+        "state": m.state,
+        "writeEnabled": m.write_enabled,
+        "freeSpace": m.free_space,
+        "totalSpace": m.total_space,
+        "binariesCount": m.binaries_count,
+        "countedSecsAgo": m.counted_secs_ago,
+        "downForSecs": m.down_for_secs,
+        "lastError": m.last_error,
+    })
+}
+
+fn balance_progress(p: &BalanceProgress) -> Value {
+    json!({
+        "running": p.running,
+        "current": p.current.as_ref().map(balance_report),
+        "last": p.last.as_ref().map(balance_report),
+        "needsBalancing": p.needs_balancing,
+    })
+}
+
+/// A balancing pass (`POST /api/system/storage/optimize`'s progress, `stowage balance`).
+pub fn balance_report(r: &BalanceReport) -> Value {
+    json!({
+        "total": r.total,
+        "checked": r.checked,
+        "copied": r.copied,
+        "copiedBytes": r.copied_bytes,
+        "removed": r.removed,
+        "remaining": r.remaining,
+        "failed": r.failed,
+        "complete": r.complete,
+        "elapsedMs": r.elapsed_ms,
+    })
+}
+
+fn stale_uploads(s: &StaleUploads) -> Value {
+    json!({
+        "stagingObjects": s.staging_objects,
+        "multipartUploads": s.multipart_uploads,
+    })
+}
+
+/// A garbage collection (`POST /api/system/storage/gc`, `stowage gc`).
+pub fn gc_report(r: &GcReport) -> Value {
+    json!({
+        "trashPurged": r.trash_purged,
+        "binariesRemoved": r.binaries_removed,
+        "binariesSkipped": r.binaries_skipped,
+        "bytesFreed": r.bytes_freed,
+        "orphansRemoved": r.orphans_removed,
+        "uploadSessionsExpired": r.upload_sessions_expired,
+        "staleUploads": stale_uploads(&r.stale_uploads),
+        "balancing": r.balancing.as_ref().map(balance_report),
+    })
+}
+
+/// How an upload session's client is to send its bytes (`upload`).
+pub(crate) fn upload_plan(plan: &UploadPlan) -> Value {
+    match plan {
+        UploadPlan::Single { request } => json!({
+            "kind": "single",
+            "request": presigned(request),
+        }),
+        UploadPlan::Multipart {
+            part_size, parts, ..
+        } => {
+            let parts: Vec<Value> = parts
+                .iter()
+                .map(|p| {
+                    let mut part = presigned(&p.request);
+                    if let Value::Object(fields) = &mut part {
+                        fields.insert("partNumber".into(), p.part_number.into());
+                        fields.insert("offset".into(), p.offset.into());
+                        fields.insert("size".into(), p.size.into());
+                    }
+                    part
+                })
+                .collect();
+            json!({ "kind": "multipart", "partSize": part_size, "parts": parts })
+        }
+    }
+}
+
+fn presigned(r: &PresignedRequest) -> Value {
+    json!({ "method": r.method, "url": r.url, "headers": r.headers })
+}
