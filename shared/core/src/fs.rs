@@ -161,29 +161,16 @@ impl TempFile {
         Ok((Self { path: Some(path) }, file))
     }
 
-    /// Moves the staged file to `target` unless an intact copy is already there.
-    /// Returns whether it created the binary.
-    fn persist(mut self, target: &Path, size: u64) -> io::Result<bool> {
+    /// Moves the staged file, which the caller checked against the digest, to `target`.
+    /// Returns whether it created the binary (`false`: a copy was there). An existing copy is
+    /// replaced, not trusted: it may be damaged in a way its size does not show, and the staged
+    /// bytes are known good. The rename is atomic, so a reader sees one copy or the other
+    /// whole, and the fresh file tells garbage collection the bytes are wanted again.
+    fn persist(mut self, target: &Path) -> io::Result<bool> {
         let Some(path) = self.path.as_deref() else {
             return Err(io::Error::other("staged file already persisted"));
         };
-        if std::fs::metadata(target).is_ok_and(|m| m.is_file() && m.len() == size) {
-            // Deduplicated: drop removes the staged copy. Refreshing the time tells garbage
-            // collection the bytes are wanted again; if the binary vanished meanwhile (collected),
-            // the staged copy takes its place below.
-            match File::options()
-                .write(true)
-                .open(target)
-                .and_then(|f| f.set_modified(SystemTime::now()))
-            {
-                Ok(()) => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::debug!(path = %target.display(), error = %e, "could not refresh a binary's time");
-                    return Ok(false);
-                }
-            }
-        }
+        let existed = std::fs::metadata(target).is_ok_and(|m| m.is_file());
         let parent = target
             .parent()
             .ok_or_else(|| io::Error::other("binary path has no parent"))?;
@@ -200,7 +187,7 @@ impl TempFile {
         if new_parent && let Some(grandparent) = parent.parent() {
             File::open(grandparent)?.sync_all()?;
         }
-        Ok(true)
+        Ok(!existed)
     }
 }
 
@@ -230,13 +217,9 @@ impl StagedBinary for StagedFile {
     }
 
     async fn commit(self: Box<Self>, digest: &Sha256) -> Result<bool> {
-        let StagedFile {
-            provider,
-            temp,
-            size,
-        } = *self;
+        let StagedFile { provider, temp, .. } = *self;
         let target = provider.path_of(digest);
-        tokio::task::spawn_blocking(move || temp.persist(&target, size))
+        tokio::task::spawn_blocking(move || temp.persist(&target))
             .await
             .map_err(|e| join_error(&provider, e))?
             .map_err(|e| Error::Storage {
@@ -507,5 +490,38 @@ impl BinaryProvider for FileSystemProvider {
             free_space: Some(stat.f_bavail.saturating_mul(stat.f_frsize)),
             total_space: Some(stat.f_blocks.saturating_mul(stat.f_frsize)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::test_bytes;
+    use crate::{BinaryProviderExt, ChecksumHasher, ExpectedChecksums};
+
+    #[tokio::test]
+    async fn a_damaged_copy_of_the_same_size_is_replaced_by_a_good_upload() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs = FileSystemProvider::new(dir.path(), KeyLayout::default()).expect("fs");
+        let data = test_bytes(7, 50_000);
+        let digest = ChecksumHasher::digest(&data).sha256;
+        let first = fs
+            .put_bytes(data.clone(), ExpectedChecksums::none())
+            .await
+            .expect("put");
+        assert!(first.created);
+        // Bit rot: same size, other bytes.
+        let stored = fs.path_of(&digest);
+        std::fs::write(&stored, vec![0u8; data.len()]).expect("damage");
+        let again = fs
+            .put_bytes(data.clone(), ExpectedChecksums::none())
+            .await
+            .expect("put again");
+        assert!(!again.created, "the binary was there: deduplicated");
+        assert_eq!(
+            std::fs::read(&stored).expect("read"),
+            data.to_vec(),
+            "healed"
+        );
     }
 }
