@@ -47,7 +47,7 @@ pub enum Error {
     TooLong { expected: u64 },
 
     /// A repository key or artifact path that Stowage refuses (traversal, NUL, bad characters).
-    #[error("invalid path {path:?}: {reason}")]
+    #[error("invalid path {}: {reason}", abbreviated(.path))]
     InvalidPath { path: String, reason: &'static str },
 
     /// Any other input that is malformed; the message says what to change.
@@ -109,6 +109,19 @@ pub enum Error {
     Unavailable(String),
 }
 
+/// Characters of a refused path a message quotes; a longer one is cut, with its length said.
+const QUOTED_PATH_MAX: usize = 200;
+
+/// `path` quoted, cut to [`QUOTED_PATH_MAX`] characters: a 10,000-character path is not echoed.
+fn abbreviated(path: &str) -> String {
+    let chars = path.chars().count();
+    if chars <= QUOTED_PATH_MAX {
+        return format!("{path:?}");
+    }
+    let head: String = path.chars().take(QUOTED_PATH_MAX).collect();
+    format!("{head:?}… ({chars} characters)")
+}
+
 impl Error {
     /// Whether repeating the same call may succeed. Only retry and queue code should act on it.
     pub fn is_retryable(&self) -> bool {
@@ -160,5 +173,26 @@ impl Error {
             source: Box::new(e),
             retryable,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_refused_path_is_quoted_cut_with_its_length() {
+        let short = Error::InvalidPath {
+            path: "a/../b".into(),
+            reason: "no .. segments",
+        };
+        assert_eq!(short.to_string(), "invalid path \"a/../b\": no .. segments");
+        let long = Error::InvalidPath {
+            path: "x".repeat(10_000),
+            reason: "too long",
+        };
+        let message = long.to_string();
+        assert!(message.len() < 300, "{message}");
+        assert!(message.contains("(10000 characters)"), "{message}");
     }
 }
