@@ -23,7 +23,8 @@ use crate::{
 };
 
 /// Folder, under the filestore root, where uploads are staged (Artifactory's name for it).
-pub const TEMP_DIR_NAME: &str = "_pre";
+/// The staging folder of a directory store ([`crate::STAGING`]).
+pub const TEMP_DIR_NAME: &str = crate::STAGING;
 /// Chunks queued between the request body and the writing thread.
 const WRITE_QUEUE_CHUNKS: usize = 16;
 /// Write buffer of the writing thread: few, large write calls.

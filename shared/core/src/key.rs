@@ -5,6 +5,11 @@ use std::fmt;
 
 use crate::{Error, Sha256};
 
+/// The folder, beside the prefix folders, where every store keeps bytes not yet named by their
+/// digest (Artifactory's `_pre`): a directory's temporary files, an object store's staging
+/// objects. Never a binary's key, never a repository key.
+pub const STAGING: &str = "_pre";
+
 /// How digests map to keys: `ab/abcdef…` with `rootFoldersNameLength` hex characters of prefix
 /// folder (Artifactory's parameter of the same name; default 2, so 256 top-level folders).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

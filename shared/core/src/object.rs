@@ -27,8 +27,8 @@ use futures::stream::BoxStream;
 
 use crate::{
     BinaryProvider, ByteStream, ChecksumHasher, Checksums, Error, GetOptions, GetResult, Health,
-    KeyLayout, ObjectMeta, PutOptions, PutResult, Result, Sha256, StagingAge, already_stored,
-    check_range, hash_stream, read_exactly,
+    KeyLayout, ObjectMeta, PutOptions, PutResult, Result, STAGING, Sha256, StagingAge,
+    already_stored, check_range, hash_stream, read_exactly,
 };
 
 /// What a backend knows of one object.
@@ -182,9 +182,6 @@ impl Default for ObjectSettings {
         }
     }
 }
-
-/// Folder, under the path, of staging objects.
-const STAGING: &str = "_pre";
 
 /// A content-addressed binary store on an [`ObjectBackend`].
 #[derive(Debug)]

@@ -46,7 +46,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use stowage_core::{
     BinaryProvider, ByteStream, Error, GetOptions, GetResult, Health, KeyLayout, ObjectMeta,
-    PresignedUploads, PutOptions, PutResult, Result, Sha256, already_stored, hash_stream,
+    PresignedUploads, PutOptions, PutResult, Result, STAGING, Sha256, already_stored, hash_stream,
 };
 
 use crate::config::{S3Config, ServerSideEncryption};
@@ -58,8 +58,6 @@ pub(crate) const MAX_SINGLE_OBJECT: u64 = 5 * 1024 * 1024 * 1024;
 const STREAM_QUEUE_CHUNKS: usize = 8;
 /// Write buffer of the spool file.
 const SPOOL_BUFFER: usize = 1 << 20;
-/// Folder, under the prefix, of staging objects.
-pub(crate) const STAGING: &str = "_pre";
 
 /// Applies the stored-binary settings (encryption, KMS key, storage class) to a request
 /// builder that has them (PutObject, CopyObject, CreateMultipartUpload).

@@ -17,10 +17,10 @@ use futures::StreamExt;
 
 use stowage_core::{
     ChecksumAlgorithm, Error, PresignedPart, PresignedRequest, PresignedUploads, PutResult, Result,
-    Sha256, StaleUploads, UploadPlan, hash_stream,
+    STAGING, Sha256, StaleUploads, UploadPlan, hash_stream,
 };
 
-use crate::provider::{MAX_SINGLE_OBJECT, S3Provider, STAGING, to_system_time};
+use crate::provider::{MAX_SINGLE_OBJECT, S3Provider, to_system_time};
 
 /// Longest validity of a SigV4 presigned URL.
 const MAX_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
