@@ -174,7 +174,7 @@ impl Stowage {
     }
 
     /// Figures of the eventual upload queue, for templates that have one.
-    pub async fn queue_stats(&self) -> Result<Option<QueueStats>> {
+    pub(crate) async fn queue_stats(&self) -> Result<Option<QueueStats>> {
         match &self.eventual {
             Some(eventual) => Ok(Some(eventual.stats().await?)),
             None => Ok(None),
@@ -361,12 +361,12 @@ impl Stowage {
     }
 
     /// Figures of the read cache, where there is one.
-    pub fn cache_stats(&self) -> Option<CacheStats> {
+    pub(crate) fn cache_stats(&self) -> Option<CacheStats> {
         self.cache.as_ref().map(CachedProvider::stats)
     }
 
     /// The sharded store, for templates that shard.
-    pub fn sharding(&self) -> Option<&ShardingProvider> {
+    pub(crate) fn sharding(&self) -> Option<&ShardingProvider> {
         self.sharding.as_ref()
     }
 
