@@ -19,10 +19,11 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::{Notify, Semaphore};
 
+use crate::BinaryProviderExt as _;
 use crate::fanout::FanOutSettings;
 use crate::fs::FileSystemProvider;
 use crate::quorum::{Refused, put_quorum};
-use crate::signing::DownloadSigner;
+use crate::signing::{DownloadSigner, DownloadUrlRequest, SignedUrl};
 use crate::{
     BinaryProvider, ByteStream, Error, GetOptions, GetResult, Health, KeyLayout, ObjectMeta,
     PresignedUploads, PutOptions, PutResult, Result, Sha256, StagingAge,
@@ -359,6 +360,34 @@ impl EventualProvider {
     }
 }
 
+/// The backend's signer, for binaries the backend holds. A binary still in the queue may not be
+/// at the backend yet (it leaves the queue only after the backend confirmed, so a queued one is
+/// asked of the backend): when it is not, no URL can serve it, so signing answers `NotFound`
+/// and the caller serves the bytes from the queue instead.
+#[async_trait]
+impl DownloadSigner for EventualProvider {
+    async fn download_url(
+        &self,
+        digest: &Sha256,
+        request: &DownloadUrlRequest,
+    ) -> Result<SignedUrl> {
+        let mut queued = false;
+        for queue in &self.inner.queues {
+            queued = queued || queue.exists(digest).await?;
+        }
+        // A backend that cannot be asked now cannot serve a URL either: the queue serves.
+        if queued && !self.inner.backend.exists(digest).await.unwrap_or(false) {
+            return Err(Error::NotFound {
+                what: format!("binary {digest} at the store (it is still queued for upload)"),
+            });
+        }
+        let signer = self.inner.backend.download_signer().ok_or_else(|| {
+            Error::Unsupported(format!("{} cannot sign download URLs", self.inner.backend))
+        })?;
+        signer.download_url(digest, request).await
+    }
+}
+
 async fn quarantine(queue: &FileSystemProvider, path: &std::path::Path) {
     let dir = queue.root().join(QUARANTINE_DIR);
     let Some(name) = path.file_name() else { return };
@@ -476,9 +505,12 @@ impl BinaryProvider for EventualProvider {
     }
 
     fn download_signer(&self) -> Option<&dyn DownloadSigner> {
-        // URLs point at the backend; a binary still queued is not there yet (see the README's
-        // Downloads section: redirects of eventual templates follow the upload).
-        self.inner.backend.download_signer()
+        // URLs point at the backend, where a binary still queued is not yet: the queue signs
+        // only for binaries it no longer holds (see its `DownloadSigner`).
+        self.inner
+            .backend
+            .download_signer()
+            .map(|_| self as &dyn DownloadSigner)
     }
 
     fn presigned_uploads(&self) -> Option<&dyn PresignedUploads> {
@@ -557,6 +589,70 @@ mod tests {
             data
         );
         assert_eq!(eventual.get_bytes(&digest, None).await.expect("get"), data);
+    }
+
+    #[derive(Debug)]
+    struct FixedSigner;
+
+    #[async_trait]
+    impl DownloadSigner for FixedSigner {
+        async fn download_url(&self, digest: &Sha256, _: &DownloadUrlRequest) -> Result<SignedUrl> {
+            Ok(SignedUrl {
+                url: format!("https://store.example/{digest}"),
+                expires_at: SystemTime::now() + Duration::from_secs(60),
+                reusable_for: Duration::ZERO,
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn no_url_is_signed_for_a_binary_still_queued() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let memory = Arc::new(InMemoryProvider::new());
+        let backend: Arc<dyn BinaryProvider> = Arc::new(crate::signing::SignedProvider::new(
+            memory.clone(),
+            Arc::new(FixedSigner),
+        ));
+        let eventual = EventualProvider::new(
+            backend,
+            KeyLayout::default(),
+            settings(vec![dir.path().join("q")], 1),
+        )
+        .expect("eventual");
+        let data = crate::conformance::test_bytes(9, 10_000);
+        let digest = eventual
+            .put_bytes(data, Default::default())
+            .await
+            .expect("queued")
+            .checksums
+            .sha256;
+        let request = DownloadUrlRequest {
+            file_name: "x".into(),
+            content_type: "application/octet-stream".into(),
+            size: 10_000,
+            extra_validity: Duration::ZERO,
+        };
+        let signer = eventual.download_signer().expect("the backend signs");
+        assert!(
+            matches!(
+                signer.download_url(&digest, &request).await,
+                Err(Error::NotFound { .. })
+            ),
+            "a queued binary is not at the store yet"
+        );
+        let dispatcher = eventual.spawn_dispatcher();
+        for _ in 0..200 {
+            if eventual.stats().await.expect("stats").depth == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        dispatcher.abort();
+        let url = signer
+            .download_url(&digest, &request)
+            .await
+            .expect("uploaded: signed");
+        assert!(url.url.ends_with(&digest.to_hex()));
     }
 
     #[tokio::test]

@@ -196,10 +196,16 @@ impl Stowage {
             size: record.size,
             extra_validity: Duration::ZERO,
         };
-        signer
+        match signer
             .download_url(&record.checksums.sha256, &request)
             .await
-            .map(Some)
+        {
+            Ok(url) => Ok(Some(url)),
+            // The store does not hold the binary yet (still in the eventual queue): no URL
+            // can serve it, the bytes can.
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The smallest binary a repository redirects, `None` if it does not redirect.
