@@ -124,3 +124,96 @@ async fn every_write_of_a_path_waits_for_its_lock() {
         Err(Error::RepositoryNotFound { .. })
     ));
 }
+
+#[derive(Debug)]
+struct FixedSigner;
+
+#[async_trait::async_trait]
+impl stowage_core::signing::DownloadSigner for FixedSigner {
+    async fn download_url(
+        &self,
+        digest: &stowage_core::Sha256,
+        _: &stowage_core::signing::DownloadUrlRequest,
+    ) -> stowage_core::Result<stowage_core::signing::SignedUrl> {
+        Ok(stowage_core::signing::SignedUrl {
+            url: format!("https://store.example/{digest}"),
+            expires_at: std::time::SystemTime::now() + Duration::from_secs(60),
+            reusable_for: Duration::ZERO,
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_redirecting_repository_serves_a_still_queued_binary_itself() {
+    use stowage_core::eventual::{EventualProvider, EventualSettings};
+    use stowage_core::signing::SignedProvider;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("m.db").display());
+    let metadata = Metadata::connect(&url, &PoolSettings::default())
+        .await
+        .expect("db");
+    metadata.migrate().await.expect("migrate");
+    let store = Arc::new(SignedProvider::new(
+        Arc::new(InMemoryProvider::new()),
+        Arc::new(FixedSigner),
+    ));
+    let queue = EventualProvider::new(
+        store,
+        stowage_core::KeyLayout::default(),
+        EventualSettings {
+            dirs: vec![dir.path().join("queue")],
+            lenient_limit: 1,
+            number_of_threads: 1,
+            dispatcher_interval: Duration::from_millis(10),
+            max_retry_backoff: Duration::from_millis(10),
+        },
+    )
+    .expect("queue");
+    let filestore = Filestore {
+        eventual: Some(queue.clone()),
+        ..Filestore::from_provider(Arc::new(queue.clone()))
+    };
+    let stowage = Stowage::new(filestore, metadata, &Settings::default(), "n1");
+    let repo = RepoKey::parse("dist").expect("key");
+    let path = ArtifactPath::parse("app.bin").expect("path");
+    let mut config = Map::new();
+    config.insert("downloadRedirect".into(), true.into());
+    config.insert("downloadRedirectMinSize".into(), 0.into());
+    stowage.put_repository(&repo, config).await.expect("repo");
+    stowage
+        .deploy(
+            &repo,
+            &path,
+            body(b"queued bytes"),
+            DeployRequest::default(),
+        )
+        .await
+        .expect("deploy");
+
+    let request = super::DownloadRequest::default();
+    let (_, queued) = stowage
+        .download(&repo, &path, &request)
+        .await
+        .expect("download");
+    assert!(
+        matches!(queued, super::Download::Bytes { body: Some(_), .. }),
+        "still queued: served, not redirected ({queued:?})"
+    );
+    let dispatcher = queue.spawn_dispatcher();
+    for _ in 0..300 {
+        if queue.stats().await.expect("stats").depth == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    dispatcher.abort();
+    let (_, uploaded) = stowage
+        .download(&repo, &path, &request)
+        .await
+        .expect("download");
+    assert!(
+        matches!(uploaded, super::Download::Redirect(_)),
+        "uploaded: redirected ({uploaded:?})"
+    );
+}
