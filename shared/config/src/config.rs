@@ -644,7 +644,7 @@ impl Config {
                 wait: Duration::from_secs(self.cluster.lock_wait_secs),
             },
             proxy_user_agents: self.downloads.proxy_user_agents.clone(),
-            session_expiry: Duration::from_secs(self.uploads.session_expiry_secs.max(1)),
+            session_expiry: Duration::from_secs(self.uploads.session_expiry_secs),
             trash_retention: self.trash_retention(),
             orphan_grace: Duration::from_secs(self.gc.orphan_grace_secs),
         }
@@ -653,8 +653,8 @@ impl Config {
     /// How this node takes part in the cluster.
     pub fn cluster_settings(&self) -> ClusterSettings {
         ClusterSettings {
-            heartbeat: Duration::from_secs(self.cluster.heartbeat_secs.max(1)),
-            primary_lease: Duration::from_secs(self.cluster.primary_lease_secs.max(2)),
+            heartbeat: Duration::from_secs(self.cluster.heartbeat_secs),
+            primary_lease: Duration::from_secs(self.cluster.primary_lease_secs),
         }
     }
 

@@ -5,29 +5,14 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
-
 use crate::cache::{CacheSettings, CachedProvider};
 use crate::eventual::{EventualProvider, EventualSettings};
 use crate::fs::{FileSystemProvider, TEMP_DIR_NAME};
 use crate::memory::InMemoryProvider;
 use crate::sharding::{MountSettings, ShardingProvider, ShardingSettings};
-use crate::signing::{DownloadSigner, DownloadUrlRequest, SignedProvider, SignedUrl};
-use crate::{BinaryProvider, KeyLayout, Result, Sha256, StagingAge};
-
-#[derive(Debug)]
-struct FixedSigner;
-
-#[async_trait]
-impl DownloadSigner for FixedSigner {
-    async fn download_url(&self, digest: &Sha256, _: &DownloadUrlRequest) -> Result<SignedUrl> {
-        Ok(SignedUrl {
-            url: format!("https://store.example/{digest}"),
-            expires_at: SystemTime::now() + Duration::from_secs(60),
-            reusable_for: Duration::ZERO,
-        })
-    }
-}
+use crate::signing::{DownloadUrlRequest, SignedProvider};
+use crate::testing::FixedSigner;
+use crate::{BinaryProvider, KeyLayout, StagingAge};
 
 /// An old file in `dir`'s staging folder, as a crash leaves it.
 fn leftover(dir: &std::path::Path) -> std::path::PathBuf {

@@ -575,14 +575,7 @@ mod tests {
         // Served from the queue before the upload.
         assert_eq!(eventual.get_bytes(&digest, None).await.expect("get"), data);
 
-        let dispatcher = eventual.spawn_dispatcher();
-        for _ in 0..200 {
-            if eventual.stats().await.expect("stats").depth == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        dispatcher.abort();
+        crate::testing::drain_queue(&eventual).await;
         assert_eq!(eventual.stats().await.expect("stats").depth, 0);
         assert_eq!(
             memory.get_bytes(&digest, None).await.expect("uploaded"),
@@ -591,27 +584,13 @@ mod tests {
         assert_eq!(eventual.get_bytes(&digest, None).await.expect("get"), data);
     }
 
-    #[derive(Debug)]
-    struct FixedSigner;
-
-    #[async_trait]
-    impl DownloadSigner for FixedSigner {
-        async fn download_url(&self, digest: &Sha256, _: &DownloadUrlRequest) -> Result<SignedUrl> {
-            Ok(SignedUrl {
-                url: format!("https://store.example/{digest}"),
-                expires_at: SystemTime::now() + Duration::from_secs(60),
-                reusable_for: Duration::ZERO,
-            })
-        }
-    }
-
     #[tokio::test]
     async fn no_url_is_signed_for_a_binary_still_queued() {
         let dir = tempfile::tempdir().expect("tempdir");
         let memory = Arc::new(InMemoryProvider::new());
         let backend: Arc<dyn BinaryProvider> = Arc::new(crate::signing::SignedProvider::new(
             memory.clone(),
-            Arc::new(FixedSigner),
+            Arc::new(crate::testing::FixedSigner),
         ));
         let eventual = EventualProvider::new(
             backend,
@@ -640,14 +619,7 @@ mod tests {
             ),
             "a queued binary is not at the store yet"
         );
-        let dispatcher = eventual.spawn_dispatcher();
-        for _ in 0..200 {
-            if eventual.stats().await.expect("stats").depth == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        dispatcher.abort();
+        crate::testing::drain_queue(&eventual).await;
         let url = signer
             .download_url(&digest, &request)
             .await

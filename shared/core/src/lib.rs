@@ -25,6 +25,8 @@ mod provider;
 pub mod quorum;
 pub mod sharding;
 pub mod signing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod uploads;
 
 pub use digest::{ChecksumAlgorithm, Checksums, ExpectedChecksums, Md5, Sha1, Sha256};

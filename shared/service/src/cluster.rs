@@ -15,9 +15,9 @@ use stowage_metadata::{Metadata, NodeRecord, now_ms};
 /// How a node takes part in the cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterSettings {
-    /// Time between heartbeats (`[cluster] heartbeat_secs`; 5 s).
+    /// Time between heartbeats (`[cluster] heartbeat_secs`; 5 s; at least 1 s).
     pub heartbeat: Duration,
-    /// How long the primary's lease lasts (`[cluster] primary_lease_secs`; 15 s).
+    /// How long the primary's lease lasts (`[cluster] primary_lease_secs`; 15 s; at least 2 s).
     pub primary_lease: Duration,
 }
 

@@ -15,7 +15,7 @@ pub struct Settings {
     /// redirect (`[downloads] proxy_user_agents`; none).
     pub proxy_user_agents: Vec<String>,
     /// How long an upload session and its URLs stay valid (`[uploads] session_expiry_secs`;
-    /// 1 hour).
+    /// 1 hour; at least 1 s).
     pub session_expiry: Duration,
     /// How long deleted artifacts stay restorable; `None` when the trash is off
     /// (`[trashcan]`; 14 days).

@@ -1,6 +1,7 @@
 //! The service's writes take the locks of what they change: while another holder has a path's
 //! (or a repository's) lock, each write of it waits, then gives up with `Unavailable`, having
-//! changed nothing; once the lock is free, the same write goes through.
+//! changed nothing; once the lock is free, the same write goes through. And a download of a
+//! binary still queued is served, not redirected to a store that does not hold it yet.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,8 @@ use super::{DeployRequest, Stowage};
 use crate::locks::{LockName, LockSettings};
 use crate::{Filestore, Settings};
 
-async fn service(dir: &std::path::Path) -> Stowage {
+/// The service over `filestore`, on a fresh SQLite database in `dir`, with a short lock wait.
+async fn service_over(dir: &std::path::Path, filestore: Filestore) -> Stowage {
     let url = format!("sqlite://{}", dir.join("m.db").display());
     let metadata = Metadata::connect(&url, &PoolSettings::default())
         .await
@@ -27,12 +29,12 @@ async fn service(dir: &std::path::Path) -> Stowage {
         },
         ..Settings::default()
     };
-    Stowage::new(
-        Filestore::from_provider(Arc::new(InMemoryProvider::new())),
-        metadata,
-        &settings,
-        "n1",
-    )
+    Stowage::new(filestore, metadata, &settings, "n1")
+}
+
+async fn service(dir: &std::path::Path) -> Stowage {
+    let filestore = Filestore::from_provider(Arc::new(InMemoryProvider::new()));
+    service_over(dir, filestore).await
 }
 
 fn body(data: &'static [u8]) -> stowage_core::ByteStream {
@@ -125,35 +127,13 @@ async fn every_write_of_a_path_waits_for_its_lock() {
     ));
 }
 
-#[derive(Debug)]
-struct FixedSigner;
-
-#[async_trait::async_trait]
-impl stowage_core::signing::DownloadSigner for FixedSigner {
-    async fn download_url(
-        &self,
-        digest: &stowage_core::Sha256,
-        _: &stowage_core::signing::DownloadUrlRequest,
-    ) -> stowage_core::Result<stowage_core::signing::SignedUrl> {
-        Ok(stowage_core::signing::SignedUrl {
-            url: format!("https://store.example/{digest}"),
-            expires_at: std::time::SystemTime::now() + Duration::from_secs(60),
-            reusable_for: Duration::ZERO,
-        })
-    }
-}
-
 #[tokio::test]
 async fn a_redirecting_repository_serves_a_still_queued_binary_itself() {
     use stowage_core::eventual::{EventualProvider, EventualSettings};
     use stowage_core::signing::SignedProvider;
+    use stowage_core::testing::{FixedSigner, drain_queue};
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}", dir.path().join("m.db").display());
-    let metadata = Metadata::connect(&url, &PoolSettings::default())
-        .await
-        .expect("db");
-    metadata.migrate().await.expect("migrate");
     let store = Arc::new(SignedProvider::new(
         Arc::new(InMemoryProvider::new()),
         Arc::new(FixedSigner),
@@ -174,7 +154,7 @@ async fn a_redirecting_repository_serves_a_still_queued_binary_itself() {
         eventual: Some(queue.clone()),
         ..Filestore::from_provider(Arc::new(queue.clone()))
     };
-    let stowage = Stowage::new(filestore, metadata, &Settings::default(), "n1");
+    let stowage = service_over(dir.path(), filestore).await;
     let repo = RepoKey::parse("dist").expect("key");
     let path = ArtifactPath::parse("app.bin").expect("path");
     let mut config = Map::new();
@@ -200,14 +180,7 @@ async fn a_redirecting_repository_serves_a_still_queued_binary_itself() {
         matches!(queued, super::Download::Bytes { body: Some(_), .. }),
         "still queued: served, not redirected ({queued:?})"
     );
-    let dispatcher = queue.spawn_dispatcher();
-    for _ in 0..300 {
-        if queue.stats().await.expect("stats").depth == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    dispatcher.abort();
+    drain_queue(&queue).await;
     let (_, uploaded) = stowage
         .download(&repo, &path, &request)
         .await
