@@ -47,7 +47,7 @@ pub fn toml_section(endpoint: &str, bucket: &str) -> String {
 /// A client of the bucket (the provider, without a connection test) for checking what a
 /// server stored; `spool` is where it would spool (unused by the checks).
 pub async fn client(endpoint: &str, bucket: &str, spool: &Path) -> S3Provider {
-    S3Provider::connect(
+    stowage_s3::connect(
         config(endpoint, bucket),
         KeyLayout::default(),
         250_000_000,
@@ -60,7 +60,8 @@ pub async fn client(endpoint: &str, bucket: &str, spool: &Path) -> S3Provider {
 /// Creates a bucket.
 pub async fn create_bucket(endpoint: &str, bucket: &str, spool: &Path) -> S3Provider {
     let s3 = client(endpoint, bucket, spool).await;
-    s3.client()
+    s3.backend()
+        .client()
         .create_bucket()
         .bucket(bucket)
         .send()
@@ -73,9 +74,10 @@ pub async fn create_bucket(endpoint: &str, bucket: &str, spool: &Path) -> S3Prov
 pub async fn keys(s3: &S3Provider) -> Vec<String> {
     let mut keys = Vec::new();
     let mut pages = s3
+        .backend()
         .client()
         .list_objects_v2()
-        .bucket(s3.bucket())
+        .bucket(s3.backend().bucket())
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {

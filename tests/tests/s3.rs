@@ -453,7 +453,8 @@ async fn s3_refusals_are_clear_api_errors() {
     let Some(Direct { server, s3, bucket }) = direct_server(dir.path(), "").await else {
         return;
     };
-    s3.client()
+    s3.backend()
+        .client()
         .delete_bucket()
         .bucket(&bucket)
         .send()
@@ -546,6 +547,7 @@ async fn expired_sessions_are_aborted_by_garbage_collection() {
     let keys = s3::keys(&s3).await;
     assert!(keys.is_empty(), "{keys:?}");
     let uploads = s3
+        .backend()
         .client()
         .list_multipart_uploads()
         .bucket(&bucket)

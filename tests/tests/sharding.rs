@@ -482,11 +482,15 @@ async fn bucket_holds(s3: &stowage_s3::S3Provider, data: &[u8]) -> bool {
     let digest: Sha256 = sha256_hex(data).parse().expect("digest");
     match s3.get_bytes(&digest, None).await {
         Ok(stored) => {
-            assert!(stored == data, "the copy in {} is intact", s3.bucket());
+            assert!(
+                stored == data,
+                "the copy in {} is intact",
+                s3.backend().bucket()
+            );
             true
         }
         Err(stowage_core::Error::NotFound { .. }) => false,
-        Err(e) => panic!("reading {}: {e}", s3.bucket()),
+        Err(e) => panic!("reading {}: {e}", s3.backend().bucket()),
     }
 }
 

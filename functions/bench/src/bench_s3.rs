@@ -95,8 +95,9 @@ pub(crate) async fn s3_client(
     spool: &Path,
 ) -> Result<S3Provider, Error> {
     let config = S3Config::local_emulator(endpoint, bucket);
-    let s3 = S3Provider::connect(config, KeyLayout::default(), u64::MAX, spool.into()).await?;
-    s3.client()
+    let s3 = stowage_s3::connect(config, KeyLayout::default(), u64::MAX, spool.into()).await?;
+    s3.backend()
+        .client()
         .create_bucket()
         .bucket(bucket)
         .send()
@@ -116,9 +117,10 @@ async fn sdk_upload(
     let start = Instant::now();
     futures::stream::iter(set.files.iter().enumerate())
         .map(|(i, file)| async move {
-            s3.client()
+            s3.backend()
+                .client()
                 .put_object()
-                .bucket(s3.bucket())
+                .bucket(s3.backend().bucket())
                 .key(format!("sdk/{tag}/{i}"))
                 .body(file.clone().into())
                 .send()
@@ -146,9 +148,10 @@ async fn sdk_multipart_upload(
     for (i, file) in set.files.iter().enumerate() {
         let key = format!("sdk-mp/{tag}/{i}");
         let upload_id = s3
+            .backend()
             .client()
             .create_multipart_upload()
-            .bucket(s3.bucket())
+            .bucket(s3.backend().bucket())
             .key(&key)
             .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .send()
@@ -164,9 +167,10 @@ async fn sdk_multipart_upload(
                 async move {
                     let number = i32::try_from(n + 1).unwrap_or(i32::MAX);
                     let out = s3
+                        .backend()
                         .client()
                         .upload_part()
-                        .bucket(s3.bucket())
+                        .bucket(s3.backend().bucket())
                         .key(key)
                         .upload_id(upload_id)
                         .part_number(number)
@@ -187,9 +191,10 @@ async fn sdk_multipart_upload(
             .buffered(PART_CONCURRENCY)
             .try_collect()
             .await?;
-        s3.client()
+        s3.backend()
+            .client()
             .complete_multipart_upload()
-            .bucket(s3.bucket())
+            .bucket(s3.backend().bucket())
             .key(&key)
             .upload_id(&upload_id)
             .multipart_upload(
@@ -269,9 +274,10 @@ pub(crate) async fn stowage_upload(
 /// Deletes every object of a bucket, so that the emulator's storage stays small across rounds.
 async fn empty_bucket(s3: &S3Provider) -> Result<(), Error> {
     let mut pages = s3
+        .backend()
         .client()
         .list_objects_v2()
-        .bucket(s3.bucket())
+        .bucket(s3.backend().bucket())
         .into_paginator()
         .send();
     let mut keys = Vec::new();
@@ -284,9 +290,10 @@ async fn empty_bucket(s3: &S3Provider) -> Result<(), Error> {
         );
     }
     for key in keys {
-        s3.client()
+        s3.backend()
+            .client()
             .delete_object()
-            .bucket(s3.bucket())
+            .bucket(s3.backend().bucket())
             .key(key)
             .send()
             .await

@@ -29,7 +29,7 @@ use object_store::{
 };
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use stowage_core::object::{ObjectBackend, ObjectInfo, ObjectWriter};
-use stowage_core::{ByteStream, Checksums, Error, Result};
+use stowage_core::{ByteStream, Checksums, Error, Result, Sha256};
 use tokio::task::JoinHandle;
 
 /// Everything but RFC 3986's unreserved characters is escaped in a query value.
@@ -411,7 +411,12 @@ impl ObjectBackend for AzureBackend {
         Err(self.failure(key, response).await)
     }
 
-    async fn writer(&self, key: &str, _size: Option<u64>) -> Result<Box<dyn ObjectWriter>> {
+    async fn writer(
+        &self,
+        key: &str,
+        _size: Option<u64>,
+        _sha256: Option<&Sha256>,
+    ) -> Result<Box<dyn ObjectWriter>> {
         Ok(Box::new(AzureWriter {
             backend: self.clone(),
             key: key.to_string(),
@@ -422,7 +427,7 @@ impl ObjectBackend for AzureBackend {
         }))
     }
 
-    async fn copy_if_absent(&self, from: &str, to: &str) -> Result<bool> {
+    async fn copy_if_absent(&self, from: &str, to: &str, _size: u64) -> Result<bool> {
         let options = CopyOptions {
             mode: CopyMode::Create,
             ..Default::default()

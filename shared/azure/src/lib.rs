@@ -94,6 +94,7 @@ pub fn build(config: &AzureConfig, layout: KeyLayout) -> Result<AzureProvider> {
             layout,
             small_upload_limit: config.max_in_memory_upload_size.as_u64(),
             attempts: config.max_retry_attempts,
+            ..Default::default()
         },
     ))
 }

@@ -28,7 +28,7 @@ use stowage_core::sharding::{MountSettings, Mounts, ShardingProvider, ShardingSe
 use stowage_core::signing::{DownloadSigner, SignedProvider};
 use stowage_core::{BinaryProvider, Error, KeyLayout, Result};
 use stowage_gcs::{GcsConfig, GcsSigner};
-use stowage_s3::{CloudFrontSigner, S3Provider};
+use stowage_s3::{CloudFrontSigner, S3Backend, S3Provider};
 use stowage_service::Filestore;
 
 use crate::config::MountConfig;
@@ -69,9 +69,9 @@ async fn build_chain(config: &Config, layout: KeyLayout) -> Result<Filestore> {
             Ok(Filestore::from_provider(Arc::new(fs)))
         }
         Backend::S3 => {
-            let s3 = Arc::new(connect_s3(config, layout).await?);
-            let signer = download_signer(&s3)?;
-            object_chain(config, layout, s3, Some(signer), eventual)
+            let s3 = connect_s3(config, layout).await?;
+            let signer = download_signer(s3.backend())?;
+            object_chain(config, layout, Arc::new(s3), Some(signer), eventual)
         }
         Backend::GoogleStorage => {
             let gcs_config = section(&config.filestore.google_storage, "google-storage", template)?;
@@ -272,10 +272,10 @@ async fn build_sharding(
 }
 
 /// CloudFront when `cloudFrontDomainName` is set, else S3 presigned URLs.
-fn download_signer(s3: &Arc<S3Provider>) -> Result<Arc<dyn DownloadSigner>> {
+fn download_signer(s3: &S3Backend) -> Result<Arc<dyn DownloadSigner>> {
     Ok(match CloudFrontSigner::from_config(s3)? {
         Some(cloudfront) => Arc::new(cloudfront),
-        None => s3.clone(),
+        None => Arc::new(s3.clone()),
     })
 }
 
@@ -323,7 +323,7 @@ async fn connect_s3_with(
             let _ = tokio::fs::remove_file(entry.path()).await;
         }
     }
-    S3Provider::connect(
+    stowage_s3::connect(
         s3,
         layout,
         config.filestore.max_file_size_for_direct_upload.as_u64(),

@@ -36,7 +36,7 @@ use gcloud_storage::http::resumable_upload_client::{
     ChunkSize, ResumableUploadClient, UploadStatus,
 };
 use stowage_core::object::{ObjectBackend, ObjectInfo, ObjectWriter};
-use stowage_core::{ByteStream, Checksums, Error, Result};
+use stowage_core::{ByteStream, Checksums, Error, Result, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -452,7 +452,12 @@ impl ObjectBackend for GcsBackend {
         }
     }
 
-    async fn writer(&self, key: &str, size: Option<u64>) -> Result<Box<dyn ObjectWriter>> {
+    async fn writer(
+        &self,
+        key: &str,
+        size: Option<u64>,
+        _sha256: Option<&Sha256>,
+    ) -> Result<Box<dyn ObjectWriter>> {
         if let Some(size) = size.filter(|&s| s > 0) {
             return Ok(Box::new(GcsStreamingWriter {
                 backend: self.clone(),
@@ -473,7 +478,7 @@ impl ObjectBackend for GcsBackend {
         }))
     }
 
-    async fn copy_if_absent(&self, from: &str, to: &str) -> Result<bool> {
+    async fn copy_if_absent(&self, from: &str, to: &str, _size: u64) -> Result<bool> {
         let copied = self
             .client
             .copy_object(&CopyObjectRequest {

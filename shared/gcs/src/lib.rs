@@ -71,6 +71,7 @@ pub async fn connect(config: &GcsConfig, layout: KeyLayout) -> Result<GcsProvide
             layout,
             small_upload_limit: config.max_in_memory_upload_size.as_u64(),
             attempts: config.max_retry_attempts,
+            ..Default::default()
         },
     );
     if config.test_connection {

@@ -1,4 +1,4 @@
-//! Download redirects: S3 presigned GET URLs ([`S3Provider`] as a [`DownloadSigner`]) and
+//! Download redirects: S3 presigned GET URLs ([`S3Backend`] as a [`DownloadSigner`]) and
 //! CloudFront signed URLs ([`CloudFrontSigner`]), both answering with the file's name
 //! (`response-content-disposition`) and content type.
 //!
@@ -21,7 +21,7 @@ use stowage_core::signing::{
 use stowage_core::{Error, Result, Sha256};
 
 use crate::S3Config;
-use crate::provider::S3Provider;
+use crate::backend::S3Backend;
 
 /// Longest validity of a SigV4 presigned URL.
 pub(crate) const MAX_PRESIGNED_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -37,7 +37,7 @@ pub(crate) fn url_expiry(config: &S3Config, max: Duration) -> UrlExpiry {
 }
 
 #[async_trait]
-impl DownloadSigner for S3Provider {
+impl DownloadSigner for S3Backend {
     async fn download_url(
         &self,
         digest: &Sha256,
@@ -84,7 +84,7 @@ impl DownloadSigner for S3Provider {
 /// How often the signing credentials' expiry is asked for again.
 const CREDENTIALS_RECHECK: Duration = Duration::from_secs(60);
 
-impl S3Provider {
+impl S3Backend {
     /// When the credentials that sign URLs expire (`None`: static keys, or unknown).
     async fn credentials_expiry(&self) -> Option<SystemTime> {
         let lock = || {
@@ -108,7 +108,7 @@ impl S3Provider {
 /// Signs CloudFront URLs for the binaries of an S3 provider (the distribution's origin).
 #[derive(Debug, Clone)]
 pub struct CloudFrontSigner {
-    s3: S3Provider,
+    s3: S3Backend,
     domain: String,
     key_pair_id: String,
     key: SigningKey<sha1::Sha1>,
@@ -169,7 +169,7 @@ struct SourceIp<'a> {
 
 impl CloudFrontSigner {
     /// From `[filestore.s3]`'s `cloudFront*` settings; `None` when no domain is configured.
-    pub fn from_config(s3: &S3Provider) -> Result<Option<Self>> {
+    pub fn from_config(s3: &S3Backend) -> Result<Option<Self>> {
         let c = s3.config();
         let Some(domain) = c.cloud_front_domain_name.clone() else {
             return Ok(None);
@@ -215,7 +215,7 @@ impl CloudFrontSigner {
 
     /// A signer for `domain` with the RSA key in `pem` (PKCS#1 or PKCS#8).
     pub fn new(
-        s3: S3Provider,
+        s3: S3Backend,
         domain: &str,
         key_pair_id: &str,
         pem: &str,

@@ -17,15 +17,15 @@ use futures::StreamExt;
 
 use stowage_core::{
     ChecksumAlgorithm, Error, PresignedPart, PresignedRequest, PresignedUploads, PutResult, Result,
-    STAGING, Sha256, StaleUploads, UploadPlan, hash_stream,
+    Sha256, StaleUploads, UploadPlan, hash_stream,
 };
 
-use crate::provider::{MAX_SINGLE_OBJECT, S3Provider, to_system_time};
+use crate::backend::{S3Backend, to_system_time};
 
 /// Longest validity of a SigV4 presigned URL.
 const MAX_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 
-impl S3Provider {
+impl S3Backend {
     fn session_key(&self, id: &str) -> Result<String> {
         if id.is_empty()
             || id.len() > 64
@@ -152,12 +152,12 @@ impl S3Provider {
                 .client
                 .list_multipart_uploads()
                 .bucket(&self.inner.bucket)
-                .prefix(&self.inner.prefix)
+                .prefix(self.inner.keys.root())
                 .set_key_marker(key_marker.clone())
                 .set_upload_id_marker(id_marker.clone())
                 .send()
                 .await
-                .map_err(|e| self.map(&self.inner.prefix, "ListMultipartUploads", e))?;
+                .map_err(|e| self.map(self.inner.keys.root(), "ListMultipartUploads", e))?;
             for upload in page.uploads() {
                 let old = upload
                     .initiated()
@@ -177,7 +177,7 @@ impl S3Provider {
             }
         }
         if report != StaleUploads::default() {
-            tracing::info!(?report, prefix = %format!("{}{STAGING}", self.inner.prefix),
+            tracing::info!(?report, prefix = %self.staging_key(""),
                 "removed abandoned uploads");
         }
         Ok(report)
@@ -185,7 +185,7 @@ impl S3Provider {
 }
 
 #[async_trait]
-impl PresignedUploads for S3Provider {
+impl PresignedUploads for S3Backend {
     async fn start_upload(
         &self,
         id: &str,
@@ -194,7 +194,7 @@ impl PresignedUploads for S3Provider {
         expires_in: Duration,
     ) -> Result<UploadPlan> {
         let key = self.session_key(id)?;
-        if size < self.inner.direct_limit.min(MAX_SINGLE_OBJECT) {
+        if size < self.inner.direct_limit {
             let presigned = self
                 .inner
                 .client

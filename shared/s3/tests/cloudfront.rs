@@ -10,7 +10,7 @@ use std::time::Duration;
 use base64::Engine;
 use stowage_core::KeyLayout;
 use stowage_core::signing::UrlExpiry;
-use stowage_s3::{CloudFrontSigner, S3Config, S3Provider};
+use stowage_s3::{CloudFrontSigner, S3Config};
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run");
@@ -39,7 +39,7 @@ fn key_pair(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 }
 
 async fn signer(dir: &Path, pem: &str, ip: Option<&str>, custom: bool) -> CloudFrontSigner {
-    let s3 = S3Provider::connect(
+    let s3 = stowage_s3::connect(
         S3Config::local_emulator("http://127.0.0.1:9", "unused"),
         KeyLayout::default(),
         250_000_000,
@@ -53,7 +53,7 @@ async fn signer(dir: &Path, pem: &str, ip: Option<&str>, custom: bool) -> CloudF
         max: Duration::from_secs(86_400),
     };
     CloudFrontSigner::new(
-        s3,
+        s3.backend().clone(),
         "d111111abcdef8.cloudfront.net",
         "K2JCJMDEHXQW5F",
         pem,
@@ -170,7 +170,7 @@ async fn signed_urls_match_botocore_and_verify_with_the_public_key() {
 #[tokio::test]
 async fn a_key_that_is_not_rsa_pem_is_refused_with_the_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s3 = S3Provider::connect(
+    let s3 = stowage_s3::connect(
         S3Config::local_emulator("http://127.0.0.1:9", "unused"),
         KeyLayout::default(),
         1,
@@ -184,7 +184,7 @@ async fn a_key_that_is_not_rsa_pem_is_refused_with_the_reason() {
         max: Duration::from_secs(2),
     };
     let err = CloudFrontSigner::new(
-        s3,
+        s3.backend().clone(),
         "d.cloudfront.net",
         "K",
         "not a key",

@@ -38,17 +38,18 @@ async fn provider() -> Option<(S3Provider, tempfile::TempDir)> {
     let spool = tempfile::tempdir().expect("tempdir");
     let mut c = config(&endpoint, &bucket);
     c.test_connection = false;
-    let bootstrap = S3Provider::connect(c, KeyLayout::default(), DIRECT_LIMIT, spool.path().into())
+    let bootstrap = stowage_s3::connect(c, KeyLayout::default(), DIRECT_LIMIT, spool.path().into())
         .await
         .expect("client");
     bootstrap
+        .backend()
         .client()
         .create_bucket()
         .bucket(&bucket)
         .send()
         .await
         .expect("create bucket");
-    let provider = S3Provider::connect(
+    let provider = stowage_s3::connect(
         config(&endpoint, &bucket),
         KeyLayout::default(),
         DIRECT_LIMIT,
@@ -69,9 +70,10 @@ fn stream_of(data: &Bytes, chunk: usize) -> stowage_core::ByteStream {
 
 async fn object_keys(p: &S3Provider) -> Vec<String> {
     let out = p
+        .backend()
         .client()
         .list_objects_v2()
-        .bucket(p.bucket())
+        .bucket(p.backend().bucket())
         .send()
         .await
         .expect("list");
@@ -82,9 +84,10 @@ async fn object_keys(p: &S3Provider) -> Vec<String> {
 }
 
 async fn multipart_uploads(p: &S3Provider) -> usize {
-    p.client()
+    p.backend()
+        .client()
         .list_multipart_uploads()
-        .bucket(p.bucket())
+        .bucket(p.backend().bucket())
         .send()
         .await
         .expect("list uploads")
@@ -276,6 +279,7 @@ async fn presigned_sessions_store_verified_bytes_and_refuse_others() {
         let sums = ChecksumHasher::digest(&data);
         let id = format!("good-{i}");
         let plan = p
+            .backend()
             .start_upload(&id, len as u64, &sums.sha256, expiry)
             .await
             .expect("start");
@@ -285,6 +289,7 @@ async fn presigned_sessions_store_verified_bytes_and_refuse_others() {
         );
         assert!(send_plan(&plan, &data).await.iter().all(|s| s.is_success()));
         let put = p
+            .backend()
             .complete_upload(&id, plan.multipart_upload_id(), len as u64, &sums.sha256)
             .await
             .expect("complete");
@@ -296,6 +301,7 @@ async fn presigned_sessions_store_verified_bytes_and_refuse_others() {
         let id = format!("bad-{i}");
         let announced = ChecksumHasher::digest(&test_bytes(40 + i as u64, len)).sha256;
         let plan = p
+            .backend()
             .start_upload(&id, len as u64, &announced, expiry)
             .await
             .expect("start");
@@ -304,6 +310,7 @@ async fn presigned_sessions_store_verified_bytes_and_refuse_others() {
             assert!(statuses[0].is_client_error(), "{statuses:?}");
         }
         let err = p
+            .backend()
             .complete_upload(&id, plan.multipart_upload_id(), len as u64, &announced)
             .await
             .expect_err("refused");
@@ -326,6 +333,7 @@ async fn tampered_and_expired_presigned_urls_are_refused_by_localstack() {
     let data = test_bytes(30, 1000);
     let sums = ChecksumHasher::digest(&data);
     let plan = p
+        .backend()
         .start_upload("tamper", 1000, &sums.sha256, Duration::from_secs(600))
         .await
         .expect("start");
@@ -339,6 +347,7 @@ async fn tampered_and_expired_presigned_urls_are_refused_by_localstack() {
     );
 
     let plan = p
+        .backend()
         .start_upload("expired", 1000, &sums.sha256, Duration::from_secs(1))
         .await
         .expect("start");
@@ -356,24 +365,31 @@ async fn abandoned_staging_objects_and_multipart_uploads_are_swept() {
     };
     let sums = ChecksumHasher::digest(b"x");
     let plan = p
+        .backend()
         .start_upload("left", 20 * MIB, &sums.sha256, Duration::from_secs(600))
         .await
         .expect("start multipart");
     assert!(plan.multipart_upload_id().is_some());
-    p.client()
+    p.backend()
+        .client()
         .put_object()
-        .bucket(p.bucket())
+        .bucket(p.backend().bucket())
         .key("filestore/_pre/0123456789abcdef")
         .body(Bytes::from_static(b"half an upload").into())
         .send()
         .await
         .expect("staging object");
     let kept = p
+        .backend()
         .clean_stale_uploads(Duration::from_secs(3600))
         .await
         .expect("sweep");
     assert_eq!(kept, Default::default(), "recent uploads are kept");
-    let swept = p.clean_stale_uploads(Duration::ZERO).await.expect("sweep");
+    let swept = p
+        .backend()
+        .clean_stale_uploads(Duration::ZERO)
+        .await
+        .expect("sweep");
     assert_eq!((swept.staging_objects, swept.multipart_uploads), (1, 1));
     assert!(object_keys(&p).await.is_empty());
     assert_eq!(multipart_uploads(&p).await, 0);
@@ -385,7 +401,7 @@ async fn a_missing_bucket_is_a_clear_start_up_error() {
         return;
     };
     let spool = tempfile::tempdir().expect("tempdir");
-    let err = S3Provider::connect(
+    let err = stowage_s3::connect(
         config(&endpoint, "stowage-no-such-bucket"),
         KeyLayout::default(),
         DIRECT_LIMIT,
@@ -405,9 +421,10 @@ async fn a_bucket_deleted_at_run_time_is_a_backend_refusal() {
     let Some((p, _spool)) = provider().await else {
         return;
     };
-    p.client()
+    p.backend()
+        .client()
         .delete_bucket()
-        .bucket(p.bucket())
+        .bucket(p.backend().bucket())
         .send()
         .await
         .expect("delete bucket");
@@ -429,7 +446,7 @@ async fn an_unreachable_endpoint_is_retryable() {
     let mut c = config(&format!("http://127.0.0.1:{port}"), "b");
     c.test_connection = false;
     c.max_retry_attempts = 2;
-    let p = S3Provider::connect(c, KeyLayout::default(), DIRECT_LIMIT, spool.path().into())
+    let p = stowage_s3::connect(c, KeyLayout::default(), DIRECT_LIMIT, spool.path().into())
         .await
         .expect("client");
     let err = p
@@ -484,10 +501,11 @@ async fn encryption_and_storage_class_settings_reach_the_stored_objects() {
     c.test_connection = false;
     c.server_side_encryption = Some(stowage_s3::ServerSideEncryption::Aes256);
     c.storage_class = Some("STANDARD_IA".into());
-    let p = S3Provider::connect(c, KeyLayout::default(), DIRECT_LIMIT, spool.path().into())
+    let p = stowage_s3::connect(c, KeyLayout::default(), DIRECT_LIMIT, spool.path().into())
         .await
         .expect("client");
-    p.client()
+    p.backend()
+        .client()
         .create_bucket()
         .bucket(&bucket)
         .send()
@@ -510,6 +528,7 @@ async fn encryption_and_storage_class_settings_reach_the_stored_objects() {
             .await
             .expect("put");
         let head = p
+            .backend()
             .client()
             .head_object()
             .bucket(&bucket)

@@ -9,7 +9,7 @@ use bytes::BytesMut;
 
 use super::*;
 use crate::conformance::{self, test_bytes};
-use crate::{BinaryProviderExt, ExpectedChecksums};
+use crate::{BinaryProviderExt, ChecksumHasher, ExpectedChecksums};
 
 /// Keys in a map; the next `failures` calls fail with a transient error.
 #[derive(Debug, Default)]
@@ -17,6 +17,12 @@ struct MemoryObjects {
     objects: Arc<Mutex<BTreeMap<String, (Bytes, SystemTime)>>>,
     failures: AtomicU32,
     calls: AtomicU32,
+    /// Whether it takes local files ([`ObjectBackend::put_file`]), like S3.
+    takes_files: bool,
+    /// How many bodies came in one request, through a writer, and as a file.
+    small_puts: AtomicU32,
+    writers: AtomicU32,
+    file_puts: AtomicU32,
 }
 
 impl fmt::Display for MemoryObjects {
@@ -89,10 +95,36 @@ impl ObjectBackend for MemoryObjects {
     async fn put_small(&self, key: &str, body: Bytes, checksums: &Checksums) -> Result<bool> {
         self.fault(key)?;
         assert_eq!(ChecksumHasher::digest(&body).md5, checksums.md5);
+        self.small_puts.fetch_add(1, Ordering::SeqCst);
         Ok(self.insert_if_absent(key, body))
     }
 
-    async fn writer(&self, key: &str, _size: Option<u64>) -> Result<Box<dyn ObjectWriter>> {
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        size: u64,
+        sha256: &Sha256,
+        _verified: bool,
+    ) -> Result<bool> {
+        if !self.takes_files {
+            return Err(Error::Unsupported("no files".into()));
+        }
+        self.fault(key)?;
+        let bytes = Bytes::from(std::fs::read(path).expect("the spooled file is readable"));
+        assert_eq!(bytes.len() as u64, size);
+        assert_eq!(ChecksumHasher::digest(&bytes).sha256, *sha256);
+        self.file_puts.fetch_add(1, Ordering::SeqCst);
+        Ok(self.insert_if_absent(key, bytes))
+    }
+
+    async fn writer(
+        &self,
+        key: &str,
+        _size: Option<u64>,
+        _sha256: Option<&Sha256>,
+    ) -> Result<Box<dyn ObjectWriter>> {
+        self.writers.fetch_add(1, Ordering::SeqCst);
         Ok(Box::new(MemoryWriter {
             objects: Arc::clone(&self.objects),
             key: key.to_string(),
@@ -100,7 +132,7 @@ impl ObjectBackend for MemoryObjects {
         }))
     }
 
-    async fn copy_if_absent(&self, from: &str, to: &str) -> Result<bool> {
+    async fn copy_if_absent(&self, from: &str, to: &str, _size: u64) -> Result<bool> {
         self.fault(from)?;
         let bytes = self.objects.lock().expect("lock").get(from).cloned();
         let Some((bytes, _)) = bytes else {
@@ -266,8 +298,14 @@ async fn a_failed_streamed_upload_leaves_nothing_behind() {
 #[tokio::test]
 async fn stale_staging_objects_are_swept() {
     let p = provider(0);
+    // What a crashed upload leaves: a staging object named like the provider's own.
+    let left = format!("filestore/_pre/{:032x}", 0xdead_u128);
     p.backend()
-        .insert_if_absent("filestore/_pre/left-by-a-crash", Bytes::from_static(b"x"));
+        .insert_if_absent(&left, Bytes::from_static(b"x"));
+    // Deeper keys under staging belong to others (S3's upload sessions): never swept here.
+    let session = "filestore/_pre/sessions/an-open-session";
+    p.backend()
+        .insert_if_absent(session, Bytes::from_static(b"y"));
     assert_eq!(
         p.clean_stale_staging(Duration::from_secs(3600))
             .await
@@ -279,5 +317,112 @@ async fn stale_staging_objects_are_swept() {
         p.clean_stale_staging(Duration::ZERO).await.expect("sweep"),
         1
     );
-    assert!(p.backend().keys().is_empty());
+    assert_eq!(p.backend().keys(), vec![session.to_string()]);
+}
+
+/// A provider that spools bodies of 1,000 bytes and more (and of unknown length) in `dir`.
+fn spooling_provider(takes_files: bool, dir: &Path) -> ObjectStoreProvider<MemoryObjects> {
+    ObjectStoreProvider::new(
+        MemoryObjects {
+            takes_files,
+            ..Default::default()
+        },
+        ObjectSettings {
+            path: "filestore".into(),
+            small_upload_limit: 500,
+            spool: Some(Spool {
+                dir: dir.to_path_buf(),
+                direct_limit: 1000,
+            }),
+            ..Default::default()
+        },
+    )
+}
+
+fn spool_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir).expect("spool dir").count()
+}
+
+#[tokio::test]
+async fn conformance_with_large_uploads_spooled() {
+    for takes_files in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = spooling_provider(takes_files, dir.path());
+        conformance::run_all(Arc::new(p.clone()), 30).await;
+        assert_only_the_empty_binary_is_left(&p);
+        assert_eq!(
+            spool_files(dir.path()),
+            0,
+            "no spool file outlives its upload"
+        );
+    }
+}
+
+#[tokio::test]
+async fn each_body_takes_the_path_its_size_and_declaration_call_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = spooling_provider(true, dir.path());
+    put_with(&p, test_bytes(10, 400), false, true).await;
+    assert_eq!(paths_taken(&p), [1, 0, 0], "small: one request");
+    put_with(&p, test_bytes(11, 800), false, true).await;
+    assert_eq!(
+        paths_taken(&p),
+        [1, 1, 0],
+        "below the spool limit: streamed"
+    );
+    put_with(&p, test_bytes(12, 5000), false, true).await;
+    assert_eq!(paths_taken(&p), [1, 1, 1], "large: spooled, then a file");
+    put_with(&p, test_bytes(13, 300), false, false).await;
+    assert_eq!(paths_taken(&p), [1, 1, 2], "unknown length: spooled");
+    put_with(&p, test_bytes(14, 5000), true, true).await;
+    assert_eq!(
+        paths_taken(&p),
+        [1, 2, 2],
+        "large and declared: streamed to its key"
+    );
+    assert_eq!(spool_files(dir.path()), 0);
+
+    // With no memory to spare, a small body streams instead of being held.
+    let p = ObjectStoreProvider::new(
+        MemoryObjects::default(),
+        ObjectSettings {
+            memory_budget: 0,
+            ..ObjectSettings::default()
+        },
+    );
+    put_with(&p, test_bytes(15, 400), false, true).await;
+    assert_eq!(
+        paths_taken(&p),
+        [0, 1, 0],
+        "small, no memory budget: streamed"
+    );
+}
+
+/// How many bodies went in one request, through a writer, and as a file.
+fn paths_taken(p: &ObjectStoreProvider<MemoryObjects>) -> [u32; 3] {
+    let b = p.backend();
+    [&b.small_puts, &b.writers, &b.file_puts].map(|c| c.load(Ordering::SeqCst))
+}
+
+async fn put_with(
+    p: &ObjectStoreProvider<MemoryObjects>,
+    data: Bytes,
+    declared: bool,
+    announced: bool,
+) {
+    let expected = if declared {
+        ExpectedChecksums {
+            sha256: Some(ChecksumHasher::digest(&data).sha256),
+            ..Default::default()
+        }
+    } else {
+        ExpectedChecksums::none()
+    };
+    let opts = PutOptions {
+        expected,
+        size: announced.then_some(data.len() as u64),
+    };
+    let body = futures::stream::iter([Ok(data)]).boxed();
+    let put = p.put_opts(body, opts).await.expect("put");
+    assert!(put.created);
 }
