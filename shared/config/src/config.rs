@@ -645,7 +645,10 @@ impl Config {
             },
             proxy_user_agents: self.downloads.proxy_user_agents.clone(),
             session_expiry: Duration::from_secs(self.uploads.session_expiry_secs),
-            trash_retention: self.trash_retention(),
+            trash_enabled: self.trashcan.enabled,
+            trash_retention: Duration::from_secs(
+                u64::from(self.trashcan.retention_period_days) * 86_400,
+            ),
             orphan_grace: Duration::from_secs(self.gc.orphan_grace_secs),
         }
     }
@@ -656,13 +659,6 @@ impl Config {
             heartbeat: Duration::from_secs(self.cluster.heartbeat_secs),
             primary_lease: Duration::from_secs(self.cluster.primary_lease_secs),
         }
-    }
-
-    /// How long deleted artifacts stay in the trash, if the trash is enabled.
-    pub fn trash_retention(&self) -> Option<Duration> {
-        self.trashcan
-            .enabled
-            .then(|| Duration::from_secs(u64::from(self.trashcan.retention_period_days) * 86_400))
     }
 }
 

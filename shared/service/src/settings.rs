@@ -17,9 +17,11 @@ pub struct Settings {
     /// How long an upload session and its URLs stay valid (`[uploads] session_expiry_secs`;
     /// 1 hour; at least 1 s).
     pub session_expiry: Duration,
-    /// How long deleted artifacts stay restorable; `None` when the trash is off
-    /// (`[trashcan]`; 14 days).
-    pub trash_retention: Option<Duration>,
+    /// Whether deletes go to the trash (`[trashcan] enabled`; yes). Off, they remove at once;
+    /// what the trash already holds still stays for its retention.
+    pub trash_enabled: bool,
+    /// How long deleted artifacts stay restorable (`[trashcan] retentionPeriodDays`; 14 days).
+    pub trash_retention: Duration,
     /// Stored bytes younger than this are left alone by garbage collection
     /// (`[gc] orphan_grace_secs`; 1 hour).
     pub orphan_grace: Duration,
@@ -31,7 +33,8 @@ impl Default for Settings {
             locks: LockSettings::default(),
             proxy_user_agents: Vec::new(),
             session_expiry: Duration::from_secs(3600),
-            trash_retention: Some(Duration::from_secs(14 * 86_400)),
+            trash_enabled: true,
+            trash_retention: Duration::from_secs(14 * 86_400),
             orphan_grace: Duration::from_secs(3600),
         }
     }

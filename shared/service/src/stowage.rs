@@ -107,7 +107,8 @@ pub struct Stowage {
     /// Order metadata changes across nodes: a path's changes one at a time, and "store bytes,
     /// then record them" against "delete unreferenced bytes".
     locks: Locks,
-    trash_retention: Option<Duration>,
+    trash_enabled: bool,
+    trash_retention: Duration,
     orphan_grace: Duration,
 }
 
@@ -136,6 +137,7 @@ impl Stowage {
                 .build(),
             session_expiry: settings.session_expiry.max(Duration::from_secs(1)),
             metadata,
+            trash_enabled: settings.trash_enabled,
             trash_retention: settings.trash_retention,
             orphan_grace: settings.orphan_grace,
         }
@@ -217,15 +219,8 @@ impl Stowage {
                 },
             )
             .await?;
-        self.record(
-            repo,
-            path,
-            stored.checksums,
-            stored.size,
-            request,
-            stored.created,
-        )
-        .await
+        self.record(repo, path, stored.checksums, stored.size, request)
+            .await
     }
 
     /// Records `repo/path` for a binary that is already stored (`X-Checksum-Deploy`).
@@ -258,7 +253,7 @@ impl Stowage {
                 what: "a stored binary with the given checksum (deploy the bytes instead)".into(),
             })?;
         request.expected.verify(&binary.checksums)?;
-        self.record(repo, path, binary.checksums, binary.size, request, false)
+        self.record(repo, path, binary.checksums, binary.size, request)
             .await
     }
 
@@ -269,7 +264,6 @@ impl Stowage {
         checksums: stowage_core::Checksums,
         size: u64,
         request: DeployRequest,
-        created: bool,
     ) -> Result<ArtifactRecord> {
         let new = NewArtifact {
             repo: repo.clone(),
@@ -284,12 +278,12 @@ impl Stowage {
             LockName::Binary(checksums.sha256),
         ];
         self.locked_write(names, || async {
-            // Garbage collection may have removed identical, unreferenced bytes between the
-            // store and this lock; then recording would point at nothing. Bytes this deploy
-            // has just created are younger than the orphan grace, which garbage collection
-            // never touches, so only bytes that were already there need the check (one
-            // backend round trip).
-            if !created && !self.provider.exists(&checksums.sha256).await? {
+            // Garbage collection removes a binary only under its lock, after finding no row
+            // that refers to it. Between this deploy's store and this lock it may have done
+            // so (whatever the orphan grace: at 0, even bytes this deploy just created), so
+            // the bytes are looked for again under the lock, where no collection can remove
+            // them before the row below is committed. One backend round trip per deploy.
+            if !self.provider.exists(&checksums.sha256).await? {
                 return Err(Error::Unavailable(
                     "the binary was removed by garbage collection while it was being deployed; \
                      deploy it again"
@@ -334,17 +328,20 @@ impl Stowage {
     pub async fn delete(&self, repo: &RepoKey, path: &ArtifactPath, by: &str) -> Result<u64> {
         self.require_repository(repo).await?;
         let moved = self
-            .locked_write(vec![LockName::path(repo, path)], || {
-                self.metadata.trash(repo, path, by)
+            .locked_write(vec![LockName::path(repo, path)], || async {
+                if self.trash_enabled {
+                    self.metadata.trash(repo, path, by).await
+                } else {
+                    // These files go for good; what the trash already holds stays there for
+                    // its retention (before, this emptied the whole trash).
+                    self.metadata.remove(repo, path).await
+                }
             })
             .await?;
         if moved == 0 {
             return Err(Error::NotFound {
                 what: format!("{repo}/{path}"),
             });
-        }
-        if self.trash_retention.is_none() {
-            self.metadata.empty_trash(None).await?;
         }
         Ok(moved)
     }
@@ -399,10 +396,12 @@ impl Stowage {
     /// orphan grace period.
     pub async fn gc(&self) -> Result<GcReport> {
         let mut report = GcReport::default();
-        if let Some(retention) = self.trash_retention {
-            let cutoff = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-            report.trash_purged = self.metadata.empty_trash(Some(cutoff)).await?;
-        }
+        // Also with the trash disabled: what it held before drains at its retention.
+        let retention = i64::try_from(self.trash_retention.as_millis()).unwrap_or(i64::MAX);
+        report.trash_purged = self
+            .metadata
+            .empty_trash(Some(now_ms().saturating_sub(retention)))
+            .await?;
         // Bytes written or deployed again within the grace period are left alone: a deploy
         // of identical bytes may be between storing them and recording them.
         let cutoff = SystemTime::now() - self.orphan_grace;

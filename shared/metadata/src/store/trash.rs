@@ -5,12 +5,34 @@ use super::*;
 impl Metadata {
     /// Moves a file, or every file below a folder, to the trash; returns how many moved.
     pub async fn trash(&self, repo: &RepoKey, path: &ArtifactPath, by: &str) -> Result<u64> {
+        self.take_out(repo, path, Some(by)).await
+    }
+
+    /// Removes a file, or every file below a folder, for good (the trash disabled): the
+    /// trash keeps what it held. Returns how many went; their binaries are left to garbage
+    /// collection.
+    pub async fn remove(&self, repo: &RepoKey, path: &ArtifactPath) -> Result<u64> {
+        self.take_out(repo, path, None).await
+    }
+
+    /// Deletes the artifacts at `path`, copying each into the trash first when `into_trash`
+    /// names who deletes.
+    async fn take_out(
+        &self,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+        into_trash: Option<&str>,
+    ) -> Result<u64> {
         let now = now_ms();
         let writes = self.writes();
         let mut tx = writes.begin().await?;
         let rows = self.rows_at(&mut tx, repo, path).await?;
         for row in &rows {
             let id: i64 = row.try_get("id").map_err(db_err)?;
+            let Some(by) = into_trash else {
+                self.delete_artifact_row(&mut tx, id).await?;
+                continue;
+            };
             let props = self.read_properties(&mut tx, id).await?;
             sqlx::query(self.sql(
                 "INSERT INTO trash (repo_key, path, sha256, size, created_ms, created_by, \
@@ -32,19 +54,25 @@ impl Metadata {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-            sqlx::query(self.sql("DELETE FROM artifact_properties WHERE artifact_id = ?"))
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            sqlx::query(self.sql("DELETE FROM artifacts WHERE id = ?"))
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
+            self.delete_artifact_row(&mut tx, id).await?;
         }
         tx.commit().await.map_err(db_err)?;
         Ok(rows.len() as u64)
+    }
+
+    /// Deletes one artifact row and its properties, in `tx`.
+    async fn delete_artifact_row(&self, tx: &mut Transaction<'static, Any>, id: i64) -> Result<()> {
+        sqlx::query(self.sql("DELETE FROM artifact_properties WHERE artifact_id = ?"))
+            .bind(id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+        sqlx::query(self.sql("DELETE FROM artifacts WHERE id = ?"))
+            .bind(id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+        Ok(())
     }
 
     /// Everything in the trash, newest deletion first.

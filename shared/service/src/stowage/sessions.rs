@@ -54,7 +54,7 @@ impl Stowage {
                 ..DeployRequest::default()
             };
             match self
-                .record(repo, path, binary.checksums, binary.size, request, false)
+                .record(repo, path, binary.checksums, binary.size, request)
                 .await
             {
                 Ok(record) => return Ok(SessionStart::Deployed(record)),
@@ -142,7 +142,6 @@ impl Stowage {
                     stored.checksums,
                     stored.size,
                     request,
-                    stored.created,
                 )
                 .await?;
             self.metadata.delete_upload_session(id).await?;

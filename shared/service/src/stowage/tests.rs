@@ -1,11 +1,14 @@
 //! The service's writes take the locks of what they change: while another holder has a path's
 //! (or a repository's) lock, each write of it waits, then gives up with `Unavailable`, having
-//! changed nothing; once the lock is free, the same write goes through. And a download of a
-//! binary still queued is served, not redirected to a store that does not hold it yet.
+//! changed nothing; once the lock is free, the same write goes through. A download of a
+//! binary still queued is served, not redirected to a store that does not hold it yet. And
+//! garbage collection at grace 0, run in the worst place a deploy can meet it, never leaves an
+//! acknowledged artifact without its bytes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use serde_json::Map;
 use stowage_core::memory::InMemoryProvider;
 use stowage_core::{ArtifactPath, Error, RepoKey};
@@ -17,6 +20,11 @@ use crate::{Filestore, Settings};
 
 /// The service over `filestore`, on a fresh SQLite database in `dir`, with a short lock wait.
 async fn service_over(dir: &std::path::Path, filestore: Filestore) -> Stowage {
+    service_with(dir, filestore, Settings::default()).await
+}
+
+/// The same with `settings` (but a short lock wait), on the database in `dir` (made if new).
+async fn service_with(dir: &std::path::Path, filestore: Filestore, settings: Settings) -> Stowage {
     let url = format!("sqlite://{}", dir.join("m.db").display());
     let metadata = Metadata::connect(&url, &PoolSettings::default())
         .await
@@ -27,9 +35,22 @@ async fn service_over(dir: &std::path::Path, filestore: Filestore) -> Stowage {
             lease: Duration::from_secs(30),
             wait: Duration::from_millis(100),
         },
-        ..Settings::default()
+        ..settings
     };
     Stowage::new(filestore, metadata, &settings, "n1")
+}
+
+/// The service with garbage collection's orphan grace at `orphan_grace`.
+async fn service_with_grace(
+    dir: &std::path::Path,
+    filestore: Filestore,
+    orphan_grace: Duration,
+) -> Stowage {
+    let settings = Settings {
+        orphan_grace,
+        ..Settings::default()
+    };
+    service_with(dir, filestore, settings).await
 }
 
 async fn service(dir: &std::path::Path) -> Stowage {
@@ -38,9 +59,12 @@ async fn service(dir: &std::path::Path) -> Stowage {
 }
 
 fn body(data: &'static [u8]) -> stowage_core::ByteStream {
-    Box::pin(futures::stream::once(async move {
-        Ok(bytes::Bytes::from_static(data))
-    }))
+    body_of(&bytes::Bytes::from_static(data))
+}
+
+fn body_of(data: &bytes::Bytes) -> stowage_core::ByteStream {
+    let data = data.clone();
+    Box::pin(futures::stream::once(async move { Ok(data) }))
 }
 
 #[tokio::test]
@@ -189,4 +213,296 @@ async fn a_redirecting_repository_serves_a_still_queued_binary_itself() {
         matches!(uploaded, super::Download::Redirect(_)),
         "uploaded: redirected ({uploaded:?})"
     );
+}
+
+/// A store that, once armed, holds the next upload after its bytes are stored and before the
+/// deploy records them, until told to go: the window where garbage collection can meet it.
+/// With `linger`, every upload waits that long there.
+#[derive(Debug, Default)]
+struct PausingProvider {
+    inner: InMemoryProvider,
+    linger: Duration,
+    armed: std::sync::atomic::AtomicBool,
+    stored: tokio::sync::Notify,
+    go: tokio::sync::Notify,
+}
+
+impl std::fmt::Display for PausingProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("pausing memory")
+    }
+}
+
+#[async_trait::async_trait]
+impl stowage_core::BinaryProvider for PausingProvider {
+    async fn put_opts(
+        &self,
+        body: stowage_core::ByteStream,
+        opts: stowage_core::PutOptions,
+    ) -> stowage_core::Result<stowage_core::PutResult> {
+        let stored = self.inner.put_opts(body, opts).await?;
+        tokio::time::sleep(self.linger).await;
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.stored.notify_one();
+            self.go.notified().await;
+        }
+        Ok(stored)
+    }
+
+    async fn get_opts(
+        &self,
+        digest: &stowage_core::Sha256,
+        opts: stowage_core::GetOptions,
+    ) -> stowage_core::Result<stowage_core::GetResult> {
+        self.inner.get_opts(digest, opts).await
+    }
+
+    async fn head(
+        &self,
+        digest: &stowage_core::Sha256,
+    ) -> stowage_core::Result<stowage_core::ObjectMeta> {
+        self.inner.head(digest).await
+    }
+
+    async fn delete(&self, digest: &stowage_core::Sha256) -> stowage_core::Result<()> {
+        self.inner.delete(digest).await
+    }
+
+    fn list(
+        &self,
+    ) -> futures::stream::BoxStream<'static, stowage_core::Result<stowage_core::ObjectMeta>> {
+        self.inner.list()
+    }
+
+    async fn health(&self) -> stowage_core::Result<stowage_core::Health> {
+        self.inner.health().await
+    }
+}
+
+/// The bytes served for `repo/path`.
+async fn served(stowage: &Stowage, repo: &RepoKey, path: &ArtifactPath) -> Vec<u8> {
+    use futures::TryStreamExt as _;
+    let request = super::DownloadRequest::default();
+    let (_, download) = stowage
+        .download(repo, path, &request)
+        .await
+        .unwrap_or_else(|e| panic!("{repo}/{path} must be served: {e}"));
+    let super::Download::Bytes {
+        body: Some(body), ..
+    } = download
+    else {
+        panic!("{repo}/{path}: bytes expected, got {download:?}");
+    };
+    let chunks: Vec<bytes::Bytes> = body.try_collect().await.expect("the bytes are there");
+    chunks.concat()
+}
+
+#[tokio::test]
+async fn garbage_collection_between_a_store_and_its_record_never_loses_an_acknowledged_deploy() {
+    use stowage_core::BinaryProviderExt as _;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(PausingProvider::default());
+    let filestore = Filestore::from_provider(Arc::clone(&store) as _);
+    let stowage = Arc::new(service_with_grace(dir.path(), filestore, Duration::ZERO).await);
+    let repo = RepoKey::parse("libs").expect("key");
+    stowage
+        .put_repository(&repo, Map::new())
+        .await
+        .expect("repo");
+
+    // New bytes (the deploy creates them) and bytes already stored with no row (an orphan
+    // the deploy finds): either way collection at grace 0 sees unreferenced bytes.
+    for (name, data, orphan_first) in [
+        ("fresh.bin", &b"bytes this deploy creates"[..], false),
+        (
+            "orphan.bin",
+            &b"bytes already there, unreferenced"[..],
+            true,
+        ),
+    ] {
+        let path = ArtifactPath::parse(name).expect("path");
+        if orphan_first {
+            store
+                .inner
+                .put_bytes(bytes::Bytes::from_static(data), Default::default())
+                .await
+                .expect("orphan");
+        }
+        store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let deploy = tokio::spawn({
+            let (stowage, repo, path) = (Arc::clone(&stowage), repo.clone(), path.clone());
+            async move {
+                let body = Box::pin(futures::stream::once(async move {
+                    Ok(bytes::Bytes::from_static(data))
+                }));
+                stowage
+                    .deploy(&repo, &path, body, DeployRequest::default())
+                    .await
+            }
+        });
+        store.stored.notified().await;
+        let report = stowage.gc().await.expect("gc");
+        assert_eq!(report.orphans_removed, 1, "{name}: the unrecorded bytes go");
+        store.go.notify_one();
+        let outcome = deploy.await.expect("join");
+        assert!(
+            matches!(outcome, Err(Error::Unavailable(_))),
+            "{name}: a deploy whose bytes were collected is not acknowledged: {outcome:?}"
+        );
+        assert!(
+            stowage.artifact(&repo, &path).await.is_err(),
+            "{name}: and records nothing"
+        );
+
+        // Deployed again, it is acknowledged, and no collection takes its bytes.
+        stowage
+            .deploy(&repo, &path, body(data), DeployRequest::default())
+            .await
+            .expect("deploy again");
+        stowage.gc().await.expect("gc");
+        assert_eq!(served(&stowage, &repo, &path).await, data, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_deploys_of_shared_bytes_with_collection_looping_at_grace_zero_lose_nothing() {
+    const DEPLOYS: usize = 600;
+    // Few enough contents that deploys meet each other's bytes, enough that bytes often
+    // lose their last reference.
+    let contents: Arc<Vec<bytes::Bytes>> = Arc::new(
+        (0..40)
+            .map(|n| bytes::Bytes::from(format!("content {n}")))
+            .collect(),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = PausingProvider {
+        linger: Duration::from_millis(2),
+        ..Default::default()
+    };
+    let filestore = Filestore::from_provider(Arc::new(store));
+    let stowage = Arc::new(service_with_grace(dir.path(), filestore, Duration::ZERO).await);
+    let repo = RepoKey::parse("libs").expect("key");
+    stowage
+        .put_repository(&repo, Map::new())
+        .await
+        .expect("repo");
+
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = tokio::spawn({
+        let (stowage, done) = (Arc::clone(&stowage), Arc::clone(&done));
+        async move {
+            let mut removed = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let report = stowage.gc().await.expect("gc");
+                removed += report.binaries_removed + report.orphans_removed;
+                tokio::task::yield_now().await;
+            }
+            removed
+        }
+    });
+    // Each deploy goes to a path of its own, or over one of a few shared paths; a deleted
+    // artifact's bytes become collectable while others deploy the same bytes again.
+    let deploys = futures::stream::iter(0..DEPLOYS)
+        .map(|i| {
+            let (stowage, repo) = (Arc::clone(&stowage), repo.clone());
+            let data = contents[(i * 7) % contents.len()].clone();
+            async move {
+                let path = ArtifactPath::parse(&format!("d/{i}.bin")).expect("path");
+                let shared = ArtifactPath::parse(&format!("s/{}.bin", i % 3)).expect("path");
+                let own = stowage
+                    .deploy(&repo, &path, body_of(&data), DeployRequest::default())
+                    .await;
+                let _ = stowage
+                    .deploy(&repo, &shared, body_of(&data), DeployRequest::default())
+                    .await;
+                if i % 2 == 0 && own.is_ok() {
+                    stowage.delete(&repo, &path, "me").await.expect("delete");
+                    stowage.empty_trash().await.expect("empty trash");
+                    return None;
+                }
+                own.ok().map(|_| (path, data))
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let removed = collector.await.expect("collector");
+    let acknowledged: Vec<_> = deploys.into_iter().flatten().collect();
+    assert!(
+        acknowledged.len() > DEPLOYS / 4,
+        "most deploys are acknowledged ({} of {DEPLOYS})",
+        acknowledged.len()
+    );
+    for (path, data) in &acknowledged {
+        assert_eq!(served(&stowage, &repo, path).await, data.as_ref(), "{path}");
+    }
+    for i in 0..3 {
+        let shared = ArtifactPath::parse(&format!("s/{i}.bin")).expect("path");
+        served(&stowage, &repo, &shared).await;
+    }
+    println!(
+        "checked {} acknowledged artifacts (and 3 overwritten ones) after {DEPLOYS} deploys; \
+         collection removed {removed} unreferenced binaries meanwhile",
+        acknowledged.len()
+    );
+}
+
+#[tokio::test]
+async fn with_the_trash_disabled_a_delete_removes_its_files_and_leaves_the_trash_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn stowage_core::BinaryProvider> = Arc::new(InMemoryProvider::new());
+    let on = service_over(dir.path(), Filestore::from_provider(Arc::clone(&store))).await;
+    let repo = RepoKey::parse("libs").expect("key");
+    let (kept, gone) = (
+        ArtifactPath::parse("kept.txt").expect("path"),
+        ArtifactPath::parse("gone.txt").expect("path"),
+    );
+    on.put_repository(&repo, Map::new()).await.expect("repo");
+    on.deploy(
+        &repo,
+        &kept,
+        body(b"in the trash"),
+        DeployRequest::default(),
+    )
+    .await
+    .expect("deploy");
+    on.delete(&repo, &kept, "me").await.expect("delete");
+
+    // The same store and database, the trash switched off.
+    let settings = Settings {
+        trash_enabled: false,
+        ..Settings::default()
+    };
+    let off = service_with(dir.path(), Filestore::from_provider(store), settings).await;
+    off.deploy(
+        &repo,
+        &gone,
+        body(b"removed at once"),
+        DeployRequest::default(),
+    )
+    .await
+    .expect("deploy");
+    assert_eq!(off.delete(&repo, &gone, "me").await.expect("delete"), 1);
+    assert!(off.artifact(&repo, &gone).await.is_err(), "gone");
+    off.gc().await.expect("gc");
+    let trash: Vec<String> = off
+        .trash_list()
+        .await
+        .expect("trash")
+        .into_iter()
+        .map(|t| t.path.to_string())
+        .collect();
+    assert_eq!(
+        trash,
+        vec!["kept.txt"],
+        "what the trash held stays, the new delete is not in it"
+    );
+    assert_eq!(off.restore(&repo, &kept).await.expect("restore"), 1);
+    assert_eq!(served(&off, &repo, &kept).await, b"in the trash");
+    assert!(matches!(
+        off.restore(&repo, &gone).await,
+        Err(Error::NotFound { .. }) | Ok(0)
+    ));
 }
