@@ -325,3 +325,49 @@ async fn the_cache_answers_from_memory_until_its_own_process_writes() {
     assert_eq!((stats.hits, stats.misses), (1, 2), "{stats:?}");
     assert_eq!(plain.artifact_cache_stats(), None);
 }
+
+#[tokio::test]
+async fn removal_for_good_collection_runs_and_lock_rows() {
+    let (_dir, meta) = fresh().await;
+    meta.put_repository(&repo("r")).await.expect("create");
+    let r = RepoKey::parse("r").expect("key");
+    meta.commit_artifact(&artifact("r", "d/kept", b"kept"))
+        .await
+        .expect("commit");
+    meta.commit_artifact(&artifact("r", "d/gone", b"gone"))
+        .await
+        .expect("commit");
+    meta.trash(&r, &ArtifactPath::parse("d/kept").expect("p"), "admin")
+        .await
+        .expect("trash");
+    // Removed for good: not in the trash, and its binary is garbage.
+    let gone = ArtifactPath::parse("d/gone").expect("p");
+    assert_eq!(meta.remove(&r, &gone).await.expect("remove"), 1);
+    assert!(meta.artifact(&r, &gone).await.expect("q").is_none());
+    let trash: Vec<String> = meta
+        .trash_list()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|t| t.path.to_string())
+        .collect();
+    assert_eq!(trash, vec!["d/kept"]);
+    let gone_sha = ChecksumHasher::digest(b"gone").sha256;
+    let garbage = meta.unreferenced_binaries(10).await.expect("gc");
+    assert_eq!(garbage.len(), 1);
+    assert_eq!(garbage[0].checksums.sha256, gone_sha);
+    assert!(meta.binary_recorded(&gone_sha).await.expect("recorded"));
+
+    // Collection runs count up from 0.
+    assert_eq!(meta.gc_runs().await.expect("runs"), 0);
+    meta.count_gc_run().await.expect("count");
+    meta.count_gc_run().await.expect("count");
+    assert_eq!(meta.gc_runs().await.expect("runs"), 2);
+
+    // A lock row is seen while it exists, expired or not.
+    assert!(!meta.lock_row_exists("task:x").await.expect("q"));
+    assert!(meta.try_lock("task:x", "me", 1).await.expect("lock"));
+    assert!(meta.lock_row_exists("task:x").await.expect("q"), "expired, still there");
+    meta.unlock("task:x", "me").await.expect("unlock");
+    assert!(!meta.lock_row_exists("task:x").await.expect("q"));
+}

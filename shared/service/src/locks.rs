@@ -38,7 +38,7 @@ impl LockName {
         LockName::Path(hex::encode(digest))
     }
 
-    fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         match self {
             LockName::Path(h) => format!("path:{h}"),
             LockName::Binary(d) => format!("binary:{d}"),
@@ -192,6 +192,21 @@ impl Locks {
             enabled: false,
             ..Self::new(metadata, "bench", LockSettings::default())
         }
+    }
+
+    /// Whether someone holds `name` now: in this process (in-process locks), or as a lock
+    /// row in the database, live or expired (its holder may have died, or lost its lease and
+    /// still be at work). `false` when locking is disabled.
+    pub async fn held(&self, name: &LockName) -> Result<bool> {
+        if !self.enabled {
+            return Ok(false);
+        }
+        let key = name.key();
+        if let Some(locks) = &self.local {
+            let mutex = locks.names().get(&key).cloned();
+            return Ok(mutex.is_some_and(|m| m.try_lock().is_err()));
+        }
+        self.metadata.lock_row_exists(&key).await
     }
 
     /// Waits (polling with backoff) for `name`, up to the configured wait.

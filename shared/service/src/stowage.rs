@@ -90,6 +90,16 @@ pub enum SessionStart {
     },
 }
 
+/// What a deploy notes of garbage collection before it stores its bytes
+/// ([`Stowage::gc_witness`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct GcWitness {
+    /// Collections that had begun removing binaries.
+    runs: i64,
+    /// Whether one held the removal lock then (or had died holding it).
+    running: bool,
+}
+
 /// Stowage's operations over one provider chain and one metadata store.
 #[derive(Debug)]
 pub struct Stowage {
@@ -162,6 +172,27 @@ impl Stowage {
         done
     }
 
+    /// The lock garbage collection holds while it removes binaries (and, after a crash,
+    /// leaves behind until the next collection takes it over).
+    pub(crate) fn gc_removals() -> LockName {
+        LockName::Named("gc-removals")
+    }
+
+    /// What to compare with, after storing bytes, to know whether a collection may have
+    /// removed them meanwhile. Taken before the bytes are stored or looked up.
+    async fn gc_witness(&self) -> Result<GcWitness> {
+        Ok(GcWitness {
+            runs: self.metadata.gc_runs().await?,
+            running: self.locks.held(&Self::gc_removals()).await?,
+        })
+    }
+
+    /// Whether a collection was removing binaries when `witness` was taken, or has begun
+    /// since: only then may bytes stored after it be gone.
+    async fn may_have_collected_since(&self, witness: GcWitness) -> Result<bool> {
+        Ok(witness.running || self.gc_witness().await?.runs != witness.runs)
+    }
+
     /// Runs a metadata write under the locks of `names`, running it again when the database
     /// reports a conflict: the one way a write of a path (or a repository) is made.
     async fn locked_write<T, F, Fut>(&self, names: Vec<LockName>, write: F) -> Result<T>
@@ -209,6 +240,7 @@ impl Stowage {
                 "a file path is required after the repository key".into(),
             ));
         }
+        let witness = self.gc_witness().await?;
         let stored = self
             .provider
             .put_opts(
@@ -219,7 +251,7 @@ impl Stowage {
                 },
             )
             .await?;
-        self.record(repo, path, stored.checksums, stored.size, request)
+        self.record(repo, path, stored.checksums, stored.size, request, witness)
             .await
     }
 
@@ -245,6 +277,7 @@ impl Stowage {
                 ));
             }
         };
+        let witness = self.gc_witness().await?;
         let binary = self
             .metadata
             .find_binary(lookup)
@@ -253,7 +286,7 @@ impl Stowage {
                 what: "a stored binary with the given checksum (deploy the bytes instead)".into(),
             })?;
         request.expected.verify(&binary.checksums)?;
-        self.record(repo, path, binary.checksums, binary.size, request)
+        self.record(repo, path, binary.checksums, binary.size, request, witness)
             .await
     }
 
@@ -264,6 +297,7 @@ impl Stowage {
         checksums: stowage_core::Checksums,
         size: u64,
         request: DeployRequest,
+        witness: GcWitness,
     ) -> Result<ArtifactRecord> {
         let new = NewArtifact {
             repo: repo.clone(),
@@ -281,9 +315,12 @@ impl Stowage {
             // Garbage collection removes a binary only under its lock, after finding no row
             // that refers to it. Between this deploy's store and this lock it may have done
             // so (whatever the orphan grace: at 0, even bytes this deploy just created), so
-            // the bytes are looked for again under the lock, where no collection can remove
-            // them before the row below is committed. One backend round trip per deploy.
-            if !self.provider.exists(&checksums.sha256).await? {
+            // unless no collection can have removed anything since `witness` was taken, the
+            // bytes are looked for again here, where none can remove them before the row
+            // below is committed (docs/durability.md).
+            if self.may_have_collected_since(witness).await?
+                && !self.provider.exists(&checksums.sha256).await?
+            {
                 return Err(Error::Unavailable(
                     "the binary was removed by garbage collection while it was being deployed; \
                      deploy it again"
@@ -391,17 +428,9 @@ impl Stowage {
         self
     }
 
-    /// Removes what nothing refers to: trash older than its retention, binaries without
-    /// artifacts or trash entries, and stored objects without a metadata row older than the
-    /// orphan grace period.
-    pub async fn gc(&self) -> Result<GcReport> {
-        let mut report = GcReport::default();
-        // Also with the trash disabled: what it held before drains at its retention.
-        let retention = i64::try_from(self.trash_retention.as_millis()).unwrap_or(i64::MAX);
-        report.trash_purged = self
-            .metadata
-            .empty_trash(Some(now_ms().saturating_sub(retention)))
-            .await?;
+    /// Garbage collection's removals: binary rows nothing refers to, then stored objects
+    /// without a row; each one under the binary's lock, checked again there.
+    async fn remove_unreferenced(&self, report: &mut GcReport) -> Result<()> {
         // Bytes written or deployed again within the grace period are left alone: a deploy
         // of identical bytes may be between storing them and recording them.
         let cutoff = SystemTime::now() - self.orphan_grace;
@@ -458,7 +487,8 @@ impl Stowage {
             }
             let removed = self
                 .under_lock(LockName::Binary(object.digest), || async {
-                    if self.metadata.find_binary(lookup).await?.is_some() {
+                    // Asked of the primary: a replica may not have the latest deploy yet.
+                    if self.metadata.binary_recorded(&object.digest).await? {
                         return Ok(false);
                     }
                     self.provider.delete(&object.digest).await?;
@@ -470,6 +500,27 @@ impl Stowage {
                 report.bytes_freed += object.size;
             }
         }
+        Ok(())
+    }
+
+    /// Removes what nothing refers to: trash older than its retention, binaries without
+    /// artifacts or trash entries, and stored objects without a metadata row older than the
+    /// orphan grace period.
+    pub async fn gc(&self) -> Result<GcReport> {
+        let mut report = GcReport::default();
+        // Also with the trash disabled: what it held before drains at its retention.
+        let retention = i64::try_from(self.trash_retention.as_millis()).unwrap_or(i64::MAX);
+        report.trash_purged = self
+            .metadata
+            .empty_trash(Some(now_ms().saturating_sub(retention)))
+            .await?;
+        // One collection removes at a time (serve's task and `stowage gc` alike), counted
+        // before it removes anything: what a deploy compares its witness with.
+        self.under_lock(Self::gc_removals(), || async {
+            self.metadata.count_gc_run().await?;
+            self.remove_unreferenced(&mut report).await
+        })
+        .await?;
         (report.upload_sessions_expired, report.stale_uploads) = self.clean_uploads().await?;
         // Staging older than any upload can take (temporary files on this node's disks,
         // staging objects of GCS and Azure) was left by a crash. A store that is away now is

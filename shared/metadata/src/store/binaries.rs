@@ -58,4 +58,36 @@ impl Metadata {
         .rows_affected();
         Ok(deleted > 0)
     }
+
+    /// Whether a row records this binary, asked of the primary (never a replica): garbage
+    /// collection's check under the binary's lock must see every committed deploy.
+    pub async fn binary_recorded(&self, sha256: &Sha256) -> Result<bool> {
+        let found = sqlx::query(self.sql("SELECT 1 FROM binaries WHERE sha256 = ?"))
+            .bind(sha256.to_hex())
+            .fetch_optional(self.fresh_reads())
+            .await
+            .map_err(db_err)?;
+        Ok(found.is_some())
+    }
+
+    /// How many collections have begun removing binaries ([`Self::count_gc_run`]), asked of
+    /// the primary.
+    pub async fn gc_runs(&self) -> Result<i64> {
+        sqlx::query(self.sql("SELECT runs FROM gc_state WHERE id = 1"))
+            .fetch_one(self.fresh_reads())
+            .await
+            .map_err(db_err)?
+            .try_get("runs")
+            .map_err(db_err)
+    }
+
+    /// Counts one more collection that begins removing binaries (under its removal lock,
+    /// before it removes any).
+    pub async fn count_gc_run(&self) -> Result<()> {
+        sqlx::query(self.sql("UPDATE gc_state SET runs = runs + 1 WHERE id = 1"))
+            .execute(self.writer_uncached())
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
 }

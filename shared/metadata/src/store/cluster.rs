@@ -62,6 +62,17 @@ impl Metadata {
     }
 
     /// Releases a lock `owner` holds (nothing happens if it does not).
+    /// Whether a row holds the lock `name`, live or expired (an expired row is a holder that
+    /// died or lost its lease, and may still be at work), asked of the primary.
+    pub async fn lock_row_exists(&self, name: &str) -> Result<bool> {
+        let found = sqlx::query(self.sql("SELECT 1 FROM locks WHERE name = ?"))
+            .bind(name)
+            .fetch_optional(self.writer_uncached())
+            .await
+            .map_err(db_err)?;
+        Ok(found.is_some())
+    }
+
     pub async fn unlock(&self, name: &str, owner: &str) -> Result<()> {
         sqlx::query(self.sql("DELETE FROM locks WHERE name = ? AND owner = ?"))
             .bind(name)

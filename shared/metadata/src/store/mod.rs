@@ -443,6 +443,15 @@ impl Metadata {
         Writes(self)
     }
 
+    /// A pool whose reads see every committed write: the reader on SQLite (the same file,
+    /// read-only), the writer on PostgreSQL and MySQL (whose reader may be a lagging replica).
+    fn fresh_reads(&self) -> &AnyPool {
+        match self.engine {
+            Engine::Sqlite => &self.reader,
+            Engine::Postgres | Engine::MySql => &self.writer,
+        }
+    }
+
     /// The writer pool for tables no cached lookup depends on: tokens, locks, cluster nodes,
     /// upload sessions, task runs, and the migrations.
     fn writer_uncached(&self) -> &AnyPool {

@@ -43,6 +43,7 @@ impl Stowage {
             ));
         }
         let uploads = self.uploads()?;
+        let witness = self.gc_witness().await?;
         if let Some(binary) = self
             .metadata
             .find_binary(ChecksumLookup::Sha256(sha256))
@@ -54,7 +55,7 @@ impl Stowage {
                 ..DeployRequest::default()
             };
             match self
-                .record(repo, path, binary.checksums, binary.size, request)
+                .record(repo, path, binary.checksums, binary.size, request, witness)
                 .await
             {
                 Ok(record) => return Ok(SessionStart::Deployed(record)),
@@ -113,6 +114,7 @@ impl Stowage {
                     "upload session {id} has expired; open a new one"
                 )));
             }
+            let witness = self.gc_witness().await?;
             let stored = match uploads
                 .complete_upload(
                     id,
@@ -142,6 +144,7 @@ impl Stowage {
                     stored.checksums,
                     stored.size,
                     request,
+                    witness,
                 )
                 .await?;
             self.metadata.delete_upload_session(id).await?;

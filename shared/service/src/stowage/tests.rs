@@ -225,6 +225,8 @@ struct PausingProvider {
     armed: std::sync::atomic::AtomicBool,
     stored: tokio::sync::Notify,
     go: tokio::sync::Notify,
+    /// How many times the store was asked whether a binary is there.
+    heads: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Display for PausingProvider {
@@ -261,6 +263,7 @@ impl stowage_core::BinaryProvider for PausingProvider {
         &self,
         digest: &stowage_core::Sha256,
     ) -> stowage_core::Result<stowage_core::ObjectMeta> {
+        self.heads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.head(digest).await
     }
 
@@ -310,6 +313,38 @@ async fn garbage_collection_between_a_store_and_its_record_never_loses_an_acknow
         .put_repository(&repo, Map::new())
         .await
         .expect("repo");
+    let heads = || store.heads.load(std::sync::atomic::Ordering::SeqCst);
+
+    // With no collection since it began, a deploy need not ask the store again.
+    let quiet = ArtifactPath::parse("quiet.bin").expect("path");
+    stowage
+        .deploy(
+            &repo,
+            &quiet,
+            body(b"no collection near"),
+            DeployRequest::default(),
+        )
+        .await
+        .expect("deploy");
+    assert_eq!(heads(), 0, "no second look without a collection");
+    // While a collection holds its removal lock (or died holding it), every deploy looks.
+    let removing = stowage
+        .locks
+        .lock(&Stowage::gc_removals())
+        .await
+        .expect("lock");
+    let during = ArtifactPath::parse("during.bin").expect("path");
+    stowage
+        .deploy(
+            &repo,
+            &during,
+            body(b"a collection is on"),
+            DeployRequest::default(),
+        )
+        .await
+        .expect("deploy");
+    assert_eq!(heads(), 1, "a second look while a collection removes");
+    removing.release().await;
 
     // New bytes (the deploy creates them) and bytes already stored with no row (an orphan
     // the deploy finds): either way collection at grace 0 sees unreferenced bytes.
@@ -344,8 +379,13 @@ async fn garbage_collection_between_a_store_and_its_record_never_loses_an_acknow
         store.stored.notified().await;
         let report = stowage.gc().await.expect("gc");
         assert_eq!(report.orphans_removed, 1, "{name}: the unrecorded bytes go");
+        let before = heads();
         store.go.notify_one();
         let outcome = deploy.await.expect("join");
+        assert!(
+            heads() > before,
+            "{name}: after a collection, the bytes are looked for"
+        );
         assert!(
             matches!(outcome, Err(Error::Unavailable(_))),
             "{name}: a deploy whose bytes were collected is not acknowledged: {outcome:?}"
