@@ -367,7 +367,10 @@ async fn removal_for_good_collection_runs_and_lock_rows() {
     // A lock row is seen while it exists, expired or not.
     assert!(!meta.lock_row_exists("task:x").await.expect("q"));
     assert!(meta.try_lock("task:x", "me", 1).await.expect("lock"));
-    assert!(meta.lock_row_exists("task:x").await.expect("q"), "expired, still there");
+    assert!(
+        meta.lock_row_exists("task:x").await.expect("q"),
+        "expired, still there"
+    );
     meta.unlock("task:x", "me").await.expect("unlock");
     assert!(!meta.lock_row_exists("task:x").await.expect("q"));
 }

@@ -83,6 +83,9 @@ pub struct Locks {
 #[derive(Debug, Default)]
 struct LocalLocks {
     names: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Garbage collection's removal runs ([`Locks::gc_runs`]), kept in this process with
+    /// the locks it is read with.
+    gc_runs: std::sync::atomic::AtomicI64,
 }
 
 impl LocalLocks {
@@ -191,6 +194,31 @@ impl Locks {
         Self {
             enabled: false,
             ..Self::new(metadata, "bench", LockSettings::default())
+        }
+    }
+
+    /// How many garbage collections have begun removing binaries: in this process where the
+    /// locks are (one process owns a SQLite database), else in the database. Read with
+    /// [`Self::held`] of the removal lock, it tells a deploy whether its bytes may have been
+    /// removed (docs/durability.md).
+    pub async fn gc_runs(&self) -> Result<i64> {
+        match &self.local {
+            Some(local) => Ok(local.gc_runs.load(std::sync::atomic::Ordering::SeqCst)),
+            None => self.metadata.gc_runs().await,
+        }
+    }
+
+    /// Counts one more collection that begins removing binaries (under the removal lock,
+    /// before it removes any).
+    pub async fn count_gc_run(&self) -> Result<()> {
+        match &self.local {
+            Some(local) => {
+                local
+                    .gc_runs
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            }
+            None => self.metadata.count_gc_run().await,
         }
     }
 

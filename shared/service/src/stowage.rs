@@ -182,7 +182,7 @@ impl Stowage {
     /// removed them meanwhile. Taken before the bytes are stored or looked up.
     async fn gc_witness(&self) -> Result<GcWitness> {
         Ok(GcWitness {
-            runs: self.metadata.gc_runs().await?,
+            runs: self.locks.gc_runs().await?,
             running: self.locks.held(&Self::gc_removals()).await?,
         })
     }
@@ -517,7 +517,7 @@ impl Stowage {
         // One collection removes at a time (serve's task and `stowage gc` alike), counted
         // before it removes anything: what a deploy compares its witness with.
         self.under_lock(Self::gc_removals(), || async {
-            self.metadata.count_gc_run().await?;
+            self.locks.count_gc_run().await?;
             self.remove_unreferenced(&mut report).await
         })
         .await?;
