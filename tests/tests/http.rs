@@ -1011,3 +1011,147 @@ async fn properties_can_be_set_removed_and_searched() {
         "values are limited to 255 characters"
     );
 }
+
+#[tokio::test]
+async fn conditional_writes_and_reads_follow_their_headers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    s.create_repo("libs").await;
+    let c = s.admin();
+    let url = s.url("/libs/release/app-1.0.jar");
+    let first = bytes(40, 20_000);
+
+    // Create only: the first If-None-Match: * creates, the next is refused and changes nothing.
+    let put = |data: Vec<u8>, name: &'static str, value: String| {
+        let (c, url) = (c.clone(), url.clone());
+        async move {
+            c.put(url)
+                .header(name, value)
+                .body(data)
+                .send()
+                .await
+                .expect("put")
+        }
+    };
+    let r = put(first.clone(), "If-None-Match", "*".into()).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = put(bytes(41, 20_000), "If-None-Match", "*".into()).await;
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    let text = json(r).await.to_string();
+    assert!(text.contains("not overwritten"), "{text}");
+    let r = c.get(&url).send().await.expect("get");
+    let etag = r.headers()["etag"].to_str().expect("etag").to_string();
+    let modified = r.headers()["last-modified"]
+        .to_str()
+        .expect("date")
+        .to_string();
+    assert_eq!(
+        r.bytes().await.expect("body"),
+        first,
+        "the first upload stays"
+    );
+
+    // Replace only the version the client holds.
+    let r = put(bytes(42, 100), "If-Match", "\"another\"".into()).await;
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    let r = put(
+        bytes(42, 100),
+        "If-Unmodified-Since",
+        "Mon, 01 Jan 2001 00:00:00 GMT".into(),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    let second = bytes(43, 100);
+    let r = put(second.clone(), "If-Match", etag.clone()).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = c
+        .put(s.url("/libs/release/nothing-here.jar"))
+        .header("If-Match", "*")
+        .body(second.clone())
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(
+        r.status(),
+        StatusCode::PRECONDITION_FAILED,
+        "If-Match: * needs a file"
+    );
+
+    // Reads: If-Match fails with 412, If-Modified-Since of the current version gives 304.
+    let r = c
+        .get(&url)
+        .header("If-Match", &etag)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        r.status(),
+        StatusCode::PRECONDITION_FAILED,
+        "the old version is gone"
+    );
+    let r = c.get(&url).send().await.expect("get");
+    let modified_now = r.headers()["last-modified"]
+        .to_str()
+        .expect("date")
+        .to_string();
+    assert_eq!(r.bytes().await.expect("body"), second);
+    let r = c
+        .get(&url)
+        .header("If-Modified-Since", &modified_now)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    let r = c
+        .get(&url)
+        .header("If-Modified-Since", "Mon, 01 Jan 2001 00:00:00 GMT")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = c
+        .get(&url)
+        .header("If-Modified-Since", "not a date")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::OK, "a bad date is ignored");
+    assert!(!modified.is_empty());
+
+    // 16 concurrent create-only deploys of different bytes to one path: exactly one wins.
+    let bodies: Vec<Vec<u8>> = (0..16).map(|i| bytes(200 + i, 30_000)).collect();
+    let race = s.url("/libs/release/raced.jar");
+    let tasks: Vec<_> = bodies
+        .iter()
+        .cloned()
+        .map(|data| {
+            let (c, url) = (c.clone(), race.clone());
+            tokio::spawn(async move {
+                let r = c
+                    .put(url)
+                    .header("If-None-Match", "*")
+                    .body(data.clone())
+                    .send()
+                    .await
+                    .expect("put");
+                (r.status(), data)
+            })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for t in tasks {
+        let (status, data) = t.await.expect("task");
+        match status {
+            StatusCode::CREATED => won.push(data),
+            StatusCode::PRECONDITION_FAILED => {}
+            other => panic!("create-only deploy answered {other}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one create-only deploy wins");
+    let r = c.get(&race).send().await.expect("get");
+    assert_eq!(
+        r.bytes().await.expect("body"),
+        won[0],
+        "and its bytes are there"
+    );
+}

@@ -58,6 +58,11 @@ pub enum Error {
     #[error("{0}")]
     Conflict(String),
 
+    /// A condition the client set (`If-Match`, `If-None-Match`, `If-Unmodified-Since`) does
+    /// not hold for the current state: nothing was done.
+    #[error("{0}")]
+    PreconditionFailed(String),
+
     /// A byte range that lies outside the binary.
     #[error("the requested range is not satisfiable for a binary of {size} bytes")]
     RangeNotSatisfiable { size: u64 },

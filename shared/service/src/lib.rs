@@ -17,6 +17,6 @@ pub use filestore::Filestore;
 pub use locks::LockSettings;
 pub use settings::Settings;
 pub use stowage::{
-    ByteRange, DeployRequest, Download, DownloadRequest, GcReport, Item, Properties,
+    ByteRange, Conditions, DeployRequest, Download, DownloadRequest, GcReport, Item, Properties,
     RedirectPolicy, SessionStart, ShardsReport, StorageReport, Stowage, etag,
 };

@@ -23,6 +23,7 @@ use crate::filestore::Filestore;
 use crate::locks::{LockName, Locks, release_all};
 
 mod catalog;
+mod conditions;
 mod download;
 mod repositories;
 mod sessions;
@@ -30,6 +31,8 @@ mod storage;
 mod trash;
 
 pub use catalog::{Item, Properties};
+pub use conditions::Conditions;
+use conditions::Verdict;
 pub use download::{ByteRange, Download, DownloadRequest, RedirectPolicy, etag};
 pub use storage::{ShardsReport, StorageReport};
 
@@ -49,6 +52,10 @@ pub struct DeployRequest {
     /// Who deploys (recorded as created/modified by).
     pub by: String,
     pub properties: Vec<(String, String)>,
+    /// What the deploy is conditional on (`If-None-Match: *`: create only; `If-Match`: replace
+    /// only this version). Held against the artifact there before any byte is stored, and
+    /// again under the path's lock before the record.
+    pub conditions: Conditions,
 }
 
 /// The properties a deploy sets, checked before any byte is stored.
@@ -235,6 +242,8 @@ impl Stowage {
     ) -> Result<ArtifactRecord> {
         check_deploy_properties(&request)?;
         self.require_repository(repo).await?;
+        self.check_conditions(repo, path, &request.conditions, false)
+            .await?;
         if path.is_root() {
             return Err(Error::InvalidInput(
                 "a file path is required after the repository key".into(),
@@ -255,6 +264,32 @@ impl Stowage {
             .await
     }
 
+    /// Holds a write's conditions against the artifact at `repo/path`: early (possibly from
+    /// a cache, to refuse before any byte is sent), or `fresh` from the primary under the
+    /// path's lock, where the answer cannot change before the write.
+    async fn check_conditions(
+        &self,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+        conditions: &Conditions,
+        fresh: bool,
+    ) -> Result<()> {
+        if conditions.is_empty() {
+            return Ok(());
+        }
+        let current = if fresh {
+            self.metadata.artifact_on_primary(repo, path).await?
+        } else {
+            self.metadata.artifact(repo, path).await?
+        };
+        match conditions.evaluate(current.as_ref(), false) {
+            Verdict::Failed(reason) => Err(Error::PreconditionFailed(format!(
+                "{repo}/{path} was not written: {reason}"
+            ))),
+            Verdict::Proceed | Verdict::NotModified => Ok(()),
+        }
+    }
+
     /// Records `repo/path` for a binary that is already stored (`X-Checksum-Deploy`).
     pub async fn deploy_by_checksum(
         &self,
@@ -264,6 +299,8 @@ impl Stowage {
     ) -> Result<ArtifactRecord> {
         check_deploy_properties(&request)?;
         self.require_repository(repo).await?;
+        self.check_conditions(repo, path, &request.conditions, false)
+            .await?;
         let lookup = match (
             request.expected.sha256,
             request.expected.sha1,
@@ -299,6 +336,7 @@ impl Stowage {
         request: DeployRequest,
         witness: GcWitness,
     ) -> Result<ArtifactRecord> {
+        let conditions = request.conditions;
         let new = NewArtifact {
             repo: repo.clone(),
             path: path.clone(),
@@ -312,6 +350,7 @@ impl Stowage {
             LockName::Binary(checksums.sha256),
         ];
         self.locked_write(names, || async {
+            self.check_conditions(repo, path, &conditions, true).await?;
             // Garbage collection removes a binary only under its lock, after finding no row
             // that refers to it. Between this deploy's store and this lock it may have done
             // so (whatever the orphan grace: at 0, even bytes this deploy just created), so

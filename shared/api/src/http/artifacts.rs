@@ -14,7 +14,9 @@ use serde_json::json;
 use stowage_core::{ArtifactPath, Error, ExpectedChecksums, Md5, RepoKey, Sha1, Sha256};
 use stowage_metadata::{ChecksumLookup, Relocation};
 use stowage_service::auth::Principal;
-use stowage_service::{DeployRequest, Download, DownloadRequest, Item, RedirectPolicy, etag};
+use stowage_service::{
+    Conditions, DeployRequest, Download, DownloadRequest, Item, RedirectPolicy, etag,
+};
 
 use super::target::Target;
 use super::{ApiError, AppState, json as shapes, range};
@@ -83,6 +85,24 @@ fn declared_checksums(headers: &HeaderMap) -> Result<ExpectedChecksums, Error> {
     Ok(expected)
 }
 
+/// The conditional headers of a request. A date that is not a valid HTTP-date is ignored, as
+/// RFC 9110 requires.
+fn conditions(headers: &HeaderMap) -> Result<Conditions, ApiError> {
+    let text = |name: HeaderName| header_str(headers, name.as_str()).map(|v| v.map(str::to_owned));
+    let date = |name: HeaderName| {
+        header_str(headers, name.as_str()).map(|v| {
+            v.and_then(|v| chrono::DateTime::parse_from_rfc2822(v.trim()).ok())
+                .map(|t| t.timestamp_millis())
+        })
+    };
+    Ok(Conditions {
+        if_match: text(header::IF_MATCH)?,
+        if_none_match: text(header::IF_NONE_MATCH)?,
+        if_modified_since_ms: date(header::IF_MODIFIED_SINCE)?,
+        if_unmodified_since_ms: date(header::IF_UNMODIFIED_SINCE)?,
+    })
+}
+
 /// `PUT /{repo}/{path}`: deploy.
 pub(crate) async fn deploy(
     State(state): State<AppState>,
@@ -123,6 +143,7 @@ pub(crate) async fn deploy(
         size,
         by: principal.name().to_string(),
         properties,
+        conditions: conditions(&headers)?,
     };
     let by_checksum = header_str(&headers, X_CHECKSUM_DEPLOY)?
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
@@ -164,7 +185,7 @@ pub(crate) async fn download(
     let request = DownloadRequest {
         head_only: method == Method::HEAD,
         range: range::parse(header_str(&headers, header::RANGE.as_str())?),
-        if_none_match: header(header::IF_NONE_MATCH)?,
+        conditions: conditions(&headers)?,
         if_range: header(header::IF_RANGE)?,
         redirect: if uri
             .query()

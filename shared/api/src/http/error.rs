@@ -45,6 +45,7 @@ fn status_of(e: &Error) -> StatusCode {
     match e {
         Error::NotFound { .. } | Error::RepositoryNotFound { .. } => StatusCode::NOT_FOUND,
         Error::ChecksumMismatch { .. } | Error::Conflict(_) => StatusCode::CONFLICT,
+        Error::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
         Error::Truncated { .. }
         | Error::TooLong { .. }
         | Error::InvalidPath { .. }

@@ -170,6 +170,24 @@ impl Metadata {
         Ok(record)
     }
 
+    /// One artifact, asked of the primary past every cache: what a conditional write holds
+    /// its conditions against, under the path's lock.
+    pub async fn artifact_on_primary(
+        &self,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+    ) -> Result<Option<ArtifactRecord>> {
+        sqlx::query(self.sql(select_artifacts!("WHERE a.repo_key = ? AND a.path = ?")))
+            .bind(repo.as_str())
+            .bind(path.as_str())
+            .fetch_optional(self.fresh_reads())
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(artifact_from_row)
+            .transpose()
+    }
+
     /// An artifact's properties, sorted.
     pub async fn properties(&self, artifact_id: i64) -> Result<Vec<(String, String)>> {
         let mut conn = self.reader.acquire().await.map_err(db_err)?;
