@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256 as Sha256Hasher};
 use stowage_core::{ArtifactPath, Error, RepoKey, Result, Sha256};
-use stowage_metadata::{Engine, Metadata, now_ms};
+use stowage_metadata::{Engine, Metadata, is_conflict, now_ms};
 use tokio::task::JoinHandle;
 
 /// What can be locked.
@@ -280,9 +280,11 @@ impl Locks {
                 Ok(false) => {}
                 // A deadlock or serialization failure between two nodes racing for the same row
                 // (InnoDB reports them on concurrent inserts): try again like a held lock.
-                Err(e) if e.is_retryable() => {
+                Err(e) if is_conflict(&e) => {
                     tracing::debug!(lock = %key, error = %e, "lock attempt failed; retrying");
                 }
+                // The database itself is away (no connection within acquire_timeout_secs):
+                // say so now, rather than wait out the lock wait and blame another holder.
                 Err(e) => return Err(e),
             }
             if tokio::time::Instant::now() + pause > deadline {
