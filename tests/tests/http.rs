@@ -1155,3 +1155,115 @@ async fn conditional_writes_and_reads_follow_their_headers() {
         "and its bytes are there"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_while_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start_with(
+        dir.path(),
+        Options {
+            config: Some("[server]\nheader_timeout_secs = 1\nbody_timeout_secs = 1\n".into()),
+            ..Options::default()
+        },
+    )
+    .await;
+    s.create_repo("libs").await;
+    let c = s.admin();
+    let kept = bytes(50, 10_000);
+    let r = c
+        .put(s.url("/libs/kept.bin"))
+        .body(kept.clone())
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let addr = s.base.trim_start_matches("http://").to_string();
+
+    // 100 connections that send their headers a byte at a time (a byte every 200 ms, so
+    // only a deadline on the whole head stops them), 100 that announce a body and stop.
+    let mut dribbling = Vec::new();
+    let mut stalled = Vec::new();
+    for i in 0..200 {
+        let mut tcp = TcpStream::connect(&addr).await.expect("connect");
+        if i % 2 == 0 {
+            tcp.write_all(b"PUT /libs/dribble.bin HTTP/1.1\r\nX-Slow: ")
+                .await
+                .expect("write");
+            dribbling.push(tcp);
+        } else {
+            let head = format!(
+                "PUT /libs/stalled-{i}.bin HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+                 Content-Length: 1000000\r\n\r\n0123456789",
+                s.token
+            );
+            tcp.write_all(head.as_bytes()).await.expect("write");
+            stalled.push(tcp);
+        }
+    }
+    let started = std::time::Instant::now();
+    let dribblers = tokio::spawn(async move {
+        let mut closed = 0;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            closed = 0;
+            for tcp in &mut dribbling {
+                if tcp.write_all(b"a").await.is_err() {
+                    closed += 1;
+                }
+            }
+            if closed == dribbling.len() {
+                break;
+            }
+        }
+        (closed, dribbling.len())
+    });
+
+    // Meanwhile everyone else is served.
+    let ping = c.get(s.url("/api/system/ping")).send().await.expect("ping");
+    assert_eq!(ping.status(), StatusCode::OK);
+    let r = c.get(s.url("/libs/kept.bin")).send().await.expect("get");
+    assert_eq!(r.bytes().await.expect("body"), kept);
+    let r = c
+        .put(s.url("/libs/fresh.bin"))
+        .body(bytes(51, 5_000))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // Every stalled body is answered and its connection closed, after the body timeout.
+    for mut tcp in stalled {
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
+            .await
+            .expect("the server closes a stalled upload's connection");
+        assert!(read.is_ok() || !answer.is_empty(), "{read:?}");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.is_empty() || text.contains("body_timeout_secs"),
+            "a stalled upload is told why: {text}"
+        );
+    }
+    let (closed, total) = dribblers.await.expect("dribblers");
+    assert_eq!(closed, total, "every dribbling head is cut off");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "cut off after the 1 s timeouts, not held: {:?}",
+        started.elapsed()
+    );
+    // Nothing the stalled uploads staged is left, and nothing of theirs was recorded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !s.staged_files().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(s.staged_files().is_empty(), "{:?}", s.staged_files());
+    let r = c
+        .get(s.url("/libs/stalled-1.bin"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}

@@ -242,7 +242,8 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
     let app = router(state);
     tracing::info!(%addr, data_dir = %config.data_dir.display(), database = %config.database_url_for_display(), "stowage listening");
     println!("stowage listening on http://{addr}");
-    stowage_api::function::serve_until_signal(listener, app).await?;
+    let timeouts = stowage_api::function::Timeouts::of(&config);
+    stowage_api::function::serve_until_signal(listener, app, timeouts).await?;
     tracing::info!("in-flight requests finished; leaving the cluster");
     heartbeat.abort();
     if let Some(task) = dispatcher {

@@ -276,7 +276,7 @@ pub async fn run(part: Part) -> Result<(), Error> {
                 "stowage {} function listening on http://{addr}",
                 part.name()
             );
-            let served = serve_until_signal(listener, app).await;
+            let served = serve_until_signal(listener, app, Timeouts::of(&config)).await;
             if let Some(task) = dispatcher {
                 task.abort();
             }
@@ -286,23 +286,120 @@ pub async fn run(part: Part) -> Result<(), Error> {
     }
 }
 
+/// How long the server waits for a slow client (`[server]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A request's headers must have arrived, whole, within this; else the connection closes.
+    pub header: std::time::Duration,
+    /// A request body that sends nothing for this long fails the request (whatever it staged
+    /// is removed); the client is told so, and the connection closes.
+    pub body_idle: std::time::Duration,
+}
+
+impl Timeouts {
+    /// The timeouts `[server]` sets.
+    pub fn of(config: &Config) -> Self {
+        let (header, body_idle) = config.server.timeouts();
+        Self { header, body_idle }
+    }
+}
+
 /// Serves `app` on `listener` until SIGINT or SIGTERM, then finishes in-flight requests.
 /// Connections get TCP_NODELAY: a streamed body's last small write must not wait for the
-/// client's delayed ACK (40 ms per small download otherwise).
+/// client's delayed ACK (40 ms per small download otherwise). hyper's connection builder is
+/// used directly (as `axum::serve` does inside) for what `axum::serve` does not offer: a
+/// deadline on request headers, and an idle timeout on request bodies, so that a client that
+/// sends a byte at a time, or announces a body and stops, cannot hold a connection for good.
 pub async fn serve_until_signal(
     listener: tokio::net::TcpListener,
     app: axum::Router,
+    timeouts: Timeouts,
 ) -> Result<(), Error> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt as _;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of file descriptors and the like: pause rather than spin.
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
+        let body_idle = timeouts.body_idle;
+        let service = app
+            .clone()
+            .map_request(move |req: http::Request<hyper::body::Incoming>| {
+                req.map(|body| idle_timeout(axum::body::Body::new(body), body_idle))
+            });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(service))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%remote, error = %e, "connection ended");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// `body`, failing once it has sent nothing for `idle` (a reset timer, not one per chunk).
+fn idle_timeout(body: axum::body::Body, idle: std::time::Duration) -> axum::body::Body {
+    use futures::StreamExt as _;
+    struct Idle {
+        body: axum::body::BodyDataStream,
+        timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    }
+    let state = Idle {
+        body: body.into_data_stream(),
+        timer: Box::pin(tokio::time::sleep(idle)),
+    };
+    let stream = futures::stream::unfold(Some(state), move |state| async move {
+        let mut state = state?;
+        tokio::select! {
+            item = state.body.next() => match item {
+                Some(Ok(chunk)) => {
+                    state.timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                    Some((Ok(chunk), Some(state)))
+                }
+                Some(Err(e)) => Some((Err(std::io::Error::other(e)), None)),
+                None => None,
+            },
+            () = state.timer.as_mut() => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the client sent no part of the body for {} s ([server] body_timeout_secs)",
+                        idle.as_secs()
+                    ),
+                )),
+                None,
+            )),
+        }
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| Error::Unavailable(format!("the server stopped: {e}")))
+    axum::body::Body::from_stream(stream)
 }
 
 /// Resolves on SIGINT or SIGTERM (what a container runtime sends), after which a server

@@ -37,6 +37,7 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub uploads: UploadsConfig,
     pub downloads: DownloadsConfig,
+    pub server: ServerConfig,
 }
 
 impl Default for Config {
@@ -53,6 +54,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             uploads: UploadsConfig::default(),
             downloads: DownloadsConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -303,6 +305,38 @@ pub struct DownloadsConfig {
     /// instead of a redirect: tools that do not follow redirects. Default: none. A client can
     /// also ask with `?redirect=false`.
     pub proxy_user_agents: Vec<String>,
+}
+
+/// `[server]`: how long the HTTP server waits for a slow client before it closes the
+/// connection, so that clients that stall cannot hold connections (or staged uploads) open.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Seconds a request's headers may take to arrive, whole. Default 30 (hyper's, and
+    /// about nginx's `client_header_timeout`); at least 1.
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may send nothing before the request fails (and what it
+    /// staged is removed). Default 60, nginx's `client_body_timeout`; at least 1.
+    pub body_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout_secs: 30,
+            body_timeout_secs: 60,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The timeouts, each at least one second.
+    pub fn timeouts(&self) -> (Duration, Duration) {
+        (
+            Duration::from_secs(self.header_timeout_secs.max(1)),
+            Duration::from_secs(self.body_timeout_secs.max(1)),
+        )
+    }
 }
 
 /// `[uploads]`: presigned upload sessions (object-store templates only).

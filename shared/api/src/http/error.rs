@@ -40,6 +40,20 @@ impl ApiError {
     }
 }
 
+/// The message of a timeout somewhere in `e`'s sources (a body the client stopped sending).
+fn timed_out(e: &Error) -> Option<String> {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return Some(io.to_string());
+        }
+        source = cause.source();
+    }
+    None
+}
+
 /// The status a domain error maps to.
 fn status_of(e: &Error) -> StatusCode {
     match e {
@@ -104,10 +118,13 @@ impl IntoResponse for ApiError {
                             (StatusCode::SERVICE_UNAVAILABLE, _) => {
                                 "the storage backend is temporarily unavailable; retry".to_string()
                             }
-                            (StatusCode::BAD_REQUEST, _) => {
-                                "the request body could not be read completely; nothing was stored"
-                                    .to_string()
-                            }
+                            (StatusCode::BAD_REQUEST, e) => match timed_out(e) {
+                                // Our own words (the body's idle timeout), safe to show.
+                                Some(reason) => format!("{reason}; nothing was stored"),
+                                None => "the request body could not be read completely; \
+                                         nothing was stored"
+                                    .to_string(),
+                            },
                             _ => "internal error; the server log has the details".to_string(),
                         }
                     }
