@@ -251,9 +251,27 @@ impl EventualProvider {
                     }
                     return Ok(());
                 }
+                // The backend says the bytes are not what their name says. Only our own hash
+                // of the queued copy proves it: a refusal can also be damage on the way (or a
+                // backend that misreports), and quarantining an intact copy would make an
+                // acknowledged binary unreadable.
                 Err(e @ Error::ChecksumMismatch { .. }) => {
-                    tracing::error!(digest = %meta.digest, path = %path.display(), error = %e,
-                        "a queued copy is corrupt; it is quarantined and another copy is tried");
+                    let actual = crate::sha256_of_file(&path).await?;
+                    if actual == meta.digest {
+                        return Err(Error::Storage {
+                            backend: self.inner.backend.to_string(),
+                            key: meta.digest.to_string(),
+                            source: format!(
+                                "the backend refused the queued copy as damaged, but it hashes \
+                                 to its name (damaged on the way?); it stays queued: {e}"
+                            )
+                            .into(),
+                            retryable: true,
+                        });
+                    }
+                    tracing::error!(digest = %meta.digest, %actual, path = %path.display(), error = %e,
+                        "a queued copy is corrupt (it hashes to another digest); it is \
+                         quarantined and another copy is tried");
                     quarantine(queue, &path).await;
                     last = Some(e);
                 }
@@ -527,6 +545,8 @@ impl BinaryProvider for EventualProvider {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
     use crate::BinaryProviderExt;
     use crate::memory::InMemoryProvider;
@@ -684,5 +704,139 @@ mod tests {
             .expect_err("two copies are required");
         assert!(err.to_string().contains("only 1 of 2"), "{err}");
         assert_eq!(eventual.stats().await.expect("stats").depth, 0);
+    }
+
+    /// A backend that refuses the next `refusals` queued files as damaged, whatever they hold
+    /// (a proxy that breaks a response, a backend that misreports).
+    #[derive(Debug)]
+    struct Refusing {
+        inner: InMemoryProvider,
+        refusals: std::sync::atomic::AtomicU32,
+    }
+
+    impl std::fmt::Display for Refusing {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("refusing memory")
+        }
+    }
+
+    #[async_trait]
+    impl BinaryProvider for Refusing {
+        async fn put_opts(&self, body: ByteStream, opts: PutOptions) -> Result<PutResult> {
+            self.inner.put_opts(body, opts).await
+        }
+        async fn get_opts(&self, digest: &Sha256, opts: GetOptions) -> Result<GetResult> {
+            self.inner.get_opts(digest, opts).await
+        }
+        async fn head(&self, digest: &Sha256) -> Result<ObjectMeta> {
+            self.inner.head(digest).await
+        }
+        async fn delete(&self, digest: &Sha256) -> Result<()> {
+            self.inner.delete(digest).await
+        }
+        fn list(&self) -> BoxStream<'static, Result<ObjectMeta>> {
+            self.inner.list()
+        }
+        async fn health(&self) -> Result<Health> {
+            self.inner.health().await
+        }
+        async fn put_file(&self, path: &Path, sha256: &Sha256, size: u64) -> Result<bool> {
+            let refuse = self
+                .refusals
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                )
+                .is_ok();
+            if refuse {
+                return Err(Error::ChecksumMismatch {
+                    algorithm: crate::ChecksumAlgorithm::Sha256,
+                    expected: sha256.to_string(),
+                    actual: "something else (the backend says)".into(),
+                });
+            }
+            self.inner.put_file(path, sha256, size).await
+        }
+    }
+
+    fn quarantined(dir: &Path) -> usize {
+        std::fs::read_dir(dir.join(QUARANTINE_DIR)).map_or(0, Iterator::count)
+    }
+
+    #[tokio::test]
+    async fn a_refusal_quarantines_only_a_copy_that_really_is_corrupt() {
+        // One spurious refusal of an intact copy: it stays queued and uploads on retry.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = Arc::new(Refusing {
+            inner: InMemoryProvider::new(),
+            refusals: 1.into(),
+        });
+        let q1 = dir.path().join("q1");
+        let eventual = EventualProvider::new(
+            backend.clone(),
+            KeyLayout::default(),
+            settings(vec![q1.clone()], 1),
+        )
+        .expect("eventual");
+        let data = crate::conformance::test_bytes(11, 50_000);
+        let digest = eventual
+            .put_bytes(data.clone(), Default::default())
+            .await
+            .expect("queued")
+            .checksums
+            .sha256;
+        crate::testing::drain_queue(&eventual).await;
+        assert_eq!(quarantined(&q1), 0, "an intact copy is never quarantined");
+        assert_eq!(
+            backend
+                .inner
+                .get_bytes(&digest, None)
+                .await
+                .expect("uploaded"),
+            data
+        );
+        assert_eq!(
+            backend.refusals.load(std::sync::atomic::Ordering::SeqCst),
+            0
+        );
+
+        // A copy damaged on disk (same size, other bytes) is quarantined; the other queue
+        // directory's intact copy is uploaded instead.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = Arc::new(Refusing {
+            inner: InMemoryProvider::new(),
+            refusals: 0.into(),
+        });
+        let (q1, q2) = (dir.path().join("q1"), dir.path().join("q2"));
+        let eventual = EventualProvider::new(
+            backend.clone(),
+            KeyLayout::default(),
+            settings(vec![q1.clone(), q2.clone()], 2),
+        )
+        .expect("eventual");
+        let data = crate::conformance::test_bytes(12, 50_000);
+        let digest = eventual
+            .put_bytes(data.clone(), Default::default())
+            .await
+            .expect("queued")
+            .checksums
+            .sha256;
+        let copy = eventual.inner.queues[0].path_of(&digest);
+        let mut damaged = data.to_vec();
+        damaged[100] ^= 0xff;
+        std::fs::write(&copy, &damaged).expect("damage the first copy");
+        crate::testing::drain_queue(&eventual).await;
+        assert_eq!(quarantined(&q1), 1, "the damaged copy is set aside");
+        assert_eq!(quarantined(&q2), 0);
+        assert_eq!(
+            backend
+                .inner
+                .get_bytes(&digest, None)
+                .await
+                .expect("uploaded"),
+            data,
+            "from the intact copy"
+        );
     }
 }

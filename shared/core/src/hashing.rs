@@ -159,6 +159,21 @@ fn spawn_hasher<H: Digest + Send + 'static, D: Send + 'static>(
     })
 }
 
+/// The SHA-256 of a local file, read on a blocking thread: the proof a queued or spooled copy
+/// is (or is not) what its name says.
+pub async fn sha256_of_file(path: &std::path::Path) -> Result<Sha256> {
+    let owned = path.to_owned();
+    let hashed = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(owned)?;
+        let mut hasher = Sha256Hasher::new();
+        std::io::copy(&mut file, &mut hasher)?;
+        Ok::<_, std::io::Error>(Sha256::from_bytes(hasher.finalize().into()))
+    })
+    .await
+    .map_err(join_error)?;
+    hashed.map_err(|e| Error::storage_io("local file", path.display(), e))
+}
+
 /// Wraps a body so that every chunk that passes through is also hashed. Returns the body,
 /// unchanged, and the task that will hold its digests once it has ended. If the body errors or
 /// is dropped early, the task's result is meaningless and should be dropped with it.

@@ -31,7 +31,7 @@ mod uploads;
 
 pub use digest::{ChecksumAlgorithm, Checksums, ExpectedChecksums, Md5, Sha1, Sha256};
 pub use error::{BoxError, Error, Result};
-pub use hashing::{ChecksumHasher, HashingTask, hash_stream, verify_stream};
+pub use hashing::{ChecksumHasher, HashingTask, hash_stream, sha256_of_file, verify_stream};
 pub use key::{BinaryKey, KeyLayout, STAGING};
 pub use path::{ArtifactPath, RepoKey};
 pub use provider::{

@@ -41,7 +41,6 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use sha2::Digest as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -338,9 +337,7 @@ impl S3Backend {
             return self.put_if_absent(request, key, sha256, &label).await;
         }
         if !verified {
-            let actual = sha256_of_file(path)
-                .await
-                .map_err(|e| Error::storage_io("local file", path.display(), e))?;
+            let actual = stowage_core::sha256_of_file(path).await?;
             if actual != *sha256 {
                 return Err(Error::ChecksumMismatch {
                     algorithm: stowage_core::ChecksumAlgorithm::Sha256,
@@ -648,18 +645,6 @@ async fn file_body(path: &Path, offset: u64, len: u64) -> Result<SdkStream> {
             source: Box::new(e),
             retryable: false,
         })
-}
-
-async fn sha256_of_file(path: &Path) -> io::Result<Sha256> {
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let mut file = std::fs::File::open(path)?;
-        let mut hasher = sha2::Sha256::new();
-        io::copy(&mut file, &mut hasher)?;
-        Ok(Sha256::from_bytes(hasher.finalize().into()))
-    })
-    .await
-    .map_err(io::Error::other)?
 }
 
 /// A request body fed through a channel, announcing its exact length (which S3 needs, and
