@@ -54,6 +54,15 @@ pub enum Error {
     #[error("{0}")]
     InvalidInput(String),
 
+    /// The store has no room for the bytes (a full disk, an exhausted quota): nothing was
+    /// kept. Not retryable on the same store; another copy (a shard) may take it.
+    #[error("{backend} has no space left: {source}")]
+    StorageFull {
+        backend: String,
+        #[source]
+        source: BoxError,
+    },
+
     /// The request conflicts with the current state (a file where a folder is needed, …).
     #[error("{0}")]
     Conflict(String),
@@ -117,6 +126,13 @@ pub enum Error {
 /// Characters of a refused path a message quotes; a longer one is cut, with its length said.
 const QUOTED_PATH_MAX: usize = 200;
 
+/// Whether an I/O error says the disk or the quota is full (ENOSPC, EDQUOT).
+pub fn is_storage_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || matches!(e.raw_os_error(), Some(28 | 122))
+}
+
 /// `path` quoted, cut to [`QUOTED_PATH_MAX`] characters: a 10,000-character path is not echoed.
 fn abbreviated(path: &str) -> String {
     let chars = path.chars().count();
@@ -153,12 +169,39 @@ impl Error {
         )
     }
 
+    /// A failed write of `backend`'s: [`Error::StorageFull`] when the disk or quota is full,
+    /// else a storage failure that is not retried.
+    pub fn storage_write(
+        backend: impl fmt::Display,
+        key: impl fmt::Display,
+        e: std::io::Error,
+    ) -> Self {
+        if is_storage_full(&e) {
+            return Error::StorageFull {
+                backend: backend.to_string(),
+                source: Box::new(e),
+            };
+        }
+        Error::Storage {
+            backend: backend.to_string(),
+            key: key.to_string(),
+            source: Box::new(e),
+            retryable: false,
+        }
+    }
+
     /// A storage failure from an I/O error, classified by its kind.
     pub fn storage_io(
         backend: impl fmt::Display,
         key: impl fmt::Display,
         e: std::io::Error,
     ) -> Self {
+        if is_storage_full(&e) {
+            return Error::StorageFull {
+                backend: backend.to_string(),
+                source: Box::new(e),
+            };
+        }
         if e.kind() == std::io::ErrorKind::NotFound {
             return Error::NotFound {
                 what: format!("binary {key}"),

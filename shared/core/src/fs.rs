@@ -223,13 +223,8 @@ impl StagedBinary for StagedFile {
         tokio::task::spawn_blocking(move || temp.persist(&target))
             .await
             .map_err(|e| join_error(&provider, e))?
-            .map_err(|e| Error::Storage {
-                // Not `io_error`: a folder missing here is a broken store, not a missing binary.
-                backend: provider.to_string(),
-                key: provider.layout.key(digest).to_string(),
-                source: format!("cannot move the staged upload into place: {e}").into(),
-                retryable: false,
-            })
+            // Not `io_error`: a folder missing here is a broken store, not a missing binary.
+            .map_err(|e| Error::storage_write(&provider, provider.layout.key(digest), e))
     }
 }
 
@@ -271,13 +266,8 @@ impl Stager for FileSystemProvider {
         let temp = writer
             .await
             .map_err(|e| join_error(self, e))?
-            .map_err(|e| Error::Storage {
-                // Not `io_error`: a missing staging folder is a broken store, not a missing binary.
-                backend: self.to_string(),
-                key: TEMP_DIR_NAME.into(),
-                source: Box::new(e),
-                retryable: false,
-            })?;
+            // Not `io_error`: a missing staging folder is a broken store, not a missing binary.
+            .map_err(|e| Error::storage_write(self, TEMP_DIR_NAME, e))?;
         if let Some(expected) = size
             && received < expected
         {

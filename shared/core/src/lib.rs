@@ -30,7 +30,7 @@ pub mod testing;
 mod uploads;
 
 pub use digest::{ChecksumAlgorithm, Checksums, ExpectedChecksums, Md5, Sha1, Sha256};
-pub use error::{BoxError, Error, Result};
+pub use error::{BoxError, Error, Result, is_storage_full};
 pub use hashing::{ChecksumHasher, HashingTask, hash_stream, sha256_of_file, verify_stream};
 pub use key::{BinaryKey, KeyLayout, STAGING};
 pub use path::{ArtifactPath, RepoKey};

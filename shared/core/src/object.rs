@@ -640,12 +640,7 @@ async fn spool_body(
     expected: Option<u64>,
     dir: &Path,
 ) -> Result<tempfile::TempPath> {
-    let io_err = |e: std::io::Error| Error::Storage {
-        backend: "spool".into(),
-        key: dir.display().to_string(),
-        source: format!("spooling the upload to local disk failed: {e}").into(),
-        retryable: false,
-    };
+    let io_err = |e: std::io::Error| Error::storage_write("the spool", dir.display(), e);
     let temp = tempfile::Builder::new()
         .prefix("spool-")
         .tempfile_in(dir)

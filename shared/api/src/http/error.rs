@@ -60,6 +60,7 @@ fn status_of(e: &Error) -> StatusCode {
         Error::NotFound { .. } | Error::RepositoryNotFound { .. } => StatusCode::NOT_FOUND,
         Error::ChecksumMismatch { .. } | Error::Conflict(_) => StatusCode::CONFLICT,
         Error::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+        Error::StorageFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
         Error::Truncated { .. }
         | Error::TooLong { .. }
         | Error::InvalidPath { .. }
@@ -127,6 +128,13 @@ impl IntoResponse for ApiError {
                             },
                             _ => "internal error; the server log has the details".to_string(),
                         }
+                    }
+                    Error::StorageFull { backend, .. } => {
+                        tracing::error!(error = %e, "a store is full");
+                        format!(
+                            "{backend} has no space left for this upload; nothing was stored \
+                             (free space there, or add a mount)"
+                        )
                     }
                     Error::BackendRefused { hint, .. } => {
                         tracing::error!(error = %e, source = ?std::error::Error::source(&e), "storage backend refused a request");
