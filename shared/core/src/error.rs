@@ -197,10 +197,7 @@ impl Error {
         e: std::io::Error,
     ) -> Self {
         if is_storage_full(&e) {
-            return Error::StorageFull {
-                backend: backend.to_string(),
-                source: Box::new(e),
-            };
+            return Self::storage_write(backend, key, e);
         }
         if e.kind() == std::io::ErrorKind::NotFound {
             return Error::NotFound {
