@@ -30,7 +30,7 @@ const WRITE_QUEUE_CHUNKS: usize = 16;
 /// Write buffer of the writing thread: few, large write calls.
 const WRITE_BUFFER: usize = 1 << 20;
 /// Size of the chunks a download is read in.
-const READ_CHUNK: usize = 512 << 10;
+pub(crate) use crate::provider::READ_CHUNK;
 /// Bytes the kernel is asked to read ahead of the current position.
 const KERNEL_READ_AHEAD: u64 = 8 << 20;
 /// Chunks read ahead of a slow client.
@@ -124,19 +124,6 @@ impl FileSystemProvider {
         .await
         .map_err(|e| join_error(self, e))?
     }
-}
-
-/// Streams a local file in [`READ_CHUNK`]s (the default [`BinaryProvider::put_file`]).
-pub async fn read_file_stream(path: &Path) -> Result<ByteStream> {
-    let file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| Error::storage_io("local file", path.display(), e))?;
-    let shown = path.display().to_string();
-    Ok(
-        tokio_util::io::ReaderStream::with_capacity(file, READ_CHUNK)
-            .map(move |chunk| chunk.map_err(|e| Error::storage_io("local file", &shown, e)))
-            .boxed(),
-    )
 }
 
 fn join_error(backend: &impl fmt::Display, e: tokio::task::JoinError) -> Error {

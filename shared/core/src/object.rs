@@ -608,7 +608,7 @@ impl<B: ObjectBackend> ObjectStoreProvider<B> {
                     },
                     size: Some(size),
                 };
-                let body = crate::fs::read_file_stream(path).await?;
+                let body = crate::provider::read_file_stream(path).await?;
                 Ok(self.put_streamed(body, &opts).await?.created)
             }
             stored => stored,

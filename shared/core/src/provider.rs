@@ -174,6 +174,23 @@ pub trait StagedBinary: Send + Sync + Debug {
     async fn commit(self: Box<Self>, digest: &Sha256) -> Result<bool>;
 }
 
+/// Bytes per read of a local file: large enough that a read costs little per byte, small
+/// enough that a few in flight stay small.
+pub(crate) const READ_CHUNK: usize = 512 << 10;
+
+/// Streams a local file in [`READ_CHUNK`]s (the default [`BinaryProvider::put_file`]).
+pub(crate) async fn read_file_stream(path: &Path) -> Result<ByteStream> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| Error::storage_io("local file", path.display(), e))?;
+    let shown = path.display().to_string();
+    Ok(
+        tokio_util::io::ReaderStream::with_capacity(file, READ_CHUNK)
+            .map(move |chunk| chunk.map_err(|e| Error::storage_io("local file", &shown, e)))
+            .boxed(),
+    )
+}
+
 /// [`BinaryProvider::put_file`] through `put_opts`: the file streamed as a body whose SHA-256
 /// and size are declared. For providers (and wrappers) with nothing faster.
 pub async fn put_file_as_stream<P: BinaryProvider + ?Sized>(
@@ -182,7 +199,7 @@ pub async fn put_file_as_stream<P: BinaryProvider + ?Sized>(
     sha256: &Sha256,
     size: u64,
 ) -> Result<bool> {
-    let body = crate::fs::read_file_stream(path).await?;
+    let body = read_file_stream(path).await?;
     let expected = ExpectedChecksums {
         sha256: Some(*sha256),
         ..Default::default()
