@@ -1267,3 +1267,67 @@ async fn slow_clients_are_cut_off_while_others_are_served() {
         .expect("get");
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_upload_leaves_no_staged_file_after_the_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    s.create_repo("libs").await;
+    let c = s.admin();
+    let kept = bytes(70, 300_000);
+    let r = c
+        .put(s.url("/libs/kept.bin"))
+        .body(kept.clone())
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // Four uploads in flight, each stopped half way, then kill -9.
+    let mut uploads = Vec::new();
+    for i in 0..4 {
+        let (c, url) = (c.clone(), s.url(&format!("/libs/cut-{i}.bin")));
+        uploads.push(tokio::spawn(async move {
+            let half = futures::stream::iter([Ok::<_, std::io::Error>(bytes(80 + i, 1 << 20))])
+                .chain(futures::stream::pending());
+            let _ = c
+                .put(url)
+                .header("Content-Length", (4u64 << 20).to_string())
+                .body(reqwest::Body::wrap_stream(half))
+                .send()
+                .await;
+        }));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.staged_files().len() < 4 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(s.staged_files().len(), 4, "the uploads are staged");
+    s.crash().await;
+    for upload in uploads {
+        upload.abort();
+    }
+
+    // The next run of this node removes what the crashed one staged, whatever its age,
+    // and everything acknowledged is there.
+    let s = Server::start(dir.path()).await;
+    assert!(s.staged_files().is_empty(), "{:?}", s.staged_files());
+    let r = s
+        .admin()
+        .get(s.url("/libs/kept.bin"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.bytes().await.expect("body"), kept);
+    let r = s
+        .admin()
+        .get(s.url("/libs/cut-0.bin"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "nothing half-sent was recorded"
+    );
+}

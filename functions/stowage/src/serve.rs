@@ -49,7 +49,24 @@ fn lock_data_dir(config: &Config) -> Result<File, Error> {
             ))
         },
     )?;
+    stowage_core::fs::set_staging_owner(&data_dir_identity(&path)?);
     Ok(file)
+}
+
+/// The data directory's identity, kept in its lock file (made on first use): staged files
+/// carry it, so that the next run of this node removes what a crashed run left, whatever its
+/// age (`stowage_core::fs::set_staging_owner`).
+fn data_dir_identity(lock: &std::path::Path) -> Result<String, Error> {
+    let unreadable =
+        |e: std::io::Error| Error::InvalidInput(format!("cannot use {}: {e}", lock.display()));
+    let kept = std::fs::read_to_string(lock).map_err(unreadable)?;
+    let kept = kept.trim();
+    if !kept.is_empty() {
+        return Ok(kept.to_string());
+    }
+    let identity = format!("{:016x}", rand::random::<u64>());
+    std::fs::write(lock, &identity).map_err(unreadable)?;
+    Ok(identity)
 }
 
 /// Whether this process is its database's only writer: the database is a SQLite file inside
@@ -185,7 +202,8 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
     if sole_writer(&config) {
         metadata.enable_artifact_cache();
     }
-    // Staged uploads older than the grace period were left by a crash.
+    // Staged uploads of an earlier run of this node, and any older than the grace period,
+    // were left by a crash.
     let removed = filestore
         .clean_local_staging(Duration::from_secs(config.gc.orphan_grace_secs))
         .await?;

@@ -101,8 +101,9 @@ impl FileSystemProvider {
         Error::storage_io(self, key, e)
     }
 
-    /// Removes staged files older than `older_than` (left by a crash); returns how many.
-    /// Younger ones may belong to uploads in flight on this or another node.
+    /// Removes staged files left by a crash: those an earlier run of this node wrote
+    /// (whatever their age), and any older than `older_than`; returns how many. Younger ones
+    /// of this run, or of another node sharing the directory, may belong to uploads in flight.
     pub async fn clean_temp(&self, older_than: Duration) -> Result<usize> {
         let dir = self.temp_dir.clone();
         let this = self.clone();
@@ -111,10 +112,11 @@ impl FileSystemProvider {
             let mut removed = 0;
             for entry in std::fs::read_dir(&dir).map_err(|e| this.io_error(dir.display(), e))? {
                 let Ok(entry) = entry else { continue };
-                let stale = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t < cutoff);
+                let stale = left_by_an_earlier_run(&entry.file_name().to_string_lossy())
+                    || entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t < cutoff);
                 if stale && std::fs::remove_file(entry.path()).is_ok() {
                     removed += 1;
                 }
@@ -135,6 +137,44 @@ fn join_error(backend: &impl fmt::Display, e: tokio::task::JoinError) -> Error {
     }
 }
 
+/// Who writes this process's staged files: `(owner, process)`. Staged files are named
+/// `<owner>.<process>.<random>.tmp`. The owner is the data directory's identity
+/// ([`set_staging_owner`], kept in its lock file), the process a token of this run. A staged
+/// file with this owner and another process token was left by an earlier run of this very
+/// node (the data-directory lock lets only one run at a time), so a sweep removes it whatever
+/// its age; another owner's (a node sharing the directory) only by age.
+static STAGING_OWNER: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// Names the data directory that owns this process's staged files (at most 32 letters and
+/// digits are kept). Call it once, at start-up, before any upload; without it a process is an
+/// owner of its own, and only age tells leftovers.
+pub fn set_staging_owner(owner: &str) {
+    let owner: String = owner
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(32)
+        .collect();
+    let process = format!("{:016x}", rand::random::<u64>());
+    let _ = STAGING_OWNER.set((owner, process));
+}
+
+fn staging_owner() -> &'static (String, String) {
+    STAGING_OWNER.get_or_init(|| {
+        let process = format!("{:016x}", rand::random::<u64>());
+        (format!("p{process}"), process)
+    })
+}
+
+/// Whether a staged file's name says an earlier run of this node wrote it.
+fn left_by_an_earlier_run(name: &str) -> bool {
+    let (owner, process) = staging_owner();
+    let mut parts = name.split('.');
+    matches!(
+        (parts.next(), parts.next()),
+        (Some(o), Some(p)) if o == owner && p != process
+    ) && name.ends_with(".tmp")
+}
+
 /// A staged upload; deleted on drop unless persisted.
 #[derive(Debug)]
 struct TempFile {
@@ -143,7 +183,8 @@ struct TempFile {
 
 impl TempFile {
     fn create(dir: &Path) -> io::Result<(Self, File)> {
-        let name = format!("{:032x}.tmp", rand::random::<u128>());
+        let (owner, process) = staging_owner();
+        let name = format!("{owner}.{process}.{:032x}.tmp", rand::random::<u128>());
         let path = dir.join(name);
         let file = File::create_new(&path)?;
         Ok((Self { path: Some(path) }, file))
