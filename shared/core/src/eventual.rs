@@ -22,7 +22,7 @@ use tokio::sync::{Notify, Semaphore};
 use crate::BinaryProviderExt as _;
 use crate::fanout::FanOutSettings;
 use crate::fs::FileSystemProvider;
-use crate::quorum::{Refused, put_quorum};
+use crate::quorum::{Refused, TakeBack, put_quorum};
 use crate::signing::{DownloadSigner, DownloadUrlRequest, SignedUrl};
 use crate::{
     BinaryProvider, ByteStream, Error, GetOptions, GetResult, Health, KeyLayout, ObjectMeta,
@@ -99,6 +99,8 @@ struct Inner {
     wake: Notify,
     workers: Arc<Semaphore>,
     state: Mutex<QueueState>,
+    /// How a refused upload's queue copies are taken back (the service's guard).
+    take_back: std::sync::OnceLock<Arc<dyn TakeBack>>,
 }
 
 /// A durable write-behind queue in front of `backend`.
@@ -114,6 +116,12 @@ impl fmt::Display for EventualProvider {
 }
 
 impl EventualProvider {
+    /// Has a refused upload's queue copies taken back through `guard` (once; later calls are
+    /// ignored), so that the removal cannot race a concurrent upload of the same bytes.
+    pub fn guard_take_back(&self, guard: Arc<dyn TakeBack>) {
+        let _ = self.inner.take_back.set(guard);
+    }
+
     /// Opens (creating them if needed) the queue directories in front of `backend`.
     pub fn new(
         backend: Arc<dyn BinaryProvider>,
@@ -148,6 +156,7 @@ impl EventualProvider {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             inner: Arc::new(Inner {
+                take_back: std::sync::OnceLock::new(),
                 queues,
                 backend,
                 lenient_limit,
@@ -425,7 +434,20 @@ impl BinaryProvider for EventualProvider {
         let queues = &self.inner.queues;
         let targets: Vec<&dyn BinaryProvider> =
             queues.iter().map(|q| q as &dyn BinaryProvider).collect();
-        let mut quorum = put_quorum(&targets, body, &opts, self.inner.lenient_limit, FAN_OUT).await;
+        let guard = self
+            .inner
+            .take_back
+            .get()
+            .map(|g| g.as_ref() as &dyn TakeBack);
+        let mut quorum = put_quorum(
+            &targets,
+            body,
+            &opts,
+            self.inner.lenient_limit,
+            FAN_OUT,
+            guard,
+        )
+        .await;
         match quorum.outcome {
             Ok(result) => {
                 self.lock_state().fresh.push_back(ObjectMeta {

@@ -10,12 +10,34 @@
 //! - Failures are **classified once** ([`Error::is_request_fault`]): a fault of the request
 //!   (a wrong checksum, a short body) explains every copy's failure and is reported as it is;
 //!   anything else is a copy that failed.
-//! - A refused write **takes back** the copies it created, so a refusal stores nothing.
+//! - A refused write **takes back** the copies it created, so a refusal stores nothing;
+//!   through a [`TakeBack`] guard where one is installed, so that the removal cannot race a
+//!   concurrent identical upload that counted on those copies.
 //!
 //! It must never report success with fewer than `lenient_limit` durable copies.
 
+use std::fmt;
+
+use async_trait::async_trait;
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
+
 use crate::fanout::{FanOutSettings, fan_out_with_cuts, unless_cut};
-use crate::{BinaryProvider, ByteStream, Checksums, Error, PutOptions, PutResult, StagedBinary};
+use crate::{
+    BinaryProvider, ByteStream, Checksums, Error, PutOptions, PutResult, Sha256, StagedBinary,
+};
+
+/// Decides when the copies a refused write created may be removed. A concurrent upload of the
+/// same bytes may have found such a copy (`created: false`) and be about to record it; the
+/// service's guard removes them under the same locks and witness as garbage collection does
+/// (docs/durability.md), or leaves them to garbage collection.
+#[async_trait]
+pub trait TakeBack: Send + Sync + fmt::Debug {
+    /// Runs `remove` (which deletes the copies of `digest` this write created) when no
+    /// recorded artifact refers to `digest`, or drops it, leaving the copies to garbage
+    /// collection.
+    async fn take_back(&self, digest: Sha256, remove: BoxFuture<'_, ()>);
+}
 
 /// What a quorum write gave.
 #[derive(Debug)]
@@ -45,8 +67,10 @@ pub async fn put_quorum(
     opts: &PutOptions,
     lenient_limit: usize,
     fan_out: FanOutSettings,
+    guard: Option<&dyn TakeBack>,
 ) -> Quorum {
-    let results = write_copies(targets, body, opts, fan_out).await;
+    let (results, refused) = write_copies(targets, body, opts, fan_out).await;
+    take_back(targets, refused, guard).await;
     let mut stored: Vec<(usize, PutResult)> = Vec::new();
     let mut failures: Vec<(usize, Error)> = Vec::new();
     for (i, result) in results.into_iter().enumerate() {
@@ -70,14 +94,12 @@ pub async fn put_quorum(
         };
     }
     // Too few copies: take back those this upload created, so the failure stores nothing.
-    for (i, r) in &stored {
-        if r.created
-            && let Err(e) = targets[*i].delete(&r.checksums.sha256).await
-        {
-            tracing::warn!(target = %targets[*i], error = %e,
-                "a copy of a refused upload could not be removed; garbage collection will");
-        }
-    }
+    let created = stored
+        .iter()
+        .filter(|(_, r)| r.created)
+        .map(|(i, r)| (*i, r.checksums.sha256))
+        .collect();
+    take_back(targets, created, guard).await;
     let outcome = match failures.iter().position(|(_, e)| e.is_request_fault()) {
         Some(pos) => Err(Refused::Request(failures.swap_remove(pos).1)),
         None => Err(Refused::TooFewCopies),
@@ -89,15 +111,46 @@ pub async fn put_quorum(
     }
 }
 
-/// One write per target, from one read of `body`, each copy's result in the targets' order.
+/// Removes the copies a refused write created (target index and digest), through `guard`
+/// when there is one.
+async fn take_back(
+    targets: &[&dyn BinaryProvider],
+    created: Vec<(usize, Sha256)>,
+    guard: Option<&dyn TakeBack>,
+) {
+    let mut by_digest: Vec<(Sha256, Vec<usize>)> = Vec::new();
+    for (i, digest) in created {
+        match by_digest.iter_mut().find(|(d, _)| *d == digest) {
+            Some((_, copies)) => copies.push(i),
+            None => by_digest.push((digest, vec![i])),
+        }
+    }
+    for (digest, copies) in by_digest {
+        let remove = async move {
+            for i in copies {
+                if let Err(e) = targets[i].delete(&digest).await {
+                    tracing::warn!(target = %targets[i], error = %e,
+                        "a copy of a refused upload could not be removed; garbage collection will");
+                }
+            }
+        };
+        match guard {
+            Some(guard) => guard.take_back(digest, remove.boxed()).await,
+            None => remove.await,
+        }
+    }
+}
+
+/// One write per target, from one read of `body`, each copy's result in the targets' order;
+/// and the copies stored under a digest the body turned out not to match (to take back).
 async fn write_copies(
     targets: &[&dyn BinaryProvider],
     body: ByteStream,
     opts: &PutOptions,
     fan_out: FanOutSettings,
-) -> Vec<Result<PutResult, Error>> {
+) -> (Vec<Result<PutResult, Error>>, Vec<(usize, Sha256)>) {
     if let [only] = targets {
-        return vec![only.put_opts(body, opts.clone()).await];
+        return (vec![only.put_opts(body, opts.clone()).await], Vec::new());
     }
     let (hashed, hashing) = crate::hash_stream(body);
     let branches = fan_out_with_cuts(hashed, targets.len(), fan_out);
@@ -129,30 +182,39 @@ async fn write_copies(
     } else {
         Verdict::Failed("no copy was written".into())
     };
-    futures::future::join_all(targets.iter().zip(writes).map(|(&target, write)| {
+    let mut refused = Vec::new();
+    let mut results = Vec::with_capacity(targets.len());
+    let settled = futures::future::join_all(writes.into_iter().map(|write| {
         let verdict = &verdict;
         async move {
             match (write?, verdict) {
-                (Written::Stored(r), Verdict::Good(..)) => Ok(r),
-                (Written::Staged(staged), Verdict::Good(checksums, size)) => Ok(PutResult {
+                (Written::Stored(r), Verdict::Good(..)) => Ok(Ok(r)),
+                (Written::Staged(staged), Verdict::Good(checksums, size)) => Ok(Ok(PutResult {
                     checksums: *checksums,
                     size: *size,
                     created: staged.commit(&checksums.sha256).await?,
-                }),
-                (written, bad) => {
-                    // A staged copy vanishes when dropped; a stored one this upload created
-                    // is removed.
-                    if let Written::Stored(r) = written
-                        && r.created
-                    {
-                        let _ = target.delete(&r.checksums.sha256).await;
-                    }
-                    Err(bad.error(opts))
+                })),
+                // A staged copy vanishes when dropped; a stored one this upload created is
+                // taken back.
+                (Written::Stored(r), bad) if r.created => {
+                    Ok(Err((r.checksums.sha256, bad.error(opts))))
                 }
+                (_, bad) => Err(bad.error(opts)),
             }
         }
     }))
-    .await
+    .await;
+    for (i, outcome) in settled.into_iter().enumerate() {
+        results.push(match outcome {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err((digest, e))) => {
+                refused.push((i, digest));
+                Err(e)
+            }
+            Err(e) => Err(e),
+        });
+    }
+    (results, refused)
 }
 
 /// A copy's bytes, staged (to be named once checked) or stored under their digest.
@@ -225,6 +287,7 @@ mod tests {
             &PutOptions::default(),
             3,
             FAN_OUT,
+            None,
         )
         .await;
         let stored = q.outcome.expect("acknowledged");
@@ -246,6 +309,7 @@ mod tests {
             &PutOptions::default(),
             3,
             FAN_OUT,
+            None,
         )
         .await;
         assert!(
@@ -258,7 +322,15 @@ mod tests {
         assert!(!holds(&a, &other_digest).await && !holds(&memory, &other_digest).await);
 
         // The same at a limit of 2 is acknowledged, with the failure reported beside it.
-        let q = put_quorum(&targets, body(other), &PutOptions::default(), 2, FAN_OUT).await;
+        let q = put_quorum(
+            &targets,
+            body(other),
+            &PutOptions::default(),
+            2,
+            FAN_OUT,
+            None,
+        )
+        .await;
         assert!(q.outcome.is_ok());
         assert_eq!((q.stored, q.failures.len()), (2, 1));
     }
@@ -277,7 +349,7 @@ mod tests {
             size: None,
         };
         let targets: [&dyn BinaryProvider; 2] = [&a, &memory];
-        let q = put_quorum(&targets, body(data.clone()), &opts, 1, FAN_OUT).await;
+        let q = put_quorum(&targets, body(data.clone()), &opts, 1, FAN_OUT, None).await;
         assert!(
             matches!(
                 q.outcome,
@@ -289,5 +361,57 @@ mod tests {
         let digest = ChecksumHasher::digest(&data).sha256;
         assert!(!holds(&a, &digest).await && !holds(&memory, &digest).await);
         assert!(memory.get_bytes(&digest, None).await.is_err());
+    }
+
+    /// A guard that says whether to remove, and remembers what it was asked.
+    #[derive(Debug)]
+    struct Guard {
+        allow: bool,
+        asked: std::sync::Mutex<Vec<Sha256>>,
+    }
+
+    #[async_trait]
+    impl TakeBack for Guard {
+        async fn take_back(&self, digest: Sha256, remove: BoxFuture<'_, ()>) {
+            self.asked.lock().expect("lock").push(digest);
+            if self.allow {
+                remove.await;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_write_takes_back_its_copies_only_through_the_guard() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir(&tmp.path().join("a")), dir(&tmp.path().join("b")));
+        let memory = InMemoryProvider::new();
+        std::fs::remove_dir_all(tmp.path().join("b")).expect("lose b");
+        let targets: [&dyn BinaryProvider; 3] = [&a, &b, &memory];
+        for allow in [false, true] {
+            let data = test_bytes(if allow { 8 } else { 9 }, 100_000);
+            let digest = ChecksumHasher::digest(&data).sha256;
+            let guard = Guard {
+                allow,
+                asked: std::sync::Mutex::default(),
+            };
+            let q = put_quorum(
+                &targets,
+                body(data),
+                &PutOptions::default(),
+                3,
+                FAN_OUT,
+                Some(&guard),
+            )
+            .await;
+            assert!(matches!(q.outcome, Err(Refused::TooFewCopies)));
+            assert_eq!(
+                *guard.asked.lock().expect("lock"),
+                vec![digest],
+                "asked once"
+            );
+            // Refused by the guard (a record may need them): the copies stay, for GC.
+            assert_eq!(holds(&a, &digest).await, !allow);
+            assert_eq!(holds(&memory, &digest).await, !allow);
+        }
     }
 }

@@ -328,6 +328,18 @@ impl Locks {
         })
     }
 
+    /// `name` if it is free now, without waiting (`None`: held, or the database is away).
+    pub async fn try_lock(&self, name: &LockName) -> Option<LockGuard> {
+        let now = Self {
+            settings: LockSettings {
+                wait: Duration::ZERO,
+                ..self.settings.clone()
+            },
+            ..self.clone()
+        };
+        now.lock(name).await.ok()
+    }
+
     /// Takes several locks in one global order (so two callers never wait on each other).
     pub async fn lock_all(&self, mut names: Vec<LockName>) -> Result<Vec<LockGuard>> {
         names.sort();

@@ -8,10 +8,11 @@ use std::time::{Duration, SystemTime};
 use futures::TryStreamExt;
 use stowage_core::cache::{CacheStats, CachedProvider};
 use stowage_core::eventual::{EventualProvider, QueueStats};
+use stowage_core::quorum::TakeBack;
 use stowage_core::sharding::{BalanceReport, ShardingProvider, Wanted};
 use stowage_core::{
     ArtifactPath, BinaryProvider, BinaryProviderExt, ByteStream, Error, ExpectedChecksums,
-    PutOptions, RepoKey, Result, StagingAge, StaleUploads, UploadPlan,
+    PutOptions, RepoKey, Result, Sha256, StagingAge, StaleUploads, UploadPlan,
 };
 use stowage_metadata::{
     ArtifactRecord, ChecksumLookup, Metadata, NewArtifact, Relocation, UploadSession, now_ms,
@@ -97,6 +98,35 @@ pub enum SessionStart {
     },
 }
 
+/// Takes back the copies a refused sharded or queued upload created the way garbage
+/// collection removes bytes: under the removal lock, counted as a removal run (so that a
+/// concurrent deploy of the same bytes, which may have found those copies, looks again before
+/// it records), and under the binary's lock, only when no row records the binary. When a
+/// collection is removing now, the copies are left to it.
+#[derive(Debug)]
+struct GuardedTakeBack {
+    locks: Locks,
+    metadata: Metadata,
+}
+
+#[async_trait::async_trait]
+impl TakeBack for GuardedTakeBack {
+    async fn take_back(&self, digest: Sha256, remove: futures::future::BoxFuture<'_, ()>) {
+        let Some(removal) = self.locks.try_lock(&Stowage::gc_removals()).await else {
+            return;
+        };
+        if self.locks.count_gc_run().await.is_ok()
+            && let Ok(binary) = self.locks.lock(&LockName::Binary(digest)).await
+        {
+            if matches!(self.metadata.binary_recorded(&digest).await, Ok(false)) {
+                remove.await;
+            }
+            binary.release().await;
+        }
+        removal.release().await;
+    }
+}
+
 /// What a deploy notes of garbage collection before it stores its bytes
 /// ([`Stowage::gc_witness`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +167,7 @@ impl Stowage {
         settings: &Settings,
         node_id: &str,
     ) -> Self {
-        Self {
+        let stowage = Self {
             locks: Locks::new(metadata.clone(), node_id, settings.locks.clone()),
             provider: filestore.provider,
             eventual: filestore.eventual,
@@ -157,7 +187,18 @@ impl Stowage {
             trash_enabled: settings.trash_enabled,
             trash_retention: settings.trash_retention,
             orphan_grace: settings.orphan_grace,
+        };
+        let guard: Arc<dyn TakeBack> = Arc::new(GuardedTakeBack {
+            locks: stowage.locks.clone(),
+            metadata: stowage.metadata.clone(),
+        });
+        if let Some(sharding) = &stowage.sharding {
+            sharding.guard_take_back(Arc::clone(&guard));
         }
+        if let Some(eventual) = &stowage.eventual {
+            eventual.guard_take_back(guard);
+        }
+        stowage
     }
 
     /// The metadata store, for the cluster-wide tasks' records.

@@ -29,7 +29,7 @@ use mount::Mount;
 pub use mount::MountSettings;
 
 use crate::fanout::FanOutSettings;
-use crate::quorum::{Refused, put_quorum};
+use crate::quorum::{Refused, TakeBack, put_quorum};
 use crate::signing::DownloadSigner;
 use crate::{
     BinaryProvider, ByteStream, Error, GetOptions, GetResult, Health, ObjectMeta, PresignedUploads,
@@ -150,6 +150,8 @@ struct Inner {
     /// complete balancing pass.
     unbalanced: AtomicBool,
     balance: balance::Tracker,
+    /// How a refused upload's copies are taken back (the service's guard).
+    take_back: std::sync::OnceLock<Arc<dyn TakeBack>>,
 }
 
 /// A sharded store over several mounts.
@@ -175,6 +177,12 @@ fn invalid(message: String) -> Error {
 }
 
 impl ShardingProvider {
+    /// Has a refused upload's copies taken back through `guard` (once; later calls are
+    /// ignored), so that the removal cannot race a concurrent upload of the same bytes.
+    pub fn guard_take_back(&self, guard: Arc<dyn TakeBack>) {
+        let _ = self.inner.take_back.set(guard);
+    }
+
     /// A sharded store over `mounts`; the settings are checked here, with messages that say
     /// what to change.
     pub fn new(mounts: Mounts, settings: ShardingSettings) -> Result<Self> {
@@ -246,6 +254,7 @@ impl ShardingProvider {
             .collect();
         Ok(Self {
             inner: Arc::new(Inner {
+                take_back: std::sync::OnceLock::new(),
                 mounts: mounts.into_iter().map(|(s, p)| Mount::new(s, p)).collect(),
                 redundancy: r,
                 lenient_limit,
@@ -564,6 +573,10 @@ impl BinaryProvider for ShardingProvider {
             &opts,
             self.inner.lenient_limit,
             self.inner.settings.fan_out,
+            self.inner
+                .take_back
+                .get()
+                .map(|g| g.as_ref() as &dyn TakeBack),
         )
         .await;
         for (j, e) in &quorum.failures {

@@ -546,3 +546,92 @@ async fn with_the_trash_disabled_a_delete_removes_its_files_and_leaves_the_trash
         Err(Error::NotFound { .. }) | Ok(0)
     ));
 }
+
+#[tokio::test]
+async fn a_refused_uploads_copies_are_taken_back_only_when_nothing_can_need_them() {
+    use stowage_core::quorum::TakeBack as _;
+    use stowage_core::{BinaryProvider as _, BinaryProviderExt as _};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(InMemoryProvider::new());
+    let stowage = service_over(dir.path(), Filestore::from_provider(store.clone())).await;
+    let guard = super::GuardedTakeBack {
+        locks: stowage.locks.clone(),
+        metadata: stowage.metadata.clone(),
+    };
+    let repo = RepoKey::parse("libs").expect("key");
+    stowage
+        .put_repository(&repo, Map::new())
+        .await
+        .expect("repo");
+    let take_back = |digest| {
+        let store = store.clone();
+        let guard = &guard;
+        async move {
+            guard
+                .take_back(
+                    digest,
+                    Box::pin(async move { store.delete(&digest).await.expect("delete") }),
+                )
+                .await;
+        }
+    };
+    let stored = |data: &'static [u8]| {
+        let store = store.clone();
+        async move {
+            store
+                .put_bytes(bytes::Bytes::from_static(data), Default::default())
+                .await
+                .expect("put")
+                .checksums
+                .sha256
+        }
+    };
+
+    // Recorded by an artifact (a concurrent upload of the same bytes won): kept.
+    let path = ArtifactPath::parse("won.bin").expect("path");
+    stowage
+        .deploy(
+            &repo,
+            &path,
+            body(b"recorded bytes"),
+            DeployRequest::default(),
+        )
+        .await
+        .expect("deploy");
+    let recorded = stored(b"recorded bytes").await;
+    take_back(recorded).await;
+    assert!(
+        store.exists(&recorded).await.expect("exists"),
+        "a recorded binary stays"
+    );
+
+    // Recorded by nothing: removed, and counted as a removal, so a deploy that found these
+    // bytes meanwhile looks for them again before recording.
+    let witness = stowage.gc_witness().await.expect("witness");
+    let unrecorded = stored(b"nobody recorded these").await;
+    take_back(unrecorded).await;
+    assert!(
+        !store.exists(&unrecorded).await.expect("exists"),
+        "taken back"
+    );
+    assert!(
+        stowage
+            .may_have_collected_since(witness)
+            .await
+            .expect("since"),
+        "a take-back is seen by deploys in flight"
+    );
+
+    // While a collection removes, the copies are left to it, and nothing waits.
+    let removing = stowage
+        .locks
+        .lock(&Stowage::gc_removals())
+        .await
+        .expect("lock");
+    let left = stored(b"left to the collection").await;
+    take_back(left).await;
+    assert!(store.exists(&left).await.expect("exists"), "left for GC");
+    removing.release().await;
+    served(&stowage, &repo, &path).await;
+}
