@@ -348,7 +348,14 @@ pub async fn serve_until_signal(
         let service = app
             .clone()
             .map_request(move |req: http::Request<hyper::body::Incoming>| {
-                req.map(|body| idle_timeout(axum::body::Body::new(body), body_idle))
+                // A request without a body (GET, HEAD) has nothing to stall: no timer.
+                req.map(|body| {
+                    if http_body::Body::is_end_stream(&body) {
+                        axum::body::Body::new(body)
+                    } else {
+                        idle_timeout(axum::body::Body::new(body), body_idle)
+                    }
+                })
             });
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(service))

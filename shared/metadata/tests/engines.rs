@@ -364,13 +364,14 @@ async fn removal_for_good_collection_runs_and_lock_rows() {
     meta.count_gc_run().await.expect("count");
     assert_eq!(meta.gc_runs().await.expect("runs"), 2);
 
-    // A lock row is seen while it exists, expired or not.
-    assert!(!meta.lock_row_exists("task:x").await.expect("q"));
+    // A lock row is seen while it exists, expired or not (with the run count, in one read).
+    assert_eq!(meta.gc_witness("task:x").await.expect("q"), (2, false));
     assert!(meta.try_lock("task:x", "me", 1).await.expect("lock"));
-    assert!(
-        meta.lock_row_exists("task:x").await.expect("q"),
+    assert_eq!(
+        meta.gc_witness("task:x").await.expect("q"),
+        (2, true),
         "expired, still there"
     );
     meta.unlock("task:x", "me").await.expect("unlock");
-    assert!(!meta.lock_row_exists("task:x").await.expect("q"));
+    assert_eq!(meta.gc_witness("task:x").await.expect("q"), (2, false));
 }

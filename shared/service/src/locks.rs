@@ -222,19 +222,26 @@ impl Locks {
         }
     }
 
-    /// Whether someone holds `name` now: in this process (in-process locks), or as a lock
-    /// row in the database, live or expired (its holder may have died, or lost its lease and
-    /// still be at work). `false` when locking is disabled.
-    pub async fn held(&self, name: &LockName) -> Result<bool> {
-        if !self.enabled {
-            return Ok(false);
+    /// In one step, what a deploy notes of garbage collection before it stores its bytes:
+    /// [`Self::gc_runs`], and whether someone holds `removal` now (in this process, or as a
+    /// lock row in the database, live or expired: its holder may have died, or lost its lease
+    /// and still be at work). Locking disabled: nobody holds it.
+    pub async fn gc_witness(&self, removal: &LockName) -> Result<(i64, bool)> {
+        let key = removal.key();
+        match &self.local {
+            Some(local) => {
+                let mutex = local.names().get(&key).cloned();
+                let held = self.enabled && mutex.is_some_and(|m| m.try_lock().is_err());
+                Ok((
+                    local.gc_runs.load(std::sync::atomic::Ordering::SeqCst),
+                    held,
+                ))
+            }
+            None => {
+                let (runs, held) = self.metadata.gc_witness(&key).await?;
+                Ok((runs, self.enabled && held))
+            }
         }
-        let key = name.key();
-        if let Some(locks) = &self.local {
-            let mutex = locks.names().get(&key).cloned();
-            return Ok(mutex.is_some_and(|m| m.try_lock().is_err()));
-        }
-        self.metadata.lock_row_exists(&key).await
     }
 
     /// Waits (polling with backoff) for `name`, up to the configured wait.

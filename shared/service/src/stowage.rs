@@ -229,10 +229,8 @@ impl Stowage {
     /// What to compare with, after storing bytes, to know whether a collection may have
     /// removed them meanwhile. Taken before the bytes are stored or looked up.
     async fn gc_witness(&self) -> Result<GcWitness> {
-        Ok(GcWitness {
-            runs: self.locks.gc_runs().await?,
-            running: self.locks.held(&Self::gc_removals()).await?,
-        })
+        let (runs, running) = self.locks.gc_witness(&Self::gc_removals()).await?;
+        Ok(GcWitness { runs, running })
     }
 
     /// Whether a collection was removing binaries when `witness` was taken, or has begun

@@ -62,15 +62,23 @@ impl Metadata {
     }
 
     /// Releases a lock `owner` holds (nothing happens if it does not).
-    /// Whether a row holds the lock `name`, live or expired (an expired row is a holder that
-    /// died or lost its lease, and may still be at work), asked of the primary.
-    pub async fn lock_row_exists(&self, name: &str) -> Result<bool> {
-        let found = sqlx::query(self.sql("SELECT 1 FROM locks WHERE name = ?"))
-            .bind(name)
-            .fetch_optional(self.writer_uncached())
-            .await
-            .map_err(db_err)?;
-        Ok(found.is_some())
+    /// In one round trip to the primary: how many collections have begun removing binaries
+    /// ([`Self::count_gc_run`]), and whether a row holds the lock `removal_lock`, live or
+    /// expired (an expired row is a holder that died or lost its lease, and may still be at
+    /// work): what a deploy notes before it stores its bytes.
+    pub async fn gc_witness(&self, removal_lock: &str) -> Result<(i64, bool)> {
+        let row = sqlx::query(self.sql(
+            "SELECT g.runs AS runs, \
+             (SELECT COUNT(*) FROM locks l WHERE l.name = ?) AS holders \
+             FROM gc_state g WHERE g.id = 1",
+        ))
+        .bind(removal_lock)
+        .fetch_one(self.writer_uncached())
+        .await
+        .map_err(db_err)?;
+        let runs = row.try_get("runs").map_err(db_err)?;
+        let holders: i64 = row.try_get("holders").map_err(db_err)?;
+        Ok((runs, holders > 0))
     }
 
     pub async fn unlock(&self, name: &str, owner: &str) -> Result<()> {
