@@ -18,19 +18,7 @@ install_nginx() {
   dir="$(tools_dir)/nginx"
   if ! "$dir/root/usr/sbin/nginx" -v >/dev/null 2>&1; then
     echo "fetching nginx from Debian's packages into $dir (once per machine)" >&2
-    rm -rf "$dir"
-    mkdir -p "$dir"
-    if ! (cd "$dir" && apt-get download -qq nginx >"$dir/download.log" 2>&1); then
-      if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq >/dev/null 2>&1 || true
-      fi
-      (cd "$dir" && apt-get download -qq nginx >"$dir/download.log" 2>&1) || {
-        echo "install_nginx: apt-get download nginx failed:" >&2
-        cat "$dir/download.log" >&2
-        return 1
-      }
-    fi
-    dpkg -x "$dir"/nginx_*.deb "$dir/root" || return 1
+    debian_unpack nginx "$dir" || return 1
     "$dir/root/usr/sbin/nginx" -v >/dev/null 2>&1 || {
       echo "install_nginx: the unpacked nginx does not run: $dir/root/usr/sbin/nginx -v" >&2
       return 1

@@ -18,6 +18,26 @@ pip_venv() {
     || { rm -rf "$venv"; return 1; }
 }
 
+# debian_unpack PACKAGE DIR: fetches Debian's PACKAGE with `apt-get download` (after an
+# `apt-get update` if the first try fails and we are root) and unpacks it with `dpkg -x` into
+# DIR/root: no service installed or started behind our back, and no root needed otherwise.
+debian_unpack() {
+  local package="$1" dir="$2"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  if ! (cd "$dir" && apt-get download -qq "$package" >"$dir/download.log" 2>&1); then
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -qq >/dev/null 2>&1 || true
+    fi
+    (cd "$dir" && apt-get download -qq "$package" >"$dir/download.log" 2>&1) || {
+      echo "apt-get download $package failed:" >&2
+      cat "$dir/download.log" >&2
+      return 1
+    }
+  fi
+  dpkg -x "$dir/${package}"_*.deb "$dir/root"
+}
+
 # Prints a loopback port nobody listens on now.
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

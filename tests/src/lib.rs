@@ -36,13 +36,16 @@ pub fn required_env(var: &str, what: &str) -> Option<String> {
 /// Sends SIGTERM to a child process by its PID; `false` when it was already reaped or the
 /// signal could not be sent.
 pub fn sigterm(child: &Child) -> bool {
+    signal(child, rustix::process::Signal::TERM)
+}
+
+/// Sends `signal` to a child process by its PID; `false` as for [`sigterm`].
+fn signal(child: &Child, signal: rustix::process::Signal) -> bool {
     child
         .id()
         .and_then(|id| i32::try_from(id).ok())
         .and_then(rustix::process::Pid::from_raw)
-        .is_some_and(|pid| {
-            rustix::process::kill_process(pid, rustix::process::Signal::TERM).is_ok()
-        })
+        .is_some_and(|pid| rustix::process::kill_process(pid, signal).is_ok())
 }
 
 /// A loopback port nobody listens on now.
@@ -378,6 +381,22 @@ impl Server {
     /// SIGKILL, as a crash: no cleanup, locks and leases left behind.
     pub async fn crash(mut self) {
         self.child.kill().await.expect("SIGKILL");
+    }
+
+    /// Freezes the process (SIGSTOP), as a long pause of its machine or runtime would.
+    pub fn pause(&self) {
+        assert!(
+            signal(&self.child, rustix::process::Signal::STOP),
+            "SIGSTOP to stowage"
+        );
+    }
+
+    /// Lets a paused process go on (SIGCONT).
+    pub fn resume(&self) {
+        assert!(
+            signal(&self.child, rustix::process::Signal::CONT),
+            "SIGCONT to stowage"
+        );
     }
 
     /// Sends SIGTERM without waiting.

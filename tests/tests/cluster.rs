@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::{Connection, Row};
 use stowage_tests::nginx::Balancer;
-use stowage_tests::{Options, Server, bytes, postgres_database, sha256_hex};
+use stowage_tests::{Options, Server, bytes, postgres_database, required_env, sha256_hex};
 
 /// Settings every node of a test cluster shares: one filestore, short heartbeats and leases,
 /// garbage collection scheduled every second (on the primary).
@@ -26,34 +26,41 @@ fn node_config(filestore: &Path) -> String {
 }
 
 async fn start_cluster(root: &Path, n: usize) -> Option<Vec<Server>> {
-    let filestore = root.join("filestore");
+    start_cluster_with(root, vec![Vec::new(); n]).await
+}
+
+/// A cluster of one node per entry of `envs`, each started with those extra environment
+/// variables.
+async fn start_cluster_with(root: &Path, envs: Vec<Vec<(String, String)>>) -> Option<Vec<Server>> {
     let url = postgres_database(root).await?;
-    let config = node_config(&filestore);
-    let first = Server::start_with(
-        &root.join("node-0"),
-        Options {
-            config: Some(config.clone()),
-            database_url: Some(url.clone()),
-            ..Options::default()
-        },
-    )
-    .await;
-    let token = first.token.clone();
-    let mut nodes = vec![first];
-    for i in 1..n {
-        let node = Server::start_with(
-            &root.join(format!("node-{i}")),
-            Options {
-                config: Some(config.clone()),
-                database_url: Some(url.clone()),
-                token: Some(token.clone()),
-                ..Options::default()
-            },
-        )
-        .await;
-        nodes.push(node);
+    let mut nodes: Vec<Server> = Vec::new();
+    for (i, env) in envs.into_iter().enumerate() {
+        // The first node creates the admin token the others are given.
+        let token = nodes.first().map(|n| n.token.clone());
+        nodes.push(start_node(root, i, &url, token, env).await);
     }
     Some(nodes)
+}
+
+/// Node `i` of the cluster on the database `url` in `root`, with extra environment `env`;
+/// `token` is the admin token of the node that created it (`None` for the first node).
+async fn start_node(
+    root: &Path,
+    i: usize,
+    url: &str,
+    token: Option<String>,
+    env: Vec<(String, String)>,
+) -> Server {
+    Server::start_with(
+        &root.join(format!("node-{i}")),
+        Options {
+            config: Some(node_config(&root.join("filestore"))),
+            database_url: Some(url.to_string()),
+            token,
+            env,
+        },
+    )
+    .await
 }
 
 async fn cluster_view(node: &Server) -> Value {
@@ -644,4 +651,162 @@ async fn nginx_keeps_clients_on_their_node_and_fails_over() {
     let nginx = Path::new("/proc").join(balancer.nginx_pid.to_string());
     balancer.stop().await;
     assert!(!nginx.exists(), "nginx stopped with the script");
+}
+
+/// What a node said of itself: when it was asked, when it answered, and whether it acts as
+/// primary then (what its cluster-wide tasks go by).
+#[derive(Debug, Clone, Copy)]
+struct Claim {
+    asked: Instant,
+    answered: Instant,
+    primary: bool,
+}
+
+/// Asks `url` (a node's cluster view) whether it acts as primary; `None` when it does not
+/// answer within `patience` (a paused node).
+async fn claim(client: &reqwest::Client, url: &str, patience: Duration) -> Option<Claim> {
+    let asked = Instant::now();
+    let view: Value = tokio::time::timeout(patience, async {
+        client.get(url).send().await.ok()?.json().await.ok()
+    })
+    .await
+    .ok()??;
+    Some(Claim {
+        asked,
+        answered: Instant::now(),
+        primary: view["thisNodeIsPrimary"]
+            .as_bool()
+            .expect("thisNodeIsPrimary"),
+    })
+}
+
+/// Whether two of `claims` say "primary" at instants that cannot be a second apart: what a
+/// handover never allows (the new primary takes over only after the old one's lease ran out
+/// by the database's clock, and the old one stopped acting a heartbeat, 1 s, before that).
+fn two_primaries(claims: &[Claim]) -> bool {
+    let primaries: Vec<&Claim> = claims.iter().filter(|c| c.primary).collect();
+    primaries.iter().enumerate().any(|(i, a)| {
+        primaries[i + 1..].iter().any(|b| {
+            let from = a.asked.min(b.asked);
+            let to = a.answered.max(b.answered);
+            to - from < Duration::from_secs(1)
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clocks_hours_apart_never_make_two_primaries_at_once() {
+    let Some(faketime) = required_env("STOWAGE_TEST_LIBFAKETIME", "libfaketime") else {
+        return;
+    };
+    // libfaketime shifts the wall clock only: timers and Instants keep the real monotonic one.
+    let clock = |offset: &str| {
+        vec![
+            ("LD_PRELOAD".to_string(), faketime.clone()),
+            ("FAKETIME".to_string(), offset.to_string()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC".to_string(), "1".to_string()),
+        ]
+    };
+    let root = tempfile::tempdir().expect("tempdir");
+    let Some(url) = postgres_database(root.path()).await else {
+        return;
+    };
+    // The first node, primary from the start, runs an hour behind: by the others' clocks
+    // its lease always looks long expired. Then a node on time joins, and one an hour ahead.
+    let mut nodes = vec![start_node(root.path(), 0, &url, None, clock("-1h")).await];
+    let token = nodes[0].token.clone();
+    let started = Instant::now();
+    let first = (nodes[0].admin(), nodes[0].url("/api/system/cluster"));
+    while claim(&first.0, &first.1, Duration::from_secs(5))
+        .await
+        .is_none_or(|c| !c.primary)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the first node never became primary"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Every node asked at once, over and over, while nodes join, one is paused and resumes.
+    let targets = std::sync::Arc::new(std::sync::Mutex::new(vec![first]));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = tokio::spawn({
+        let (targets, done) = (
+            std::sync::Arc::clone(&targets),
+            std::sync::Arc::clone(&done),
+        );
+        async move {
+            let mut rounds: Vec<Vec<Claim>> = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let now: Vec<_> = targets.lock().expect("targets").clone();
+                let asks = now
+                    .iter()
+                    .map(|(client, url)| claim(client, url, Duration::from_millis(500)));
+                let claims = futures::future::join_all(asks).await;
+                rounds.push(claims.into_iter().flatten().collect());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            rounds
+        }
+    });
+    for (i, offset) in [(1, "+0"), (2, "+1h")] {
+        let node = start_node(root.path(), i, &url, Some(token.clone()), clock(offset)).await;
+        targets
+            .lock()
+            .expect("targets")
+            .push((node.admin(), node.url("/api/system/cluster")));
+        nodes.push(node);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    // The primary freezes for twice its lease (3 s), as a stalled machine would, and resumes
+    // believing nothing happened: by then another node has the role, and it must not act.
+    let view = cluster_view(&nodes[1]).await;
+    let before = view["primary"].as_str().expect("a primary").to_string();
+    let address = primary_address(&nodes[1], &before).await;
+    let paused = nodes
+        .iter()
+        .position(|n| n.base.ends_with(&address))
+        .expect("the primary is a node");
+    nodes[paused].pause();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    nodes[paused].resume();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let rounds = poller.await.expect("poller");
+
+    let overlapping: Vec<&Vec<Claim>> = rounds.iter().filter(|r| two_primaries(r)).collect();
+    let with_primary = rounds
+        .iter()
+        .filter(|r| r.iter().any(|c| c.primary))
+        .count();
+    println!(
+        "{} rounds of asking every node; {with_primary} with a primary; {} with two",
+        rounds.len(),
+        overlapping.len()
+    );
+    assert!(
+        overlapping.is_empty(),
+        "two nodes acted as primary at once: {:?}",
+        overlapping.first()
+    );
+    assert!(
+        rounds.len() > 100,
+        "asked often enough: {} rounds",
+        rounds.len()
+    );
+    // The role moved while the primary was frozen, and the cluster has one primary at the end.
+    let view = cluster_view(&nodes[1]).await;
+    let after = view["primary"].as_str().expect("a primary after the pause");
+    assert_ne!(
+        after, before,
+        "another node took the role during the pause: {view}"
+    );
+    let mut acting = 0;
+    for node in &nodes {
+        if cluster_view(node).await["thisNodeIsPrimary"] == true {
+            acting += 1;
+        }
+    }
+    assert_eq!(acting, 1, "one node acts as primary at the end");
 }

@@ -1,9 +1,11 @@
 //! Metadata behaviours, on a fresh database per test, on the engine `STOWAGE_TEST_DATABASE`
 //! names (SQLite by default; `scripts/test` runs them again on PostgreSQL).
 
+use std::time::Duration;
+
 use stowage_core::{ArtifactPath, ChecksumHasher, Error, RepoKey};
 use stowage_metadata::{
-    ChecksumLookup, Metadata, NewArtifact, PoolSettings, Relocation, Repository,
+    ChecksumLookup, Metadata, NewArtifact, NodeRecord, PoolSettings, Relocation, Repository, now_ms,
 };
 
 async fn fresh() -> (tempfile::TempDir, Metadata) {
@@ -366,7 +368,12 @@ async fn removal_for_good_collection_runs_and_lock_rows() {
 
     // A lock row is seen while it exists, expired or not (with the run count, in one read).
     assert_eq!(meta.gc_witness("task:x").await.expect("q"), (2, false));
-    assert!(meta.try_lock("task:x", "me", 1).await.expect("lock"));
+    assert!(
+        meta.try_lock("task:x", "me", Duration::ZERO)
+            .await
+            .expect("lock")
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(
         meta.gc_witness("task:x").await.expect("q"),
         (2, true),
@@ -374,4 +381,95 @@ async fn removal_for_good_collection_runs_and_lock_rows() {
     );
     meta.unlock("task:x", "me").await.expect("unlock");
     assert_eq!(meta.gc_witness("task:x").await.expect("q"), (2, false));
+}
+
+#[tokio::test]
+async fn leases_and_heartbeats_are_timed_by_the_database_clock() {
+    let (_dir, meta) = fresh().await;
+    let minute = Duration::from_secs(60);
+
+    // A live lease: held by its owner only, renewed by its owner only, fenced with its margin.
+    assert!(meta.try_lock("task:l", "a", minute).await.expect("lock"));
+    assert!(!meta.try_lock("task:l", "b", minute).await.expect("held"));
+    assert!(!meta.renew_lock("task:l", "b", minute).await.expect("renew"));
+    assert!(meta.renew_lock("task:l", "a", minute).await.expect("renew"));
+    let held = [("task:l", "a")];
+    assert!(
+        meta.leases_held(&held, Duration::from_secs(30))
+            .await
+            .expect("q")
+    );
+    assert!(
+        !meta
+            .leases_held(&held, Duration::from_secs(120))
+            .await
+            .expect("q"),
+        "less than the margin is left"
+    );
+    assert!(
+        !meta
+            .leases_held(&[("task:l", "a"), ("task:l", "b")], Duration::ZERO)
+            .await
+            .expect("q"),
+        "one of two is not held"
+    );
+    assert_eq!(
+        meta.lock_owner("task:l").await.expect("q").as_deref(),
+        Some("a")
+    );
+
+    // A lease that ran out is taken over; its old holder can neither renew nor pass the fence.
+    assert!(
+        meta.try_lock("task:m", "a", Duration::ZERO)
+            .await
+            .expect("lock")
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(meta.lock_owner("task:m").await.expect("q"), None, "expired");
+    assert!(
+        meta.try_lock("task:m", "b", minute)
+            .await
+            .expect("taken over")
+    );
+    assert!(!meta.renew_lock("task:m", "a", minute).await.expect("renew"));
+    assert!(
+        !meta
+            .leases_held(&[("task:m", "a")], Duration::ZERO)
+            .await
+            .expect("q")
+    );
+    assert!(
+        meta.leases_held(&[("task:m", "b")], Duration::ZERO)
+            .await
+            .expect("q")
+    );
+
+    // A heartbeat is stamped with the database's time, whatever the node says.
+    let node = NodeRecord {
+        id: "n1".into(),
+        address: "http://127.0.0.1:1".into(),
+        version: "test".into(),
+        started_ms: 1,
+        heartbeat_ms: 1,
+    };
+    meta.heartbeat(&node).await.expect("beat");
+    meta.remove_silent_nodes(minute).await.expect("sweep");
+    let nodes = meta.nodes().await.expect("nodes");
+    assert_eq!(nodes.len(), 1, "a node that just beat is not silent");
+    assert!(
+        (nodes[0].heartbeat_ms - now_ms()).abs() < 60_000,
+        "stamped now, not at {}",
+        node.heartbeat_ms
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    meta.remove_silent_nodes(Duration::ZERO)
+        .await
+        .expect("sweep");
+    assert!(
+        meta.nodes().await.expect("nodes").is_empty(),
+        "silent for longer than 0 ms"
+    );
+    meta.heartbeat(&node).await.expect("beat");
+    meta.remove_node("n1").await.expect("leave");
+    assert!(meta.nodes().await.expect("nodes").is_empty());
 }

@@ -8,12 +8,13 @@
 //! the database write (and fsync) each lease row costs there.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256 as Sha256Hasher};
 use stowage_core::{ArtifactPath, Error, RepoKey, Result, Sha256};
-use stowage_metadata::{Engine, Metadata, is_conflict, now_ms};
+use stowage_metadata::{Engine, Metadata, is_conflict};
 use tokio::task::JoinHandle;
 
 /// What can be locked.
@@ -130,8 +131,14 @@ pub struct LockGuard {
 struct Held {
     metadata: Metadata,
     key: String,
+    /// This acquisition: the node and a random number, so that a lease lost and taken again
+    /// (by another task of the same node, even) is never mistaken for this one.
     owner: String,
     renewer: JoinHandle<()>,
+    /// Set by the renewer when it found the lease gone.
+    lost: Arc<AtomicBool>,
+    /// How much of the lease must be left for [`Locks::fence`] to pass.
+    margin: Duration,
 }
 
 impl Held {
@@ -145,6 +152,13 @@ impl Held {
 }
 
 impl LockGuard {
+    /// Whether this lock was found lost (its lease ran out and may have been taken).
+    pub fn is_lost(&self) -> bool {
+        self.held
+            .as_ref()
+            .is_some_and(|h| h.lost.load(Ordering::SeqCst))
+    }
+
     /// Releases the lock and waits until the database has it released.
     pub async fn release(mut self) {
         if let Some(held) = self.held.take() {
@@ -169,10 +183,6 @@ pub async fn release_all(guards: Vec<LockGuard>) {
     for guard in guards.into_iter().rev() {
         guard.release().await;
     }
-}
-
-fn lease_ms(lease: Duration) -> i64 {
-    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
 }
 
 impl Locks {
@@ -281,8 +291,11 @@ impl Locks {
         let deadline = tokio::time::Instant::now() + self.settings.wait;
         let mut pause = Duration::from_millis(2);
         loop {
-            let expires = now_ms() + lease_ms(self.settings.lease);
-            match self.metadata.try_lock(&key, &owner, expires).await {
+            match self
+                .metadata
+                .try_lock(&key, &owner, self.settings.lease)
+                .await
+            {
                 Ok(true) => break,
                 Ok(false) => {}
                 // A deadlock or serialization failure between two nodes racing for the same row
@@ -304,19 +317,19 @@ impl Locks {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(100));
         }
+        let lost = Arc::new(AtomicBool::new(false));
         let renewer = {
             let (metadata, key, owner) = (self.metadata.clone(), key.clone(), owner.clone());
-            let lease = self.settings.lease;
+            let (lease, lost) = (self.settings.lease, Arc::clone(&lost));
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(lease / 3).await;
-                    match metadata
-                        .renew_lock(&key, &owner, now_ms() + lease_ms(lease))
-                        .await
-                    {
+                    match metadata.renew_lock(&key, &owner, lease).await {
                         Ok(true) => {}
                         Ok(false) => {
-                            tracing::error!(lock = %key, "a held lock's lease was lost");
+                            // Its holder's fenced acts (garbage collection's removals) stop.
+                            lost.store(true, Ordering::SeqCst);
+                            tracing::error!(lock = %key, "a held lock's lease was lost; fenced work under it stops");
                             return;
                         }
                         Err(e) => tracing::warn!(lock = %key, error = %e, "could not renew a lock"),
@@ -330,9 +343,46 @@ impl Locks {
                 key,
                 owner,
                 renewer,
+                lost,
+                margin: self.settings.lease / 3,
             }),
             local: None,
         })
+    }
+
+    /// Passes only while every one of `guards` is still held, with a third of its lease left
+    /// by the database's clock: what a holder checks right before an act that must not happen
+    /// once a lock may have passed to another holder (a removal while a deploy of the same
+    /// bytes holds the binary's lock). A process paused past its lease, or one whose renewals
+    /// failed, is refused here with a 503-kind error instead of acting. In-process locks
+    /// (SQLite) cannot be lost.
+    pub async fn fence(&self, guards: &[&LockGuard]) -> Result<()> {
+        let held: Vec<&Held> = guards.iter().filter_map(|g| g.held.as_ref()).collect();
+        let Some(first) = held.first() else {
+            return Ok(());
+        };
+        let lost = |key: &str| {
+            Error::Unavailable(format!(
+                "this node lost its lease on {key} (paused, or the database unreachable, for \
+                 longer than lock_lease_secs); it stopped rather than act without it"
+            ))
+        };
+        if let Some(h) = held.iter().find(|h| h.lost.load(Ordering::SeqCst)) {
+            return Err(lost(&h.key));
+        }
+        let pairs: Vec<(&str, &str)> = held
+            .iter()
+            .map(|h| (h.key.as_str(), h.owner.as_str()))
+            .collect();
+        if self.metadata.leases_held(&pairs, first.margin).await? {
+            Ok(())
+        } else {
+            for h in &held {
+                h.lost.store(true, Ordering::SeqCst);
+            }
+            let keys: Vec<&str> = held.iter().map(|h| h.key.as_str()).collect();
+            Err(lost(&keys.join(", ")))
+        }
     }
 
     /// `name` if it is free now, without waiting (`None`: held, or the database is away).

@@ -21,7 +21,7 @@ use stowage_metadata::{
 
 use crate::Settings;
 use crate::filestore::Filestore;
-use crate::locks::{LockName, Locks, release_all};
+use crate::locks::{LockGuard, LockName, Locks, release_all};
 
 mod catalog;
 mod conditions;
@@ -118,7 +118,9 @@ impl TakeBack for GuardedTakeBack {
         if self.locks.count_gc_run().await.is_ok()
             && let Ok(binary) = self.locks.lock(&LockName::Binary(digest)).await
         {
-            if matches!(self.metadata.binary_recorded(&digest).await, Ok(false)) {
+            if matches!(self.metadata.binary_recorded(&digest).await, Ok(false))
+                && self.locks.fence(&[&removal, &binary]).await.is_ok()
+            {
                 remove.await;
             }
             binary.release().await;
@@ -214,8 +216,17 @@ impl Stowage {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
+        self.under_lock_with(name, async |_| work().await).await
+    }
+
+    /// [`Self::under_lock`], with the held lock given to `work` (to fence its acts with).
+    pub(crate) async fn under_lock_with<T>(
+        &self,
+        name: LockName,
+        work: impl AsyncFnOnce(&LockGuard) -> Result<T>,
+    ) -> Result<T> {
         let lock = self.locks.lock(&name).await?;
-        let done = work().await;
+        let done = work(&lock).await;
         lock.release().await;
         done
     }
@@ -506,9 +517,11 @@ impl Stowage {
         self
     }
 
-    /// Garbage collection's removals: binary rows nothing refers to, then stored objects
-    /// without a row; each one under the binary's lock, checked again there.
-    async fn remove_unreferenced(&self, report: &mut GcReport) -> Result<()> {
+    /// Garbage collection's removals, under the removal lock `removal`: binary rows nothing
+    /// refers to, then stored objects without a row; each one under the binary's lock,
+    /// checked again there, and removed only past the fence of both locks (a collection that
+    /// lost either lease stops rather than remove bytes a deploy may hold by now).
+    async fn remove_unreferenced(&self, removal: &LockGuard, report: &mut GcReport) -> Result<()> {
         // Bytes written or deployed again within the grace period are left alone: a deploy
         // of identical bytes may be between storing them and recording them.
         let cutoff = SystemTime::now() - self.orphan_grace;
@@ -521,7 +534,7 @@ impl Stowage {
             for binary in batch {
                 let digest = binary.checksums.sha256;
                 let collected = self
-                    .under_lock(LockName::Binary(digest), || async {
+                    .under_lock_with(LockName::Binary(digest), async |binary| {
                         match self.provider.head(&digest).await {
                             Ok(object) if object.last_modified > cutoff => return Ok(Some(false)),
                             Ok(_) | Err(Error::NotFound { .. }) => {}
@@ -536,6 +549,7 @@ impl Stowage {
                         if !self.metadata.delete_binary_if_unreferenced(&digest).await? {
                             return Ok(Some(false));
                         }
+                        self.locks.fence(&[removal, binary]).await?;
                         self.provider.delete(&digest).await?;
                         Ok(Some(true))
                     })
@@ -564,11 +578,12 @@ impl Stowage {
                 continue;
             }
             let removed = self
-                .under_lock(LockName::Binary(object.digest), || async {
+                .under_lock_with(LockName::Binary(object.digest), async |binary| {
                     // Asked of the primary: a replica may not have the latest deploy yet.
                     if self.metadata.binary_recorded(&object.digest).await? {
                         return Ok(false);
                     }
+                    self.locks.fence(&[removal, binary]).await?;
                     self.provider.delete(&object.digest).await?;
                     Ok(true)
                 })
@@ -594,9 +609,9 @@ impl Stowage {
             .await?;
         // One collection removes at a time (serve's task and `stowage gc` alike), counted
         // before it removes anything: what a deploy compares its witness with.
-        self.under_lock(Self::gc_removals(), || async {
+        self.under_lock_with(Self::gc_removals(), async |removal| {
             self.locks.count_gc_run().await?;
-            self.remove_unreferenced(&mut report).await
+            self.remove_unreferenced(removal, &mut report).await
         })
         .await?;
         (report.upload_sessions_expired, report.stale_uploads) = self.clean_uploads().await?;

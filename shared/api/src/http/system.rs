@@ -61,6 +61,7 @@ pub(crate) async fn cluster(State(state): State<AppState>) -> Result<Response, A
         .collect();
     Ok(Json(json!({
         "thisNode": status.this_node,
+        "thisNodeIsPrimary": status.this_node_primary,
         "primary": status.primary,
         "nodes": nodes,
     }))

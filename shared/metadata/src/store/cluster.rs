@@ -1,67 +1,99 @@
 //! Leased locks, cluster membership, upload sessions and task runs.
 
+use std::time::Duration;
+
 use super::*;
 
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 impl Metadata {
-    /// Takes the lock `name` for `owner` until `expires_ms`, if nobody holds an unexpired lease
-    /// on it. Returns whether it was taken.
-    pub async fn try_lock(&self, name: &str, owner: &str, expires_ms: i64) -> Result<bool> {
+    /// Takes the lock `name` for `owner` for `lease`, if nobody holds an unexpired lease on
+    /// it. Returns whether it was taken. Leases are timed by the database's clock, the one
+    /// every node shares, never by a node's own (which may be skewed).
+    pub async fn try_lock(&self, name: &str, owner: &str, lease: Duration) -> Result<bool> {
+        let lease = millis(lease);
         if self.engine == Engine::MySql {
             // No conditional upsert in MySQL: insert if absent, else take over an expired lease.
-            let inserted = sqlx::query(self.sql(
-                "INSERT INTO locks (name, owner, expires_ms) VALUES (?, ?, ?) \
+            let inserted = sqlx::query(self.sql_now(
+                "INSERT INTO locks (name, owner, expires_ms) VALUES (?, ?, {now} + ?) \
                  ON CONFLICT (name) DO NOTHING",
             ))
             .bind(name)
             .bind(owner)
-            .bind(expires_ms)
+            .bind(lease)
             .execute(self.writer_uncached())
             .await
             .map_err(db_err)?;
             if inserted.rows_affected() > 0 {
                 return Ok(true);
             }
-            let taken = sqlx::query(self.sql(
-                "UPDATE locks SET owner = ?, expires_ms = ? WHERE name = ? AND expires_ms < ?",
+            let taken = sqlx::query(self.sql_now(
+                "UPDATE locks SET owner = ?, expires_ms = {now} + ? \
+                 WHERE name = ? AND expires_ms < {now}",
             ))
             .bind(owner)
-            .bind(expires_ms)
+            .bind(lease)
             .bind(name)
-            .bind(now_ms())
             .execute(self.writer_uncached())
             .await
             .map_err(db_err)?;
             return Ok(taken.rows_affected() > 0);
         }
-        let done = sqlx::query(self.sql(
-            "INSERT INTO locks (name, owner, expires_ms) VALUES (?, ?, ?) \
+        let done = sqlx::query(self.sql_now(
+            "INSERT INTO locks (name, owner, expires_ms) VALUES (?, ?, {now} + ?) \
              ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
-             expires_ms = excluded.expires_ms WHERE locks.expires_ms < ?",
+             expires_ms = excluded.expires_ms WHERE locks.expires_ms < {now}",
         ))
         .bind(name)
         .bind(owner)
-        .bind(expires_ms)
-        .bind(now_ms())
+        .bind(lease)
         .execute(self.writer_uncached())
         .await
         .map_err(db_err)?;
         Ok(done.rows_affected() > 0)
     }
 
-    /// Extends a lease `owner` holds; returns `false` if it no longer holds it.
-    pub async fn renew_lock(&self, name: &str, owner: &str, expires_ms: i64) -> Result<bool> {
-        let done =
-            sqlx::query(self.sql("UPDATE locks SET expires_ms = ? WHERE name = ? AND owner = ?"))
-                .bind(expires_ms)
-                .bind(name)
-                .bind(owner)
-                .execute(self.writer_uncached())
-                .await
-                .map_err(db_err)?;
+    /// Extends a lease `owner` holds to `lease` from now (by the database's clock); returns
+    /// `false` if it no longer holds it.
+    pub async fn renew_lock(&self, name: &str, owner: &str, lease: Duration) -> Result<bool> {
+        let done = sqlx::query(
+            self.sql_now("UPDATE locks SET expires_ms = {now} + ? WHERE name = ? AND owner = ?"),
+        )
+        .bind(millis(lease))
+        .bind(name)
+        .bind(owner)
+        .execute(self.writer_uncached())
+        .await
+        .map_err(db_err)?;
         Ok(done.rows_affected() > 0)
     }
 
-    /// Releases a lock `owner` holds (nothing happens if it does not).
+    /// Whether every `(name, owner)` lease in `held` is still held, with at least `margin` of
+    /// it left by the database's clock: the fence a holder passes before an act that must not
+    /// happen once its lock may have passed to someone else (garbage collection's removals).
+    pub async fn leases_held(&self, held: &[(&str, &str)], margin: Duration) -> Result<bool> {
+        if held.is_empty() {
+            return Ok(true);
+        }
+        let pairs = vec!["(name = ? AND owner = ?)"; held.len()].join(" OR ");
+        let sql = format!(
+            "SELECT COUNT(*) FROM locks WHERE ({pairs}) AND expires_ms > {} + ?",
+            self.db_now()
+        );
+        let mut query = sqlx::query_scalar::<_, i64>(self.sql_built(sql));
+        for (name, owner) in held {
+            query = query.bind(*name).bind(*owner);
+        }
+        let found = query
+            .bind(millis(margin))
+            .fetch_one(self.writer_uncached())
+            .await
+            .map_err(db_err)?;
+        Ok(usize::try_from(found).is_ok_and(|n| n == held.len()))
+    }
+
     /// In one round trip to the primary: how many collections have begun removing binaries
     /// ([`Self::count_gc_run`]), and whether a row holds the lock `removal_lock`, live or
     /// expired (an expired row is a holder that died or lost its lease, and may still be at
@@ -81,6 +113,7 @@ impl Metadata {
         Ok((runs, holders > 0))
     }
 
+    /// Releases a lock `owner` holds (nothing happens if it does not).
     pub async fn unlock(&self, name: &str, owner: &str) -> Result<()> {
         sqlx::query(self.sql("DELETE FROM locks WHERE name = ? AND owner = ?"))
             .bind(name)
@@ -93,19 +126,21 @@ impl Metadata {
 
     /// Who holds an unexpired lease on `name`.
     pub async fn lock_owner(&self, name: &str) -> Result<Option<String>> {
-        sqlx::query_scalar(self.sql("SELECT owner FROM locks WHERE name = ? AND expires_ms >= ?"))
-            .bind(name)
-            .bind(now_ms())
-            .fetch_optional(self.writer_uncached())
-            .await
-            .map_err(db_err)
+        sqlx::query_scalar(
+            self.sql_now("SELECT owner FROM locks WHERE name = ? AND expires_ms >= {now}"),
+        )
+        .bind(name)
+        .fetch_optional(self.writer_uncached())
+        .await
+        .map_err(db_err)
     }
 
-    /// Registers a node or records its heartbeat.
+    /// Registers a node or records its heartbeat, at the database's time (`heartbeat_ms` of
+    /// `node` is not used).
     pub async fn heartbeat(&self, node: &NodeRecord) -> Result<()> {
-        sqlx::query(self.sql(
+        sqlx::query(self.sql_now(
             "INSERT INTO nodes (id, address, version, started_ms, heartbeat_ms) \
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET \
+             VALUES (?, ?, ?, ?, {now}) ON CONFLICT (id) DO UPDATE SET \
              address = excluded.address, version = excluded.version, \
              heartbeat_ms = excluded.heartbeat_ms",
         ))
@@ -113,18 +148,27 @@ impl Metadata {
         .bind(&node.address)
         .bind(&node.version)
         .bind(node.started_ms)
-        .bind(node.heartbeat_ms)
         .execute(self.writer_uncached())
         .await
         .map_err(db_err)?;
         Ok(())
     }
 
-    /// Removes a node (on clean shutdown) and nodes silent since before `stale_before_ms`.
-    pub async fn remove_nodes(&self, id: &str, stale_before_ms: i64) -> Result<()> {
-        sqlx::query(self.sql("DELETE FROM nodes WHERE id = ? OR heartbeat_ms < ?"))
+    /// Removes a node (on clean shutdown).
+    pub async fn remove_node(&self, id: &str) -> Result<()> {
+        sqlx::query(self.sql("DELETE FROM nodes WHERE id = ?"))
             .bind(id)
-            .bind(stale_before_ms)
+            .execute(self.writer_uncached())
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Removes the nodes whose last heartbeat is older than `silent_for` (by the database's
+    /// clock).
+    pub async fn remove_silent_nodes(&self, silent_for: Duration) -> Result<()> {
+        sqlx::query(self.sql_now("DELETE FROM nodes WHERE heartbeat_ms < {now} - ?"))
+            .bind(millis(silent_for))
             .execute(self.writer_uncached())
             .await
             .map_err(db_err)?;

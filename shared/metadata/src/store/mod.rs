@@ -472,6 +472,22 @@ impl Metadata {
         })
     }
 
+    /// The database's clock, in ms since the epoch, as an SQL expression: what leases and
+    /// heartbeats are timed by, so that a node whose own clock is skewed cannot misjudge
+    /// whether another node's lease has run out.
+    fn db_now(&self) -> &'static str {
+        match self.engine {
+            Engine::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+            Engine::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+            Engine::MySql => "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS BIGINT)",
+        }
+    }
+
+    /// A query whose `{now}` is the database's clock ([`Self::db_now`]), adapted to the engine.
+    fn sql_now(&self, sql: &'static str) -> AssertSqlSafe<Cow<'static, str>> {
+        self.sql_built(sql.replace("{now}", self.db_now()))
+    }
+
     /// A query built at run time from fixed fragments and `?` placeholders only (never from
     /// input), adapted to the engine.
     fn sql_built(&self, sql: String) -> AssertSqlSafe<Cow<'static, str>> {

@@ -26,7 +26,12 @@ async fn service_over(dir: &std::path::Path, filestore: Filestore) -> Stowage {
 /// The same with `settings` (but a short lock wait), on the database in `dir` (made if new).
 async fn service_with(dir: &std::path::Path, filestore: Filestore, settings: Settings) -> Stowage {
     let url = format!("sqlite://{}", dir.join("m.db").display());
-    let metadata = Metadata::connect(&url, &PoolSettings::default())
+    service_on(&url, filestore, settings).await
+}
+
+/// The same on the database at `url`.
+async fn service_on(url: &str, filestore: Filestore, settings: Settings) -> Stowage {
+    let metadata = Metadata::connect(url, &PoolSettings::default())
         .await
         .expect("db");
     metadata.migrate().await.expect("migrate");
@@ -217,12 +222,15 @@ async fn a_redirecting_repository_serves_a_still_queued_binary_itself() {
 
 /// A store that, once armed, holds the next upload after its bytes are stored and before the
 /// deploy records them, until told to go: the window where garbage collection can meet it.
-/// With `linger`, every upload waits that long there.
+/// With `linger`, every upload waits that long there. With `armed_head`, the next question
+/// whether a binary is there is held the same way (garbage collection asks it under the
+/// binary's lock, before it removes).
 #[derive(Debug, Default)]
 struct PausingProvider {
     inner: InMemoryProvider,
     linger: Duration,
     armed: std::sync::atomic::AtomicBool,
+    armed_head: std::sync::atomic::AtomicBool,
     stored: tokio::sync::Notify,
     go: tokio::sync::Notify,
     /// How many times the store was asked whether a binary is there.
@@ -264,6 +272,13 @@ impl stowage_core::BinaryProvider for PausingProvider {
         digest: &stowage_core::Sha256,
     ) -> stowage_core::Result<stowage_core::ObjectMeta> {
         self.heads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self
+            .armed_head
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.stored.notify_one();
+            self.go.notified().await;
+        }
         self.inner.head(digest).await
     }
 
@@ -487,6 +502,77 @@ async fn concurrent_deploys_of_shared_bytes_with_collection_looping_at_grace_zer
          collection removed {removed} unreferenced binaries meanwhile",
         acknowledged.len()
     );
+}
+
+/// A collection paused past its leases (here: its lock rows taken from it while it waits on
+/// the store, as when they expire and another holder takes them) removes nothing more once
+/// it goes on: it fails at the fence, the bytes stay, and the next collection finds them.
+#[tokio::test]
+async fn a_collection_that_lost_its_leases_removes_nothing_more() {
+    use stowage_core::BinaryProvider as _;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Leases are rows only on a server database (SQLite's locks live in the process).
+    let Some(url) = stowage_tests::postgres_database(dir.path()).await else {
+        return;
+    };
+    let store = Arc::new(PausingProvider::default());
+    let settings = Settings {
+        orphan_grace: Duration::ZERO,
+        trash_enabled: false,
+        ..Settings::default()
+    };
+    let filestore = Filestore::from_provider(Arc::clone(&store) as _);
+    let stowage = Arc::new(service_on(&url, filestore, settings).await);
+    let repo = RepoKey::parse("libs").expect("key");
+    stowage
+        .put_repository(&repo, Map::new())
+        .await
+        .expect("repo");
+    let path = ArtifactPath::parse("gone.bin").expect("path");
+    let data = b"bytes nothing refers to any more";
+    let digest = stowage_core::ChecksumHasher::digest(data).sha256;
+    stowage
+        .deploy(&repo, &path, body(data), DeployRequest::default())
+        .await
+        .expect("deploy");
+    stowage.delete(&repo, &path, "me").await.expect("delete");
+
+    store
+        .armed_head
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let collection = tokio::spawn({
+        let stowage = Arc::clone(&stowage);
+        async move { stowage.gc().await }
+    });
+    store.stored.notified().await;
+    for key in ["task:gc-removals".to_string(), format!("binary:{digest}")] {
+        let owner = stowage
+            .metadata
+            .lock_owner(&key)
+            .await
+            .expect("owner")
+            .unwrap_or_else(|| panic!("the collection holds {key}"));
+        stowage.metadata.unlock(&key, &owner).await.expect("take");
+    }
+    store.go.notify_one();
+    let outcome = collection.await.expect("join");
+    match &outcome {
+        Err(Error::Unavailable(reason)) => {
+            assert!(reason.contains("lost its lease"), "{reason}");
+        }
+        other => panic!("a collection without its leases must stop: {other:?}"),
+    }
+    store
+        .inner
+        .head(&digest)
+        .await
+        .expect("the bytes were not removed");
+
+    // A collection holding its locks removes them (by then an orphan: the row went first).
+    let report = stowage.gc().await.expect("gc");
+    assert_eq!(report.binaries_removed + report.orphans_removed, 1);
+    assert!(store.inner.head(&digest).await.is_err());
 }
 
 #[tokio::test]
