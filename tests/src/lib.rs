@@ -293,6 +293,30 @@ impl Server {
             .expect("storageinfo JSON")
     }
 
+    /// How many binaries its eventual queue holds (`GET /api/storageinfo`).
+    pub async fn queue_depth(&self) -> u64 {
+        let info = self.storage_info().await;
+        info["eventualQueue"]["depth"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no queue depth in {info}"))
+    }
+
+    /// Waits (up to 60 s) until its eventual queue is empty.
+    pub async fn wait_for_empty_queue(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let depth = self.queue_depth().await;
+            if depth == 0 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the queue still holds {depth} binaries"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Raises a balancing pass of a sharded store (`POST /api/system/storage/optimize`) and
     /// waits for it to finish; returns its report.
     pub async fn balance(&self) -> serde_json::Value {

@@ -199,28 +199,6 @@ async fn a_direct_upload_never_writes_the_body_to_local_disk() {
     server.stop().await;
 }
 
-async fn queue_depth(server: &Server) -> u64 {
-    let info: Value = serde_json::from_slice(&server.body("/api/storageinfo").await).expect("json");
-    info["eventualQueue"]["depth"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no queue depth in {info}"))
-}
-
-async fn wait_for_empty_queue(server: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let depth = queue_depth(server).await;
-        if depth == 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the queue still holds {depth} binaries"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test]
 async fn eventual_uploads_survive_kill_9_and_a_localstack_outage() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -247,7 +225,7 @@ async fn eventual_uploads_survive_kill_9_and_a_localstack_outage() {
             .status(),
         StatusCode::CREATED
     );
-    wait_for_empty_queue(&server).await;
+    server.wait_for_empty_queue().await;
 
     // S3 goes away: deploys still succeed and are served from the queue.
     localstack.kill().await;
@@ -267,7 +245,7 @@ async fn eventual_uploads_survive_kill_9_and_a_localstack_outage() {
     for (path, data) in &deployed {
         assert_served(&server, path, data).await;
     }
-    assert_eq!(queue_depth(&server).await, 5);
+    assert_eq!(server.queue_depth().await, 5);
 
     // Killed with the queue full; nothing was uploaded.
     server.crash().await;
@@ -278,7 +256,7 @@ async fn eventual_uploads_survive_kill_9_and_a_localstack_outage() {
         .expect("LocalStack again");
     let s3 = s3::create_bucket(&endpoint, &bucket, dir.path()).await;
     let server = start(dir.path(), config).await;
-    wait_for_empty_queue(&server).await;
+    server.wait_for_empty_queue().await;
     for (path, data) in &deployed {
         let digest = sha256_hex(data).parse().expect("digest");
         assert_eq!(
