@@ -9,6 +9,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 pub mod azure;
+pub mod corrupting;
 pub mod emulator;
 pub mod flaky;
 pub mod functions;

@@ -535,3 +535,60 @@ async fn expired_sessions_are_aborted_by_garbage_collection() {
     assert!(uploads.uploads().is_empty());
     server.stop().await;
 }
+
+/// One upload of a queued binary damaged on the way to S3 (a proxy flips a byte of its body;
+/// LocalStack refuses it as it should): the queue hashes its own copy, finds it intact, keeps
+/// it queued rather than quarantine it, and the retry uploads it. Nothing goes to `_corrupt/`,
+/// and the artifact is served with its bytes, from S3 once the queue is empty.
+#[tokio::test]
+async fn a_queued_upload_damaged_once_on_the_way_stays_queued_and_uploads_on_retry() {
+    use stowage_tests::corrupting::CorruptingProxy;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(endpoint) = s3::endpoint() else {
+        return;
+    };
+    let bucket = s3::bucket_name();
+    let s3 = s3::create_bucket(&endpoint, &bucket, dir.path()).await;
+    let port = reqwest::Url::parse(&endpoint)
+        .expect("endpoint")
+        .port()
+        .expect("port");
+    let proxy = CorruptingProxy::start(&format!("127.0.0.1:{port}")).await;
+    let config = s3_config(
+        "s3-storage-v3",
+        &format!("http://127.0.0.1:{}", proxy.port),
+        &bucket,
+        "[filestore.eventual]\ndispatcherInterval = 100\nmaxRetryBackoffSecs = 1\n",
+    );
+    let server = start(dir.path(), config).await;
+    server.create_repo("libs").await;
+
+    proxy.corrupt_next_upload();
+    let data = bytes(19, 300_000);
+    assert_eq!(
+        deploy(&server, "/libs/damaged-once.bin", &data, false)
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    server.wait_for_empty_queue().await;
+    assert_eq!(proxy.corrupted(), 1, "one upload was damaged on the way");
+    let log = std::fs::read_to_string(dir.path().join("server.log")).expect("log");
+    assert!(
+        log.contains("hashes to its name"),
+        "the refusal was taken for damage on the way, not for a corrupt copy:\n{log}"
+    );
+    let quarantined: Vec<_> = files_below(&server.data_dir)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("_corrupt"))
+        .collect();
+    assert!(
+        quarantined.is_empty(),
+        "nothing quarantined: {quarantined:?}"
+    );
+    let digest = stowage_core::ChecksumHasher::digest(&data).sha256;
+    let stored = s3.get_bytes(&digest, None).await.expect("in S3");
+    assert_eq!(stored.as_ref(), &data[..], "S3 holds the intact bytes");
+    assert_served(&server, "/libs/damaged-once.bin", &data).await;
+    server.stop().await;
+}
