@@ -1333,3 +1333,140 @@ async fn a_crash_mid_upload_leaves_no_staged_file_after_the_restart() {
         "nothing half-sent was recorded"
     );
 }
+
+/// A repository's `immutablePaths` patterns make released files permanent: deployed once (and
+/// again with the same bytes, a retried release), never overwritten with other bytes, moved
+/// away or deleted, alone or with their folder; a 409 says which pattern holds the path. Paths
+/// the patterns do not match change as usual, and a bad pattern is refused when it is set.
+#[tokio::test]
+async fn released_paths_are_immutable_by_pattern() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    let c = s.admin();
+    let bad = c
+        .put(s.url("/api/repositories/rel"))
+        .json(&serde_json::json!({ "immutablePaths": ["releases/[a"] }))
+        .send()
+        .await
+        .expect("put repo");
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        json(bad).await["errors"][0]["message"]
+            .as_str()
+            .expect("message")
+            .contains("\"releases/[a\" is invalid")
+    );
+    let created = c
+        .put(s.url("/api/repositories/rel"))
+        .json(&serde_json::json!({ "immutablePaths": ["releases/**", "**/*-final.jar"] }))
+        .send()
+        .await
+        .expect("put repo");
+    assert!(created.status().is_success(), "{}", created.status());
+
+    let (v1, v2) = (bytes(1, 5_000), bytes(2, 5_000));
+    let put = |path: &str, data: &Vec<u8>| {
+        c.put(s.url(&format!("/rel/{path}")))
+            .body(data.clone())
+            .send()
+    };
+    let status = |r: reqwest::Response| r.status();
+    let refused = |r: reqwest::Response, pattern: &'static str| async move {
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        let message = json(r).await["errors"][0]["message"]
+            .as_str()
+            .expect("message")
+            .to_string();
+        assert!(
+            message.contains("is immutable") && message.contains(pattern),
+            "{message}"
+        );
+    };
+    let released = "releases/app/1.0/app.jar";
+    assert_eq!(
+        status(put(released, &v1).await.expect("put")),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        status(put(released, &v1).await.expect("put")),
+        StatusCode::CREATED,
+        "the same bytes again change nothing"
+    );
+    refused(put(released, &v2).await.expect("put"), "releases/**").await;
+    // Declared other bytes are refused before they are sent.
+    let declared = c
+        .put(s.url(&format!("/rel/{released}")))
+        .header("X-Checksum-Sha256", sha256_hex(&v2))
+        .body(v2.clone())
+        .send()
+        .await
+        .expect("put");
+    refused(declared, "releases/**").await;
+    refused(
+        c.delete(s.url(&format!("/rel/{released}")))
+            .send()
+            .await
+            .expect("delete"),
+        "releases/**",
+    )
+    .await;
+    refused(
+        c.delete(s.url("/rel/releases/app"))
+            .send()
+            .await
+            .expect("delete"),
+        "releases/**",
+    )
+    .await;
+    refused(
+        c.post(s.url(&format!(
+            "/api/move/rel/{released}?to=/rel/elsewhere/app.jar"
+        )))
+        .send()
+        .await
+        .expect("move"),
+        "releases/**",
+    )
+    .await;
+    // A copy onto the released file with other bytes is an overwrite; a copy of it is not.
+    assert_eq!(
+        status(put("work/app.jar", &v2).await.expect("put")),
+        StatusCode::CREATED
+    );
+    refused(
+        c.post(s.url(&format!("/api/copy/rel/work/app.jar?to=/rel/{released}")))
+            .send()
+            .await
+            .expect("copy"),
+        "releases/**",
+    )
+    .await;
+    let copied = c
+        .post(s.url(&format!("/api/copy/rel/{released}?to=/rel/work/copy.jar")))
+        .send()
+        .await
+        .expect("copy");
+    assert_eq!(copied.status(), StatusCode::OK);
+    // Another pattern, anywhere in the tree.
+    assert_eq!(
+        status(put("x/lib-final.jar", &v1).await.expect("put")),
+        StatusCode::CREATED
+    );
+    refused(
+        put("x/lib-final.jar", &v2).await.expect("put"),
+        "**/*-final.jar",
+    )
+    .await;
+
+    // Everything released is still there, with its first bytes.
+    assert_eq!(s.body(&format!("/rel/{released}")).await.as_ref(), &v1[..]);
+    assert_eq!(s.body("/rel/x/lib-final.jar").await.as_ref(), &v1[..]);
+    // Paths no pattern matches change as usual.
+    assert_eq!(
+        status(put("work/app.jar", &v1).await.expect("put")),
+        StatusCode::CREATED
+    );
+    let deleted = c.delete(s.url("/rel/work")).send().await.expect("delete");
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    s.stop().await;
+}

@@ -5,9 +5,11 @@
 //! `BinaryProvider`.
 
 pub mod cache;
+pub mod immutable;
 mod model;
 mod store;
 
+pub use immutable::ImmutablePaths;
 pub use model::{
     ArtifactRecord, BinaryRecord, ChecksumLookup, FolderChild, FolderListing, NewArtifact,
     NodeRecord, Relocation, RepoSummary, Repository, StorageSummary, TrashRecord, UploadSession,

@@ -15,8 +15,8 @@ use stowage_core::{
     PutOptions, RepoKey, Result, Sha256, StagingAge, StaleUploads, UploadPlan,
 };
 use stowage_metadata::{
-    ArtifactRecord, ChecksumLookup, Metadata, NewArtifact, Relocation, UploadSession, now_ms,
-    retry_conflicts,
+    ArtifactRecord, ChecksumLookup, ImmutablePaths, Metadata, NewArtifact, Relocation, Repository,
+    UploadSession, now_ms, retry_conflicts,
 };
 
 use crate::Settings;
@@ -271,12 +271,36 @@ impl Stowage {
         }
     }
 
-    async fn require_repository(&self, repo: &RepoKey) -> Result<()> {
-        match self.metadata.repository(repo).await? {
-            Some(_) => Ok(()),
-            None => Err(Error::RepositoryNotFound {
+    async fn require_repository(&self, repo: &RepoKey) -> Result<Repository> {
+        self.metadata
+            .repository(repo)
+            .await?
+            .ok_or_else(|| Error::RepositoryNotFound {
                 key: repo.to_string(),
-            }),
+            })
+    }
+
+    /// Refuses, before any byte is sent, a deploy that declares other bytes than the released
+    /// file at an immutable path holds (the deploy's transaction refuses it anyway; without a
+    /// declared SHA-256 only it can tell a retried release from an overwrite).
+    async fn check_immutable(
+        &self,
+        repository: &Repository,
+        path: &ArtifactPath,
+        request: &DeployRequest,
+    ) -> Result<()> {
+        let immutable = ImmutablePaths::from_config(&repository.config)?;
+        if immutable.matching(path.as_str()).is_none() {
+            return Ok(());
+        }
+        let Some(declared) = request.expected.sha256 else {
+            return Ok(());
+        };
+        match self.metadata.artifact(&repository.key, path).await? {
+            Some(current) if current.checksums.sha256 != declared => {
+                immutable.allow_path(&repository.key, path, "overwritten")
+            }
+            _ => Ok(()),
         }
     }
 
@@ -291,9 +315,10 @@ impl Stowage {
         request: DeployRequest,
     ) -> Result<ArtifactRecord> {
         check_deploy_properties(&request)?;
-        self.require_repository(repo).await?;
+        let repository = self.require_repository(repo).await?;
         self.check_conditions(repo, path, &request.conditions, false)
             .await?;
+        self.check_immutable(&repository, path, &request).await?;
         if path.is_root() {
             return Err(Error::InvalidInput(
                 "a file path is required after the repository key".into(),

@@ -10,13 +10,34 @@ impl Metadata {
         let now = now_ms();
         let writes = self.writes();
         let mut tx = writes.begin().await?;
-        self.check_repository(&mut tx, &new.repo).await?;
+        let immutable = self.check_repository(&mut tx, &new.repo).await?;
         self.check_file_path(&mut tx, &new.repo, &new.path).await?;
+        let sha256 = new.checksums.sha256.to_hex();
+        if immutable.matching(new.path.as_str()).is_some() {
+            match self
+                .sha256_at(&mut tx, &new.repo, new.path.as_str())
+                .await?
+            {
+                // The same bytes again (a retried release): nothing changes.
+                Some(current) if current == sha256 => {
+                    let id = self.artifact_id(&mut tx, &new.repo, &new.path).await?;
+                    let record = sqlx::query(self.sql(select_artifacts!("WHERE a.id = ?")))
+                        .bind(id)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    tx.commit().await.map_err(db_err)?;
+                    return artifact_from_row(&record);
+                }
+                Some(_) => immutable.allow_path(&new.repo, &new.path, "overwritten")?,
+                None => {}
+            }
+        }
         sqlx::query(self.sql(
             "INSERT INTO binaries (sha256, sha1, md5, size, created_ms) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (sha256) DO NOTHING",
         ))
-        .bind(new.checksums.sha256.to_hex())
+        .bind(&sha256)
         .bind(new.checksums.sha1.to_hex())
         .bind(new.checksums.md5.to_hex())
         .bind(to_i64(new.size))
@@ -33,7 +54,7 @@ impl Metadata {
         ))
         .bind(new.repo.as_str())
         .bind(new.path.as_str())
-        .bind(new.checksums.sha256.to_hex())
+        .bind(&sha256)
         .bind(to_i64(new.size))
         .bind(now)
         .bind(&new.by)
@@ -80,24 +101,40 @@ impl Metadata {
         Ok(())
     }
 
+    /// That `repo` exists (`RepositoryNotFound` if not), and its immutable paths, read in the
+    /// transaction that is about to change its files.
     pub(super) async fn check_repository(
         &self,
         tx: &mut Transaction<'static, Any>,
         repo: &RepoKey,
-    ) -> Result<()> {
-        let exists = sqlx::query(self.sql("SELECT 1 FROM repositories WHERE repo_key = ?"))
+    ) -> Result<ImmutablePaths> {
+        let config: Option<String> =
+            sqlx::query_scalar(self.sql("SELECT config FROM repositories WHERE repo_key = ?"))
+                .bind(repo.as_str())
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db_err)?;
+        let config = config.ok_or_else(|| Error::RepositoryNotFound {
+            key: repo.to_string(),
+        })?;
+        let config: serde_json::Value =
+            serde_json::from_str(&config).map_err(|_| corrupt("config", &config))?;
+        ImmutablePaths::from_config(&config)
+    }
+
+    /// The SHA-256 (hex) of the file at `repo/path`, if there is one.
+    async fn sha256_at(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        repo: &RepoKey,
+        path: &str,
+    ) -> Result<Option<String>> {
+        sqlx::query_scalar(self.sql("SELECT sha256 FROM artifacts WHERE repo_key = ? AND path = ?"))
             .bind(repo.as_str())
+            .bind(path)
             .fetch_optional(&mut **tx)
             .await
-            .map_err(db_err)?
-            .is_some();
-        if exists {
-            Ok(())
-        } else {
-            Err(Error::RepositoryNotFound {
-                key: repo.to_string(),
-            })
-        }
+            .map_err(db_err)
     }
 
     /// A file may not sit below another file, nor where a folder is.
@@ -366,8 +403,8 @@ impl Metadata {
         let now = now_ms();
         let writes = self.writes();
         let mut tx = writes.begin().await?;
-        self.check_repository(&mut tx, src_repo).await?;
-        self.check_repository(&mut tx, dst_repo).await?;
+        let src_immutable = self.check_repository(&mut tx, src_repo).await?;
+        let dst_immutable = self.check_repository(&mut tx, dst_repo).await?;
         let rows = self.rows_at(&mut tx, src_repo, src).await?;
         if rows.is_empty() {
             return Err(Error::NotFound {
@@ -387,6 +424,17 @@ impl Metadata {
                 (false, false) => ArtifactPath::parse(&format!("{dst}/{rest}"))?,
             };
             self.check_file_path(&mut tx, dst_repo, &target).await?;
+            let sha256: String = row.try_get("sha256").map_err(db_err)?;
+            if !copy {
+                src_immutable.allow(src_repo, &old, "moved")?;
+            }
+            if self
+                .sha256_at(&mut tx, dst_repo, target.as_str())
+                .await?
+                .is_some_and(|current| current != sha256)
+            {
+                dst_immutable.allow_path(dst_repo, &target, "overwritten")?;
+            }
             let id: i64 = row.try_get("id").map_err(db_err)?;
             let (created_ms, created_by) = if copy {
                 (now, by.to_string())
@@ -405,7 +453,7 @@ impl Metadata {
             ))
             .bind(dst_repo.as_str())
             .bind(target.as_str())
-            .bind(row.try_get::<String, _>("sha256").map_err(db_err)?)
+            .bind(&sha256)
             .bind(row.try_get::<i64, _>("size").map_err(db_err)?)
             .bind(created_ms)
             .bind(created_by)

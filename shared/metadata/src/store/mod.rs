@@ -14,6 +14,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
 use stowage_core::{ArtifactPath, Checksums, Error, RepoKey, Result, Sha256};
 
+use crate::ImmutablePaths;
 use crate::cache::ArtifactCache;
 use crate::model::*;
 use crate::now_ms;

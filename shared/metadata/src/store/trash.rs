@@ -26,7 +26,13 @@ impl Metadata {
         let now = now_ms();
         let writes = self.writes();
         let mut tx = writes.begin().await?;
+        let immutable = self.check_repository(&mut tx, repo).await?;
         let rows = self.rows_at(&mut tx, repo, path).await?;
+        for row in &rows {
+            let file: String = row.try_get("path").map_err(db_err)?;
+            // Nothing of a folder goes when one of its files may not.
+            immutable.allow(repo, &file, "deleted")?;
+        }
         for row in &rows {
             let id: i64 = row.try_get("id").map_err(db_err)?;
             let Some(by) = into_trash else {

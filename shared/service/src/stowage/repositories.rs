@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 use stowage_core::{Error, RepoKey, Result};
-use stowage_metadata::{Repository, now_ms};
+use stowage_metadata::{ImmutablePaths, Repository, now_ms};
 
 use super::Stowage;
 use crate::locks::LockName;
@@ -20,8 +20,8 @@ impl Stowage {
     }
 
     /// Creates or updates `key` from Artifactory's repository JSON (`rclass`, `packageType`,
-    /// `description`; every other field is kept as given, `downloadRedirect` and
-    /// `downloadRedirectMinSize` checked). Returns whether it was created.
+    /// `description`; every other field is kept as given, `downloadRedirect`,
+    /// `downloadRedirectMinSize` and `immutablePaths` checked). Returns whether it was created.
     pub async fn put_repository(
         &self,
         key: &RepoKey,
@@ -63,12 +63,15 @@ impl Stowage {
                 "downloadRedirectMinSize must be a number of bytes (0 or more)".into(),
             ));
         }
+        // Refused here, with what is wrong, rather than on the first write it would govern.
+        let config = Value::Object(config);
+        ImmutablePaths::from_config(&config)?;
         let repository = Repository {
             key: key.clone(),
             rclass,
             package_type,
             description,
-            config: Value::Object(config),
+            config,
             created_ms: now_ms(),
         };
         let created = self
