@@ -11,8 +11,9 @@ mod store;
 
 pub use immutable::ImmutablePaths;
 pub use model::{
-    ArtifactRecord, BinaryRecord, ChecksumLookup, FolderChild, FolderListing, NewArtifact,
-    NodeRecord, Relocation, RepoSummary, Repository, StorageSummary, TrashRecord, UploadSession,
+    ArtifactRecord, BinaryRecord, ChecksumLookup, FolderChild, FolderListing, GroupRecord,
+    NewArtifact, NodeRecord, PermissionRecord, Relocation, RepoSummary, Repository,
+    SecuritySnapshot, StorageSummary, TokenRecord, TrashRecord, UploadSession, UserRecord,
 };
 pub use store::{Engine, Metadata, PoolSettings, is_conflict, retry_conflicts};
 

@@ -147,3 +147,59 @@ pub struct Relocation<'a> {
     /// Check and count only; nothing changes.
     pub dry: bool,
 }
+
+/// A user: credentials are an argon2id password hash (none: tokens only) and access tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub name: String,
+    pub email: String,
+    /// The PHC string of the password's argon2id hash; never the password.
+    pub password_hash: Option<String>,
+    pub admin: bool,
+    pub disabled: bool,
+    pub created_ms: i64,
+    /// The groups the user is a member of, by name.
+    pub groups: Vec<String>,
+}
+
+/// A group of users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRecord {
+    pub name: String,
+    pub description: String,
+    /// New users join it when they are created.
+    pub auto_join: bool,
+    pub created_ms: i64,
+    pub members: Vec<String>,
+}
+
+/// A permission target, as the JSON of Artifactory's v2 permission API (`body`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PermissionRecord {
+    pub name: String,
+    pub body: String,
+    pub created_ms: i64,
+}
+
+/// An access token (its secret is never stored: only its SHA-256, not kept here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub user: String,
+    /// What the token may do: `applied-permissions/user`, `applied-permissions/admin`, or
+    /// `applied-permissions/groups:a,b`.
+    pub scope: String,
+    pub description: String,
+    pub created_ms: i64,
+    /// `None`: never expires.
+    pub expires_ms: Option<i64>,
+    pub revoked: bool,
+}
+
+/// Everything access decisions are made from, read together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecuritySnapshot {
+    pub users: Vec<UserRecord>,
+    pub groups: Vec<GroupRecord>,
+    pub permissions: Vec<PermissionRecord>,
+}

@@ -473,3 +473,147 @@ async fn leases_and_heartbeats_are_timed_by_the_database_clock() {
     meta.remove_node("n1").await.expect("leave");
     assert!(meta.nodes().await.expect("nodes").is_empty());
 }
+
+#[tokio::test]
+async fn users_groups_permissions_and_tokens_are_kept() {
+    use stowage_metadata::{GroupRecord, TokenRecord, UserRecord};
+    let (_dir, meta) = fresh().await;
+    let group = |name: &str, auto_join: bool| GroupRecord {
+        name: name.into(),
+        description: format!("the {name}"),
+        auto_join,
+        created_ms: 0,
+        members: Vec::new(),
+    };
+    assert!(
+        meta.put_group(&group("readers", true), None)
+            .await
+            .expect("group")
+    );
+    assert!(
+        meta.put_group(&group("devs", false), None)
+            .await
+            .expect("group")
+    );
+    let user = |name: &str, groups: &[&str]| UserRecord {
+        name: name.into(),
+        email: format!("{name}@example.com"),
+        password_hash: Some("$argon2id$v=19$m=1,t=1,p=1$c2FsdA$aGFzaA".into()),
+        admin: false,
+        disabled: false,
+        created_ms: 0,
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+    };
+    assert!(meta.put_user(&user("bob", &["devs"])).await.expect("user"));
+    let err = meta
+        .put_user(&user("eve", &["nope"]))
+        .await
+        .expect_err("no such group");
+    assert!(err.to_string().contains("\"nope\""), "{err}");
+    // An update keeps the password when none is given and sets exactly the groups named.
+    let mut update = user("bob", &[]);
+    update.password_hash = None;
+    update.disabled = true;
+    assert!(!meta.put_user(&update).await.expect("update"));
+    let snap = meta.security_snapshot().await.expect("snapshot");
+    let bob = snap.users.iter().find(|u| u.name == "bob").expect("bob");
+    assert!(bob.disabled);
+    assert!(bob.password_hash.is_some(), "the password is kept");
+    assert!(
+        bob.groups.is_empty(),
+        "exactly the groups named: {:?}",
+        bob.groups
+    );
+    assert!(
+        snap.users.iter().all(|u| u.name != "eve"),
+        "nothing of a refused user"
+    );
+    // A new user joins the auto-join groups.
+    meta.put_user(&user("carol", &["devs"]))
+        .await
+        .expect("user");
+    let snap = meta.security_snapshot().await.expect("snapshot");
+    let carol = snap
+        .users
+        .iter()
+        .find(|u| u.name == "carol")
+        .expect("carol");
+    assert_eq!(carol.groups, vec!["devs", "readers"]);
+    let devs = snap.groups.iter().find(|g| g.name == "devs").expect("devs");
+    assert_eq!(devs.members, vec!["carol"]);
+    // Members set from the group's side.
+    meta.put_group(&group("devs", false), Some(&["bob".into(), "carol".into()]))
+        .await
+        .expect("members");
+    let snap = meta.security_snapshot().await.expect("snapshot");
+    let devs = snap.groups.iter().find(|g| g.name == "devs").expect("devs");
+    assert_eq!(devs.members, vec!["bob", "carol"]);
+
+    assert!(
+        meta.put_permission("p", "{\"name\":\"p\"}")
+            .await
+            .expect("perm")
+    );
+    assert!(
+        !meta
+            .put_permission("p", "{\"name\":\"p\",\"x\":1}")
+            .await
+            .expect("perm")
+    );
+    let snap = meta.security_snapshot().await.expect("snapshot");
+    assert_eq!(snap.permissions.len(), 1);
+    assert_eq!(snap.permissions[0].body, "{\"name\":\"p\",\"x\":1}");
+
+    let token = TokenRecord {
+        id: "0123456789abcdef0123456789abcdef".into(),
+        user: "carol".into(),
+        scope: "applied-permissions/user".into(),
+        description: "ci".into(),
+        created_ms: 5,
+        expires_ms: Some(1_000),
+        revoked: false,
+    };
+    meta.create_access_token(&token, &"ab".repeat(32))
+        .await
+        .expect("token");
+    assert_eq!(
+        meta.access_token_by_hash(&"ab".repeat(32))
+            .await
+            .expect("q"),
+        Some(token.clone())
+    );
+    assert_eq!(
+        meta.access_token_by_hash(&"cd".repeat(32))
+            .await
+            .expect("q"),
+        None
+    );
+    assert_eq!(
+        meta.access_tokens(Some("carol")).await.expect("list"),
+        vec![token.clone()]
+    );
+    assert!(meta.revoke_access_token(&token.id).await.expect("revoke"));
+    assert!(!meta.revoke_access_token(&token.id).await.expect("again"));
+    assert!(
+        meta.access_token_by_hash(&"ab".repeat(32))
+            .await
+            .expect("q")
+            .expect("kept")
+            .revoked
+    );
+
+    assert!(meta.delete_user("carol").await.expect("delete"));
+    assert!(
+        meta.access_tokens(Some("carol"))
+            .await
+            .expect("list")
+            .is_empty(),
+        "its tokens go"
+    );
+    assert!(meta.delete_group("devs").await.expect("delete"));
+    assert!(meta.delete_permission("p").await.expect("delete"));
+    let snap = meta.security_snapshot().await.expect("snapshot");
+    assert_eq!(snap.users.len(), 1);
+    assert_eq!(snap.groups.len(), 1);
+    assert!(snap.permissions.is_empty());
+}

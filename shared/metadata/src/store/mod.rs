@@ -526,5 +526,6 @@ mod artifacts;
 mod binaries;
 mod cluster;
 mod repositories;
+mod security;
 mod summaries;
 mod trash;
