@@ -250,9 +250,9 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
             Duration::from_millis(balancing_interval),
         )
     });
+    stowage.security().admit_admin_token(auth);
     let state = AppState {
         stowage,
-        auth: Arc::new(auth),
         cluster: Arc::clone(&cluster),
         base_url: config.base_url.clone(),
         limits: Limits::default(),

@@ -241,7 +241,9 @@ pub async fn run(part: Part) -> Result<(), Error> {
         &config.service_settings(),
         &node_id,
     ));
-    let auth = Auth::load(&metadata, config.anonymous_read).await?;
+    stowage
+        .security()
+        .admit_admin_token(Auth::load(&metadata, config.anonymous_read).await?);
     // Not registered: a function answers cluster calls as a node that is not the primary.
     let cluster = Arc::new(Cluster::new(
         metadata.clone(),
@@ -251,7 +253,6 @@ pub async fn run(part: Part) -> Result<(), Error> {
     ));
     let state = AppState {
         stowage,
-        auth: Arc::new(auth),
         cluster,
         base_url: config.base_url.clone(),
         limits,

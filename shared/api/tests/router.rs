@@ -42,9 +42,9 @@ async fn state() -> (tempfile::TempDir, AppState, String) {
         &Settings::default(),
         "n1",
     );
+    stowage.security().admit_admin_token(auth);
     let state = AppState {
         stowage: Arc::new(stowage),
-        auth: Arc::new(auth),
         cluster: Arc::new(cluster),
         base_url: Some("https://artifacts.example.com/".into()),
         limits: Limits::default(),

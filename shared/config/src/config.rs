@@ -11,6 +11,7 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 use stowage_core::Error;
 use stowage_core::sharding::{ReadBehavior, WriteBehavior};
+use stowage_service::security::TokenSettings;
 use stowage_service::{ClusterSettings, LockSettings, Settings};
 
 use crate::Template;
@@ -38,6 +39,7 @@ pub struct Config {
     pub uploads: UploadsConfig,
     pub downloads: DownloadsConfig,
     pub server: ServerConfig,
+    pub security: SecurityConfig,
 }
 
 impl Default for Config {
@@ -55,6 +57,7 @@ impl Default for Config {
             uploads: UploadsConfig::default(),
             downloads: DownloadsConfig::default(),
             server: ServerConfig::default(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -438,6 +441,26 @@ impl Default for GcConfig {
     }
 }
 
+/// `[security]`: access tokens' lifetimes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Seconds a token lives when its creator does not say. Default 31536000 (a year).
+    pub token_default_expiry_secs: u64,
+    /// The longest a token may live, in seconds; 0: no limit (and tokens that never expire,
+    /// `expires_in = 0`, are allowed). Default 0.
+    pub token_max_expiry_secs: u64,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            token_default_expiry_secs: 365 * 86_400,
+            token_max_expiry_secs: 0,
+        }
+    }
+}
+
 /// `[cluster]`: how nodes sharing one database find each other and agree.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -684,6 +707,12 @@ impl Config {
                 u64::from(self.trashcan.retention_period_days) * 86_400,
             ),
             orphan_grace: Duration::from_secs(self.gc.orphan_grace_secs),
+            anonymous_read: self.anonymous_read,
+            tokens: TokenSettings {
+                default_expiry: Duration::from_secs(self.security.token_default_expiry_secs),
+                max_expiry: (self.security.token_max_expiry_secs > 0)
+                    .then(|| Duration::from_secs(self.security.token_max_expiry_secs)),
+            },
         }
     }
 

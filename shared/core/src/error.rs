@@ -63,6 +63,15 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// No credentials, or credentials that prove nothing (a wrong password, an unknown,
+    /// expired or revoked token): the message never says which.
+    #[error("{0}")]
+    Unauthorized(String),
+
+    /// A known caller without the permission the operation needs.
+    #[error("{0}")]
+    Forbidden(String),
+
     /// The request conflicts with the current state (a file where a folder is needed, …).
     #[error("{0}")]
     Conflict(String),

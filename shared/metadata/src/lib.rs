@@ -12,7 +12,7 @@ mod store;
 pub use immutable::ImmutablePaths;
 pub use model::{
     ArtifactRecord, BinaryRecord, ChecksumLookup, FolderChild, FolderListing, GroupRecord,
-    NewArtifact, NodeRecord, PermissionRecord, Relocation, RepoSummary, Repository,
+    NewArtifact, NodeRecord, PathCheck, PermissionRecord, Relocation, RepoSummary, Repository,
     SecuritySnapshot, StorageSummary, TokenRecord, TrashRecord, UploadSession, UserRecord,
 };
 pub use store::{Engine, Metadata, PoolSettings, is_conflict, retry_conflicts};

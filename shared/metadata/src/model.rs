@@ -134,7 +134,7 @@ pub struct UploadSession {
 }
 
 /// A move or a copy of a file, or of every file below a folder (metadata only).
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Relocation<'a> {
     pub src_repo: &'a RepoKey,
     pub src: &'a ArtifactPath,
@@ -146,7 +146,26 @@ pub struct Relocation<'a> {
     pub copy: bool,
     /// Check and count only; nothing changes.
     pub dry: bool,
+    /// Asked of every source file, then of every target, in the transaction (a caller's
+    /// permissions): one refusal, and nothing changes.
+    pub check_source: PathCheck<'a>,
+    pub check_target: PathCheck<'a>,
 }
+
+impl std::fmt::Debug for Relocation<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relocation")
+            .field("src", &format_args!("{}/{}", self.src_repo, self.src))
+            .field("dst", &format_args!("{}/{}", self.dst_repo, self.dst))
+            .field("by", &self.by)
+            .field("copy", &self.copy)
+            .field("dry", &self.dry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A check of one file, `(repository, path)`, made inside a write's transaction.
+pub type PathCheck<'a> = &'a (dyn Fn(&RepoKey, &str) -> stowage_core::Result<()> + Send + Sync);
 
 /// A user: credentials are an argon2id password hash (none: tokens only) and access tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]

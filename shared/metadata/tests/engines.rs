@@ -268,6 +268,8 @@ async fn cached_lookups_follow_every_write() {
         by: "admin",
         copy,
         dry: false,
+        check_source: &|_, _| Ok(()),
+        check_target: &|_, _| Ok(()),
     };
     meta.relocate(&relocation(&a, &b, false))
         .await

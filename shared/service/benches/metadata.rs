@@ -15,6 +15,7 @@ use stowage_core::memory::InMemoryProvider;
 use stowage_core::{ArtifactPath, BinaryProviderExt, ChecksumHasher, ExpectedChecksums, RepoKey};
 use stowage_metadata::{ChecksumLookup, Metadata, NewArtifact, PoolSettings, Repository};
 use stowage_service::locks::Locks;
+use stowage_service::security::Caller;
 use stowage_service::{DeployRequest, Filestore, Settings, Stowage};
 
 /// Binaries (and artifacts) seeded before measuring.
@@ -93,6 +94,7 @@ async fn worker(url: &str, op: &str, locks: bool, process: usize) {
     for task in 0..TASKS {
         let (stowage, op) = (Arc::clone(&stowage), op.to_string());
         tasks.push(tokio::spawn(async move {
+            let admin = Caller::admin();
             let repo = RepoKey::parse("bench").expect("key");
             let (mut latencies, mut errors, mut n) = (Vec::new(), 0u64, 0u64);
             while Instant::now() < deadline {
@@ -107,13 +109,13 @@ async fn worker(url: &str, op: &str, locks: bool, process: usize) {
                             by: "bench".into(),
                             ..Default::default()
                         };
-                        stowage.deploy_by_checksum(&repo, &path, request).await.is_ok()
+                        stowage.deploy_by_checksum(&admin, &repo, &path, request).await.is_ok()
                     }
                     "info" => {
                         let path = ArtifactPath::parse(&format!("seed/{i}.bin")).expect("path");
-                        stowage.artifact(&repo, &path).await.is_ok()
+                        stowage.artifact(&admin, &repo, &path).await.is_ok()
                     }
-                    _ => matches!(stowage.search_checksum(ChecksumLookup::Sha256(digest)).await, Ok(v) if !v.is_empty()),
+                    _ => matches!(stowage.search_checksum(&admin, ChecksumLookup::Sha256(digest)).await, Ok(v) if !v.is_empty()),
                 };
                 latencies.push(started.elapsed().as_micros() as u64);
                 errors += u64::from(!ok);

@@ -151,6 +151,12 @@ impl Auth {
         self.anonymous_read
     }
 
+    /// `Some(Admin)` when `secret` is the admin token (compared in constant time).
+    pub fn authenticate_secret(&self, secret: &str) -> Option<Principal> {
+        bool::from(sha256(secret.trim()).ct_eq(&self.admin_token_sha256))
+            .then_some(Principal::Admin)
+    }
+
     /// Who the `Authorization` header value says the caller is. `None` header → anonymous;
     /// a header that does not hold the admin token → `Err`.
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, &'static str> {

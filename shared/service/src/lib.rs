@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cluster;
 mod filestore;
 pub mod locks;
+pub mod security;
 mod settings;
 mod stowage;
 pub mod tasks;
@@ -18,5 +19,5 @@ pub use locks::LockSettings;
 pub use settings::Settings;
 pub use stowage::{
     ByteRange, Conditions, DeployRequest, Download, DownloadRequest, GcReport, Item, Properties,
-    RedirectPolicy, SessionStart, ShardsReport, StorageReport, Stowage, etag,
+    RedirectPolicy, RelocateRequest, SessionStart, ShardsReport, StorageReport, Stowage, etag,
 };

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::locks::LockSettings;
+use crate::security::TokenSettings;
 
 /// The service's settings; each default is the configuration file's.
 #[derive(Debug, Clone)]
@@ -25,6 +26,11 @@ pub struct Settings {
     /// Stored bytes younger than this are left alone by garbage collection
     /// (`[gc] orphan_grace_secs`; 1 hour).
     pub orphan_grace: Duration,
+    /// Whether every anonymous caller may read (`anonymous_read`; no): a shorthand for a
+    /// read permission granted to `anonymous` on every repository.
+    pub anonymous_read: bool,
+    /// Access tokens' lifetimes (`[security] token_default_expiry_secs`, `token_max_expiry_secs`).
+    pub tokens: TokenSettings,
 }
 
 impl Default for Settings {
@@ -36,6 +42,8 @@ impl Default for Settings {
             trash_enabled: true,
             trash_retention: Duration::from_secs(14 * 86_400),
             orphan_grace: Duration::from_secs(3600),
+            anonymous_read: false,
+            tokens: TokenSettings::default(),
         }
     }
 }

@@ -22,6 +22,7 @@ use stowage_metadata::{
 use crate::Settings;
 use crate::filestore::Filestore;
 use crate::locks::{LockGuard, LockName, Locks, release_all};
+use crate::security::{Action, Caller, Security};
 
 mod catalog;
 mod conditions;
@@ -98,6 +99,19 @@ pub enum SessionStart {
     },
 }
 
+/// A move or a copy asked for: of the file or folder `src_repo/src` to `dst_repo/dst`.
+#[derive(Debug, Clone, Copy)]
+pub struct RelocateRequest<'a> {
+    pub src_repo: &'a RepoKey,
+    pub src: &'a ArtifactPath,
+    pub dst_repo: &'a RepoKey,
+    pub dst: &'a ArtifactPath,
+    /// Copy (the source stays) rather than move.
+    pub copy: bool,
+    /// Check and count only; nothing changes.
+    pub dry: bool,
+}
+
 /// Takes back the copies a refused sharded or queued upload created the way garbage
 /// collection removes bytes: under the removal lock, counted as a removal run (so that a
 /// concurrent deploy of the same bytes, which may have found those copies, looks again before
@@ -139,6 +153,15 @@ struct GcWitness {
     running: bool,
 }
 
+/// What a deploy notes before it stores its bytes, and holds them to when it records them.
+#[derive(Debug, Clone)]
+struct Admission {
+    /// Garbage collection's state then.
+    witness: GcWitness,
+    /// Why the caller may not overwrite another file at the path, if it may not.
+    overwrite_refusal: Option<String>,
+}
+
 /// Stowage's operations over one provider chain and one metadata store.
 #[derive(Debug)]
 pub struct Stowage {
@@ -159,6 +182,8 @@ pub struct Stowage {
     trash_enabled: bool,
     trash_retention: Duration,
     orphan_grace: Duration,
+    /// Who callers are and what they may do: asked before every operation.
+    security: Arc<Security>,
 }
 
 impl Stowage {
@@ -170,6 +195,11 @@ impl Stowage {
         node_id: &str,
     ) -> Self {
         let stowage = Self {
+            security: Arc::new(Security::new(
+                metadata.clone(),
+                settings.anonymous_read,
+                settings.tokens.clone(),
+            )),
             locks: Locks::new(metadata.clone(), node_id, settings.locks.clone()),
             provider: filestore.provider,
             eventual: filestore.eventual,
@@ -201,6 +231,11 @@ impl Stowage {
             eventual.guard_take_back(guard);
         }
         stowage
+    }
+
+    /// Authentication and authorization, for the entry points and the security API.
+    pub fn security(&self) -> &Security {
+        &self.security
     }
 
     /// The metadata store, for the cluster-wide tasks' records.
@@ -309,12 +344,16 @@ impl Stowage {
     /// checksum.
     pub async fn deploy(
         &self,
+        caller: &Caller,
         repo: &RepoKey,
         path: &ArtifactPath,
         body: ByteStream,
         request: DeployRequest,
     ) -> Result<ArtifactRecord> {
         check_deploy_properties(&request)?;
+        self.security
+            .require(caller, Action::Deploy, repo.as_str(), path.as_str())
+            .await?;
         let repository = self.require_repository(repo).await?;
         self.check_conditions(repo, path, &request.conditions, false)
             .await?;
@@ -324,7 +363,7 @@ impl Stowage {
                 "a file path is required after the repository key".into(),
             ));
         }
-        let witness = self.gc_witness().await?;
+        let admission = self.admission(caller, repo, path).await?;
         let stored = self
             .provider
             .put_opts(
@@ -335,8 +374,55 @@ impl Stowage {
                 },
             )
             .await?;
-        self.record(repo, path, stored.checksums, stored.size, request, witness)
+        self.record(
+            repo,
+            path,
+            stored.checksums,
+            stored.size,
+            request,
+            admission,
+        )
+        .await
+    }
+
+    /// Whether `caller` may read some artifact whose binary `lookup` names.
+    async fn may_read_any(&self, caller: &Caller, lookup: ChecksumLookup) -> Result<bool> {
+        let readable = self.security.checker(caller, Action::Read).await?;
+        Ok(self
+            .metadata
+            .search_checksum(lookup)
+            .await?
+            .iter()
+            .any(|a| readable(&a.repo, a.path.as_str()).is_ok()))
+    }
+
+    /// What a deploy by `caller` notes before it stores (or looks up) its bytes.
+    async fn admission(
+        &self,
+        caller: &Caller,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+    ) -> Result<Admission> {
+        Ok(Admission {
+            overwrite_refusal: self.overwrite_refusal(caller, repo, path).await?,
+            witness: self.gc_witness().await?,
+        })
+    }
+
+    /// Why `caller` may not replace the file at `repo/path` with other bytes, if it may not:
+    /// overwriting needs the delete permission, as in Artifactory.
+    async fn overwrite_refusal(
+        &self,
+        caller: &Caller,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+    ) -> Result<Option<String>> {
+        Ok(self
+            .security
+            .require(caller, Action::Delete, repo.as_str(), path.as_str())
             .await
+            .err()
+            .map(|e| format!("{e} (overwriting a file with other bytes needs delete)")))
     }
 
     /// Holds a write's conditions against the artifact at `repo/path`: early (possibly from
@@ -368,11 +454,15 @@ impl Stowage {
     /// Records `repo/path` for a binary that is already stored (`X-Checksum-Deploy`).
     pub async fn deploy_by_checksum(
         &self,
+        caller: &Caller,
         repo: &RepoKey,
         path: &ArtifactPath,
         request: DeployRequest,
     ) -> Result<ArtifactRecord> {
         check_deploy_properties(&request)?;
+        self.security
+            .require(caller, Action::Deploy, repo.as_str(), path.as_str())
+            .await?;
         self.require_repository(repo).await?;
         self.check_conditions(repo, path, &request.conditions, false)
             .await?;
@@ -389,17 +479,33 @@ impl Stowage {
                 ));
             }
         };
-        let witness = self.gc_witness().await?;
+        let admission = self.admission(caller, repo, path).await?;
+        let unknown = || Error::NotFound {
+            what: "a stored binary with the given checksum (deploy the bytes instead)".into(),
+        };
         let binary = self
             .metadata
             .find_binary(lookup)
             .await?
-            .ok_or_else(|| Error::NotFound {
-                what: "a stored binary with the given checksum (deploy the bytes instead)".into(),
-            })?;
+            .ok_or_else(unknown)?;
+        // As in Artifactory: only a caller who can read an artifact holding the binary may
+        // deploy it by checksum (anyone else could probe for, and copy, bytes by digest).
+        if !self
+            .may_read_any(caller, ChecksumLookup::Sha256(binary.checksums.sha256))
+            .await?
+        {
+            return Err(unknown());
+        }
         request.expected.verify(&binary.checksums)?;
-        self.record(repo, path, binary.checksums, binary.size, request, witness)
-            .await
+        self.record(
+            repo,
+            path,
+            binary.checksums,
+            binary.size,
+            request,
+            admission,
+        )
+        .await
     }
 
     async fn record(
@@ -409,8 +515,12 @@ impl Stowage {
         checksums: stowage_core::Checksums,
         size: u64,
         request: DeployRequest,
-        witness: GcWitness,
+        admission: Admission,
     ) -> Result<ArtifactRecord> {
+        let Admission {
+            witness,
+            overwrite_refusal,
+        } = admission;
         let conditions = request.conditions;
         let new = NewArtifact {
             repo: repo.clone(),
@@ -426,6 +536,15 @@ impl Stowage {
         ];
         self.locked_write(names, || async {
             self.check_conditions(repo, path, &conditions, true).await?;
+            if let Some(refusal) = &overwrite_refusal
+                && self
+                    .metadata
+                    .artifact_on_primary(repo, path)
+                    .await?
+                    .is_some_and(|current| current.checksums.sha256 != checksums.sha256)
+            {
+                return Err(Error::Forbidden(refusal.clone()));
+            }
             // Garbage collection removes a binary only under its lock, after finding no row
             // that refers to it. Between this deploy's store and this lock it may have done
             // so (whatever the orphan grace: at 0, even bytes this deploy just created), so
@@ -447,7 +566,15 @@ impl Stowage {
     }
 
     /// The record of a file, or `NotFound` (saying so when the path is a folder).
-    pub async fn artifact(&self, repo: &RepoKey, path: &ArtifactPath) -> Result<ArtifactRecord> {
+    pub async fn artifact(
+        &self,
+        caller: &Caller,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+    ) -> Result<ArtifactRecord> {
+        self.security
+            .require(caller, Action::Read, repo.as_str(), path.as_str())
+            .await?;
         if let Some(record) = self.metadata.artifact(repo, path).await? {
             return Ok(record);
         }
@@ -476,17 +603,21 @@ impl Stowage {
 
     /// Moves a file, or a folder's files, to the trash (or removes them when the trash is
     /// disabled). `NotFound` when there is nothing at the path.
-    pub async fn delete(&self, repo: &RepoKey, path: &ArtifactPath, by: &str) -> Result<u64> {
+    pub async fn delete(
+        &self,
+        caller: &Caller,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+    ) -> Result<u64> {
         self.require_repository(repo).await?;
+        // Every file that would go is checked in the delete's own transaction.
+        let check = self.security.checker(caller, Action::Delete).await?;
+        // With the trash off, the files go for good; what the trash already holds stays
+        // there for its retention (before, this emptied the whole trash).
+        let into_trash = self.trash_enabled.then_some(caller.name.as_str());
         let moved = self
-            .locked_write(vec![LockName::path(repo, path)], || async {
-                if self.trash_enabled {
-                    self.metadata.trash(repo, path, by).await
-                } else {
-                    // These files go for good; what the trash already holds stays there for
-                    // its retention (before, this emptied the whole trash).
-                    self.metadata.remove(repo, path).await
-                }
+            .locked_write(vec![LockName::path(repo, path)], || {
+                self.metadata.take_out(repo, path, into_trash, &check)
             })
             .await?;
         if moved == 0 {
@@ -499,12 +630,32 @@ impl Stowage {
 
     /// Moves or copies a file or a folder's files (metadata only), under the locks of both
     /// paths. Returns how many files.
-    pub async fn relocate(&self, relocation: &Relocation<'_>) -> Result<u64> {
+    pub async fn relocate(&self, caller: &Caller, request: &RelocateRequest<'_>) -> Result<u64> {
+        // A copy reads its sources, a move deletes them; both deploy their targets. Each file
+        // is checked in the relocation's own transaction.
+        let source = if request.copy {
+            Action::Read
+        } else {
+            Action::Delete
+        };
+        let check_source = self.security.checker(caller, source).await?;
+        let check_target = self.security.checker(caller, Action::Deploy).await?;
+        let relocation = Relocation {
+            src_repo: request.src_repo,
+            src: request.src,
+            dst_repo: request.dst_repo,
+            dst: request.dst,
+            by: &caller.name,
+            copy: request.copy,
+            dry: request.dry,
+            check_source: &check_source,
+            check_target: &check_target,
+        };
         let names = vec![
-            LockName::path(relocation.src_repo, relocation.src),
-            LockName::path(relocation.dst_repo, relocation.dst),
+            LockName::path(request.src_repo, request.src),
+            LockName::path(request.dst_repo, request.dst),
         ];
-        self.locked_write(names, || self.metadata.relocate(relocation))
+        self.locked_write(names, || self.metadata.relocate(&relocation))
             .await
     }
 

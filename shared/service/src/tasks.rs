@@ -12,6 +12,7 @@ use stowage_core::{Error, Result};
 
 use crate::cluster::Cluster;
 use crate::locks::LockName;
+use crate::security::Caller;
 use crate::stowage::{GcReport, Stowage};
 
 /// Runs `task` as the cluster-wide task `name`. `Conflict` on a node that is not primary.
@@ -49,7 +50,10 @@ where
 }
 
 /// Runs garbage collection (and the balancing that follows it) as a cluster-wide task.
-pub async fn run_gc(stowage: &Stowage, cluster: &Cluster) -> Result<GcReport> {
+pub async fn run_gc(stowage: &Stowage, cluster: &Cluster, caller: &Caller) -> Result<GcReport> {
+    stowage
+        .security()
+        .require_admin(caller, "run garbage collection")?;
     run_on_primary(
         stowage,
         cluster,
@@ -95,7 +99,14 @@ pub enum BalanceStart {
 /// Starts a balancing pass in the background (Optimize System Storage) and returns at once;
 /// its progress is in the sharded store's figures. `InvalidInput` when the store is not
 /// sharded, `Conflict` (naming the primary) on a node that is not primary.
-pub async fn start_balance(stowage: &Arc<Stowage>, cluster: &Arc<Cluster>) -> Result<BalanceStart> {
+pub async fn start_balance(
+    stowage: &Arc<Stowage>,
+    cluster: &Arc<Cluster>,
+    caller: &Caller,
+) -> Result<BalanceStart> {
+    stowage
+        .security()
+        .require_admin(caller, "optimize system storage")?;
     let Some(sharding) = stowage.sharding() else {
         return Err(Error::InvalidInput(
             "the filestore is not sharded: there is nothing to balance".into(),
@@ -171,7 +182,7 @@ pub fn spawn_scheduled_gc(
     let c = Arc::clone(&cluster);
     spawn_scheduled(cluster, interval, "garbage collection", move || {
         let (stowage, cluster) = (Arc::clone(&stowage), Arc::clone(&c));
-        async move { run_gc(&stowage, &cluster).await }
+        async move { run_gc(&stowage, &cluster, &Caller::admin()).await }
     })
 }
 

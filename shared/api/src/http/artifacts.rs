@@ -12,8 +12,9 @@ use futures::{StreamExt, TryStreamExt};
 use percent_encoding::percent_decode_str;
 use serde_json::json;
 use stowage_core::{ArtifactPath, Error, ExpectedChecksums, Md5, RepoKey, Sha1, Sha256};
-use stowage_metadata::{ChecksumLookup, Relocation};
-use stowage_service::auth::Principal;
+use stowage_metadata::ChecksumLookup;
+use stowage_service::RelocateRequest;
+use stowage_service::security::Caller;
 use stowage_service::{
     Conditions, DeployRequest, Download, DownloadRequest, Item, RedirectPolicy, etag,
 };
@@ -106,7 +107,7 @@ fn conditions(headers: &HeaderMap) -> Result<Conditions, ApiError> {
 /// `PUT /{repo}/{path}`: deploy.
 pub(crate) async fn deploy(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    Extension(caller): Extension<Caller>,
     Target {
         repo,
         path,
@@ -141,7 +142,7 @@ pub(crate) async fn deploy(
     let request = DeployRequest {
         expected,
         size,
-        by: principal.name().to_string(),
+        by: caller.name.clone(),
         properties,
         conditions: conditions(&headers)?,
     };
@@ -150,7 +151,7 @@ pub(crate) async fn deploy(
     let record = if by_checksum {
         state
             .stowage
-            .deploy_by_checksum(&repo, &path, request)
+            .deploy_by_checksum(&caller, &repo, &path, request)
             .await?
     } else {
         let body = body
@@ -159,7 +160,10 @@ pub(crate) async fn deploy(
                 source: Box::new(e),
             })
             .boxed();
-        state.stowage.deploy(&repo, &path, body, request).await?
+        state
+            .stowage
+            .deploy(&caller, &repo, &path, body, request)
+            .await?
     };
     let base = state.base_url(&headers);
     let json = shapes::deployed(&base, &record, &expected);
@@ -175,6 +179,7 @@ pub(crate) async fn deploy(
 /// decides.
 pub(crate) async fn download(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     method: Method,
     Target { repo, path, .. }: Target,
     uri: Uri,
@@ -199,7 +204,10 @@ pub(crate) async fn download(
         max_response_body: state.limits.max_response_body,
         content_type: shapes::mime_type(&path),
     };
-    let (record, download) = state.stowage.download(&repo, &path, &request).await?;
+    let (record, download) = state
+        .stowage
+        .download(&caller, &repo, &path, &request)
+        .await?;
     let mut out = HeaderMap::new();
     let mut put = |name: HeaderName, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
@@ -253,16 +261,17 @@ pub(crate) async fn download(
 /// `DELETE /{repo}/{path}`: to the trash.
 pub(crate) async fn remove(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    Extension(caller): Extension<Caller>,
     Target { repo, path, .. }: Target,
 ) -> Result<StatusCode, ApiError> {
-    state.stowage.delete(&repo, &path, principal.name()).await?;
+    state.stowage.delete(&caller, &repo, &path).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /api/storage/{repo}/{path}`: file or folder info; `?properties` for properties.
 pub(crate) async fn storage_info(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Target { repo, path, .. }: Target,
     uri: Uri,
     headers: HeaderMap,
@@ -273,11 +282,11 @@ pub(crate) async fn storage_info(
             .any(|p| p == "properties" || p.starts_with("properties="))
     });
     if wants_properties {
-        let properties = state.stowage.properties(&repo, &path).await?;
+        let properties = state.stowage.properties(&caller, &repo, &path).await?;
         let uri = format!("{base}/api/storage{}", shapes::repo_url(&repo, &path));
         return Ok(Json(json!({ "properties": properties, "uri": uri })).into_response());
     }
-    Ok(match state.stowage.item(&repo, &path).await? {
+    Ok(match state.stowage.item(&caller, &repo, &path).await? {
         Item::File(record) => Json(shapes::file_info(&base, &record)),
         Item::Folder(folder) => Json(shapes::folder_info(&base, &repo, &path, &folder)),
     }
@@ -294,6 +303,7 @@ pub(crate) struct ChecksumQuery {
 /// `GET /api/search/checksum?sha256=…` (or sha1, md5).
 pub(crate) async fn search_checksum(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Query(q): Query<ChecksumQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -310,7 +320,7 @@ pub(crate) async fn search_checksum(
     let base = state.base_url(&headers);
     let results: Vec<_> = state
         .stowage
-        .search_checksum(lookup)
+        .search_checksum(&caller, lookup)
         .await?
         .iter()
         .map(|r| json!({ "uri": format!("{base}/api/storage{}", shapes::repo_url(&r.repo, &r.path)) }))
@@ -339,6 +349,7 @@ fn properties_param(uri: &Uri) -> Result<String, Error> {
 /// every file below a folder.
 pub(crate) async fn set_properties(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Target { repo, path, .. }: Target,
     uri: Uri,
 ) -> Result<StatusCode, ApiError> {
@@ -352,7 +363,7 @@ pub(crate) async fn set_properties(
     }
     state
         .stowage
-        .set_properties(&repo, &path, &properties)
+        .set_properties(&caller, &repo, &path, &properties)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -360,6 +371,7 @@ pub(crate) async fn set_properties(
 /// `DELETE /api/storage/{repo}/{path}?properties=k1,k2`.
 pub(crate) async fn delete_properties(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Target { repo, path, .. }: Target,
     uri: Uri,
 ) -> Result<StatusCode, ApiError> {
@@ -370,7 +382,7 @@ pub(crate) async fn delete_properties(
         .collect();
     state
         .stowage
-        .delete_properties(&repo, &path, &names)
+        .delete_properties(&caller, &repo, &path, &names)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -378,6 +390,7 @@ pub(crate) async fn delete_properties(
 /// `GET /api/search/prop?k=v1,v2&k2=v3[&repos=r1,r2]`: artifacts with every property given.
 pub(crate) async fn search_properties(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Query(params): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -398,7 +411,10 @@ pub(crate) async fn search_properties(
         ));
     }
     let base = state.base_url(&headers);
-    let found = state.stowage.search_properties(&criteria, &repos).await?;
+    let found = state
+        .stowage
+        .search_properties(&caller, &criteria, &repos)
+        .await?;
     let results: Vec<_> = found
         .iter()
         .map(|(r, p)| json!({ "uri": format!("{base}/api/storage{}", shapes::repo_url(r, p)) }))
@@ -414,7 +430,7 @@ pub(crate) struct RelocateQuery {
 
 async fn relocate(
     state: AppState,
-    principal: Principal,
+    caller: Caller,
     Target { repo, path, .. }: Target,
     q: RelocateQuery,
     copy: bool,
@@ -438,15 +454,17 @@ async fn relocate(
     let dry = q.dry.as_deref().is_some_and(|d| d == "1" || d == "true");
     let n = state
         .stowage
-        .relocate(&Relocation {
-            src_repo: &repo,
-            src: &path,
-            dst_repo: &dst_repo,
-            dst: &dst,
-            by: principal.name(),
-            copy,
-            dry,
-        })
+        .relocate(
+            &caller,
+            &RelocateRequest {
+                src_repo: &repo,
+                src: &path,
+                dst_repo: &dst_repo,
+                dst: &dst,
+                copy,
+                dry,
+            },
+        )
         .await?;
     let done = if copy { "copied" } else { "moved" };
     let message = format!(
@@ -463,19 +481,19 @@ async fn relocate(
 /// `POST /api/move/{repo}/{path}?to=/{repo}/{path}[&dry=1]`: metadata only.
 pub(crate) async fn move_items(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    Extension(caller): Extension<Caller>,
     target: Target,
     Query(q): Query<RelocateQuery>,
 ) -> Result<Response, ApiError> {
-    relocate(state, principal, target, q, false).await
+    relocate(state, caller, target, q, false).await
 }
 
 /// `POST /api/copy/{repo}/{path}?to=/{repo}/{path}[&dry=1]`: metadata only.
 pub(crate) async fn copy_items(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    Extension(caller): Extension<Caller>,
     target: Target,
     Query(q): Query<RelocateQuery>,
 ) -> Result<Response, ApiError> {
-    relocate(state, principal, target, q, true).await
+    relocate(state, caller, target, q, true).await
 }

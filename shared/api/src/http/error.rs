@@ -60,6 +60,8 @@ fn status_of(e: &Error) -> StatusCode {
         Error::NotFound { .. } | Error::RepositoryNotFound { .. } => StatusCode::NOT_FOUND,
         Error::ChecksumMismatch { .. } | Error::Conflict(_) => StatusCode::CONFLICT,
         Error::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+        Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        Error::Forbidden(_) => StatusCode::FORBIDDEN,
         Error::StorageFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
         Error::Truncated { .. }
         | Error::TooLong { .. }
@@ -159,6 +161,12 @@ impl IntoResponse for ApiError {
                     response
                         .headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                }
+                if status == StatusCode::UNAUTHORIZED {
+                    response.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Basic realm=\"Stowage\""),
+                    );
                 }
                 response
             }

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, get, post};
 use tower_http::trace::TraceLayer;
 
-use stowage_service::auth::{Auth, Principal};
+use stowage_service::security::Credentials;
 use stowage_service::{Cluster, Stowage};
 
 pub use error::ApiError;
@@ -28,8 +28,8 @@ pub use error::ApiError;
 /// What every handler shares: built once at start-up.
 #[derive(Debug, Clone)]
 pub struct AppState {
+    /// The service, with the admin token admitted (`Security::admit_admin_token`).
     pub stowage: Arc<Stowage>,
-    pub auth: Arc<Auth>,
     pub cluster: Arc<Cluster>,
     /// Public base URL for links; `None` derives it from the `Host` header.
     pub base_url: Option<String>,
@@ -197,33 +197,39 @@ fn wrong_function(part: Part, method: Option<&Method>, path: &str) -> ApiError {
     }
 }
 
-/// Paths that only the admin may read, even with anonymous read on.
-fn admin_only(path: &str) -> bool {
-    path.starts_with("/api/storageinfo")
-        || path.starts_with("/api/trash")
-        || path.starts_with("/api/system/")
-}
-
+/// Works out who the caller is (anonymous without credentials) and hands it to the handlers,
+/// which hand it to the service: what the caller may do is decided there, for every entry
+/// point alike. Bad credentials are refused here, with the same words whatever was wrong.
 async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    if path == "/api/system/ping" {
+    if request.uri().path() == "/api/system/ping" {
         return next.run(request).await;
     }
-    let authorization = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.to_str().unwrap_or("\u{0}"));
-    let principal = match state.auth.authenticate(authorization) {
-        Ok(p) => p,
-        Err(reason) => return ApiError::Unauthorized(reason).into_response(),
-    };
-    let read = matches!(*request.method(), Method::GET | Method::HEAD) && !admin_only(path);
-    if principal == Principal::Anonymous && !(read && state.auth.anonymous_read()) {
-        return ApiError::Unauthorized(
-            "authentication required: send Authorization: Bearer <token> or basic admin:<token>",
+    // Read before any await: the request (its body) is not `Sync`.
+    let credentials = {
+        let headers = request.headers();
+        let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("\u{0}"));
+        Credentials::from_headers(
+            header(header::AUTHORIZATION.as_str()),
+            header("x-jfrog-art-api"),
         )
-        .into_response();
-    }
-    request.extensions_mut().insert(principal);
+    };
+    let credentials = match credentials {
+        Ok(credentials) => credentials,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let source = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "-".to_string(), |c| c.0.ip().to_string());
+    let caller = match state
+        .stowage
+        .security()
+        .authenticate(&credentials, &source)
+        .await
+    {
+        Ok(caller) => caller,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    request.extensions_mut().insert(caller);
     next.run(request).await
 }

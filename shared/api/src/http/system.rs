@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use stowage_core::RepoKey;
 
+use stowage_service::security::Caller;
 use stowage_service::tasks::BalanceStart;
 
 use super::target::Target;
@@ -24,26 +25,40 @@ pub(crate) async fn version() -> Json<Value> {
 }
 
 /// `POST /api/system/storage/gc`: runs on the primary node only.
-pub(crate) async fn gc(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let report = stowage_service::tasks::run_gc(&state.stowage, &state.cluster).await?;
+pub(crate) async fn gc(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Result<Response, ApiError> {
+    let report = stowage_service::tasks::run_gc(&state.stowage, &state.cluster, &caller).await?;
     Ok(Json(figures::gc_report(&report)).into_response())
 }
 
 /// `POST /api/system/storage/optimize` (Optimize System Storage): starts a balancing pass of
 /// the sharded store on the primary node and answers at once (202); its progress is in
 /// `/api/storageinfo` under `shards.balancing`.
-pub(crate) async fn optimize(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let status = match stowage_service::tasks::start_balance(&state.stowage, &state.cluster).await?
-    {
-        BalanceStart::AlreadyRunning => "balancing is already running",
-        BalanceStart::Started => "balancing started",
-    };
+pub(crate) async fn optimize(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Result<Response, ApiError> {
+    let status =
+        match stowage_service::tasks::start_balance(&state.stowage, &state.cluster, &caller).await?
+        {
+            BalanceStart::AlreadyRunning => "balancing is already running",
+            BalanceStart::Started => "balancing started",
+        };
     let body = json!({ "status": status, "progress": "/api/storageinfo" });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
 /// `GET /api/system/cluster`: the nodes and which one is primary.
-pub(crate) async fn cluster(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub(crate) async fn cluster(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Result<Response, ApiError> {
+    state
+        .stowage
+        .security()
+        .require_admin(&caller, "read the cluster's state")?;
     let status = state.cluster.status().await?;
     let nodes: Vec<Value> = status
         .nodes
@@ -86,8 +101,11 @@ fn human(bytes: u64) -> String {
 
 /// `GET /api/storageinfo`: Artifactory's summary (strings, as it prints them) plus exact
 /// numbers and the deduplication ratio.
-pub(crate) async fn storage_info(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let report = state.stowage.storage_report().await?;
+pub(crate) async fn storage_info(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Result<Response, ApiError> {
+    let report = state.stowage.storage_report(&caller).await?;
     let s = &report.summary;
     let (health, health_error) = match report.health {
         Ok(health) => (health, None),
@@ -165,12 +183,13 @@ fn repo_key(raw: &str) -> Result<RepoKey, ApiError> {
 /// `GET /api/repositories`.
 pub(crate) async fn list_repositories(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let base = state.base_url(&headers);
     let list: Vec<Value> = state
         .stowage
-        .repositories()
+        .repositories(&caller)
         .await?
         .iter()
         .map(|r| {
@@ -189,10 +208,11 @@ pub(crate) async fn list_repositories(
 /// `GET /api/repositories/{repo}`: the configuration.
 pub(crate) async fn get_repository(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
     let key = repo_key(&key)?;
-    let repo = state.stowage.repository(&key).await?;
+    let repo = state.stowage.repository(&caller, &key).await?;
     let mut config = match repo.config {
         Value::Object(map) => map,
         _ => serde_json::Map::new(),
@@ -208,6 +228,7 @@ pub(crate) async fn get_repository(
 /// generic local repository).
 pub(crate) async fn put_repository(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Path(key): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -229,7 +250,7 @@ pub(crate) async fn put_repository(
             }
         }
     };
-    let created = state.stowage.put_repository(&key, config).await?;
+    let created = state.stowage.put_repository(&caller, &key, config).await?;
     let (status, verb) = if created {
         (StatusCode::CREATED, "created")
     } else {
@@ -241,10 +262,11 @@ pub(crate) async fn put_repository(
 /// `DELETE /api/repositories/{repo}`: the repository and everything in it.
 pub(crate) async fn delete_repository(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
     let key = repo_key(&key)?;
-    state.stowage.delete_repository(&key).await?;
+    state.stowage.delete_repository(&caller, &key).await?;
     Ok(
         format!("Repository '{key}' and all its content have been removed successfully.\n")
             .into_response(),
@@ -252,10 +274,13 @@ pub(crate) async fn delete_repository(
 }
 
 /// `GET /api/trash`: what is in the trash.
-pub(crate) async fn trash_list(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub(crate) async fn trash_list(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Result<Response, ApiError> {
     let items: Vec<Value> = state
         .stowage
-        .trash_list()
+        .trash_list(&caller)
         .await?
         .iter()
         .map(|t| {
@@ -273,14 +298,18 @@ pub(crate) async fn trash_list(State(state): State<AppState>) -> Result<Response
 }
 
 /// `POST /api/trash/empty`.
-pub(crate) async fn trash_empty(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let purged = state.stowage.empty_trash().await?;
+pub(crate) async fn trash_empty(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Result<Response, ApiError> {
+    let purged = state.stowage.empty_trash(&caller).await?;
     Ok(Json(json!({ "purged": purged })).into_response())
 }
 
 /// `POST /api/trash/restore/{repo}/{path}`: back to where it was.
 pub(crate) async fn trash_restore(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Target { repo, path, .. }: Target,
     uri: Uri,
 ) -> Result<Response, ApiError> {
@@ -289,6 +318,6 @@ pub(crate) async fn trash_restore(
             "restoring to another path is not supported yet; restore in place, then move",
         ));
     }
-    let restored = state.stowage.restore(&repo, &path).await?;
+    let restored = state.stowage.restore(&caller, &repo, &path).await?;
     Ok(format!("Successfully restored {restored} item(s) to {repo}/{path}\n").into_response())
 }

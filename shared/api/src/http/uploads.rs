@@ -19,7 +19,7 @@ use stowage_core::{ArtifactPath, ExpectedChecksums, RepoKey, Sha256};
 
 use super::{ApiError, AppState, figures, json as shapes};
 use stowage_service::SessionStart;
-use stowage_service::auth::Principal;
+use stowage_service::security::Caller;
 
 /// The body of `POST /api/uploads`.
 #[derive(Debug, Deserialize)]
@@ -34,7 +34,7 @@ pub(crate) struct OpenSession {
 /// `POST /api/uploads`.
 pub(crate) async fn open(
     State(state): State<AppState>,
-    axum::Extension(principal): axum::Extension<Principal>,
+    axum::Extension(caller): axum::Extension<Caller>,
     headers: HeaderMap,
     body: Result<Json<OpenSession>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -50,7 +50,7 @@ pub(crate) async fn open(
     let base = state.base_url(&headers);
     let started = state
         .stowage
-        .start_upload_session(&repo, &path, open.size, sha256, principal.name())
+        .start_upload_session(&caller, &repo, &path, open.size, sha256)
         .await?;
     let body = match started {
         SessionStart::Deployed(record) => json!({
@@ -78,10 +78,11 @@ pub(crate) async fn open(
 /// `POST /api/uploads/{id}/complete`.
 pub(crate) async fn complete(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let record = state.stowage.complete_upload_session(&id).await?;
+    let record = state.stowage.complete_upload_session(&caller, &id).await?;
     let base = state.base_url(&headers);
     let expected = ExpectedChecksums {
         sha256: Some(record.checksums.sha256),
@@ -97,8 +98,9 @@ pub(crate) async fn complete(
 /// `DELETE /api/uploads/{id}`.
 pub(crate) async fn abort(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.stowage.abort_upload_session(&id).await?;
+    state.stowage.abort_upload_session(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -390,6 +390,8 @@ impl Metadata {
             by,
             copy,
             dry,
+            check_source,
+            check_target,
         } = *relocation;
         let within = |inner: &ArtifactPath, outer: &ArtifactPath| {
             outer.is_root() || inner == outer || inner.as_str().starts_with(&format!("{outer}/"))
@@ -428,6 +430,8 @@ impl Metadata {
             if !copy {
                 src_immutable.allow(src_repo, &old, "moved")?;
             }
+            check_source(src_repo, &old)?;
+            check_target(dst_repo, target.as_str())?;
             if self
                 .sha256_at(&mut tx, dst_repo, target.as_str())
                 .await?

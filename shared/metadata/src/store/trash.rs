@@ -5,23 +5,25 @@ use super::*;
 impl Metadata {
     /// Moves a file, or every file below a folder, to the trash; returns how many moved.
     pub async fn trash(&self, repo: &RepoKey, path: &ArtifactPath, by: &str) -> Result<u64> {
-        self.take_out(repo, path, Some(by)).await
+        self.take_out(repo, path, Some(by), &|_, _| Ok(())).await
     }
 
     /// Removes a file, or every file below a folder, for good (the trash disabled): the
     /// trash keeps what it held. Returns how many went; their binaries are left to garbage
     /// collection.
     pub async fn remove(&self, repo: &RepoKey, path: &ArtifactPath) -> Result<u64> {
-        self.take_out(repo, path, None).await
+        self.take_out(repo, path, None, &|_, _| Ok(())).await
     }
 
     /// Deletes the artifacts at `path`, copying each into the trash first when `into_trash`
-    /// names who deletes.
-    async fn take_out(
+    /// names who deletes. `check` is asked of every file first, in the transaction (a caller's
+    /// permission): one refusal, and nothing is deleted.
+    pub async fn take_out(
         &self,
         repo: &RepoKey,
         path: &ArtifactPath,
         into_trash: Option<&str>,
+        check: PathCheck<'_>,
     ) -> Result<u64> {
         let now = now_ms();
         let writes = self.writes();
@@ -32,6 +34,7 @@ impl Metadata {
             let file: String = row.try_get("path").map_err(db_err)?;
             // Nothing of a folder goes when one of its files may not.
             immutable.allow(repo, &file, "deleted")?;
+            check(repo, &file)?;
         }
         for row in &rows {
             let id: i64 = row.try_get("id").map_err(db_err)?;

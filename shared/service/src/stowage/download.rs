@@ -11,6 +11,7 @@ use stowage_metadata::ArtifactRecord;
 
 use super::Stowage;
 use super::conditions::{Conditions, Verdict};
+use crate::security::Caller;
 
 /// Below this size a redirecting repository still serves the bytes: the round trip of a
 /// redirect costs more than they do.
@@ -113,11 +114,12 @@ impl Stowage {
     /// nothing, a redirect, or a byte stream.
     pub async fn download(
         &self,
+        caller: &Caller,
         repo: &RepoKey,
         path: &ArtifactPath,
         request: &DownloadRequest,
     ) -> Result<(ArtifactRecord, Download)> {
-        let record = self.artifact(repo, path).await?;
+        let record = self.artifact(caller, repo, path).await?;
         match request.conditions.evaluate(Some(&record), true) {
             Verdict::Proceed => {}
             Verdict::NotModified => return Ok((record, Download::NotModified)),

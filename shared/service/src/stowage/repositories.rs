@@ -7,15 +7,37 @@ use stowage_metadata::{ImmutablePaths, Repository, now_ms};
 
 use super::Stowage;
 use crate::locks::LockName;
+use crate::security::Caller;
 
 impl Stowage {
     /// Every repository, by key.
-    pub async fn repositories(&self) -> Result<Vec<Repository>> {
-        self.metadata.repositories().await
+    /// Those the caller may use at all are listed.
+    pub async fn repositories(&self, caller: &Caller) -> Result<Vec<Repository>> {
+        let mut shown = Vec::new();
+        for repository in self.metadata.repositories().await? {
+            if self
+                .security
+                .may_use_repository(caller, repository.key.as_str())
+                .await?
+            {
+                shown.push(repository);
+            }
+        }
+        Ok(shown)
     }
 
-    /// One repository; `NotFound` when there is none by that key.
-    pub async fn repository(&self, key: &RepoKey) -> Result<Repository> {
+    /// One repository; `NotFound` when there is none by that key (or the caller may not use
+    /// it: a repository it cannot see is one it cannot tell exists).
+    pub async fn repository(&self, caller: &Caller, key: &RepoKey) -> Result<Repository> {
+        if !self
+            .security
+            .may_use_repository(caller, key.as_str())
+            .await?
+        {
+            return Err(Error::RepositoryNotFound {
+                key: key.to_string(),
+            });
+        }
         self.existing_repository(key).await
     }
 
@@ -24,9 +46,12 @@ impl Stowage {
     /// `downloadRedirectMinSize` and `immutablePaths` checked). Returns whether it was created.
     pub async fn put_repository(
         &self,
+        caller: &Caller,
         key: &RepoKey,
         mut config: Map<String, Value>,
     ) -> Result<bool> {
+        self.security
+            .require_admin(caller, &format!("create or change repository {key}"))?;
         let mut take = |name: &str| match config.remove(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
@@ -84,7 +109,9 @@ impl Stowage {
     }
 
     /// Removes `key` and everything in it; `NotFound` when there is no such repository.
-    pub async fn delete_repository(&self, key: &RepoKey) -> Result<()> {
+    pub async fn delete_repository(&self, caller: &Caller, key: &RepoKey) -> Result<()> {
+        self.security
+            .require_admin(caller, &format!("delete repository {key}"))?;
         let deleted = self
             .locked_write(vec![LockName::Repository(key.clone())], || {
                 self.metadata.delete_repository(key)

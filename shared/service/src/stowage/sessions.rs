@@ -10,6 +10,7 @@ use stowage_metadata::{ArtifactRecord, ChecksumLookup, UploadSession, now_ms};
 
 use super::{DeployRequest, SessionStart, Stowage};
 use crate::locks::LockName;
+use crate::security::{Action, Caller};
 
 /// Sessions expired per garbage-collection batch.
 const EXPIRE_BATCH: u32 = 100;
@@ -30,32 +31,55 @@ impl Stowage {
     /// binary is already stored, records the artifact at once (`SessionStart::Deployed`).
     pub async fn start_upload_session(
         &self,
+        caller: &Caller,
         repo: &RepoKey,
         path: &ArtifactPath,
         size: u64,
         sha256: Sha256,
-        by: &str,
     ) -> Result<SessionStart> {
+        self.security
+            .require(caller, Action::Deploy, repo.as_str(), path.as_str())
+            .await?;
         self.require_repository(repo).await?;
         if path.is_root() {
             return Err(Error::InvalidInput(
                 "a file path is required after the repository key".into(),
             ));
         }
+        let by = caller.name.as_str();
         let uploads = self.uploads()?;
-        let witness = self.gc_witness().await?;
-        if let Some(binary) = self
+        let admission = self.admission(caller, repo, path).await?;
+        // Recorded without its bytes only for a caller that can read them already (as a
+        // deploy by checksum): anyone else sends them.
+        let known = match self
             .metadata
             .find_binary(ChecksumLookup::Sha256(sha256))
             .await?
             .filter(|b| b.size == size)
         {
+            Some(binary)
+                if self
+                    .may_read_any(caller, ChecksumLookup::Sha256(sha256))
+                    .await? =>
+            {
+                Some(binary)
+            }
+            _ => None,
+        };
+        if let Some(binary) = known {
             let request = DeployRequest {
                 by: by.to_owned(),
                 ..DeployRequest::default()
             };
             match self
-                .record(repo, path, binary.checksums, binary.size, request, witness)
+                .record(
+                    repo,
+                    path,
+                    binary.checksums,
+                    binary.size,
+                    request,
+                    admission,
+                )
                 .await
             {
                 Ok(record) => return Ok(SessionStart::Deployed(record)),
@@ -100,7 +124,11 @@ impl Stowage {
 
     /// Verifies what the client sent and records the artifact. Wrong bytes end the session
     /// (409, nothing recorded); bytes not yet sent leave it open (409).
-    pub async fn complete_upload_session(&self, id: &str) -> Result<ArtifactRecord> {
+    pub async fn complete_upload_session(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<ArtifactRecord> {
         let uploads = self.uploads()?;
         let lock = self
             .locks
@@ -108,13 +136,22 @@ impl Stowage {
             .await?;
         let finished = async {
             let session = self.session(id).await?;
+            // Checked again: a permission may have been taken away since the session opened.
+            self.security
+                .require(
+                    caller,
+                    Action::Deploy,
+                    session.repo.as_str(),
+                    session.path.as_str(),
+                )
+                .await?;
+            let admission = self.admission(caller, &session.repo, &session.path).await?;
             if session.expires_ms < now_ms() {
                 self.end_session(uploads, &session).await?;
                 return Err(Error::Conflict(format!(
                     "upload session {id} has expired; open a new one"
                 )));
             }
-            let witness = self.gc_witness().await?;
             let stored = match uploads
                 .complete_upload(
                     id,
@@ -144,7 +181,7 @@ impl Stowage {
                     stored.checksums,
                     stored.size,
                     request,
-                    witness,
+                    admission,
                 )
                 .await?;
             self.metadata.delete_upload_session(id).await?;
@@ -156,7 +193,7 @@ impl Stowage {
     }
 
     /// Drops a session and whatever its client sent.
-    pub async fn abort_upload_session(&self, id: &str) -> Result<()> {
+    pub async fn abort_upload_session(&self, caller: &Caller, id: &str) -> Result<()> {
         let uploads = self.uploads()?;
         let lock = self
             .locks
@@ -164,6 +201,14 @@ impl Stowage {
             .await?;
         let aborted = async {
             let session = self.session(id).await?;
+            self.security
+                .require(
+                    caller,
+                    Action::Deploy,
+                    session.repo.as_str(),
+                    session.path.as_str(),
+                )
+                .await?;
             self.end_session(uploads, &session).await
         }
         .await;

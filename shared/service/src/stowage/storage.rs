@@ -9,6 +9,7 @@ use stowage_metadata::StorageSummary;
 use stowage_metadata::cache::ArtifactCacheStats;
 
 use super::Stowage;
+use crate::security::Caller;
 
 /// The storage figures of this node's view.
 #[derive(Debug, Clone)]
@@ -36,7 +37,9 @@ pub struct ShardsReport {
 
 impl Stowage {
     /// The storage figures (`/api/storageinfo`).
-    pub async fn storage_report(&self) -> Result<StorageReport> {
+    pub async fn storage_report(&self, caller: &Caller) -> Result<StorageReport> {
+        self.security
+            .require_admin(caller, "read the storage report")?;
         let summary = self.metadata.storage_summary().await?;
         let health = self.provider.health().await.map_err(|e| e.to_string());
         let queue = self.queue_stats().await?;

@@ -16,7 +16,13 @@ use stowage_metadata::{Metadata, PoolSettings};
 
 use super::{DeployRequest, Stowage};
 use crate::locks::{LockName, LockSettings};
+use crate::security::Caller;
 use crate::{Filestore, Settings};
+
+/// The administrator: these tests are about storage, not permissions.
+fn admin() -> Caller {
+    Caller::admin()
+}
 
 /// The service over `filestore`, on a fresh SQLite database in `dir`, with a short lock wait.
 async fn service_over(dir: &std::path::Path, filestore: Filestore) -> Stowage {
@@ -80,12 +86,18 @@ async fn every_write_of_a_path_waits_for_its_lock() {
     let path = ArtifactPath::parse("a/b.txt").expect("path");
     assert!(
         stowage
-            .put_repository(&repo, Map::new())
+            .put_repository(&admin(), &repo, Map::new())
             .await
             .expect("repo")
     );
     stowage
-        .deploy(&repo, &path, body(b"hello"), DeployRequest::default())
+        .deploy(
+            &admin(),
+            &repo,
+            &path,
+            body(b"hello"),
+            DeployRequest::default(),
+        )
         .await
         .expect("deploy");
     let props = vec![("os".to_string(), vec!["linux".to_string()])];
@@ -96,41 +108,61 @@ async fn every_write_of_a_path_waits_for_its_lock() {
         .await
         .expect("lock");
     let refused = |r: Result<u64, Error>| matches!(r, Err(Error::Unavailable(_)));
-    assert!(refused(stowage.set_properties(&repo, &path, &props).await));
+    assert!(refused(
+        stowage.set_properties(&admin(), &repo, &path, &props).await
+    ));
     assert!(refused(
         stowage
-            .delete_properties(&repo, &path, &["os".to_string()])
+            .delete_properties(&admin(), &repo, &path, &["os".to_string()])
             .await
     ));
-    assert!(refused(stowage.delete(&repo, &path, "me").await));
+    assert!(refused(stowage.delete(&admin(), &repo, &path).await));
     assert!(matches!(
         stowage
-            .deploy(&repo, &path, body(b"other"), DeployRequest::default())
+            .deploy(
+                &admin(),
+                &repo,
+                &path,
+                body(b"other"),
+                DeployRequest::default()
+            )
             .await,
         Err(Error::Unavailable(_))
     ));
     assert!(
-        stowage.properties(&repo, &path).await.is_err(),
+        stowage.properties(&admin(), &repo, &path).await.is_err(),
         "nothing was written while the lock was held"
     );
     held.release().await;
 
     assert_eq!(
         stowage
-            .set_properties(&repo, &path, &props)
+            .set_properties(&admin(), &repo, &path, &props)
             .await
             .expect("set"),
         1
     );
-    assert_eq!(stowage.delete(&repo, &path, "me").await.expect("delete"), 1);
+    assert_eq!(
+        stowage
+            .delete(&admin(), &repo, &path)
+            .await
+            .expect("delete"),
+        1
+    );
     let held = stowage
         .locks
         .lock(&LockName::path(&repo, &path))
         .await
         .expect("lock");
-    assert!(refused(stowage.restore(&repo, &path).await));
+    assert!(refused(stowage.restore(&admin(), &repo, &path).await));
     held.release().await;
-    assert_eq!(stowage.restore(&repo, &path).await.expect("restore"), 1);
+    assert_eq!(
+        stowage
+            .restore(&admin(), &repo, &path)
+            .await
+            .expect("restore"),
+        1
+    );
 
     let held = stowage
         .locks
@@ -138,20 +170,20 @@ async fn every_write_of_a_path_waits_for_its_lock() {
         .await
         .expect("lock");
     assert!(matches!(
-        stowage.delete_repository(&repo).await,
+        stowage.delete_repository(&admin(), &repo).await,
         Err(Error::Unavailable(_))
     ));
     assert!(matches!(
-        stowage.put_repository(&repo, Map::new()).await,
+        stowage.put_repository(&admin(), &repo, Map::new()).await,
         Err(Error::Unavailable(_))
     ));
     held.release().await;
     stowage
-        .delete_repository(&repo)
+        .delete_repository(&admin(), &repo)
         .await
         .expect("delete repository");
     assert!(matches!(
-        stowage.repository(&repo).await,
+        stowage.repository(&admin(), &repo).await,
         Err(Error::RepositoryNotFound { .. })
     ));
 }
@@ -189,9 +221,13 @@ async fn a_redirecting_repository_serves_a_still_queued_binary_itself() {
     let mut config = Map::new();
     config.insert("downloadRedirect".into(), true.into());
     config.insert("downloadRedirectMinSize".into(), 0.into());
-    stowage.put_repository(&repo, config).await.expect("repo");
+    stowage
+        .put_repository(&admin(), &repo, config)
+        .await
+        .expect("repo");
     stowage
         .deploy(
+            &admin(),
             &repo,
             &path,
             body(b"queued bytes"),
@@ -202,7 +238,7 @@ async fn a_redirecting_repository_serves_a_still_queued_binary_itself() {
 
     let request = super::DownloadRequest::default();
     let (_, queued) = stowage
-        .download(&repo, &path, &request)
+        .download(&admin(), &repo, &path, &request)
         .await
         .expect("download");
     assert!(
@@ -211,7 +247,7 @@ async fn a_redirecting_repository_serves_a_still_queued_binary_itself() {
     );
     drain_queue(&queue).await;
     let (_, uploaded) = stowage
-        .download(&repo, &path, &request)
+        .download(&admin(), &repo, &path, &request)
         .await
         .expect("download");
     assert!(
@@ -302,7 +338,7 @@ async fn served(stowage: &Stowage, repo: &RepoKey, path: &ArtifactPath) -> Vec<u
     use futures::TryStreamExt as _;
     let request = super::DownloadRequest::default();
     let (_, download) = stowage
-        .download(repo, path, &request)
+        .download(&admin(), repo, path, &request)
         .await
         .unwrap_or_else(|e| panic!("{repo}/{path} must be served: {e}"));
     let super::Download::Bytes {
@@ -325,7 +361,7 @@ async fn garbage_collection_between_a_store_and_its_record_never_loses_an_acknow
     let stowage = Arc::new(service_with_grace(dir.path(), filestore, Duration::ZERO).await);
     let repo = RepoKey::parse("libs").expect("key");
     stowage
-        .put_repository(&repo, Map::new())
+        .put_repository(&admin(), &repo, Map::new())
         .await
         .expect("repo");
     let heads = || store.heads.load(std::sync::atomic::Ordering::SeqCst);
@@ -334,6 +370,7 @@ async fn garbage_collection_between_a_store_and_its_record_never_loses_an_acknow
     let quiet = ArtifactPath::parse("quiet.bin").expect("path");
     stowage
         .deploy(
+            &admin(),
             &repo,
             &quiet,
             body(b"no collection near"),
@@ -351,6 +388,7 @@ async fn garbage_collection_between_a_store_and_its_record_never_loses_an_acknow
     let during = ArtifactPath::parse("during.bin").expect("path");
     stowage
         .deploy(
+            &admin(),
             &repo,
             &during,
             body(b"a collection is on"),
@@ -387,7 +425,7 @@ async fn garbage_collection_between_a_store_and_its_record_never_loses_an_acknow
                     Ok(bytes::Bytes::from_static(data))
                 }));
                 stowage
-                    .deploy(&repo, &path, body, DeployRequest::default())
+                    .deploy(&admin(), &repo, &path, body, DeployRequest::default())
                     .await
             }
         });
@@ -406,13 +444,13 @@ async fn garbage_collection_between_a_store_and_its_record_never_loses_an_acknow
             "{name}: a deploy whose bytes were collected is not acknowledged: {outcome:?}"
         );
         assert!(
-            stowage.artifact(&repo, &path).await.is_err(),
+            stowage.artifact(&admin(), &repo, &path).await.is_err(),
             "{name}: and records nothing"
         );
 
         // Deployed again, it is acknowledged, and no collection takes its bytes.
         stowage
-            .deploy(&repo, &path, body(data), DeployRequest::default())
+            .deploy(&admin(), &repo, &path, body(data), DeployRequest::default())
             .await
             .expect("deploy again");
         stowage.gc().await.expect("gc");
@@ -439,7 +477,7 @@ async fn concurrent_deploys_of_shared_bytes_with_collection_looping_at_grace_zer
     let stowage = Arc::new(service_with_grace(dir.path(), filestore, Duration::ZERO).await);
     let repo = RepoKey::parse("libs").expect("key");
     stowage
-        .put_repository(&repo, Map::new())
+        .put_repository(&admin(), &repo, Map::new())
         .await
         .expect("repo");
 
@@ -466,14 +504,29 @@ async fn concurrent_deploys_of_shared_bytes_with_collection_looping_at_grace_zer
                 let path = ArtifactPath::parse(&format!("d/{i}.bin")).expect("path");
                 let shared = ArtifactPath::parse(&format!("s/{}.bin", i % 3)).expect("path");
                 let own = stowage
-                    .deploy(&repo, &path, body_of(&data), DeployRequest::default())
+                    .deploy(
+                        &admin(),
+                        &repo,
+                        &path,
+                        body_of(&data),
+                        DeployRequest::default(),
+                    )
                     .await;
                 let _ = stowage
-                    .deploy(&repo, &shared, body_of(&data), DeployRequest::default())
+                    .deploy(
+                        &admin(),
+                        &repo,
+                        &shared,
+                        body_of(&data),
+                        DeployRequest::default(),
+                    )
                     .await;
                 if i % 2 == 0 && own.is_ok() {
-                    stowage.delete(&repo, &path, "me").await.expect("delete");
-                    stowage.empty_trash().await.expect("empty trash");
+                    stowage
+                        .delete(&admin(), &repo, &path)
+                        .await
+                        .expect("delete");
+                    stowage.empty_trash(&admin()).await.expect("empty trash");
                     return None;
                 }
                 own.ok().map(|_| (path, data))
@@ -526,17 +579,20 @@ async fn a_collection_that_lost_its_leases_removes_nothing_more() {
     let stowage = Arc::new(service_on(&url, filestore, settings).await);
     let repo = RepoKey::parse("libs").expect("key");
     stowage
-        .put_repository(&repo, Map::new())
+        .put_repository(&admin(), &repo, Map::new())
         .await
         .expect("repo");
     let path = ArtifactPath::parse("gone.bin").expect("path");
     let data = b"bytes nothing refers to any more";
     let digest = stowage_core::ChecksumHasher::digest(data).sha256;
     stowage
-        .deploy(&repo, &path, body(data), DeployRequest::default())
+        .deploy(&admin(), &repo, &path, body(data), DeployRequest::default())
         .await
         .expect("deploy");
-    stowage.delete(&repo, &path, "me").await.expect("delete");
+    stowage
+        .delete(&admin(), &repo, &path)
+        .await
+        .expect("delete");
 
     store
         .armed_head
@@ -585,8 +641,11 @@ async fn with_the_trash_disabled_a_delete_removes_its_files_and_leaves_the_trash
         ArtifactPath::parse("kept.txt").expect("path"),
         ArtifactPath::parse("gone.txt").expect("path"),
     );
-    on.put_repository(&repo, Map::new()).await.expect("repo");
+    on.put_repository(&admin(), &repo, Map::new())
+        .await
+        .expect("repo");
     on.deploy(
+        &admin(),
         &repo,
         &kept,
         body(b"in the trash"),
@@ -594,7 +653,7 @@ async fn with_the_trash_disabled_a_delete_removes_its_files_and_leaves_the_trash
     )
     .await
     .expect("deploy");
-    on.delete(&repo, &kept, "me").await.expect("delete");
+    on.delete(&admin(), &repo, &kept).await.expect("delete");
 
     // The same store and database, the trash switched off.
     let settings = Settings {
@@ -603,6 +662,7 @@ async fn with_the_trash_disabled_a_delete_removes_its_files_and_leaves_the_trash
     };
     let off = service_with(dir.path(), Filestore::from_provider(store), settings).await;
     off.deploy(
+        &admin(),
         &repo,
         &gone,
         body(b"removed at once"),
@@ -610,11 +670,11 @@ async fn with_the_trash_disabled_a_delete_removes_its_files_and_leaves_the_trash
     )
     .await
     .expect("deploy");
-    assert_eq!(off.delete(&repo, &gone, "me").await.expect("delete"), 1);
-    assert!(off.artifact(&repo, &gone).await.is_err(), "gone");
+    assert_eq!(off.delete(&admin(), &repo, &gone).await.expect("delete"), 1);
+    assert!(off.artifact(&admin(), &repo, &gone).await.is_err(), "gone");
     off.gc().await.expect("gc");
     let trash: Vec<String> = off
-        .trash_list()
+        .trash_list(&admin())
         .await
         .expect("trash")
         .into_iter()
@@ -625,10 +685,13 @@ async fn with_the_trash_disabled_a_delete_removes_its_files_and_leaves_the_trash
         vec!["kept.txt"],
         "what the trash held stays, the new delete is not in it"
     );
-    assert_eq!(off.restore(&repo, &kept).await.expect("restore"), 1);
+    assert_eq!(
+        off.restore(&admin(), &repo, &kept).await.expect("restore"),
+        1
+    );
     assert_eq!(served(&off, &repo, &kept).await, b"in the trash");
     assert!(matches!(
-        off.restore(&repo, &gone).await,
+        off.restore(&admin(), &repo, &gone).await,
         Err(Error::NotFound { .. }) | Ok(0)
     ));
 }
@@ -647,7 +710,7 @@ async fn a_refused_uploads_copies_are_taken_back_only_when_nothing_can_need_them
     };
     let repo = RepoKey::parse("libs").expect("key");
     stowage
-        .put_repository(&repo, Map::new())
+        .put_repository(&admin(), &repo, Map::new())
         .await
         .expect("repo");
     let take_back = |digest| {
@@ -678,6 +741,7 @@ async fn a_refused_uploads_copies_are_taken_back_only_when_nothing_can_need_them
     let path = ArtifactPath::parse("won.bin").expect("path");
     stowage
         .deploy(
+            &admin(),
             &repo,
             &path,
             body(b"recorded bytes"),

@@ -1,0 +1,678 @@
+//! Who a caller is, and what it may do: users (argon2id password hashes), groups, permission
+//! targets and scoped access tokens, as in Artifactory's security model; plus the admin token
+//! of the first start ([`crate::auth`]). The service asks [`Security`] before every operation
+//! (the one door), so HTTP, the functions and the CLI decide alike.
+//!
+//! What it reads is cached for at most [`FRESHNESS`] on each node: a revoked token, a disabled
+//! user or a changed permission takes effect everywhere within that bound (it is read from the
+//! primary database, never a replica). Secrets are stored hashed and compared in constant time
+//! or by their hash; no answer and no log line carries one.
+
+pub mod permissions;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use stowage_core::{Error, RepoKey, Result};
+use stowage_metadata::{Metadata, SecuritySnapshot, TokenRecord, UserRecord, now_ms};
+
+pub use permissions::{Action, Actions, Grantees, Target, TargetJson, Targets};
+
+use crate::auth::{ADMIN, Auth, Principal};
+
+/// How long a node may act on what it read of users, groups, permissions and tokens.
+pub const FRESHNESS: Duration = Duration::from_secs(2);
+/// The name an unauthenticated caller has (grant it permissions to open repositories).
+pub const ANONYMOUS: &str = "anonymous";
+/// What access tokens start with (so a basic-auth secret is known as one).
+const TOKEN_PREFIX: &str = "stwt_";
+/// Failed logins per user, or per source address, within [`THROTTLE_WINDOW`] before further
+/// attempts are refused without being checked.
+const THROTTLE_LIMIT: u64 = 10;
+const THROTTLE_WINDOW: Duration = Duration::from_secs(60);
+
+/// What a token may do, of its user's rights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything the user may do (`applied-permissions/user`).
+    User,
+    /// Administration (`applied-permissions/admin`; for admin users only).
+    Admin,
+    /// Only what these groups of the user are granted (`applied-permissions/groups:a,b`).
+    Groups(Vec<String>),
+}
+
+impl Scope {
+    /// A scope as Artifactory writes it; `InvalidInput` otherwise.
+    pub fn parse(text: &str) -> Result<Scope> {
+        let text = text.trim();
+        match text {
+            "" | "applied-permissions/user" => return Ok(Scope::User),
+            "applied-permissions/admin" => return Ok(Scope::Admin),
+            _ => {}
+        }
+        if let Some(groups) = text.strip_prefix("applied-permissions/groups:") {
+            let groups: Vec<String> = groups
+                .split(',')
+                .map(|g| g.trim().trim_matches('"').to_string())
+                .filter(|g| !g.is_empty())
+                .collect();
+            if !groups.is_empty() {
+                return Ok(Scope::Groups(groups));
+            }
+        }
+        Err(Error::InvalidInput(format!(
+            "scope {text:?} is not one of applied-permissions/user, applied-permissions/admin \
+             or applied-permissions/groups:<group>[,<group>…]"
+        )))
+    }
+
+    pub fn text(&self) -> String {
+        match self {
+            Scope::User => "applied-permissions/user".into(),
+            Scope::Admin => "applied-permissions/admin".into(),
+            Scope::Groups(groups) => format!("applied-permissions/groups:{}", groups.join(",")),
+        }
+    }
+}
+
+/// Who an operation acts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Recorded as `createdBy`/`modifiedBy` and in the audit trail.
+    pub name: String,
+    admin: bool,
+    /// Whether the user's own grants count (not for a token scoped to groups).
+    direct: bool,
+    /// The groups whose grants count.
+    groups: Vec<String>,
+    anonymous: bool,
+}
+
+impl Caller {
+    /// The administrator: the CLI, scheduled tasks, the admin token.
+    pub fn admin() -> Caller {
+        Caller {
+            name: ADMIN.into(),
+            admin: true,
+            direct: true,
+            groups: Vec::new(),
+            anonymous: false,
+        }
+    }
+
+    /// A caller that sent no credentials.
+    pub fn anonymous() -> Caller {
+        Caller {
+            name: ANONYMOUS.into(),
+            admin: false,
+            direct: true,
+            groups: Vec::new(),
+            anonymous: true,
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.admin
+    }
+
+    pub fn is_anonymous(&self) -> bool {
+        self.anonymous
+    }
+
+    fn grantees(&self) -> Grantees<'_> {
+        Grantees {
+            user: self.direct.then_some(self.name.as_str()),
+            groups: &self.groups,
+        }
+    }
+
+    /// The refusal for this caller: 401 (credentials may help) for anonymous, 403 otherwise.
+    pub fn refused(&self, what: &str) -> Error {
+        if self.anonymous {
+            Error::Unauthorized(format!(
+                "{what} needs credentials: send Authorization: Bearer <token>, basic \
+                 <user>:<password or token>, or X-JFrog-Art-Api: <token>"
+            ))
+        } else {
+            Error::Forbidden(format!("{} may not {what}", self.name))
+        }
+    }
+}
+
+/// Credentials as a request carries them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    None,
+    /// `Authorization: Bearer <token>`, or `X-JFrog-Art-Api: <token>`.
+    Token(String),
+    /// `Authorization: Basic`: a user and a password or a token.
+    Basic {
+        user: String,
+        secret: String,
+    },
+}
+
+impl Credentials {
+    /// From the `Authorization` and `X-JFrog-Art-Api` header values.
+    pub fn from_headers(authorization: Option<&str>, api_key: Option<&str>) -> Result<Self> {
+        let malformed = || Error::Unauthorized("malformed credentials".into());
+        if let Some(value) = authorization {
+            let (scheme, rest) = value.split_once(' ').ok_or_else(malformed)?;
+            if scheme.eq_ignore_ascii_case("Bearer") {
+                return Ok(Credentials::Token(rest.trim().to_string()));
+            }
+            if scheme.eq_ignore_ascii_case("Basic") {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(rest.trim())
+                    .map_err(|_| malformed())?;
+                let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
+                let (user, secret) = decoded.split_once(':').ok_or_else(malformed)?;
+                return Ok(Credentials::Basic {
+                    user: user.to_string(),
+                    secret: secret.to_string(),
+                });
+            }
+            return Err(Error::Unauthorized(
+                "unsupported Authorization scheme: use Bearer <token> or Basic".into(),
+            ));
+        }
+        Ok(match api_key {
+            Some(key) => Credentials::Token(key.trim().to_string()),
+            None => Credentials::None,
+        })
+    }
+}
+
+/// Token lifetimes (`[security]`).
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    /// Given to a token created without `expires_in` (one year).
+    pub default_expiry: Duration,
+    /// The longest a token may live; `None`: no limit, and tokens that never expire allowed.
+    pub max_expiry: Option<Duration>,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            default_expiry: Duration::from_secs(365 * 24 * 3600),
+            max_expiry: None,
+        }
+    }
+}
+
+/// A token just created: its secret is shown this once.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub record: TokenRecord,
+    pub secret: String,
+}
+
+/// What decisions are made from, compiled.
+#[derive(Debug, Default)]
+struct View {
+    snapshot: SecuritySnapshot,
+    targets: Targets,
+}
+
+/// Authentication and authorization for one node.
+pub struct Security {
+    metadata: Metadata,
+    /// The first start's admin token, once the entry point has loaded it.
+    admin_token: std::sync::OnceLock<Auth>,
+    anonymous_read: bool,
+    tokens_settings: TokenSettings,
+    view: moka::future::Cache<(), Arc<View>>,
+    /// Tokens by the SHA-256 of their secret (`None`: no such token).
+    tokens: moka::future::Cache<[u8; 32], Option<TokenRecord>>,
+    /// Password checks that passed, by the SHA-256 of user, password and stored hash (so a
+    /// changed password or hash is a new key): argon2 runs once per freshness period.
+    passwords: moka::sync::Cache<[u8; 32], ()>,
+    /// Failed logins, by user and by source address.
+    failures: moka::sync::Cache<String, u64>,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security").finish_non_exhaustive()
+    }
+}
+
+fn sha256(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// The argon2id PHC string of `password`.
+pub fn hash_password(password: &str) -> Result<String> {
+    if password.chars().count() < 8 {
+        return Err(Error::InvalidInput(
+            "a password needs at least 8 characters".into(),
+        ));
+    }
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
+        .map_err(|e| Error::InvalidInput(format!("cannot salt the password: {e}")))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| Error::InvalidInput(format!("cannot hash the password: {e}")))
+}
+
+impl Security {
+    /// Decisions over `metadata`; `anonymous_read` grants every anonymous caller read access.
+    pub fn new(metadata: Metadata, anonymous_read: bool, tokens_settings: TokenSettings) -> Self {
+        Self {
+            metadata,
+            admin_token: std::sync::OnceLock::new(),
+            anonymous_read,
+            tokens_settings,
+            view: moka::future::Cache::builder()
+                .time_to_live(FRESHNESS)
+                .max_capacity(1)
+                .build(),
+            tokens: moka::future::Cache::builder()
+                .time_to_live(FRESHNESS)
+                .max_capacity(100_000)
+                .build(),
+            passwords: moka::sync::Cache::builder()
+                .time_to_live(FRESHNESS)
+                .max_capacity(100_000)
+                .build(),
+            failures: moka::sync::Cache::builder()
+                .time_to_live(THROTTLE_WINDOW)
+                .max_capacity(100_000)
+                .build(),
+        }
+    }
+
+    /// Accepts the first start's admin token (as `Bearer`, or basic `admin:<token>`).
+    pub fn admit_admin_token(&self, auth: Auth) {
+        let _ = self.admin_token.set(auth);
+    }
+
+    fn is_admin_token(&self, secret: &str) -> bool {
+        self.admin_token
+            .get()
+            .is_some_and(|a| matches!(a.authenticate_secret(secret), Some(Principal::Admin)))
+    }
+
+    /// Whether reads need no credentials at all (`anonymous_read`).
+    pub fn anonymous_read(&self) -> bool {
+        self.anonymous_read
+    }
+
+    async fn view(&self) -> Result<Arc<View>> {
+        let metadata = self.metadata.clone();
+        self.view
+            .try_get_with((), async move {
+                let snapshot = metadata.security_snapshot().await?;
+                let mut targets = Vec::new();
+                for record in &snapshot.permissions {
+                    let json: TargetJson =
+                        serde_json::from_str(&record.body).map_err(|_| Error::Metadata {
+                            source: format!(
+                                "permission target {:?} is not valid JSON",
+                                record.name
+                            )
+                            .into(),
+                            retryable: false,
+                        })?;
+                    targets.push(Target::parse(&record.name, &json)?);
+                }
+                Ok::<_, Error>(Arc::new(View {
+                    snapshot,
+                    targets: Targets { targets },
+                }))
+            })
+            .await
+            .map_err(unshared)
+    }
+
+    /// Drops what this node keeps, after a change made here (other nodes follow within
+    /// [`FRESHNESS`]).
+    pub fn changed(&self) {
+        self.view.invalidate_all();
+        self.tokens.invalidate_all();
+        self.passwords.invalidate_all();
+    }
+
+    /// Who `credentials` prove the caller is. `source` is the caller's address, for the
+    /// throttle. Every failure says the same, whether the user exists or not.
+    pub async fn authenticate(&self, credentials: &Credentials, source: &str) -> Result<Caller> {
+        let denied = || Error::Unauthorized("bad credentials".into());
+        match credentials {
+            Credentials::None => Ok(Caller::anonymous()),
+            Credentials::Token(secret) if self.is_admin_token(secret) => Ok(Caller::admin()),
+            Credentials::Token(secret) => {
+                self.throttled(None, source)?;
+                match self.by_token(secret, None).await? {
+                    Some(caller) => Ok(caller),
+                    None => {
+                        self.failed(None, source);
+                        Err(denied())
+                    }
+                }
+            }
+            Credentials::Basic { user, secret } => {
+                if user == ADMIN && self.is_admin_token(secret) {
+                    return Ok(Caller::admin());
+                }
+                self.throttled(Some(user), source)?;
+                let caller = if secret.starts_with(TOKEN_PREFIX) {
+                    self.by_token(secret, Some(user)).await?
+                } else {
+                    self.by_password(user, secret).await?
+                };
+                caller.ok_or_else(|| {
+                    self.failed(Some(user), source);
+                    denied()
+                })
+            }
+        }
+    }
+
+    fn throttled(&self, user: Option<&str>, source: &str) -> Result<()> {
+        let over = |key: String| self.failures.get(&key).is_some_and(|n| n >= THROTTLE_LIMIT);
+        if over(format!("addr:{source}")) || user.is_some_and(|u| over(format!("user:{u}"))) {
+            return Err(Error::Unauthorized(format!(
+                "too many failed logins; wait {} s and try again",
+                THROTTLE_WINDOW.as_secs()
+            )));
+        }
+        Ok(())
+    }
+
+    fn failed(&self, user: Option<&str>, source: &str) {
+        let mut keys = vec![format!("addr:{source}")];
+        keys.extend(user.map(|u| format!("user:{u}")));
+        for key in keys {
+            let n = self.failures.get(&key).unwrap_or(0);
+            self.failures.insert(key, n + 1);
+        }
+        tracing::warn!(user = user.unwrap_or("-"), %source, "failed login");
+    }
+
+    /// The caller a live token of a live user proves (of `user`, when one is named).
+    async fn by_token(&self, secret: &str, user: Option<&str>) -> Result<Option<Caller>> {
+        if !secret.starts_with(TOKEN_PREFIX) {
+            return Ok(None);
+        }
+        let key = sha256(secret);
+        let metadata = self.metadata.clone();
+        let token = self
+            .tokens
+            .try_get_with(key, async move {
+                metadata.access_token_by_hash(&hex::encode(key)).await
+            })
+            .await
+            .map_err(unshared)?;
+        let Some(token) = token else { return Ok(None) };
+        if token.revoked
+            || token.expires_ms.is_some_and(|e| e <= now_ms())
+            || user.is_some_and(|u| u != token.user)
+        {
+            return Ok(None);
+        }
+        let view = self.view().await?;
+        let Some(record) = view.snapshot.users.iter().find(|u| u.name == token.user) else {
+            return Ok(None);
+        };
+        if record.disabled {
+            return Ok(None);
+        }
+        let scope = Scope::parse(&token.scope).unwrap_or(Scope::Groups(Vec::new()));
+        Ok(Some(caller_of(record, &scope)))
+    }
+
+    async fn by_password(&self, user: &str, password: &str) -> Result<Option<Caller>> {
+        let view = self.view().await?;
+        let record = view.snapshot.users.iter().find(|u| u.name == user);
+        let Some(record) = record.filter(|r| !r.disabled) else {
+            return Ok(None);
+        };
+        let Some(stored) = &record.password_hash else {
+            return Ok(None);
+        };
+        let key = sha256(&format!("{user}\u{0}{password}\u{0}{stored}"));
+        if self.passwords.get(&key).is_none() {
+            // Memory-hard on purpose: off the async workers.
+            let (stored, password) = (stored.clone(), password.to_string());
+            let verified = tokio::task::spawn_blocking(move || {
+                PasswordHash::new(&stored).is_ok_and(|h| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &h)
+                        .is_ok()
+                })
+            })
+            .await
+            .unwrap_or(false);
+            if !verified {
+                return Ok(None);
+            }
+            self.passwords.insert(key, ());
+        }
+        Ok(Some(caller_of(record, &Scope::User)))
+    }
+
+    /// What `caller` may do with the file `repo/path`.
+    pub async fn actions_on(&self, caller: &Caller, repo: &str, path: &str) -> Result<Actions> {
+        let view = self.view().await?;
+        Ok(file_actions(&view, caller, self.anonymous_read, repo, path))
+    }
+
+    /// A check of single files for `caller` and `action`, answered from one view of the
+    /// permissions: what a write's transaction asks of every file it changes.
+    pub async fn checker(
+        &self,
+        caller: &Caller,
+        action: Action,
+    ) -> Result<impl Fn(&RepoKey, &str) -> Result<()> + Send + Sync + use<>> {
+        let view = if caller.admin {
+            None
+        } else {
+            Some(self.view().await?)
+        };
+        let (caller, anonymous_read) = (caller.clone(), self.anonymous_read);
+        Ok(move |repo: &RepoKey, path: &str| match &view {
+            Some(view)
+                if !file_actions(view, &caller, anonymous_read, repo.as_str(), path)
+                    .contains(action) =>
+            {
+                Err(caller.refused(&format!("{} {repo}/{path}", verb(action))))
+            }
+            _ => Ok(()),
+        })
+    }
+
+    /// Whether `caller` may do anything at all in `repo` (what repository lists show).
+    pub async fn may_use_repository(&self, caller: &Caller, repo: &str) -> Result<bool> {
+        if caller.admin || (caller.anonymous && self.anonymous_read) {
+            return Ok(true);
+        }
+        let view = self.view().await?;
+        Ok(view.targets.in_repository(&caller.grantees(), repo) != Actions::default())
+    }
+
+    /// `Forbidden`/`Unauthorized` unless `caller` may do `action` with the file `repo/path`.
+    pub async fn require(
+        &self,
+        caller: &Caller,
+        action: Action,
+        repo: &str,
+        path: &str,
+    ) -> Result<()> {
+        if caller.admin || self.actions_on(caller, repo, path).await?.contains(action) {
+            return Ok(());
+        }
+        Err(caller.refused(&format!("{} {repo}/{path}", verb(action))))
+    }
+
+    /// Whether `caller` may do `action` with some file below the folder `repo/folder`.
+    pub async fn may_below(
+        &self,
+        caller: &Caller,
+        action: Action,
+        repo: &str,
+        folder: &str,
+    ) -> Result<bool> {
+        if caller.admin || (action == Action::Read && caller.anonymous && self.anonymous_read()) {
+            return Ok(true);
+        }
+        let view = self.view().await?;
+        Ok(view
+            .targets
+            .below(&caller.grantees(), repo, folder)
+            .contains(action))
+    }
+
+    /// `Forbidden`/`Unauthorized` unless `caller` is an administrator.
+    pub fn require_admin(&self, caller: &Caller, what: &str) -> Result<()> {
+        if caller.admin {
+            Ok(())
+        } else {
+            Err(caller.refused(what))
+        }
+    }
+
+    /// The users, groups and permission targets, read fresh (for the security API).
+    pub async fn snapshot(&self) -> Result<SecuritySnapshot> {
+        self.metadata.security_snapshot().await
+    }
+
+    /// Creates a token for `user` with `scope`, living `expires_in` (`None`: the default;
+    /// zero: never, where no maximum is set). The secret is in the answer only.
+    pub async fn create_token(
+        &self,
+        user: &UserRecord,
+        scope: Scope,
+        expires_in: Option<Duration>,
+        description: &str,
+    ) -> Result<NewToken> {
+        if scope == Scope::Admin && !user.admin {
+            return Err(Error::Forbidden(format!(
+                "{} is not an administrator: no admin-scoped token for it",
+                user.name
+            )));
+        }
+        if let Scope::Groups(groups) = &scope
+            && let Some(g) = groups.iter().find(|g| !user.groups.contains(g))
+        {
+            return Err(Error::InvalidInput(format!(
+                "{} is not a member of group {g:?}",
+                user.name
+            )));
+        }
+        let expires_in = expires_in.unwrap_or(self.tokens_settings.default_expiry);
+        let expires_ms = match (expires_in.is_zero(), self.tokens_settings.max_expiry) {
+            (true, None) => None,
+            (true, Some(max)) => {
+                return Err(Error::InvalidInput(format!(
+                    "tokens that never expire are not allowed here (at most {} s)",
+                    max.as_secs()
+                )));
+            }
+            (false, Some(max)) if expires_in > max => {
+                return Err(Error::InvalidInput(format!(
+                    "expires_in {} s is over the maximum of {} s",
+                    expires_in.as_secs(),
+                    max.as_secs()
+                )));
+            }
+            (false, _) => Some(
+                now_ms().saturating_add(i64::try_from(expires_in.as_millis()).unwrap_or(i64::MAX)),
+            ),
+        };
+        let secret = format!("{TOKEN_PREFIX}{}", hex::encode(rand::random::<[u8; 32]>()));
+        let record = TokenRecord {
+            id: hex::encode(rand::random::<[u8; 16]>()),
+            user: user.name.clone(),
+            scope: scope.text(),
+            description: description.to_string(),
+            created_ms: now_ms(),
+            expires_ms,
+            revoked: false,
+        };
+        self.metadata
+            .create_access_token(&record, &hex::encode(sha256(&secret)))
+            .await?;
+        Ok(NewToken { record, secret })
+    }
+
+    /// Revokes a token; `NotFound` when no live token has that id.
+    pub async fn revoke_token(&self, id: &str) -> Result<()> {
+        let revoked = self.metadata.revoke_access_token(id).await?;
+        self.changed();
+        if revoked {
+            Ok(())
+        } else {
+            Err(Error::NotFound {
+                what: format!("a live token with id {id}"),
+            })
+        }
+    }
+}
+
+/// What `caller` may do with the file `repo/path`, by `view`.
+fn file_actions(
+    view: &View,
+    caller: &Caller,
+    anonymous_read: bool,
+    repo: &str,
+    path: &str,
+) -> Actions {
+    if caller.admin {
+        return Action::ALL
+            .iter()
+            .fold(Actions::default(), |set, a| set.with(*a));
+    }
+    let actions = view.targets.on_file(&caller.grantees(), repo, path);
+    if caller.anonymous && anonymous_read {
+        actions.with(Action::Read)
+    } else {
+        actions
+    }
+}
+
+/// An error a cache shares between the callers that waited for one load.
+fn unshared(e: Arc<Error>) -> Error {
+    Arc::try_unwrap(e).unwrap_or_else(|e| Error::Metadata {
+        source: e.to_string().into(),
+        retryable: e.is_retryable(),
+    })
+}
+
+/// The caller a user is, through a token of `scope` (or its password: [`Scope::User`]).
+fn caller_of(user: &UserRecord, scope: &Scope) -> Caller {
+    let (direct, groups) = match scope {
+        Scope::User | Scope::Admin => (true, user.groups.clone()),
+        Scope::Groups(named) => (
+            false,
+            named
+                .iter()
+                .filter(|g| user.groups.contains(g))
+                .cloned()
+                .collect(),
+        ),
+    };
+    Caller {
+        name: user.name.clone(),
+        admin: user.admin && !matches!(scope, Scope::Groups(_)),
+        direct,
+        groups,
+        anonymous: false,
+    }
+}
+
+fn verb(action: Action) -> &'static str {
+    match action {
+        Action::Read => "read",
+        Action::Annotate => "annotate",
+        Action::Deploy => "deploy to",
+        Action::Delete => "delete or overwrite",
+        Action::Manage => "manage",
+    }
+}
