@@ -346,18 +346,21 @@ pub async fn serve_until_signal(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         let body_idle = timeouts.body_idle;
-        let service = app
-            .clone()
-            .map_request(move |req: http::Request<hyper::body::Incoming>| {
-                // A request without a body (GET, HEAD) has nothing to stall: no timer.
-                req.map(|body| {
-                    if http_body::Body::is_end_stream(&body) {
-                        axum::body::Body::new(body)
-                    } else {
-                        idle_timeout(axum::body::Body::new(body), body_idle)
-                    }
-                })
-            });
+        let service =
+            app.clone()
+                .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
+                    // Who is calling, for the failed-login throttle.
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(remote));
+                    // A request without a body (GET, HEAD) has nothing to stall: no timer.
+                    req.map(|body| {
+                        if http_body::Body::is_end_stream(&body) {
+                            axum::body::Body::new(body)
+                        } else {
+                            idle_timeout(axum::body::Body::new(body), body_idle)
+                        }
+                    })
+                });
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(service))
             .into_owned();

@@ -6,6 +6,7 @@ mod error;
 pub mod figures;
 mod json;
 mod range;
+mod security;
 mod system;
 mod target;
 mod uploads;
@@ -136,7 +137,42 @@ pub fn router_for(state: AppState, part: Part) -> Router {
             .route("/api/search/checksum", get(artifacts::search_checksum))
             .route("/api/trash", get(system::trash_list))
             .route("/api/trash/empty", post(system::trash_empty))
-            .route("/api/trash/restore/{*rest}", post(system::trash_restore));
+            .route("/api/trash/restore/{*rest}", post(system::trash_restore))
+            .route("/api/security/users", get(security::list_users))
+            .route(
+                "/api/security/users/{name}",
+                get(security::get_user)
+                    .put(security::create_user)
+                    .post(security::update_user)
+                    .delete(security::delete_user),
+            )
+            .route("/api/security/groups", get(security::list_groups))
+            .route(
+                "/api/security/groups/{name}",
+                get(security::get_group)
+                    .put(security::put_group)
+                    .post(security::put_group)
+                    .delete(security::delete_group),
+            )
+            .route(
+                "/api/v2/security/permissions",
+                get(security::list_permissions),
+            )
+            .route(
+                "/api/v2/security/permissions/{name}",
+                get(security::get_permission)
+                    .put(security::put_permission)
+                    .post(security::put_permission)
+                    .delete(security::delete_permission),
+            )
+            .route(
+                "/access/api/v1/tokens",
+                get(security::list_tokens).post(security::create_token),
+            )
+            .route(
+                "/access/api/v1/tokens/{id}",
+                axum::routing::delete(security::revoke_token),
+            );
     }
     if upload {
         router = router

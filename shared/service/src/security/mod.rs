@@ -8,6 +8,7 @@
 //! primary database, never a replica). Secrets are stored hashed and compared in constant time
 //! or by their hash; no answer and no log line carries one.
 
+pub mod manage;
 pub mod permissions;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use sha2::{Digest, Sha256};
 use stowage_core::{Error, RepoKey, Result};
 use stowage_metadata::{Metadata, SecuritySnapshot, TokenRecord, UserRecord, now_ms};
 
+pub use manage::{GroupChange, TokenRequest, UserChange};
 pub use permissions::{Action, Actions, Grantees, Target, TargetJson, Targets};
 
 use crate::auth::{ADMIN, Auth, Principal};
@@ -375,9 +377,19 @@ impl Security {
         }
     }
 
+    /// The failure counters a login from `source` (`-`: unknown, which shares no counter)
+    /// for `user` counts against.
+    fn throttle_keys(user: Option<&str>, source: &str) -> Vec<String> {
+        let mut keys: Vec<String> = user.map(|u| format!("user:{u}")).into_iter().collect();
+        if source != "-" {
+            keys.push(format!("addr:{source}"));
+        }
+        keys
+    }
+
     fn throttled(&self, user: Option<&str>, source: &str) -> Result<()> {
-        let over = |key: String| self.failures.get(&key).is_some_and(|n| n >= THROTTLE_LIMIT);
-        if over(format!("addr:{source}")) || user.is_some_and(|u| over(format!("user:{u}"))) {
+        let over = |key: &String| self.failures.get(key).is_some_and(|n| n >= THROTTLE_LIMIT);
+        if Self::throttle_keys(user, source).iter().any(over) {
             return Err(Error::Unauthorized(format!(
                 "too many failed logins; wait {} s and try again",
                 THROTTLE_WINDOW.as_secs()
@@ -387,9 +399,7 @@ impl Security {
     }
 
     fn failed(&self, user: Option<&str>, source: &str) {
-        let mut keys = vec![format!("addr:{source}")];
-        keys.extend(user.map(|u| format!("user:{u}")));
-        for key in keys {
+        for key in Self::throttle_keys(user, source) {
             let n = self.failures.get(&key).unwrap_or(0);
             self.failures.insert(key, n + 1);
         }
@@ -567,6 +577,7 @@ impl Security {
             )));
         }
         let expires_in = expires_in.unwrap_or(self.tokens_settings.default_expiry);
+        let now = now_ms();
         let expires_ms = match (expires_in.is_zero(), self.tokens_settings.max_expiry) {
             (true, None) => None,
             (true, Some(max)) => {
@@ -582,9 +593,9 @@ impl Security {
                     max.as_secs()
                 )));
             }
-            (false, _) => Some(
-                now_ms().saturating_add(i64::try_from(expires_in.as_millis()).unwrap_or(i64::MAX)),
-            ),
+            (false, _) => {
+                Some(now.saturating_add(i64::try_from(expires_in.as_millis()).unwrap_or(i64::MAX)))
+            }
         };
         let secret = format!("{TOKEN_PREFIX}{}", hex::encode(rand::random::<[u8; 32]>()));
         let record = TokenRecord {
@@ -592,7 +603,7 @@ impl Security {
             user: user.name.clone(),
             scope: scope.text(),
             description: description.to_string(),
-            created_ms: now_ms(),
+            created_ms: now,
             expires_ms,
             revoked: false,
         };
