@@ -3,6 +3,7 @@
 //! It only wires: configuration, clients and pools are built once here and handed to the
 //! library crates, which hold all the logic.
 
+mod access;
 mod serve;
 
 use std::path::PathBuf;
@@ -48,6 +49,12 @@ enum Command {
     /// Exit 0 if the server on STOWAGE_LISTEN (or --listen) answers its ping: a container
     /// health check.
     Healthcheck(ConfigArgs),
+    /// Manage users (as the administrator, with the database's credentials).
+    #[command(subcommand)]
+    User(access::UserCommand),
+    /// Create, list and revoke access tokens.
+    #[command(subcommand)]
+    Token(access::TokenCommand),
 }
 
 /// Where the configuration comes from; flags override `STOWAGE_*` variables, which override
@@ -118,6 +125,8 @@ fn main() -> ExitCode {
             Command::Migrate(args) => serve::migrate(&args).await,
             Command::Gc(args) => serve::gc(&args).await,
             Command::Balance(args) => serve::balance(&args).await,
+            Command::User(command) => access::user(command).await,
+            Command::Token(command) => access::token(command).await,
         }
     });
     match result {

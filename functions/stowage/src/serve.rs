@@ -19,7 +19,7 @@ use crate::ConfigArgs;
 /// staged uploads. Nodes of a cluster each have their own data directory.
 const DATA_DIR_LOCK: &str = "stowage.lock";
 
-async fn open_metadata(config: &Config) -> Result<Metadata, Error> {
+pub(crate) async fn open_metadata(config: &Config) -> Result<Metadata, Error> {
     let metadata = Metadata::connect(&config.database_url(), &config.pool_settings()).await?;
     metadata.migrate().await?;
     Ok(metadata)
