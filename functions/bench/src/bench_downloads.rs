@@ -85,6 +85,18 @@ async fn rate(
     clients: usize,
     seconds: u64,
 ) -> Result<(f64, f64, f64), Error> {
+    rate_as(server, &server.token, path, status, clients, seconds).await
+}
+
+/// [`rate`] with the credentials `token`.
+async fn rate_as(
+    server: &Server,
+    token: &str,
+    path: &str,
+    status: u16,
+    clients: usize,
+    seconds: u64,
+) -> Result<(f64, f64, f64), Error> {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -93,7 +105,7 @@ async fn rate(
     let until = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let loops = (0..clients.max(1)).map(|_| {
-        let (client, url, token) = (client.clone(), url.clone(), server.token.clone());
+        let (client, url, token) = (client.clone(), url.clone(), token.to_string());
         async move {
             let mut latencies = Vec::new();
             while Instant::now() < until {
@@ -280,7 +292,94 @@ pub(crate) async fn run(args: &BenchDownloadsArgs) -> Result<(), Error> {
         "  file info  {info_rps:8.0} answers/s  p50 {info_p50:.2} ms  p99 {info_p99:.2} ms  \
          (the same metadata lookup, no signing)"
     );
+
+    // The same answers for a caller whose permissions are evaluated: a token scoped to a
+    // group granted read on the two repositories, against the admin token.
+    let scoped = scoped_token(&cached).await?;
+    let r = client
+        .put(format!("{}/bench/small.bin", cached.base))
+        .bearer_auth(&cached.token)
+        .body(pattern.slice(..4096))
+        .send()
+        .await
+        .map_err(|e| Error::Unavailable(format!("bench-downloads: upload: {e}")))?;
+    if r.status() != reqwest::StatusCode::CREATED {
+        return Err(Error::Unavailable(format!(
+            "bench-downloads: upload answered {}",
+            r.status()
+        )));
+    }
+    let mut rows = Vec::new();
+    for (what, path, status) in [
+        ("redirect", "/dist/redirect.bin", 302),
+        ("4 KiB GET", "/bench/small.bin", 200),
+    ] {
+        let (admin, ..) = rate(&cached, path, status, args.clients, args.seconds).await?;
+        let (token, ..) =
+            rate_as(&cached, &scoped, path, status, args.clients, args.seconds).await?;
+        rows.push((what, admin, token));
+    }
+    for (what, admin, token) in rows {
+        println!(
+            "  {what:<10} scoped token {token:8.0} answers/s, admin token {admin:8.0} answers/s: \
+             {:.2} (goal ≥ 0.9)",
+            token / admin
+        );
+    }
     drop(cached);
     drop(plain);
     Ok(())
+}
+
+/// A token of user `ci`, scoped to group `readers`, which a permission target grants read on
+/// the repositories `dist` and `bench`.
+async fn scoped_token(server: &Server) -> Result<String, Error> {
+    let client = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str, body: serde_json::Value| {
+        client
+            .request(method, format!("{}{path}", server.base))
+            .bearer_auth(&server.token)
+            .json(&body)
+            .send()
+    };
+    let fail = |what: &str, e: String| Error::Unavailable(format!("bench-downloads: {what}: {e}"));
+    for (method, path, body) in [
+        (
+            reqwest::Method::PUT,
+            "/api/security/groups/readers",
+            serde_json::json!({}),
+        ),
+        (
+            reqwest::Method::PUT,
+            "/api/security/users/ci",
+            serde_json::json!({"groups": ["readers"]}),
+        ),
+        (
+            reqwest::Method::PUT,
+            "/api/v2/security/permissions/bench-read",
+            serde_json::json!({"repo": {"repositories": ["dist", "bench"],
+                "actions": {"groups": {"readers": ["read"]}}}}),
+        ),
+    ] {
+        let r = call(method, path, body)
+            .await
+            .map_err(|e| fail(path, e.to_string()))?;
+        if !r.status().is_success() {
+            return Err(fail(path, r.status().to_string()));
+        }
+    }
+    let created: serde_json::Value = call(
+        reqwest::Method::POST,
+        "/access/api/v1/tokens",
+        serde_json::json!({"username": "ci", "scope": "applied-permissions/groups:readers"}),
+    )
+    .await
+    .map_err(|e| fail("token", e.to_string()))?
+    .json()
+    .await
+    .map_err(|e| fail("token", e.to_string()))?;
+    created["access_token"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| fail("token", created.to_string()))
 }
