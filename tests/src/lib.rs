@@ -408,6 +408,42 @@ impl Server {
         self.child.kill().await.expect("SIGKILL");
     }
 
+    /// Runs `stowage ARGS` against this server's database and data directory (while it
+    /// runs), with `stdin` as standard input: its exit status, stdout and stderr.
+    pub async fn run_cli(&self, args: &[&str], stdin: &str) -> (ExitStatus, String, String) {
+        use tokio::io::AsyncWriteExt as _;
+        let mut child = Command::new(stowage_bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--database-url")
+            .arg(&self.database_url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run stowage");
+        let mut input = child.stdin.take().expect("stdin");
+        input
+            .write_all(stdin.as_bytes())
+            .await
+            .expect("write stdin");
+        drop(input);
+        let out = child.wait_with_output().await.expect("wait");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
+    /// [`Self::run_cli`], failing unless it succeeds: stdout and stderr.
+    pub async fn cli(&self, args: &[&str], stdin: &str) -> (String, String) {
+        let (status, stdout, stderr) = self.run_cli(args, stdin).await;
+        assert!(status.success(), "stowage {args:?}: {stderr}");
+        (stdout, stderr)
+    }
+
     /// Freezes the process (SIGSTOP), as a long pause of its machine or runtime would.
     pub fn pause(&self) {
         assert!(

@@ -123,36 +123,6 @@ async fn serve_removes_stale_staged_uploads_and_offline_gc_frees_garbage() {
     assert!(s.stored_binaries().is_empty());
 }
 
-/// Runs `stowage ARGS` against the database and data directory of `server` (it may be
-/// running), with `stdin` as standard input; returns stdout and stderr, failing on an error.
-async fn cli(server: &Server, args: &[&str], stdin: &str) -> (String, String) {
-    use tokio::io::AsyncWriteExt as _;
-    let mut child = tokio::process::Command::new(stowage_bin())
-        .args(args)
-        .arg("--data-dir")
-        .arg(&server.data_dir)
-        .arg("--database-url")
-        .arg(&server.database_url)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run stowage");
-    let mut input = child.stdin.take().expect("stdin");
-    input
-        .write_all(stdin.as_bytes())
-        .await
-        .expect("write stdin");
-    drop(input);
-    let out = child.wait_with_output().await.expect("wait");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    );
-    assert!(out.status.success(), "stowage {args:?}: {stderr}");
-    (stdout, stderr)
-}
-
 #[tokio::test]
 async fn users_and_tokens_are_managed_from_the_command_line() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -166,20 +136,19 @@ async fn users_and_tokens_are_managed_from_the_command_line() {
         .await
         .expect("put");
     assert_eq!(r.status(), StatusCode::CREATED);
-    cli(
-        &s,
+    s.cli(
         &["user", "add", "ci", "--password-stdin"],
         "ci-password-123\n",
     )
     .await;
-    let (list, _) = cli(&s, &["user", "list"], "").await;
+    let (list, _) = s.cli(&["user", "list"], "").await;
     assert!(list.contains("ci\tuser"), "{list}");
-    let (token, said) = cli(
-        &s,
-        &["token", "create", "--user", "ci", "--expires-in", "600"],
-        "",
-    )
-    .await;
+    let (token, said) = s
+        .cli(
+            &["token", "create", "--user", "ci", "--expires-in", "600"],
+            "",
+        )
+        .await;
     let token = token.trim().to_string();
     let id = said
         .split_whitespace()
@@ -202,10 +171,10 @@ async fn users_and_tokens_are_managed_from_the_command_line() {
         get(client.get(&url).basic_auth("ci", Some("wrong-password"))).await,
         StatusCode::UNAUTHORIZED
     );
-    let (tokens, _) = cli(&s, &["token", "list"], "").await;
+    let (tokens, _) = s.cli(&["token", "list"], "").await;
     assert!(tokens.contains(&id) && !tokens.contains(&token), "{tokens}");
-    cli(&s, &["token", "revoke", &id], "").await;
-    cli(&s, &["user", "disable", "ci"], "").await;
+    s.cli(&["token", "revoke", &id], "").await;
+    s.cli(&["user", "disable", "ci"], "").await;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_eq!(
         get(client.get(&url).bearer_auth(&token)).await,

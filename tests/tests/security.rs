@@ -715,3 +715,157 @@ async fn a_token_revoked_on_one_node_is_refused_by_another_within_the_bound() {
     a.stop().await;
     b.stop().await;
 }
+
+/// The audit trail records deploys, overwrites, deletes, moves, security changes, token
+/// creation and revocation and failed logins, each with who and from where, never a secret;
+/// only administrators read it; `stowage audit verify` passes on the trail as written and
+/// names the entry when one row is edited in the database.
+#[tokio::test]
+async fn the_audit_trail_is_complete_secret_free_and_tamper_evident() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    setup(&s).await;
+    let alice = basic("alice", "alice-password-1");
+    assert_eq!(
+        send(
+            &alice,
+            Method::PUT,
+            s.url("/libs/app/new.jar"),
+            Some(bytes(8, 100))
+        )
+        .await,
+        StatusCode::CREATED
+    );
+    let admin = s.admin();
+    assert_eq!(
+        send(
+            &admin,
+            Method::PUT,
+            s.url("/libs/app/new.jar"),
+            Some(bytes(9, 100))
+        )
+        .await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        send(
+            &admin,
+            Method::POST,
+            s.url("/api/move/libs/app/new.jar?to=/libs/moved.jar"),
+            None
+        )
+        .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&admin, Method::DELETE, s.url("/libs/moved.jar"), None).await,
+        StatusCode::NO_CONTENT
+    );
+    let created: Value = admin
+        .post(s.url("/access/api/v1/tokens"))
+        .json(&json!({"username": "bob"}))
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    let secret = created["access_token"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+    let id = created["token_id"].as_str().expect("id").to_string();
+    assert_eq!(
+        send(
+            &admin,
+            Method::DELETE,
+            s.url(&format!("/access/api/v1/tokens/{id}")),
+            None
+        )
+        .await,
+        StatusCode::OK
+    );
+    fetch(&s, basic("bob", "a-wrong-password")).await;
+    // Failed logins are appended in the background.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    assert_eq!(
+        send(
+            &basic("bob", "bob-password-1"),
+            Method::GET,
+            s.url("/api/audit"),
+            None
+        )
+        .await,
+        StatusCode::FORBIDDEN
+    );
+    let text = admin
+        .get(s.url("/api/audit?limit=1000"))
+        .send()
+        .await
+        .expect("audit")
+        .text()
+        .await
+        .expect("text");
+    for leaked in [
+        "alice-password-1",
+        "bob-password-1",
+        "a-wrong-password",
+        secret.as_str(),
+        "argon2",
+    ] {
+        assert!(!text.contains(leaked), "the audit trail holds a secret");
+    }
+    let trail: Value = serde_json::from_str(&text).expect("json");
+    let entries = trail["entries"].as_array().expect("entries");
+    let has = |action: &str, actor: &str, target: &str| {
+        entries.iter().any(|e| {
+            e["action"] == action
+                && e["actor"] == actor
+                && e["target"].as_str().is_some_and(|t| t.contains(target))
+        })
+    };
+    for (action, actor, target) in [
+        ("repository.put", "admin", "libs"),
+        ("group.put", "admin", "devs"),
+        ("user.put", "admin", "alice"),
+        ("permission.put", "admin", "libs-team"),
+        ("deploy", "alice", "libs/app/new.jar"),
+        ("overwrite", "admin", "libs/app/new.jar"),
+        ("move", "admin", "libs/app/new.jar -> libs/moved.jar"),
+        ("delete", "admin", "libs/moved.jar"),
+        ("token.create", "admin", id.as_str()),
+        ("token.revoke", "admin", id.as_str()),
+        ("login.failed", "anonymous", "bob"),
+    ] {
+        assert!(
+            has(action, actor, target),
+            "no {action} by {actor} of {target}: {trail}"
+        );
+    }
+    assert!(
+        entries.iter().all(|e| e["source"] == "127.0.0.1"),
+        "every entry says where the call came from"
+    );
+
+    let (out, _) = s.cli(&["audit", "verify"], "").await;
+    assert!(out.contains(&format!("{} entries", entries.len())), "{out}");
+    // One edited row breaks the chain at that row.
+    sqlx::any::install_default_drivers();
+    use sqlx::Connection as _;
+    let mut db = sqlx::AnyConnection::connect(&s.database_url)
+        .await
+        .expect("connect");
+    sqlx::query("UPDATE audit_log SET actor = 'mallory' WHERE seq = 5")
+        .execute(&mut db)
+        .await
+        .expect("tamper");
+    db.close().await.expect("close");
+    let (status, _, stderr) = s.run_cli(&["audit", "verify"], "").await;
+    assert!(!status.success(), "an edited trail does not verify");
+    assert!(
+        stderr.contains("audit entry 5 is not as it was written"),
+        "{stderr}"
+    );
+    s.stop().await;
+}

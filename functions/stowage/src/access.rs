@@ -62,6 +62,16 @@ pub(crate) enum TokenCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Check the audit trail's chain: exits non-zero naming the first entry that was edited,
+    /// inserted or removed.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct TokenCreate {
     /// Whose token.
@@ -86,6 +96,7 @@ async fn security(config: &ConfigArgs) -> Result<Security, Error> {
     let metadata = open_metadata(&config).await?;
     Ok(Security::new(
         metadata,
+        "cli",
         config.anonymous_read,
         config.service_settings().tokens,
     ))
@@ -187,6 +198,22 @@ pub(crate) async fn token(command: TokenCommand) -> Result<(), Error> {
         TokenCommand::Revoke { id, config } => {
             security(&config).await?.revoke(&admin, &id).await?;
             println!("revoked token {id}");
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn audit(command: AuditCommand) -> Result<(), Error> {
+    match command {
+        AuditCommand::Verify { config } => {
+            let config = config.load().await?;
+            let metadata = open_metadata(&config).await?;
+            let checked = metadata.verify_audit().await;
+            metadata.close().await;
+            println!(
+                "audit trail intact: {} entries, each chained to the one before",
+                checked?
+            );
         }
     }
     Ok(())

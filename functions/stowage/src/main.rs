@@ -55,6 +55,9 @@ enum Command {
     /// Create, list and revoke access tokens.
     #[command(subcommand)]
     Token(access::TokenCommand),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(access::AuditCommand),
 }
 
 /// Where the configuration comes from; flags override `STOWAGE_*` variables, which override
@@ -127,6 +130,7 @@ fn main() -> ExitCode {
             Command::Balance(args) => serve::balance(&args).await,
             Command::User(command) => access::user(command).await,
             Command::Token(command) => access::token(command).await,
+            Command::Audit(command) => access::audit(command).await,
         }
     });
     match result {

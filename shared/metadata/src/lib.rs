@@ -11,11 +11,12 @@ mod store;
 
 pub use immutable::ImmutablePaths;
 pub use model::{
-    ArtifactRecord, BinaryRecord, ChecksumLookup, FolderChild, FolderListing, GroupRecord,
-    NewArtifact, NodeRecord, PathCheck, PermissionRecord, Relocation, RepoSummary, Repository,
-    SecuritySnapshot, StorageSummary, TokenRecord, TrashRecord, UploadSession, UserRecord,
+    ArtifactRecord, AuditEvent, AuditRecord, BinaryRecord, ChecksumLookup, FolderChild,
+    FolderListing, GroupRecord, NewArtifact, NodeRecord, PathCheck, PermissionRecord, Relocation,
+    RepoSummary, Repository, SecuritySnapshot, StorageSummary, TokenRecord, TrashRecord,
+    UploadSession, UserRecord,
 };
-pub use store::{Engine, Metadata, PoolSettings, is_conflict, retry_conflicts};
+pub use store::{Engine, GENESIS, Metadata, PoolSettings, is_conflict, retry_conflicts};
 
 /// Milliseconds since the Unix epoch, the unit of every stored time.
 pub fn now_ms() -> i64 {

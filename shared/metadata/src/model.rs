@@ -222,3 +222,55 @@ pub struct SecuritySnapshot {
     pub groups: Vec<GroupRecord>,
     pub permissions: Vec<PermissionRecord>,
 }
+
+/// An event for the audit trail (never a secret in any field).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditEvent {
+    pub node: String,
+    /// Who: a user name, `admin`, `anonymous`.
+    pub actor: String,
+    /// From where: the client's address, `-` when unknown, `local` for the CLI.
+    pub source: String,
+    /// What: `deploy`, `delete`, `move`, `user.put`, `token.create`, `login.failed`, …
+    pub action: String,
+    /// What it was done to: `repo/path`, a user, a token id.
+    pub target: String,
+    pub detail: String,
+}
+
+/// An entry of the audit trail, chained to the one before by `prev_hash`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub at_ms: i64,
+    pub event: AuditEvent,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl AuditRecord {
+    /// The hash this entry must carry: SHA-256 over the previous hash and every field, each
+    /// length-prefixed (so no two different entries hash alike by shifting text between
+    /// fields).
+    pub fn expected_hash(&self) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        let seq = self.seq.to_string();
+        let at = self.at_ms.to_string();
+        for field in [
+            self.prev_hash.as_str(),
+            &seq,
+            &at,
+            &self.event.node,
+            &self.event.actor,
+            &self.event.source,
+            &self.event.action,
+            &self.event.target,
+            &self.event.detail,
+        ] {
+            h.update((field.len() as u64).to_be_bytes());
+            h.update(field.as_bytes());
+        }
+        hex::encode(h.finalize())
+    }
+}

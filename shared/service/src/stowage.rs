@@ -160,6 +160,8 @@ struct Admission {
     witness: GcWitness,
     /// Why the caller may not overwrite another file at the path, if it may not.
     overwrite_refusal: Option<String>,
+    /// Who deploys, for the audit trail.
+    caller: Caller,
 }
 
 /// Stowage's operations over one provider chain and one metadata store.
@@ -197,6 +199,7 @@ impl Stowage {
         let stowage = Self {
             security: Arc::new(Security::new(
                 metadata.clone(),
+                node_id,
                 settings.anonymous_read,
                 settings.tokens.clone(),
             )),
@@ -406,6 +409,7 @@ impl Stowage {
         Ok(Admission {
             overwrite_refusal: self.overwrite_refusal(caller, repo, path).await?,
             witness: self.gc_witness().await?,
+            caller: caller.clone(),
         })
     }
 
@@ -520,6 +524,7 @@ impl Stowage {
         let Admission {
             witness,
             overwrite_refusal,
+            caller,
         } = admission;
         let conditions = request.conditions;
         let new = NewArtifact {
@@ -534,35 +539,47 @@ impl Stowage {
             LockName::path(repo, path),
             LockName::Binary(checksums.sha256),
         ];
-        self.locked_write(names, || async {
-            self.check_conditions(repo, path, &conditions, true).await?;
-            if let Some(refusal) = &overwrite_refusal
-                && self
-                    .metadata
-                    .artifact_on_primary(repo, path)
-                    .await?
-                    .is_some_and(|current| current.checksums.sha256 != checksums.sha256)
-            {
-                return Err(Error::Forbidden(refusal.clone()));
-            }
-            // Garbage collection removes a binary only under its lock, after finding no row
-            // that refers to it. Between this deploy's store and this lock it may have done
-            // so (whatever the orphan grace: at 0, even bytes this deploy just created), so
-            // unless no collection can have removed anything since `witness` was taken, the
-            // bytes are looked for again here, where none can remove them before the row
-            // below is committed (docs/durability.md).
-            if self.may_have_collected_since(witness).await?
-                && !self.provider.exists(&checksums.sha256).await?
-            {
-                return Err(Error::Unavailable(
+        let record = self
+            .locked_write(names, || async {
+                self.check_conditions(repo, path, &conditions, true).await?;
+                if let Some(refusal) = &overwrite_refusal
+                    && self
+                        .metadata
+                        .artifact_on_primary(repo, path)
+                        .await?
+                        .is_some_and(|current| current.checksums.sha256 != checksums.sha256)
+                {
+                    return Err(Error::Forbidden(refusal.clone()));
+                }
+                // Garbage collection removes a binary only under its lock, after finding no row
+                // that refers to it. Between this deploy's store and this lock it may have done
+                // so (whatever the orphan grace: at 0, even bytes this deploy just created), so
+                // unless no collection can have removed anything since `witness` was taken, the
+                // bytes are looked for again here, where none can remove them before the row
+                // below is committed (docs/durability.md).
+                if self.may_have_collected_since(witness).await?
+                    && !self.provider.exists(&checksums.sha256).await?
+                {
+                    return Err(Error::Unavailable(
                     "the binary was removed by garbage collection while it was being deployed; \
                      deploy it again"
                         .into(),
                 ));
-            }
-            self.metadata.commit_artifact(&new).await
-        })
-        .await
+                }
+                self.metadata.commit_artifact(&new).await
+            })
+            .await?;
+        // An overwrite keeps the file's creation time (also when the bytes were the same).
+        let action = if record.created_ms == record.modified_ms {
+            "deploy"
+        } else {
+            "overwrite"
+        };
+        let detail = format!("sha256={} size={}", record.checksums.sha256, record.size);
+        self.security
+            .audit(&caller, action, &format!("{repo}/{path}"), &detail)
+            .await;
+        Ok(record)
     }
 
     /// The record of a file, or `NotFound` (saying so when the path is a folder).
@@ -625,6 +642,17 @@ impl Stowage {
                 what: format!("{repo}/{path}"),
             });
         }
+        let detail = format!(
+            "{moved} files{}",
+            if self.trash_enabled {
+                ", to the trash"
+            } else {
+                ""
+            }
+        );
+        self.security
+            .audit(caller, "delete", &format!("{repo}/{path}"), &detail)
+            .await;
         Ok(moved)
     }
 
@@ -655,8 +683,20 @@ impl Stowage {
             LockName::path(request.src_repo, request.src),
             LockName::path(request.dst_repo, request.dst),
         ];
-        self.locked_write(names, || self.metadata.relocate(&relocation))
-            .await
+        let n = self
+            .locked_write(names, || self.metadata.relocate(&relocation))
+            .await?;
+        if !request.dry {
+            let target = format!(
+                "{}/{} -> {}/{}",
+                request.src_repo, request.src, request.dst_repo, request.dst
+            );
+            let action = if request.copy { "copy" } else { "move" };
+            self.security
+                .audit(caller, action, &target, &format!("{n} files"))
+                .await;
+        }
+        Ok(n)
     }
 
     /// Figures of the read cache, where there is one.

@@ -405,3 +405,43 @@ pub(crate) async fn revoke_token(
     state.stowage.security().revoke(&caller, &id).await?;
     Ok(StatusCode::OK.into_response())
 }
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct AuditQuery {
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// `GET /api/audit?after=<seq>&limit=<n>` (administrators): the audit trail in order, each
+/// entry with the hash chaining it to the one before; `next` is where to go on from.
+pub(crate) async fn audit(
+    State(state): State<AppState>,
+    axum::Extension(caller): Caller_,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+) -> Result<Response, ApiError> {
+    let after = q.after.unwrap_or(0);
+    let entries = state
+        .stowage
+        .security()
+        .audit_entries(&caller, after, q.limit.unwrap_or(100))
+        .await?;
+    let next = entries.last().map_or(after, |e| e.seq);
+    let list: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            json!({
+                "seq": e.seq,
+                "time": super::json::iso(e.at_ms),
+                "node": e.event.node,
+                "actor": e.event.actor,
+                "source": e.event.source,
+                "action": e.event.action,
+                "target": e.event.target,
+                "detail": e.event.detail,
+                "prevHash": e.prev_hash,
+                "hash": e.hash,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "entries": list, "next": next })).into_response())
+}

@@ -18,6 +18,7 @@ use crate::ImmutablePaths;
 use crate::cache::ArtifactCache;
 use crate::model::*;
 use crate::now_ms;
+pub use audit::GENESIS;
 
 /// Pool settings (`[database]` in the configuration).
 #[derive(Debug, Clone)]
@@ -523,6 +524,7 @@ impl Metadata {
 }
 
 mod artifacts;
+mod audit;
 mod binaries;
 mod cluster;
 mod repositories;

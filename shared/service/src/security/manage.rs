@@ -131,6 +131,18 @@ impl Security {
         };
         let created = self.metadata.put_user(&user).await?;
         self.changed();
+        let detail = format!(
+            "admin={} disabled={} groups={}{}",
+            user.admin,
+            user.disabled,
+            user.groups.join(","),
+            if user.password_hash.is_some() {
+                " password changed"
+            } else {
+                ""
+            }
+        );
+        self.audit(caller, "user.put", name, &detail).await;
         Ok(created)
     }
 
@@ -139,6 +151,9 @@ impl Security {
         self.require_admin(caller, &format!("delete user {name}"))?;
         let deleted = self.metadata.delete_user(name).await?;
         self.changed();
+        if deleted {
+            self.audit(caller, "user.delete", name, "").await;
+        }
         deleted.then_some(()).ok_or_else(|| Error::NotFound {
             what: format!("user {name}"),
         })
@@ -183,6 +198,9 @@ impl Security {
             .put_group(&group, change.members.as_deref())
             .await?;
         self.changed();
+        let members = change.members.map(|m| m.join(",")).unwrap_or_default();
+        self.audit(caller, "group.put", name, &format!("members={members}"))
+            .await;
         Ok(created)
     }
 
@@ -191,6 +209,9 @@ impl Security {
         self.require_admin(caller, &format!("delete group {name}"))?;
         let deleted = self.metadata.delete_group(name).await?;
         self.changed();
+        if deleted {
+            self.audit(caller, "group.delete", name, "").await;
+        }
         deleted.then_some(()).ok_or_else(|| Error::NotFound {
             what: format!("group {name}"),
         })
@@ -230,6 +251,7 @@ impl Security {
             .map_err(|e| Error::InvalidInput(format!("permission target {name}: {e}")))?;
         let created = self.metadata.put_permission(name, &body).await?;
         self.changed();
+        self.audit(caller, "permission.put", name, &body).await;
         Ok(created)
     }
 
@@ -238,6 +260,9 @@ impl Security {
         self.require_admin(caller, &format!("delete permission target {name}"))?;
         let deleted = self.metadata.delete_permission(name).await?;
         self.changed();
+        if deleted {
+            self.audit(caller, "permission.delete", name, "").await;
+        }
         deleted.then_some(()).ok_or_else(|| Error::NotFound {
             what: format!("permission target {name}"),
         })
@@ -263,8 +288,21 @@ impl Security {
                 what: format!("user {user} (create it first)"),
             })?;
         let scope = Scope::parse(request.scope.as_deref().unwrap_or(""))?;
-        self.create_token(&record, scope, request.expires_in, &request.description)
-            .await
+        let token = self
+            .create_token(&record, scope, request.expires_in, &request.description)
+            .await?;
+        let detail = format!(
+            "user={} scope={} expires_ms={}",
+            token.record.user,
+            token.record.scope,
+            token
+                .record
+                .expires_ms
+                .map_or_else(|| "never".to_string(), |e| e.to_string())
+        );
+        self.audit(caller, "token.create", &token.record.id, &detail)
+            .await;
+        Ok(token)
     }
 
     /// Tokens: every one for an administrator, its own for a user.
@@ -286,6 +324,8 @@ impl Security {
                 });
             }
         }
-        self.revoke_token(id).await
+        self.revoke_token(id).await?;
+        self.audit(caller, "token.revoke", id, "").await;
+        Ok(())
     }
 }

@@ -19,7 +19,9 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use stowage_core::{Error, RepoKey, Result};
-use stowage_metadata::{Metadata, SecuritySnapshot, TokenRecord, UserRecord, now_ms};
+use stowage_metadata::{
+    AuditEvent, AuditRecord, Metadata, SecuritySnapshot, TokenRecord, UserRecord, now_ms,
+};
 
 pub use manage::{GroupChange, TokenRequest, UserChange};
 pub use permissions::{Action, Actions, Grantees, Target, TargetJson, Targets};
@@ -93,6 +95,9 @@ pub struct Caller {
     /// The groups whose grants count.
     groups: Vec<String>,
     anonymous: bool,
+    /// Where the call came from (the client's address; `local` for the CLI and tasks; `-`
+    /// when unknown), for the audit trail.
+    pub source: String,
 }
 
 impl Caller {
@@ -104,6 +109,7 @@ impl Caller {
             direct: true,
             groups: Vec::new(),
             anonymous: false,
+            source: "local".into(),
         }
     }
 
@@ -115,7 +121,14 @@ impl Caller {
             direct: true,
             groups: Vec::new(),
             anonymous: true,
+            source: "-".into(),
         }
+    }
+
+    /// The same caller, calling from `source`.
+    pub fn from_source(mut self, source: &str) -> Caller {
+        self.source = source.to_string();
+        self
     }
 
     pub fn is_admin(&self) -> bool {
@@ -225,6 +238,8 @@ struct View {
 /// Authentication and authorization for one node.
 pub struct Security {
     metadata: Metadata,
+    /// This node, for the audit trail.
+    node: String,
     /// The first start's admin token, once the entry point has loaded it.
     admin_token: std::sync::OnceLock<Auth>,
     anonymous_read: bool,
@@ -266,9 +281,15 @@ pub fn hash_password(password: &str) -> Result<String> {
 
 impl Security {
     /// Decisions over `metadata`; `anonymous_read` grants every anonymous caller read access.
-    pub fn new(metadata: Metadata, anonymous_read: bool, tokens_settings: TokenSettings) -> Self {
+    pub fn new(
+        metadata: Metadata,
+        node: &str,
+        anonymous_read: bool,
+        tokens_settings: TokenSettings,
+    ) -> Self {
         Self {
             metadata,
+            node: node.to_string(),
             admin_token: std::sync::OnceLock::new(),
             anonymous_read,
             tokens_settings,
@@ -345,6 +366,12 @@ impl Security {
     /// Who `credentials` prove the caller is. `source` is the caller's address, for the
     /// throttle. Every failure says the same, whether the user exists or not.
     pub async fn authenticate(&self, credentials: &Credentials, source: &str) -> Result<Caller> {
+        self.identify(credentials, source)
+            .await
+            .map(|caller| caller.from_source(source))
+    }
+
+    async fn identify(&self, credentials: &Credentials, source: &str) -> Result<Caller> {
         let denied = || Error::Unauthorized("bad credentials".into());
         match credentials {
             Credentials::None => Ok(Caller::anonymous()),
@@ -404,6 +431,43 @@ impl Security {
             self.failures.insert(key, n + 1);
         }
         tracing::warn!(user = user.unwrap_or("-"), %source, "failed login");
+        let event = self.event(
+            &Caller::anonymous().from_source(source),
+            "login.failed",
+            user.unwrap_or("-"),
+            "",
+        );
+        let metadata = self.metadata.clone();
+        tokio::spawn(async move { record_event(&metadata, &event).await });
+    }
+
+    fn event(&self, caller: &Caller, action: &str, target: &str, detail: &str) -> AuditEvent {
+        AuditEvent {
+            node: self.node.clone(),
+            actor: caller.name.clone(),
+            source: caller.source.clone(),
+            action: action.to_string(),
+            target: target.to_string(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// Appends to the audit trail what `caller` did (`action` on `target`; `detail` never
+    /// holds a secret). The change it records is made already: a trail that cannot be written
+    /// is logged as an error, and the change stands.
+    pub async fn audit(&self, caller: &Caller, action: &str, target: &str, detail: &str) {
+        record_event(&self.metadata, &self.event(caller, action, target, detail)).await;
+    }
+
+    /// Audit entries after `after` (administrators only).
+    pub async fn audit_entries(
+        &self,
+        caller: &Caller,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>> {
+        self.require_admin(caller, "read the audit trail")?;
+        self.metadata.audit_entries(after, limit.min(1000)).await
     }
 
     /// The caller a live token of a live user proves (of `user`, when one is named).
@@ -648,6 +712,12 @@ fn file_actions(
     }
 }
 
+async fn record_event(metadata: &Metadata, event: &AuditEvent) {
+    if let Err(e) = metadata.append_audit(event).await {
+        tracing::error!(action = %event.action, target = %event.target, error = %e, "could not append to the audit trail");
+    }
+}
+
 /// An error a cache shares between the callers that waited for one load.
 fn unshared(e: Arc<Error>) -> Error {
     Arc::try_unwrap(e).unwrap_or_else(|e| Error::Metadata {
@@ -675,6 +745,7 @@ fn caller_of(user: &UserRecord, scope: &Scope) -> Caller {
         direct,
         groups,
         anonymous: false,
+        source: "-".into(),
     }
 }
 

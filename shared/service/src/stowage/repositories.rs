@@ -105,6 +105,12 @@ impl Stowage {
             })
             .await;
         self.repository_changed(key).await;
+        if created.is_ok() {
+            let detail = repository.config.to_string();
+            self.security
+                .audit(caller, "repository.put", key.as_str(), &detail)
+                .await;
+        }
         created
     }
 
@@ -123,6 +129,9 @@ impl Stowage {
                 key: key.to_string(),
             });
         }
+        self.security
+            .audit(caller, "repository.delete", key.as_str(), "")
+            .await;
         Ok(())
     }
 

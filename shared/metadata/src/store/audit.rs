@@ -1,0 +1,132 @@
+//! The audit trail: appended one entry at a time, each chained to the one before.
+
+use super::*;
+
+/// The hash the first entry chains to.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// A duplicate key: another node appended the same sequence number first.
+fn is_duplicate(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| matches!(code.as_ref(), "23505" | "23000" | "1555" | "2067"))
+}
+
+fn audit_from_row(row: &AnyRow) -> Result<AuditRecord> {
+    Ok(AuditRecord {
+        seq: row.try_get("seq").map_err(db_err)?,
+        at_ms: row.try_get("at_ms").map_err(db_err)?,
+        event: AuditEvent {
+            node: row.try_get("node").map_err(db_err)?,
+            actor: row.try_get("actor").map_err(db_err)?,
+            source: row.try_get("source").map_err(db_err)?,
+            action: row.try_get("action").map_err(db_err)?,
+            target: row.try_get("target").map_err(db_err)?,
+            detail: row.try_get("detail").map_err(db_err)?,
+        },
+        prev_hash: row.try_get("prev_hash").map_err(db_err)?,
+        hash: row.try_get("hash").map_err(db_err)?,
+    })
+}
+
+impl Metadata {
+    /// Appends `event` after the last entry, chained to it. Two nodes appending at once both
+    /// read the same last entry; the second insert of its sequence number fails on the key
+    /// and is made again after the first, so the chain stays one line.
+    pub async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord> {
+        let db = self.writer_uncached();
+        for _ in 0..50 {
+            let last =
+                sqlx::query(self.sql("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"))
+                    .fetch_optional(db)
+                    .await
+                    .map_err(db_err)?;
+            let (seq, prev_hash) = match &last {
+                Some(row) => (
+                    row.try_get::<i64, _>("seq").map_err(db_err)? + 1,
+                    row.try_get::<String, _>("hash").map_err(db_err)?,
+                ),
+                None => (1, GENESIS.to_string()),
+            };
+            let mut record = AuditRecord {
+                seq,
+                at_ms: now_ms(),
+                event: event.clone(),
+                prev_hash,
+                hash: String::new(),
+            };
+            record.hash = record.expected_hash();
+            let inserted = sqlx::query(self.sql(
+                "INSERT INTO audit_log (seq, at_ms, node, actor, source, action, target, detail, \
+                 prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ))
+            .bind(record.seq)
+            .bind(record.at_ms)
+            .bind(&record.event.node)
+            .bind(&record.event.actor)
+            .bind(&record.event.source)
+            .bind(&record.event.action)
+            .bind(&record.event.target)
+            .bind(&record.event.detail)
+            .bind(&record.prev_hash)
+            .bind(&record.hash)
+            .execute(db)
+            .await;
+            match inserted {
+                Ok(_) => return Ok(record),
+                Err(e) if is_duplicate(&e) => tokio::time::sleep(Duration::from_millis(1)).await,
+                Err(e) => return Err(db_err(e)),
+            }
+        }
+        Err(Error::Unavailable(
+            "the audit trail is too busy to append to; retry".into(),
+        ))
+    }
+
+    /// Checks the whole chain: sequence numbers without gaps from 1, each entry's `prev_hash`
+    /// the hash of the one before, each hash what its fields give. Returns how many entries
+    /// it checked, or the first that is not as written (`Conflict` naming it).
+    pub async fn verify_audit(&self) -> Result<u64> {
+        let (mut expected_seq, mut prev) = (1i64, GENESIS.to_string());
+        loop {
+            let page = self.audit_entries(expected_seq - 1, 1000).await?;
+            if page.is_empty() {
+                return Ok(u64::try_from(expected_seq - 1).unwrap_or(0));
+            }
+            for entry in page {
+                let broken = |why: &str| {
+                    Error::Conflict(format!(
+                        "audit entry {} is not as it was written: {why}",
+                        entry.seq
+                    ))
+                };
+                if entry.seq != expected_seq {
+                    return Err(Error::Conflict(format!(
+                        "audit entry {expected_seq} is missing (the next is {})",
+                        entry.seq
+                    )));
+                }
+                if entry.prev_hash != prev {
+                    return Err(broken("it does not chain to the entry before"));
+                }
+                if entry.hash != entry.expected_hash() {
+                    return Err(broken("its fields do not give its hash (edited)"));
+                }
+                prev = entry.hash;
+                expected_seq += 1;
+            }
+        }
+    }
+
+    /// Up to `limit` entries after `after_seq`, in order.
+    pub async fn audit_entries(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditRecord>> {
+        let rows =
+            sqlx::query(self.sql("SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?"))
+                .bind(after_seq)
+                .bind(i64::from(limit))
+                .fetch_all(self.writer_uncached())
+                .await
+                .map_err(db_err)?;
+        rows.iter().map(audit_from_row).collect()
+    }
+}
