@@ -215,3 +215,130 @@ async fn an_expired_url_is_refused_and_small_binaries_are_served_directly() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     server.stop().await;
 }
+
+/// A CI token scoped to read one repository: its download of a redirecting repository's file
+/// gets the signed URL (issued only after the read check) and, followed, the bytes; it cannot
+/// deploy, see other repositories, or find their artifacts by search.
+#[tokio::test]
+async fn a_token_scoped_to_reading_one_repository_downloads_through_a_redirect_and_nothing_more() {
+    use serde_json::{Value, json};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(server) = server(dir.path(), "").await else {
+        return;
+    };
+    let admin = server.admin();
+    let data = bytes(11, 2 * 1024 * 1024);
+    for repo in ["dist", "libs"] {
+        let r = admin
+            .put(server.url(&format!("/{repo}/tool.bin")))
+            .body(data.clone())
+            .send()
+            .await
+            .expect("deploy");
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    for (path, body) in [
+        ("/api/security/groups/ci-readers", json!({})),
+        ("/api/security/users/ci", json!({"groups": ["ci-readers"]})),
+        (
+            "/api/v2/security/permissions/dist-read",
+            json!({"repo": {"repositories": ["dist"], "actions": {"groups": {"ci-readers": ["read"]}}}}),
+        ),
+    ] {
+        let r = admin
+            .put(server.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("put");
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+    }
+    let token: Value = admin
+        .post(server.url("/access/api/v1/tokens"))
+        .json(&json!({"username": "ci", "scope": "applied-permissions/groups:ci-readers"}))
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    let token = token["access_token"].as_str().expect("secret").to_string();
+    let ci = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let r = ci
+        .get(server.url("/dist/tool.bin"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let location = r.headers()[LOCATION]
+        .to_str()
+        .expect("location")
+        .to_string();
+    assert!(
+        !location.contains(&token),
+        "the signed URL carries no credentials of the caller"
+    );
+    let followed = reqwest::get(&location).await.expect("follow");
+    assert_eq!(followed.bytes().await.expect("bytes").as_ref(), &data[..]);
+    for (method, path, expected) in [
+        (reqwest::Method::PUT, "/dist/new.bin", StatusCode::FORBIDDEN),
+        (
+            reqwest::Method::GET,
+            "/libs/tool.bin",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            reqwest::Method::GET,
+            "/api/storage/libs",
+            StatusCode::FORBIDDEN,
+        ),
+    ] {
+        let r = ci
+            .request(method.clone(), server.url(path))
+            .bearer_auth(&token)
+            .body(vec![1u8; 10])
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), expected, "{method} {path}");
+    }
+    let repos: Value = ci
+        .get(server.url("/api/repositories"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        repos.as_array().map(Vec::len),
+        Some(1),
+        "only dist: {repos}"
+    );
+    let sha = stowage_tests::sha256_hex(&data);
+    let found: Value = ci
+        .get(server.url(&format!("/api/search/checksum?sha256={sha}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("json");
+    let uris: Vec<&str> = found["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter_map(|r| r["uri"].as_str())
+        .collect();
+    assert!(
+        uris.len() == 1 && uris[0].contains("/dist/"),
+        "only dist's copy is found: {uris:?}"
+    );
+    server.stop().await;
+}

@@ -98,13 +98,26 @@ async fn send(
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> Answer {
+    send_as(deployment, TOKEN, function, method, path, headers, body).await
+}
+
+/// [`send`] with the bearer token `token`.
+async fn send_as(
+    deployment: &Deployment,
+    token: &str,
+    function: &str,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Answer {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
     let mut request = client
         .request(method, deployment.url(function, path))
-        .bearer_auth(TOKEN)
+        .bearer_auth(token)
         .body(body);
     for (k, v) in headers {
         request = request.header(*k, *v);
@@ -523,6 +536,89 @@ async fn functions_answer_alike_under_lambda_and_in_containers() {
     )
     .await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
+
+    // The functions decide with the same permissions: a token scoped to a group that may
+    // read libs downloads through the download function, and the upload function refuses it.
+    for (path, body) in [
+        ("/api/security/groups/ci-readers", json!({})),
+        ("/api/security/users/ci", json!({"groups": ["ci-readers"]})),
+        (
+            "/api/v2/security/permissions/libs-read",
+            json!({"repo": {"repositories": ["libs"], "actions": {"groups": {"ci-readers": ["read"]}}}}),
+        ),
+    ] {
+        let body = body.to_string();
+        let (put, _) = both(
+            &deployments,
+            "metadata",
+            Method::PUT,
+            path,
+            none,
+            body.as_bytes(),
+        )
+        .await;
+        assert!(put.status.is_success(), "{path}: {}", put.status);
+    }
+    for deployment in &deployments {
+        let json_type = [("content-type", "application/json")];
+        let created = send(
+            deployment,
+            "metadata",
+            Method::POST,
+            "/access/api/v1/tokens",
+            &json_type,
+            br#"{"username":"ci","scope":"applied-permissions/groups:ci-readers"}"#.to_vec(),
+        )
+        .await;
+        assert_eq!(created.status, StatusCode::OK);
+        let created: Value = serde_json::from_slice(&created.body).expect("json");
+        let token = created["access_token"].as_str().expect("secret");
+        let read = send_as(
+            deployment,
+            token,
+            "download",
+            Method::GET,
+            "/libs/dir/mid.bin",
+            none,
+            Vec::new(),
+        )
+        .await;
+        // 2 MiB: redirected (the repository redirects from 1 MiB), after the read check.
+        assert_eq!(
+            read.status,
+            StatusCode::FOUND,
+            "the scoped token reads libs"
+        );
+        let followed = reqwest::get(&redirect_location(&read))
+            .await
+            .expect("follow");
+        assert_eq!(
+            sha256_hex(&followed.bytes().await.expect("bytes")),
+            sha256_hex(&mid)
+        );
+        let write = send_as(
+            deployment,
+            token,
+            "upload",
+            Method::PUT,
+            "/libs/ci.bin",
+            none,
+            vec![1; 10],
+        )
+        .await;
+        assert_eq!(write.status, StatusCode::FORBIDDEN, "but may not deploy");
+        let anonymous = send_as(
+            deployment,
+            "stwt_not-a-token",
+            "download",
+            Method::GET,
+            "/libs/dir/mid.bin",
+            none,
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    }
 
     let [lambda, container] = deployments;
     lambda.stop().await;
