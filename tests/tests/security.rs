@@ -869,3 +869,71 @@ async fn the_audit_trail_is_complete_secret_free_and_tamper_evident() {
     );
     s.stop().await;
 }
+
+/// A refreshable token comes with a refresh token that replaces it once by a new pair (same
+/// user, scope and lifetime); the old token stops working, and the refresh token cannot be
+/// used again.
+#[tokio::test]
+async fn a_refresh_token_replaces_its_token_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    setup(&s).await;
+    let created: Value = s
+        .admin()
+        .post(s.url("/access/api/v1/tokens"))
+        .json(&json!({"username": "bob", "refreshable": true, "expires_in": 600}))
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    let (old, refresh) = (
+        created["access_token"]
+            .as_str()
+            .expect("secret")
+            .to_string(),
+        created["refresh_token"]
+            .as_str()
+            .expect("refresh")
+            .to_string(),
+    );
+    let anonymous = client(None);
+    let renew = |refresh: String| {
+        anonymous
+            .post(s.url("/access/api/v1/tokens"))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh.as_str()),
+            ])
+            .send()
+    };
+    let renewed = renew(refresh.clone()).await.expect("refresh");
+    assert_eq!(renewed.status(), StatusCode::OK);
+    let renewed: Value = renewed.json().await.expect("json");
+    let new = renewed["access_token"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+    assert_ne!(new, old);
+    assert_eq!(renewed["expires_in"], 600, "the same lifetime");
+    assert!(
+        renewed["refresh_token"]
+            .as_str()
+            .is_some_and(|r| r != refresh)
+    );
+    assert_eq!(fetch(&s, bearer(&new)).await.0, StatusCode::OK);
+    let again = renew(refresh).await.expect("refresh");
+    assert_eq!(
+        again.status(),
+        StatusCode::UNAUTHORIZED,
+        "a refresh token works once"
+    );
+    tokio::time::sleep(FRESHNESS).await;
+    assert_eq!(
+        fetch(&s, bearer(&old)).await.0,
+        StatusCode::UNAUTHORIZED,
+        "the old token is revoked"
+    );
+    s.stop().await;
+}

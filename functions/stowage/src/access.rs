@@ -87,6 +87,10 @@ pub(crate) struct TokenCreate {
     expires_in: Option<u64>,
     #[arg(long, default_value = "")]
     description: String,
+    /// Also print a refresh token, which can replace this token once (`POST
+    /// /access/api/v1/tokens` with `grant_type=refresh_token`).
+    #[arg(long)]
+    refreshable: bool,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -171,6 +175,7 @@ pub(crate) async fn token(command: TokenCommand) -> Result<(), Error> {
                 scope: create.scope,
                 expires_in: create.expires_in.map(Duration::from_secs),
                 description: create.description,
+                refreshable: create.refreshable,
             };
             let token = security(&create.config)
                 .await?
@@ -181,6 +186,10 @@ pub(crate) async fn token(command: TokenCommand) -> Result<(), Error> {
                 token.record.id, token.record.user, token.record.scope
             );
             println!("{}", token.secret);
+            if let Some(refresh) = &token.refresh {
+                eprintln!("refresh token, shown once:");
+                println!("{refresh}");
+            }
         }
         TokenCommand::List { config } => {
             for t in security(&config).await?.tokens(&admin).await? {

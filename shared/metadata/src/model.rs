@@ -213,6 +213,8 @@ pub struct TokenRecord {
     /// `None`: never expires.
     pub expires_ms: Option<i64>,
     pub revoked: bool,
+    /// Whether a refresh token can replace it.
+    pub refreshable: bool,
 }
 
 /// Everything access decisions are made from, read together.

@@ -574,10 +574,17 @@ async fn users_groups_permissions_and_tokens_are_kept() {
         created_ms: 5,
         expires_ms: Some(1_000),
         revoked: false,
+        refreshable: true,
     };
-    meta.create_access_token(&token, &"ab".repeat(32))
+    meta.create_access_token(&token, &"ab".repeat(32), Some(&"ef".repeat(32)))
         .await
         .expect("token");
+    assert_eq!(
+        meta.access_token_by_refresh(&"ef".repeat(32))
+            .await
+            .expect("q"),
+        Some(token.clone())
+    );
     assert_eq!(
         meta.access_token_by_hash(&"ab".repeat(32))
             .await
@@ -594,10 +601,42 @@ async fn users_groups_permissions_and_tokens_are_kept() {
         meta.access_tokens(Some("carol")).await.expect("list"),
         vec![token.clone()]
     );
-    assert!(meta.revoke_access_token(&token.id).await.expect("revoke"));
-    assert!(!meta.revoke_access_token(&token.id).await.expect("again"));
+    // A refresh replaces the token, once.
+    let next = TokenRecord {
+        id: "fedcba9876543210fedcba9876543210".into(),
+        refreshable: false,
+        ..token.clone()
+    };
+    let replace = |secret: &'static str| meta.replace_access_token(&token.id, &next, secret, None);
     assert!(
-        meta.access_token_by_hash(&"ab".repeat(32))
+        replace("1212121212121212121212121212121212121212121212121212121212121212")
+            .await
+            .expect("replace")
+    );
+    assert!(
+        !replace("3434343434343434343434343434343434343434343434343434343434343434")
+            .await
+            .expect("again")
+    );
+    assert_eq!(
+        meta.access_token_by_refresh(&"ef".repeat(32))
+            .await
+            .expect("q"),
+        None
+    );
+    for secret in ["ab".repeat(32)] {
+        assert!(
+            meta.access_token_by_hash(&secret)
+                .await
+                .expect("q")
+                .expect("kept")
+                .revoked
+        );
+    }
+    assert!(meta.revoke_access_token(&next.id).await.expect("revoke"));
+    assert!(!meta.revoke_access_token(&next.id).await.expect("again"));
+    assert!(
+        meta.access_token_by_hash(&"12".repeat(32))
             .await
             .expect("q")
             .expect("kept")

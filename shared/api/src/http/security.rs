@@ -52,7 +52,7 @@ fn token_json(token: &TokenRecord) -> Value {
         "issued_at": token.created_ms / 1000,
         "expiry": token.expires_ms.map(|e| e / 1000),
         "revoked": token.revoked,
-        "refreshable": false,
+        "refreshable": token.refreshable,
     })
 }
 
@@ -335,6 +335,12 @@ struct TokenBody {
     expires_in: Option<u64>,
     description: Option<String>,
     refreshable: Option<bool>,
+    /// `refresh_token` to replace a refreshable token by a new one.
+    grant_type: Option<String>,
+    refresh_token: Option<String>,
+    /// Sent by Artifactory's clients with a refresh; the refresh token alone decides.
+    #[serde(rename = "access_token")]
+    _access_token: Option<String>,
 }
 
 /// `POST /access/api/v1/tokens`, as JSON or as a form: the token, shown this once.
@@ -356,34 +362,45 @@ pub(crate) async fn create_token(
     } else {
         parse(&body)?
     };
-    if body.refreshable == Some(true) {
-        return Err(ApiError::bad_request(
-            "refreshable tokens are not supported yet: create a new token before this one expires",
-        ));
-    }
-    let request = TokenRequest {
-        user: body.username,
-        scope: body.scope,
-        expires_in: body.expires_in.map(Duration::from_secs),
-        description: body.description.unwrap_or_default(),
+    let security = state.stowage.security();
+    let token = match body.grant_type.as_deref() {
+        Some("refresh_token") => {
+            let refresh = body.refresh_token.ok_or_else(|| {
+                ApiError::bad_request("grant_type=refresh_token needs refresh_token")
+            })?;
+            security.refresh_token(&refresh, &caller.source).await?
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "grant_type {other:?} is not supported (refresh_token is)"
+            )));
+        }
+        None => {
+            let request = TokenRequest {
+                user: body.username,
+                scope: body.scope,
+                expires_in: body.expires_in.map(Duration::from_secs),
+                description: body.description.unwrap_or_default(),
+                refreshable: body.refreshable.unwrap_or(false),
+            };
+            security.issue_token(&caller, request).await?
+        }
     };
-    let token = state
-        .stowage
-        .security()
-        .issue_token(&caller, request)
-        .await?;
     let expires_in = token
         .record
         .expires_ms
         .map(|e| (e - token.record.created_ms).max(0) / 1000);
-    Ok(Json(json!({
+    let mut answer = json!({
         "token_id": token.record.id,
         "access_token": token.secret,
         "expires_in": expires_in,
         "scope": token.record.scope,
         "token_type": "Bearer",
-    }))
-    .into_response())
+    });
+    if let Some(refresh) = token.refresh {
+        answer["refresh_token"] = Value::String(refresh);
+    }
+    Ok(Json(answer).into_response())
 }
 
 /// `GET /access/api/v1/tokens`: every token for an administrator, a user's own otherwise.

@@ -17,6 +17,10 @@ fn token_from_row(row: &AnyRow) -> Result<TokenRecord> {
         created_ms: row.try_get("created_ms").map_err(db_err)?,
         expires_ms: row.try_get("expires_ms").map_err(db_err)?,
         revoked: flag(row, "revoked")?,
+        refreshable: row
+            .try_get::<Option<String>, _>("refresh_sha256")
+            .map_err(db_err)?
+            .is_some(),
     })
 }
 
@@ -321,11 +325,31 @@ impl Metadata {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Records an access token whose secret hashes to `token_sha256` (hex).
-    pub async fn create_access_token(&self, token: &TokenRecord, token_sha256: &str) -> Result<()> {
+    /// Records an access token whose secret hashes to `token_sha256` (hex), and whose refresh
+    /// token, if it has one, hashes to `refresh_sha256`.
+    pub async fn create_access_token(
+        &self,
+        token: &TokenRecord,
+        token_sha256: &str,
+        refresh_sha256: Option<&str>,
+    ) -> Result<()> {
+        self.insert_access_token(self.writer_uncached(), token, token_sha256, refresh_sha256)
+            .await
+    }
+
+    async fn insert_access_token<'e, E>(
+        &self,
+        db: E,
+        token: &TokenRecord,
+        token_sha256: &str,
+        refresh_sha256: Option<&str>,
+    ) -> Result<()>
+    where
+        E: sqlx::Executor<'e, Database = Any>,
+    {
         sqlx::query(self.sql(
             "INSERT INTO access_tokens (id, user_name, token_sha256, scope, description, \
-             created_ms, expires_ms, revoked) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+             created_ms, expires_ms, revoked, refresh_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
         ))
         .bind(&token.id)
         .bind(&token.user)
@@ -334,10 +358,57 @@ impl Metadata {
         .bind(&token.description)
         .bind(token.created_ms)
         .bind(token.expires_ms)
-        .execute(self.writer_uncached())
+        .bind(refresh_sha256)
+        .execute(db)
         .await
         .map_err(db_err)?;
         Ok(())
+    }
+
+    /// The live token a refresh token (by its SHA-256, hex) may replace.
+    pub async fn access_token_by_refresh(
+        &self,
+        refresh_sha256: &str,
+    ) -> Result<Option<TokenRecord>> {
+        sqlx::query(
+            self.sql("SELECT * FROM access_tokens WHERE refresh_sha256 = ? AND revoked = 0"),
+        )
+        .bind(refresh_sha256)
+        .fetch_optional(self.writer_uncached())
+        .await
+        .map_err(db_err)?
+        .as_ref()
+        .map(token_from_row)
+        .transpose()
+    }
+
+    /// Replaces the token `old_id` by `new` in one transaction: `false` (and nothing changes)
+    /// when `old_id` was revoked or replaced meanwhile, so a refresh token works once.
+    pub async fn replace_access_token(
+        &self,
+        old_id: &str,
+        new: &TokenRecord,
+        token_sha256: &str,
+        refresh_sha256: Option<&str>,
+    ) -> Result<bool> {
+        let writes = self.writes();
+        let mut tx = writes.begin().await?;
+        let revoked = sqlx::query(self.sql(
+            "UPDATE access_tokens SET revoked = 1, refresh_sha256 = NULL \
+             WHERE id = ? AND revoked = 0",
+        ))
+        .bind(old_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?
+        .rows_affected();
+        if revoked == 0 {
+            return Ok(false);
+        }
+        self.insert_access_token(&mut *tx, new, token_sha256, refresh_sha256)
+            .await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
     }
 
     /// The token whose secret hashes to `token_sha256` (hex), revoked or expired included.

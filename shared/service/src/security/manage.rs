@@ -45,6 +45,8 @@ pub struct TokenRequest {
     /// allowed).
     pub expires_in: Option<Duration>,
     pub description: String,
+    /// Whether a refresh token comes with it.
+    pub refreshable: bool,
 }
 
 fn check_name(what: &str, name: &str) -> Result<()> {
@@ -289,7 +291,13 @@ impl Security {
             })?;
         let scope = Scope::parse(request.scope.as_deref().unwrap_or(""))?;
         let token = self
-            .create_token(&record, scope, request.expires_in, &request.description)
+            .create_token(
+                &record,
+                scope,
+                request.expires_in,
+                &request.description,
+                request.refreshable,
+            )
             .await?;
         let detail = format!(
             "user={} scope={} expires_ms={}",

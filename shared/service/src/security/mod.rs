@@ -226,6 +226,8 @@ impl Default for TokenSettings {
 pub struct NewToken {
     pub record: TokenRecord,
     pub secret: String,
+    /// What can replace it once, for a refreshable token (also shown this once).
+    pub refresh: Option<String>,
 }
 
 /// What decisions are made from, compiled.
@@ -625,6 +627,7 @@ impl Security {
         scope: Scope,
         expires_in: Option<Duration>,
         description: &str,
+        refreshable: bool,
     ) -> Result<NewToken> {
         if scope == Scope::Admin && !user.admin {
             return Err(Error::Forbidden(format!(
@@ -661,20 +664,84 @@ impl Security {
                 Some(now.saturating_add(i64::try_from(expires_in.as_millis()).unwrap_or(i64::MAX)))
             }
         };
-        let secret = format!("{TOKEN_PREFIX}{}", hex::encode(rand::random::<[u8; 32]>()));
-        let record = TokenRecord {
-            id: hex::encode(rand::random::<[u8; 16]>()),
+        let token = new_token(TokenRecord {
+            id: String::new(),
             user: user.name.clone(),
             scope: scope.text(),
             description: description.to_string(),
             created_ms: now,
             expires_ms,
             revoked: false,
-        };
+            refreshable,
+        });
         self.metadata
-            .create_access_token(&record, &hex::encode(sha256(&secret)))
+            .create_access_token(
+                &token.record,
+                &hex::encode(sha256(&token.secret)),
+                token.refresh_hash().as_deref(),
+            )
             .await?;
-        Ok(NewToken { record, secret })
+        Ok(token)
+    }
+
+    /// Replaces the token a refresh token belongs to by a new one (same user, scope and
+    /// lifetime, refreshable again), revoking the old: a refresh token works once. Refused
+    /// like bad credentials when it is unknown, used already, or its user is disabled.
+    pub async fn refresh_token(&self, refresh: &str, source: &str) -> Result<NewToken> {
+        let denied = || Error::Unauthorized("bad credentials".into());
+        self.throttled(None, source)?;
+        let Some(old) = self
+            .metadata
+            .access_token_by_refresh(&hex::encode(sha256(refresh.trim())))
+            .await?
+        else {
+            self.failed(None, source);
+            return Err(denied());
+        };
+        let user = self
+            .snapshot()
+            .await?
+            .users
+            .into_iter()
+            .find(|u| u.name == old.user);
+        if user.is_none_or(|u| u.disabled) {
+            return Err(denied());
+        }
+        let now = now_ms();
+        let token = new_token(TokenRecord {
+            id: String::new(),
+            created_ms: now,
+            expires_ms: old.expires_ms.map(|e| now + (e - old.created_ms).max(0)),
+            revoked: false,
+            refreshable: true,
+            ..old.clone()
+        });
+        let replaced = self
+            .metadata
+            .replace_access_token(
+                &old.id,
+                &token.record,
+                &hex::encode(sha256(&token.secret)),
+                token.refresh_hash().as_deref(),
+            )
+            .await?;
+        if !replaced {
+            return Err(denied());
+        }
+        self.changed();
+        let caller = Caller::anonymous().from_source(source);
+        self.audit(
+            &Caller {
+                name: old.user.clone(),
+                anonymous: false,
+                ..caller
+            },
+            "token.refresh",
+            &old.id,
+            &format!("replaced by {}", token.record.id),
+        )
+        .await;
+        Ok(token)
     }
 
     /// Revokes a token; `NotFound` when no live token has that id.
@@ -715,6 +782,27 @@ fn file_actions(
 async fn record_event(metadata: &Metadata, event: &AuditEvent) {
     if let Err(e) = metadata.append_audit(event).await {
         tracing::error!(action = %event.action, target = %event.target, error = %e, "could not append to the audit trail");
+    }
+}
+
+/// A token's secrets for `record` (its id filled in): the access token, and a refresh token
+/// when it is refreshable.
+fn new_token(mut record: TokenRecord) -> NewToken {
+    record.id = hex::encode(rand::random::<[u8; 16]>());
+    let secret = format!("{TOKEN_PREFIX}{}", hex::encode(rand::random::<[u8; 32]>()));
+    let refresh = record
+        .refreshable
+        .then(|| format!("stwr_{}", hex::encode(rand::random::<[u8; 32]>())));
+    NewToken {
+        record,
+        secret,
+        refresh,
+    }
+}
+
+impl NewToken {
+    fn refresh_hash(&self) -> Option<String> {
+        self.refresh.as_deref().map(|r| hex::encode(sha256(r)))
     }
 }
 
