@@ -937,3 +937,93 @@ async fn a_refresh_token_replaces_its_token_once() {
     );
     s.stop().await;
 }
+
+/// `manage` in a repository lets a user create, change and delete the permission targets of
+/// that repository, and of no other (nor one on `ANY`, nor widen one beyond its repositories).
+#[tokio::test]
+async fn a_repository_manager_manages_its_permission_targets_and_no_others() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    setup(&s).await;
+    admin_json(
+        &s,
+        Method::PUT,
+        "/api/v2/security/permissions/libs-managers",
+        json!({"repo": {"repositories": ["libs"], "actions": {"users": {"alice": ["manage"]}}}}),
+    )
+    .await;
+    admin_json(
+        &s,
+        Method::PUT,
+        "/api/v2/security/permissions/secret-only",
+        json!({"repo": {"repositories": ["secret"], "actions": {"users": {"bob": ["read"]}}}}),
+    )
+    .await;
+    let alice = basic("alice", "alice-password-1");
+    let put = |name: &str, repositories: Value| {
+        alice
+            .put(s.url(&format!("/api/v2/security/permissions/{name}")))
+            .json(&json!({"repo": {"repositories": repositories,
+                "actions": {"users": {"bob": ["read", "write"]}}}}))
+            .send()
+    };
+    let status = |r: reqwest::Response| r.status();
+    assert_eq!(
+        status(put("libs-writers", json!(["libs"])).await.expect("put")),
+        StatusCode::CREATED
+    );
+    for (name, repos) in [
+        ("secret-writers", json!(["secret"])),
+        ("everything", json!(["ANY"])),
+        ("libs-writers", json!(["libs", "secret"])),
+        ("secret-only", json!(["libs"])),
+    ] {
+        assert_eq!(
+            status(put(name, repos.clone()).await.expect("put")),
+            StatusCode::FORBIDDEN,
+            "{name} on {repos}"
+        );
+    }
+    // What alice granted works: bob deploys to libs now.
+    tokio::time::sleep(FRESHNESS).await;
+    assert_eq!(
+        send(
+            &basic("bob", "bob-password-1"),
+            Method::PUT,
+            s.url("/libs/bob.bin"),
+            Some(bytes(6, 10))
+        )
+        .await,
+        StatusCode::CREATED
+    );
+    let listed: Value = alice
+        .get(s.url("/api/v2/security/permissions"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let mut names: Vec<&str> = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, vec!["libs-managers", "libs-team", "libs-writers"]);
+    let delete = |name: &str| {
+        alice
+            .delete(s.url(&format!("/api/v2/security/permissions/{name}")))
+            .send()
+    };
+    assert_eq!(
+        status(delete("secret-only").await.expect("delete")),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        status(delete("libs-writers").await.expect("delete")),
+        StatusCode::OK
+    );
+    s.stop().await;
+}

@@ -219,20 +219,62 @@ impl Security {
         })
     }
 
-    /// Every permission target, as its JSON (admin only).
+    /// Whether `caller` may manage the permission target `json`: an administrator always; a
+    /// user when it has `manage` in every repository the target names by name (a target on
+    /// `ANY`, or on a pattern, is the administrators').
+    async fn may_manage(&self, caller: &Caller, json: &TargetJson) -> Result<bool> {
+        if caller.is_admin() {
+            return Ok(true);
+        }
+        let repos = json
+            .repo
+            .as_ref()
+            .map(|r| r.repositories.clone())
+            .unwrap_or_default();
+        let named = |r: &String| !r.starts_with("ANY") && !r.contains(['*', '?', '[', '{']);
+        if repos.is_empty() || !repos.iter().all(named) {
+            return Ok(false);
+        }
+        for repo in &repos {
+            if !self
+                .may_in_repository(caller, super::Action::Manage, repo)
+                .await?
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The stored permission target `name`, if there is one.
+    async fn stored_permission(&self, name: &str) -> Result<Option<TargetJson>> {
+        let snapshot = self.snapshot().await?;
+        let Some(record) = snapshot.permissions.iter().find(|p| p.name == name) else {
+            return Ok(None);
+        };
+        let json: TargetJson = serde_json::from_str(&record.body)
+            .map_err(|e| Error::InvalidInput(format!("permission target {name}: {e}")))?;
+        Ok(Some(Target::normalized(
+            &json,
+            &Target::parse(name, &json)?,
+        )))
+    }
+
+    /// The permission targets `caller` may manage, as their JSON: every one for an
+    /// administrator.
     pub async fn permissions(&self, caller: &Caller) -> Result<Vec<TargetJson>> {
-        self.require_admin(caller, "list permission targets")?;
-        self.snapshot()
-            .await?
-            .permissions
-            .iter()
-            .map(|p| {
-                let json: TargetJson = serde_json::from_str(&p.body).map_err(|e| {
-                    Error::InvalidInput(format!("permission target {}: {e}", p.name))
-                })?;
-                Ok(Target::normalized(&json, &Target::parse(&p.name, &json)?))
-            })
-            .collect()
+        if caller.is_anonymous() {
+            return Err(caller.refused("list permission targets"));
+        }
+        let mut shown = Vec::new();
+        for record in self.snapshot().await?.permissions {
+            if let Some(json) = self.stored_permission(&record.name).await?
+                && self.may_manage(caller, &json).await?
+            {
+                shown.push(json);
+            }
+        }
+        Ok(shown)
     }
 
     /// Creates or replaces a permission target (checked first); returns whether it was
@@ -243,10 +285,17 @@ impl Security {
         name: &str,
         json: TargetJson,
     ) -> Result<bool> {
-        self.require_admin(
-            caller,
-            &format!("create or change permission target {name}"),
-        )?;
+        // A user with `manage` in the repositories may change their targets, never widen one
+        // beyond them.
+        let current = self.stored_permission(name).await?;
+        let allowed = self.may_manage(caller, &json).await?
+            && match &current {
+                Some(current) => self.may_manage(caller, current).await?,
+                None => true,
+            };
+        if !allowed {
+            return Err(caller.refused(&format!("create or change permission target {name}")));
+        }
         check_name("permission target", name)?;
         let target = Target::parse(name, &json)?;
         let body = serde_json::to_string(&Target::normalized(&json, &target))
@@ -259,7 +308,13 @@ impl Security {
 
     /// Removes a permission target.
     pub async fn delete_permission(&self, caller: &Caller, name: &str) -> Result<()> {
-        self.require_admin(caller, &format!("delete permission target {name}"))?;
+        let allowed = match self.stored_permission(name).await? {
+            Some(current) => self.may_manage(caller, &current).await?,
+            None => caller.is_admin(),
+        };
+        if !allowed {
+            return Err(caller.refused(&format!("delete permission target {name}")));
+        }
         let deleted = self.metadata.delete_permission(name).await?;
         self.changed();
         if deleted {

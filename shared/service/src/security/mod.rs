@@ -564,6 +564,23 @@ impl Security {
         })
     }
 
+    /// Whether some permission target grants `caller` `action` in `repo` (somewhere in it).
+    pub async fn may_in_repository(
+        &self,
+        caller: &Caller,
+        action: Action,
+        repo: &str,
+    ) -> Result<bool> {
+        if caller.admin {
+            return Ok(true);
+        }
+        let view = self.view().await?;
+        Ok(view
+            .targets
+            .in_repository(&caller.grantees(), repo)
+            .contains(action))
+    }
+
     /// Whether `caller` may do anything at all in `repo` (what repository lists show).
     pub async fn may_use_repository(&self, caller: &Caller, repo: &str) -> Result<bool> {
         if caller.admin || (caller.anonymous && self.anonymous_read) {
