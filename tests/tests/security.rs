@@ -1027,3 +1027,35 @@ async fn a_repository_manager_manages_its_permission_targets_and_no_others() {
     );
     s.stop().await;
 }
+
+/// Anonymous access per repository: a read permission granted to `anonymous` opens that
+/// repository to callers without credentials, and nothing else.
+#[tokio::test]
+async fn a_permission_granted_to_anonymous_opens_one_repository() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    setup(&s).await;
+    let anonymous = client(None);
+    let get = |path: &str| send(&anonymous, Method::GET, s.url(path), None);
+    assert_eq!(get("/libs/app/a.jar").await, StatusCode::UNAUTHORIZED);
+    admin_json(
+        &s,
+        Method::PUT,
+        "/api/v2/security/permissions/public-libs",
+        json!({"repo": {"repositories": ["libs"], "actions": {"users": {"anonymous": ["read"]}}}}),
+    )
+    .await;
+    assert_eq!(get("/libs/app/a.jar").await, StatusCode::OK);
+    assert_eq!(get("/secret/s.bin").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(
+            &anonymous,
+            Method::PUT,
+            s.url("/libs/anon.bin"),
+            Some(bytes(1, 10))
+        )
+        .await,
+        StatusCode::UNAUTHORIZED
+    );
+    s.stop().await;
+}
