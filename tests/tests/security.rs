@@ -293,6 +293,15 @@ async fn users_and_groups_get_what_their_permission_targets_grant() {
             None,
             StatusCode::OK,
         ),
+        // A copy onto a file with other bytes is an overwrite: it needs delete there too.
+        (
+            "alice",
+            &alice,
+            Method::POST,
+            "/api/copy/libs/copy/a.jar?to=/libs/app/c.jar",
+            None,
+            StatusCode::FORBIDDEN,
+        ),
         (
             "alice",
             &alice,

@@ -150,6 +150,8 @@ pub struct Relocation<'a> {
     /// permissions): one refusal, and nothing changes.
     pub check_source: PathCheck<'a>,
     pub check_target: PathCheck<'a>,
+    /// Asked of a target that holds a file with other bytes (an overwrite).
+    pub check_overwrite: PathCheck<'a>,
 }
 
 impl std::fmt::Debug for Relocation<'_> {

@@ -270,6 +270,7 @@ async fn cached_lookups_follow_every_write() {
         dry: false,
         check_source: &|_, _| Ok(()),
         check_target: &|_, _| Ok(()),
+        check_overwrite: &|_, _| Ok(()),
     };
     meta.relocate(&relocation(&a, &b, false))
         .await

@@ -668,6 +668,8 @@ impl Stowage {
         };
         let check_source = self.security.checker(caller, source).await?;
         let check_target = self.security.checker(caller, Action::Deploy).await?;
+        // Replacing a file with other bytes needs delete there, as a deploy's overwrite does.
+        let check_overwrite = self.security.checker(caller, Action::Delete).await?;
         let relocation = Relocation {
             src_repo: request.src_repo,
             src: request.src,
@@ -678,6 +680,7 @@ impl Stowage {
             dry: request.dry,
             check_source: &check_source,
             check_target: &check_target,
+            check_overwrite: &check_overwrite,
         };
         let names = vec![
             LockName::path(request.src_repo, request.src),

@@ -392,6 +392,7 @@ impl Metadata {
             dry,
             check_source,
             check_target,
+            check_overwrite,
         } = *relocation;
         let within = |inner: &ArtifactPath, outer: &ArtifactPath| {
             outer.is_root() || inner == outer || inner.as_str().starts_with(&format!("{outer}/"))
@@ -438,6 +439,7 @@ impl Metadata {
                 .is_some_and(|current| current != sha256)
             {
                 dst_immutable.allow_path(dst_repo, &target, "overwritten")?;
+                check_overwrite(dst_repo, target.as_str())?;
             }
             let id: i64 = row.try_get("id").map_err(db_err)?;
             let (created_ms, created_by) = if copy {
