@@ -251,6 +251,8 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
         )
     });
     stowage.security().admit_admin_token(auth);
+    stowage.security().append_audit_in_background();
+    let service = Arc::clone(&stowage);
     let state = AppState {
         stowage,
         cluster: Arc::clone(&cluster),
@@ -271,6 +273,8 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
     for task in [scheduled_gc, scheduled_balancing].into_iter().flatten() {
         task.abort();
     }
+    // Entries of the changes just acknowledged go into the trail before the process ends.
+    service.security().flush_audit().await;
     cluster.leave().await;
     metadata.close().await;
     Ok(())

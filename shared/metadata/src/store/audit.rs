@@ -30,33 +30,64 @@ fn audit_from_row(row: &AnyRow) -> Result<AuditRecord> {
 }
 
 impl Metadata {
-    /// Appends `event` after the last entry, chained to it. Two nodes appending at once both
-    /// read the same last entry; the second insert of its sequence number fails on the key
-    /// and is made again after the first, so the chain stays one line.
+    /// Appends `event` after the last entry, chained to it ([`Self::append_audit_batch`]).
     pub async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord> {
-        let db = self.writer_uncached();
+        let mut appended = self.append_audit_batch(std::slice::from_ref(event)).await?;
+        appended.pop().ok_or_else(|| Error::Metadata {
+            source: "the audit append returned no entry".into(),
+            retryable: true,
+        })
+    }
+
+    /// Appends `events`, in order, after the last entry, each chained to the one before, in
+    /// one transaction. Two nodes appending at once both read the same last entry; the second
+    /// to insert that sequence number fails on the key, rolls back and is made again after
+    /// the first, so the chain stays one line.
+    pub async fn append_audit_batch(&self, events: &[AuditEvent]) -> Result<Vec<AuditRecord>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         for _ in 0..50 {
-            let last =
-                sqlx::query(self.sql("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"))
-                    .fetch_optional(db)
-                    .await
-                    .map_err(db_err)?;
-            let (seq, prev_hash) = match &last {
-                Some(row) => (
-                    row.try_get::<i64, _>("seq").map_err(db_err)? + 1,
-                    row.try_get::<String, _>("hash").map_err(db_err)?,
-                ),
-                None => (1, GENESIS.to_string()),
-            };
+            match self.try_append_audit(events).await {
+                Ok(records) => return Ok(records),
+                Err(e) if is_duplicate(&e) => tokio::time::sleep(Duration::from_millis(1)).await,
+                Err(e) => return Err(db_err(e)),
+            }
+        }
+        Err(Error::Unavailable(
+            "the audit trail is too busy to append to; retry".into(),
+        ))
+    }
+
+    async fn try_append_audit(
+        &self,
+        events: &[AuditEvent],
+    ) -> std::result::Result<Vec<AuditRecord>, sqlx::Error> {
+        let mut tx = self.writer_uncached().begin().await?;
+        let last =
+            sqlx::query(self.sql("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"))
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (mut seq, mut prev_hash) = match &last {
+            Some(row) => (
+                row.try_get::<i64, _>("seq")?,
+                row.try_get::<String, _>("hash")?,
+            ),
+            None => (0, GENESIS.to_string()),
+        };
+        let at_ms = now_ms();
+        let mut records = Vec::with_capacity(events.len());
+        for event in events {
+            seq += 1;
             let mut record = AuditRecord {
                 seq,
-                at_ms: now_ms(),
+                at_ms,
                 event: event.clone(),
-                prev_hash,
+                prev_hash: prev_hash.clone(),
                 hash: String::new(),
             };
             record.hash = record.expected_hash();
-            let inserted = sqlx::query(self.sql(
+            sqlx::query(self.sql(
                 "INSERT INTO audit_log (seq, at_ms, node, actor, source, action, target, detail, \
                  prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             ))
@@ -70,17 +101,13 @@ impl Metadata {
             .bind(&record.event.detail)
             .bind(&record.prev_hash)
             .bind(&record.hash)
-            .execute(db)
-            .await;
-            match inserted {
-                Ok(_) => return Ok(record),
-                Err(e) if is_duplicate(&e) => tokio::time::sleep(Duration::from_millis(1)).await,
-                Err(e) => return Err(db_err(e)),
-            }
+            .execute(&mut *tx)
+            .await?;
+            prev_hash = record.hash.clone();
+            records.push(record);
         }
-        Err(Error::Unavailable(
-            "the audit trail is too busy to append to; retry".into(),
-        ))
+        tx.commit().await?;
+        Ok(records)
     }
 
     /// Checks the whole chain: sequence numbers without gaps from 1, each entry's `prev_hash`
