@@ -418,6 +418,17 @@ async fn bad_credentials_say_nothing_and_secrets_never_come_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = Server::start(dir.path()).await;
     setup(&s).await;
+    // The names of the admin token and of anonymous callers are not for users.
+    for reserved in ["admin", "anonymous"] {
+        let r = s
+            .admin()
+            .put(s.url(&format!("/api/security/users/{reserved}")))
+            .json(&json!({"password": "some-password-1"}))
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{reserved}");
+    }
     let wrong = fetch(&s, basic("bob", "not-the-password")).await;
     let unknown = fetch(&s, basic("nobody", "not-the-password")).await;
     assert_eq!(wrong.0, StatusCode::UNAUTHORIZED);

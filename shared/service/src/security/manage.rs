@@ -10,8 +10,9 @@ use stowage_metadata::{GroupRecord, TokenRecord, UserRecord};
 
 use super::{Caller, NewToken, Scope, Security, Target, TargetJson, hash_password};
 
-/// Names no user may take: the unauthenticated caller's.
-const RESERVED: [&str; 1] = [super::ANONYMOUS];
+/// Names no user may take: the unauthenticated caller's, and the admin token's (so that the
+/// audit trail's `admin` is always the administrator).
+const RESERVED: [&str; 2] = [super::ANONYMOUS, crate::auth::ADMIN];
 
 /// A user as given to create or change it; `None` fields are left as they are (a new user
 /// gets the defaults: no email, no password, not admin, enabled, no groups but the auto-join
