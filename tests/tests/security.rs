@@ -69,6 +69,20 @@ async fn admin_json(s: &Server, method: Method, path: &str, body: Value) -> Stat
     status
 }
 
+/// A token created by the administrator of `s` with `body` (the JSON of
+/// `POST /access/api/v1/tokens`): the answer.
+async fn new_token(s: &Server, body: Value) -> Value {
+    let r = s
+        .admin()
+        .post(s.url("/access/api/v1/tokens"))
+        .json(&body)
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(r.status(), StatusCode::OK, "token for {body}");
+    r.json().await.expect("json")
+}
+
 /// Users `alice` (group `devs`: read, deploy, annotate in `libs`) and `bob` (read in `libs`),
 /// repositories `libs` and `secret` with a file each.
 async fn setup(s: &Server) {
@@ -455,16 +469,7 @@ async fn bad_credentials_say_nothing_and_secrets_never_come_back() {
     );
 
     // A token is shown once; the list never shows it again.
-    let created: Value = s
-        .admin()
-        .post(s.url("/access/api/v1/tokens"))
-        .json(&json!({"username": "bob", "description": "ci"}))
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
+    let created = new_token(&s, json!({"username": "bob", "description": "ci"})).await;
     let secret = created["access_token"]
         .as_str()
         .expect("secret")
@@ -622,16 +627,11 @@ async fn a_token_scoped_to_a_group_reads_that_and_nothing_else_until_revoked() {
         StatusCode::UNAUTHORIZED
     );
     // Expired: refused.
-    let short: Value = s
-        .admin()
-        .post(s.url("/access/api/v1/tokens"))
-        .json(&json!({"username": "ci", "scope": "applied-permissions/groups:readers", "expires_in": 1}))
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
+    let short = new_token(
+        &s,
+        json!({"username": "ci", "scope": "applied-permissions/groups:readers", "expires_in": 1}),
+    )
+    .await;
     let short = bearer(short["access_token"].as_str().expect("secret"));
     assert_eq!(
         send(&short, Method::GET, s.url("/secret/s.bin"), None).await,
@@ -687,16 +687,7 @@ async fn a_token_revoked_on_one_node_is_refused_by_another_within_the_bound() {
     let a = Server::start_with(&root.path().join("a"), options(None)).await;
     let b = Server::start_with(&root.path().join("b"), options(Some(a.token.clone()))).await;
     setup(&a).await;
-    let created: Value = a
-        .admin()
-        .post(a.url("/access/api/v1/tokens"))
-        .json(&json!({"username": "bob"}))
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
+    let created = new_token(&a, json!({"username": "bob"})).await;
     let token = bearer(created["access_token"].as_str().expect("secret"));
     let id = created["token_id"].as_str().expect("id");
     assert_eq!(
@@ -781,15 +772,7 @@ async fn the_audit_trail_is_complete_secret_free_and_tamper_evident() {
         send(&admin, Method::DELETE, s.url("/libs/moved.jar"), None).await,
         StatusCode::NO_CONTENT
     );
-    let created: Value = admin
-        .post(s.url("/access/api/v1/tokens"))
-        .json(&json!({"username": "bob"}))
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
+    let created = new_token(&s, json!({"username": "bob"})).await;
     let secret = created["access_token"]
         .as_str()
         .expect("secret")
@@ -898,16 +881,11 @@ async fn a_refresh_token_replaces_its_token_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = Server::start(dir.path()).await;
     setup(&s).await;
-    let created: Value = s
-        .admin()
-        .post(s.url("/access/api/v1/tokens"))
-        .json(&json!({"username": "bob", "refreshable": true, "expires_in": 600}))
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
+    let created = new_token(
+        &s,
+        json!({"username": "bob", "refreshable": true, "expires_in": 600}),
+    )
+    .await;
     let (old, refresh) = (
         created["access_token"]
             .as_str()

@@ -43,6 +43,15 @@ fn group_json(base: &str, group: &GroupRecord) -> Value {
     })
 }
 
+/// 201 for what a PUT created, 200 for what it replaced.
+fn created_or_ok(created: bool) -> Response {
+    if created {
+        StatusCode::CREATED.into_response()
+    } else {
+        StatusCode::OK.into_response()
+    }
+}
+
 fn token_json(token: &TokenRecord) -> Value {
     json!({
         "token_id": token.id,
@@ -237,12 +246,7 @@ pub(crate) async fn put_group(
         .security()
         .put_group(&caller, &name, change)
         .await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(status.into_response())
+    Ok(created_or_ok(created))
 }
 
 /// `DELETE /api/security/groups/{name}`.
@@ -306,12 +310,7 @@ pub(crate) async fn put_permission(
         .security()
         .put_permission(&caller, &name, json)
         .await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(status.into_response())
+    Ok(created_or_ok(created))
 }
 
 /// `DELETE /api/v2/security/permissions/{name}`.
