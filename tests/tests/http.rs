@@ -1470,3 +1470,91 @@ async fn released_paths_are_immutable_by_pattern() {
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     s.stop().await;
 }
+
+/// Artifactory's calls as its clients use them: `?properties=a,b` answers only the properties
+/// named (404 when it has none of them), a checksum search honours `repos=`, and `POST
+/// /api/repositories/{key}` changes the fields given and keeps the others.
+#[tokio::test]
+async fn named_properties_checksum_search_by_repository_and_repository_updates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    let c = s.admin();
+    for repo in ["one", "two"] {
+        s.create_repo(repo).await;
+        let r = c
+            .put(s.url(&format!("/{repo}/f.bin;os=linux;arch=x86;team=a")))
+            .body(bytes(21, 500))
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let props = json(
+        c.get(s.url("/api/storage/one/f.bin?properties=os,arch"))
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
+    let names: Vec<&String> = props["properties"]
+        .as_object()
+        .expect("properties")
+        .keys()
+        .collect();
+    assert_eq!(names, vec!["arch", "os"], "{props}");
+    let all = json(
+        c.get(s.url("/api/storage/one/f.bin?properties"))
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
+    assert_eq!(all["properties"].as_object().map(|p| p.len()), Some(3));
+    let none = c
+        .get(s.url("/api/storage/one/f.bin?properties=color"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(none.status(), StatusCode::NOT_FOUND);
+
+    let sha = sha256_hex(&bytes(21, 500));
+    let found = |query: String| {
+        let c = c.clone();
+        let url = s.url(&format!("/api/search/checksum?sha256={sha}{query}"));
+        async move {
+            let v = json(c.get(url).send().await.expect("search")).await;
+            v["results"].as_array().expect("results").len()
+        }
+    };
+    assert_eq!(found(String::new()).await, 2);
+    assert_eq!(found("&repos=two".into()).await, 1);
+    assert_eq!(found("&repos=one,two".into()).await, 2);
+
+    let update = c
+        .post(s.url("/api/repositories/one"))
+        .json(&serde_json::json!({"description": "the first"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(update.status(), StatusCode::OK);
+    let shown = json(
+        c.get(s.url("/api/repositories/one"))
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
+    assert_eq!(shown["description"], "the first");
+    assert_eq!(
+        shown["rclass"], "local",
+        "the other fields are kept: {shown}"
+    );
+    let missing = c
+        .post(s.url("/api/repositories/nope"))
+        .json(&serde_json::json!({"description": "x"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    s.stop().await;
+}

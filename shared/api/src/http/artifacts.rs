@@ -282,7 +282,24 @@ pub(crate) async fn storage_info(
             .any(|p| p == "properties" || p.starts_with("properties="))
     });
     if wants_properties {
-        let properties = state.stowage.properties(&caller, &repo, &path).await?;
+        let mut properties = state.stowage.properties(&caller, &repo, &path).await?;
+        // `?properties=os,arch` asks for those only, as in Artifactory.
+        let named: Vec<String> = properties_param(&uri)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .collect();
+        if !named.is_empty() {
+            properties.retain(|k, _| named.contains(k));
+            if properties.is_empty() {
+                return Err(ApiError::not_found(format!(
+                    "properties {} of {repo}/{path}",
+                    named.join(",")
+                )));
+            }
+        }
         let uri = format!("{base}/api/storage{}", shapes::repo_url(&repo, &path));
         return Ok(Json(json!({ "properties": properties, "uri": uri })).into_response());
     }
@@ -298,6 +315,8 @@ pub(crate) struct ChecksumQuery {
     sha256: Option<String>,
     sha1: Option<String>,
     md5: Option<String>,
+    /// Only these repositories (comma-separated), as the property search's `repos`.
+    repos: Option<String>,
 }
 
 /// `GET /api/search/checksum?sha256=…` (or sha1, md5).
@@ -317,12 +336,21 @@ pub(crate) async fn search_checksum(
             ));
         }
     };
+    let repos: Vec<RepoKey> = q
+        .repos
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .filter(|r| !r.trim().is_empty())
+        .map(|r| RepoKey::parse(r.trim()))
+        .collect::<Result<_, _>>()?;
     let base = state.base_url(&headers);
     let results: Vec<_> = state
         .stowage
         .search_checksum(&caller, lookup)
         .await?
         .iter()
+        .filter(|r| repos.is_empty() || repos.contains(&r.repo))
         .map(|r| json!({ "uri": format!("{base}/api/storage{}", shapes::repo_url(&r.repo, &r.path)) }))
         .collect();
     Ok(Json(json!({ "results": results })).into_response())

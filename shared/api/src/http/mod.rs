@@ -123,6 +123,7 @@ pub fn router_for(state: AppState, part: Part) -> Router {
                 "/api/repositories/{repo}",
                 get(system::get_repository)
                     .put(system::put_repository)
+                    .post(system::update_repository)
                     .delete(system::delete_repository),
             )
             .route(

@@ -233,23 +233,7 @@ pub(crate) async fn put_repository(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let key = repo_key(&key)?;
-    let config = if body.iter().all(u8::is_ascii_whitespace) {
-        serde_json::Map::new()
-    } else {
-        match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Object(map)) => map,
-            Ok(_) => {
-                return Err(ApiError::bad_request(
-                    "the repository configuration must be a JSON object",
-                ));
-            }
-            Err(e) => {
-                return Err(ApiError::bad_request(format!(
-                    "invalid repository JSON: {e}"
-                )));
-            }
-        }
-    };
+    let config = repository_json(&body)?;
     let created = state.stowage.put_repository(&caller, &key, config).await?;
     let (status, verb) = if created {
         (StatusCode::CREATED, "created")
@@ -257,6 +241,39 @@ pub(crate) async fn put_repository(
         (StatusCode::OK, "updated")
     };
     Ok((status, format!("Successfully {verb} repository '{key}'\n")).into_response())
+}
+
+/// `POST /api/repositories/{repo}`: changes the fields given, keeps the others (200); 404 when
+/// there is no such repository.
+pub(crate) async fn update_repository(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let key = repo_key(&key)?;
+    let changes = repository_json(&body)?;
+    state
+        .stowage
+        .update_repository(&caller, &key, changes)
+        .await?;
+    Ok(format!("Successfully updated repository '{key}'\n").into_response())
+}
+
+/// A repository's JSON body (empty: no fields).
+fn repository_json(body: &Bytes) -> Result<serde_json::Map<String, Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::bad_request(
+            "the repository configuration must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "invalid repository JSON: {e}"
+        ))),
+    }
 }
 
 /// `DELETE /api/repositories/{repo}`: the repository and everything in it.

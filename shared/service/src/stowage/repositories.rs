@@ -114,6 +114,28 @@ impl Stowage {
         created
     }
 
+    /// Changes the fields `changes` names of the existing repository `key`, keeping the others
+    /// (Artifactory's `POST /api/repositories/{key}`); `RepositoryNotFound` when there is none.
+    pub async fn update_repository(
+        &self,
+        caller: &Caller,
+        key: &RepoKey,
+        changes: Map<String, Value>,
+    ) -> Result<()> {
+        self.security
+            .require_admin(caller, &format!("change repository {key}"))?;
+        let current = self.existing_repository(key).await?;
+        let mut merged = match current.config {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        merged.insert("rclass".into(), Value::String(current.rclass));
+        merged.insert("packageType".into(), Value::String(current.package_type));
+        merged.insert("description".into(), Value::String(current.description));
+        merged.extend(changes);
+        self.put_repository(caller, key, merged).await.map(|_| ())
+    }
+
     /// Removes `key` and everything in it; `NotFound` when there is no such repository.
     pub async fn delete_repository(&self, caller: &Caller, key: &RepoKey) -> Result<()> {
         self.security
