@@ -136,11 +136,7 @@ pub(crate) async fn migrate(args: &ConfigArgs) -> Result<(), Error> {
             }
             None
         }
-        None => {
-            Auth::init(&metadata, &config.data_dir, config.anonymous_read)
-                .await?
-                .1
-        }
+        None => Auth::init(&metadata, &config.data_dir).await?.1,
     };
     metadata.close().await;
     println!(
@@ -212,7 +208,7 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
     }
     // The eventual queue is recovered by its first scan: whatever is queued gets uploaded.
     let dispatcher = filestore.eventual.as_ref().map(|e| e.spawn_dispatcher());
-    let (auth, created) = Auth::init(&metadata, &config.data_dir, config.anonymous_read).await?;
+    let (auth, created) = Auth::init(&metadata, &config.data_dir).await?;
     if let Some(new) = created {
         print_new_token(&new);
     }

@@ -243,7 +243,7 @@ pub async fn run(part: Part) -> Result<(), Error> {
     ));
     stowage
         .security()
-        .admit_admin_token(Auth::load(&metadata, config.anonymous_read).await?);
+        .admit_admin_token(Auth::load(&metadata).await?);
     // Not registered: a function answers cluster calls as a node that is not the primary.
     let cluster = Arc::new(Cluster::new(
         metadata.clone(),

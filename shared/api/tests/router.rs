@@ -25,9 +25,7 @@ async fn state() -> (tempfile::TempDir, AppState, String) {
         .await
         .expect("db");
     metadata.migrate().await.expect("migrate");
-    let (auth, created) = Auth::init(&metadata, dir.path(), false)
-        .await
-        .expect("auth");
+    let (auth, created) = Auth::init(&metadata, dir.path()).await.expect("auth");
     let token = created.expect("first start creates a token").token;
     let cluster = Cluster::new(
         metadata.clone(),

@@ -1,13 +1,11 @@
-//! Authentication: the admin token created on first start (only its SHA-256 is stored; the
-//! secret is printed once and written 0600 to `<data_dir>/admin.token`), accepted as
-//! `Authorization: Bearer <token>` or basic auth `admin:<token>`. Secrets are compared in
-//! constant time. This module decides who a request is, not what it may touch.
+//! The admin token created on first start (only its SHA-256 is stored; the secret is printed
+//! once and written 0600 to `<data_dir>/admin.token`), compared in constant time. Which
+//! credentials a request carries and what the caller may do is `crate::security`'s.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
 use sha2::{Digest, Sha256};
 use stowage_core::Error;
 use stowage_metadata::Metadata;
@@ -18,35 +16,15 @@ pub const ADMIN: &str = "admin";
 /// File name of the admin token inside the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
-/// Who a request acts as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Principal {
-    Admin,
-    Anonymous,
-}
-
-impl Principal {
-    /// The name recorded as `createdBy`/`modifiedBy`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Principal::Admin => ADMIN,
-            Principal::Anonymous => "anonymous",
-        }
-    }
-}
-
-/// Checks credentials against the admin token's hash.
+/// The admin token's hash.
 #[derive(Clone)]
 pub struct Auth {
     admin_token_sha256: [u8; 32],
-    anonymous_read: bool,
 }
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Auth")
-            .field("anonymous_read", &self.anonymous_read)
-            .finish_non_exhaustive()
+        f.debug_struct("Auth").finish_non_exhaustive()
     }
 }
 
@@ -66,7 +44,6 @@ impl Auth {
     pub async fn init(
         metadata: &Metadata,
         data_dir: &Path,
-        anonymous_read: bool,
     ) -> Result<(Self, Option<NewAdminToken>), Error> {
         let mut created = None;
         let stored = match metadata.token_hash(ADMIN).await? {
@@ -92,7 +69,7 @@ impl Auth {
                 }
             }
         };
-        Ok((Self::from_stored(&stored, anonymous_read)?, created))
+        Ok((Self::from_stored(&stored)?, created))
     }
 
     /// Registers a token chosen by the operator (`STOWAGE_ADMIN_TOKEN`, typically a reference
@@ -123,7 +100,7 @@ impl Auth {
 
     /// Loads the admin token's hash that `stowage migrate` (or a first `stowage serve`)
     /// created; the function binaries use this and never create one.
-    pub async fn load(metadata: &Metadata, anonymous_read: bool) -> Result<Self, Error> {
+    pub async fn load(metadata: &Metadata) -> Result<Self, Error> {
         let stored = metadata.token_hash(ADMIN).await?.ok_or_else(|| {
             Error::InvalidInput(
                 "the database has no admin token yet: run `stowage migrate` against it first \
@@ -131,68 +108,22 @@ impl Auth {
                     .into(),
             )
         })?;
-        Self::from_stored(&stored, anonymous_read)
+        Self::from_stored(&stored)
     }
 
-    fn from_stored(stored: &str, anonymous_read: bool) -> Result<Self, Error> {
+    fn from_stored(stored: &str) -> Result<Self, Error> {
         let mut admin_token_sha256 = [0u8; 32];
         hex::decode_to_slice(stored, &mut admin_token_sha256).map_err(|_| Error::Metadata {
             source: "the stored admin token hash is not 64 hex characters".into(),
             retryable: false,
         })?;
-        Ok(Self {
-            admin_token_sha256,
-            anonymous_read,
-        })
+        Ok(Self { admin_token_sha256 })
     }
 
-    /// Whether reads work without credentials.
-    pub fn anonymous_read(&self) -> bool {
-        self.anonymous_read
-    }
-
-    /// `Some(Admin)` when `secret` is the admin token (compared in constant time).
-    pub fn authenticate_secret(&self, secret: &str) -> Option<Principal> {
+    /// Whether `secret` is the admin token (compared in constant time).
+    pub fn is_admin_token(&self, secret: &str) -> bool {
         bool::from(sha256(secret.trim()).ct_eq(&self.admin_token_sha256))
-            .then_some(Principal::Admin)
     }
-
-    /// Who the `Authorization` header value says the caller is. `None` header → anonymous;
-    /// a header that does not hold the admin token → `Err`.
-    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, &'static str> {
-        let Some(value) = authorization else {
-            return Ok(Principal::Anonymous);
-        };
-        let secret = if let Some(token) = strip_scheme(value, "Bearer") {
-            token.trim().to_string()
-        } else if let Some(encoded) = strip_scheme(value, "Basic") {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(encoded.trim())
-                .map_err(|_| "malformed basic credentials")?;
-            let decoded = String::from_utf8(decoded).map_err(|_| "malformed basic credentials")?;
-            let (user, password) = decoded
-                .split_once(':')
-                .ok_or("malformed basic credentials")?;
-            if user != ADMIN {
-                return Err("unknown user; use admin:<token>");
-            }
-            password.to_string()
-        } else {
-            return Err(
-                "unsupported Authorization scheme; use Bearer <token> or basic admin:<token>",
-            );
-        };
-        if bool::from(sha256(&secret).ct_eq(&self.admin_token_sha256)) {
-            Ok(Principal::Admin)
-        } else {
-            Err("invalid token")
-        }
-    }
-}
-
-fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
-    let (given, rest) = value.split_once(' ')?;
-    given.eq_ignore_ascii_case(scheme).then_some(rest)
 }
 
 /// Writes a secret readable by the owner only, replacing any older file.
@@ -224,37 +155,15 @@ fn write_secret_file(path: &Path, secret: &str) -> Result<(), Error> {
 mod tests {
     use super::*;
 
-    fn auth(token: &str) -> Auth {
-        Auth {
-            admin_token_sha256: sha256(token),
-            anonymous_read: false,
-        }
-    }
-
     #[test]
-    fn bearer_and_basic() {
-        let a = auth("stw_secret");
-        assert_eq!(
-            a.authenticate(Some("Bearer stw_secret")),
-            Ok(Principal::Admin)
-        );
-        assert_eq!(
-            a.authenticate(Some("bearer stw_secret")),
-            Ok(Principal::Admin)
-        );
-        let basic = base64::engine::general_purpose::STANDARD.encode("admin:stw_secret");
-        assert_eq!(
-            a.authenticate(Some(&format!("Basic {basic}"))),
-            Ok(Principal::Admin)
-        );
-        assert_eq!(a.authenticate(None), Ok(Principal::Anonymous));
-        assert!(a.authenticate(Some("Bearer wrong")).is_err());
-        let other_user = base64::engine::general_purpose::STANDARD.encode("bob:stw_secret");
+    fn only_the_admin_token_is_the_admin_token() {
+        let a = Auth::from_stored(&hex::encode(sha256("stw_secret"))).expect("hash");
+        assert!(a.is_admin_token("stw_secret"));
         assert!(
-            a.authenticate(Some(&format!("Basic {other_user}")))
-                .is_err()
+            a.is_admin_token(" stw_secret "),
+            "as a header value may carry it"
         );
-        assert!(a.authenticate(Some("Basic !!!")).is_err());
-        assert!(a.authenticate(Some("Token stw_secret")).is_err());
+        assert!(!a.is_admin_token("wrong"));
+        assert!(!a.is_admin_token(""));
     }
 }

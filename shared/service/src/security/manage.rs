@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use stowage_core::{Error, Result};
-use stowage_metadata::{GroupRecord, TokenRecord, UserRecord};
+use stowage_metadata::{GroupRecord, PermissionRecord, TokenRecord, UserRecord};
 
 use super::{Caller, NewToken, Scope, Security, Target, TargetJson, hash_password};
 
@@ -48,6 +48,16 @@ pub struct TokenRequest {
     pub description: String,
     /// Whether a refresh token comes with it.
     pub refreshable: bool,
+}
+
+/// A stored permission target's JSON, as answered.
+fn target_json(record: &PermissionRecord) -> Result<TargetJson> {
+    let json: TargetJson = serde_json::from_str(&record.body)
+        .map_err(|e| Error::InvalidInput(format!("permission target {}: {e}", record.name)))?;
+    Ok(Target::normalized(
+        &json,
+        &Target::parse(&record.name, &json)?,
+    ))
 }
 
 fn check_name(what: &str, name: &str) -> Result<()> {
@@ -250,15 +260,12 @@ impl Security {
     /// The stored permission target `name`, if there is one.
     async fn stored_permission(&self, name: &str) -> Result<Option<TargetJson>> {
         let snapshot = self.snapshot().await?;
-        let Some(record) = snapshot.permissions.iter().find(|p| p.name == name) else {
-            return Ok(None);
-        };
-        let json: TargetJson = serde_json::from_str(&record.body)
-            .map_err(|e| Error::InvalidInput(format!("permission target {name}: {e}")))?;
-        Ok(Some(Target::normalized(
-            &json,
-            &Target::parse(name, &json)?,
-        )))
+        snapshot
+            .permissions
+            .iter()
+            .find(|p| p.name == name)
+            .map(target_json)
+            .transpose()
     }
 
     /// The permission targets `caller` may manage, as their JSON: every one for an
@@ -268,10 +275,9 @@ impl Security {
             return Err(caller.refused("list permission targets"));
         }
         let mut shown = Vec::new();
-        for record in self.snapshot().await?.permissions {
-            if let Some(json) = self.stored_permission(&record.name).await?
-                && self.may_manage(caller, &json).await?
-            {
+        for record in &self.snapshot().await?.permissions {
+            let json = target_json(record)?;
+            if self.may_manage(caller, &json).await? {
                 shown.push(json);
             }
         }

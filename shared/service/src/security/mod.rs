@@ -26,7 +26,7 @@ use stowage_metadata::{
 pub use manage::{GroupChange, TokenRequest, UserChange};
 pub use permissions::{Action, Actions, Grantees, Target, TargetJson, Targets};
 
-use crate::auth::{ADMIN, Auth, Principal};
+use crate::auth::{ADMIN, Auth};
 
 /// How long a node may act on what it read of users, groups, permissions and tokens.
 pub const FRESHNESS: Duration = Duration::from_secs(2);
@@ -325,7 +325,7 @@ impl Security {
     fn is_admin_token(&self, secret: &str) -> bool {
         self.admin_token
             .get()
-            .is_some_and(|a| matches!(a.authenticate_secret(secret), Some(Principal::Admin)))
+            .is_some_and(|a| a.is_admin_token(secret))
     }
 
     /// Whether reads need no credentials at all (`anonymous_read`).
@@ -821,18 +821,14 @@ impl Security {
             return Err(denied());
         }
         self.changed();
-        let caller = Caller::anonymous().from_source(source);
-        self.audit(
-            &Caller {
-                name: old.user.clone(),
-                anonymous: false,
-                ..caller
-            },
-            "token.refresh",
-            &old.id,
-            &format!("replaced by {}", token.record.id),
-        )
-        .await;
+        // The refresh token is the token's own user's credential.
+        let owner = Caller {
+            name: old.user.clone(),
+            anonymous: false,
+            ..Caller::anonymous().from_source(source)
+        };
+        let detail = format!("replaced by {}", token.record.id);
+        self.audit(&owner, "token.refresh", &old.id, &detail).await;
         Ok(token)
     }
 
@@ -949,5 +945,42 @@ fn verb(action: Action) -> &'static str {
         Action::Deploy => "deploy to",
         Action::Delete => "delete or overwrite",
         Action::Manage => "manage",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+
+    use super::*;
+
+    fn basic(user_and_secret: &str) -> String {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(user_and_secret);
+        format!("Basic {encoded}")
+    }
+
+    #[test]
+    fn bearer_basic_and_api_key_credentials() {
+        let parse = |auth: &str| Credentials::from_headers(Some(auth), None).ok();
+        let token = |s: &str| Some(Credentials::Token(s.into()));
+        assert_eq!(parse("Bearer stw_secret"), token("stw_secret"));
+        assert_eq!(parse("bearer stw_secret"), token("stw_secret"));
+        assert_eq!(
+            parse(&basic("admin:stw_secret")),
+            Some(Credentials::Basic {
+                user: "admin".into(),
+                secret: "stw_secret".into()
+            })
+        );
+        assert_eq!(
+            Credentials::from_headers(None, None).ok(),
+            Some(Credentials::None)
+        );
+        assert_eq!(
+            Credentials::from_headers(None, Some("stwt_key")).ok(),
+            token("stwt_key")
+        );
+        assert_eq!(parse("Basic !!!"), None);
+        assert_eq!(parse("Token stw_secret"), None);
     }
 }
