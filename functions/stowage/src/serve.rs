@@ -248,6 +248,7 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
     });
     stowage.security().admit_admin_token(auth);
     stowage.security().append_audit_in_background();
+    stowage.write_download_stats_in_background();
     let service = Arc::clone(&stowage);
     let state = AppState {
         stowage,
@@ -271,6 +272,9 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
     }
     // Entries of the changes just acknowledged go into the trail before the process ends.
     service.security().flush_audit().await;
+    if let Err(e) = service.flush_download_stats().await {
+        tracing::warn!(error = %e, "the last download statistics were not written");
+    }
     cluster.leave().await;
     metadata.close().await;
     Ok(())

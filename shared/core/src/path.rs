@@ -16,7 +16,7 @@ const MAX_PATH_LEN: usize = 1024;
 /// Longest single path segment, in bytes (a common filesystem limit).
 const MAX_SEGMENT_LEN: usize = 255;
 /// Repository keys that would shadow API routes.
-const RESERVED_REPO_KEYS: &[&str] = &["api", "ui", "webapp", crate::STAGING];
+const RESERVED_REPO_KEYS: &[&str] = &["api", "ui", "webapp", "artifactory", crate::STAGING];
 
 /// Characters escaped when a path segment is put back into a URL.
 const SEGMENT: &AsciiSet = &CONTROLS

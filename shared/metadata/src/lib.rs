@@ -11,12 +11,15 @@ mod store;
 
 pub use immutable::ImmutablePaths;
 pub use model::{
-    ArtifactRecord, AuditEvent, AuditRecord, BinaryRecord, ChecksumLookup, FolderChild,
-    FolderListing, GroupRecord, NewArtifact, NodeRecord, PathCheck, PermissionRecord, Relocation,
-    RepoSummary, Repository, SecuritySnapshot, StorageSummary, TokenRecord, TrashRecord,
-    UploadSession, UserRecord,
+    ArtifactRecord, AuditEvent, AuditRecord, BinaryRecord, ChecksumLookup, DownloadStats,
+    FolderChild, FolderListing, FolderRecord, GroupRecord, ListedEntry, ListedFile, NewArtifact,
+    NodeRecord, PathCheck, PermissionRecord, Relocation, RepoSummary, Repository, SecuritySnapshot,
+    StorageSummary, TakenOut, TokenRecord, TrashRecord, UploadSession, UserRecord,
 };
-pub use store::{Engine, GENESIS, Metadata, PoolSettings, is_conflict, retry_conflicts};
+pub use store::{
+    Engine, GENESIS, ListKind, Metadata, OriginalChecksum, PoolSettings, is_conflict,
+    retry_conflicts,
+};
 
 /// Milliseconds since the Unix epoch, the unit of every stored time.
 pub fn now_ms() -> i64 {

@@ -1,6 +1,6 @@
 //! The records the metadata layer reads and writes. Plain data: no SQL, no I/O.
 
-use stowage_core::{ArtifactPath, Checksums, Md5, RepoKey, Sha1, Sha256};
+use stowage_core::{ArtifactPath, Checksums, ExpectedChecksums, Md5, RepoKey, Sha1, Sha256};
 
 /// A repository and its configuration (Artifactory's repository JSON, minus what Stowage
 /// interprets itself).
@@ -42,6 +42,8 @@ pub struct NewArtifact {
     pub by: String,
     /// Properties to set (replacing any the path had).
     pub properties: Vec<(String, String)>,
+    /// The checksums the client declared (Artifactory's `originalChecksums`).
+    pub original: ExpectedChecksums,
 }
 
 /// An artifact as recorded.
@@ -56,6 +58,8 @@ pub struct ArtifactRecord {
     pub created_by: String,
     pub modified_ms: i64,
     pub modified_by: String,
+    /// The checksums the client declared when it deployed (or in a checksum file after).
+    pub original: ExpectedChecksums,
 }
 
 /// One entry of a folder.
@@ -65,15 +69,67 @@ pub struct FolderChild {
     pub folder: bool,
 }
 
-/// A folder: implied by the artifacts below it.
+/// A folder: an entry of its own, created explicitly or by a deploy below it, and kept when
+/// the files below it go (until it is deleted). The root of a repository is a folder too,
+/// with the repository's times and no row of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderRecord {
+    /// The folder's row; `None` for a repository's root.
+    pub id: Option<i64>,
+    pub repo: RepoKey,
+    pub path: ArtifactPath,
+    pub created_ms: i64,
+    pub created_by: String,
+    pub modified_ms: i64,
+    pub modified_by: String,
+}
+
+/// A folder and its direct children.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FolderListing {
-    /// Earliest creation below the folder (the repository's for an empty root).
-    pub created_ms: i64,
-    /// Latest modification below the folder.
-    pub modified_ms: i64,
+    pub folder: FolderRecord,
     /// Direct children, sorted by name.
     pub children: Vec<FolderChild>,
+}
+
+/// An entry of a file list (`?list`): a file, or a folder when folders are listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedEntry {
+    pub path: ArtifactPath,
+    /// Files only.
+    pub file: Option<ListedFile>,
+    pub modified_ms: i64,
+}
+
+/// What a file list says of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedFile {
+    pub size: u64,
+    pub sha1: Sha1,
+    pub sha256: Sha256,
+}
+
+/// What a delete took out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TakenOut {
+    pub files: u64,
+    pub folders: u64,
+}
+
+impl TakenOut {
+    /// Whether there was nothing at the path.
+    pub fn is_nothing(&self) -> bool {
+        self.files == 0 && self.folders == 0
+    }
+}
+
+/// How often an artifact was downloaded, and when last (Artifactory's `?stats`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DownloadStats {
+    pub downloads: u64,
+    /// 0 when never.
+    pub last_ms: i64,
+    pub last_by: String,
 }
 
 /// A deleted artifact waiting in the trash.
@@ -95,6 +151,7 @@ pub struct StorageSummary {
     pub artifacts_count: u64,
     pub artifacts_size: u64,
     pub trash_count: u64,
+    pub folders_count: u64,
     pub repositories: Vec<RepoSummary>,
 }
 
@@ -104,6 +161,7 @@ pub struct RepoSummary {
     pub key: RepoKey,
     pub package_type: String,
     pub files_count: u64,
+    pub folders_count: u64,
     pub used_space: u64,
 }
 

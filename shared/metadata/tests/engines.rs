@@ -37,6 +37,7 @@ fn artifact(repo: &str, path: &str, bytes: &[u8]) -> NewArtifact {
         size: bytes.len() as u64,
         by: "admin".into(),
         properties: vec![("build".into(), "42".into())],
+        original: Default::default(),
     }
 }
 
@@ -137,7 +138,8 @@ async fn trash_restore_and_garbage() {
     assert_eq!(
         meta.trash(&RepoKey::parse("r").expect("k"), &folder, "admin")
             .await
-            .expect("trash"),
+            .expect("trash")
+            .files,
         2
     );
     assert!(
@@ -347,7 +349,7 @@ async fn removal_for_good_collection_runs_and_lock_rows() {
         .expect("trash");
     // Removed for good: not in the trash, and its binary is garbage.
     let gone = ArtifactPath::parse("d/gone").expect("p");
-    assert_eq!(meta.remove(&r, &gone).await.expect("remove"), 1);
+    assert_eq!(meta.remove(&r, &gone).await.expect("remove").files, 1);
     assert!(meta.artifact(&r, &gone).await.expect("q").is_none());
     let trash: Vec<String> = meta
         .trash_list()
@@ -658,4 +660,294 @@ async fn users_groups_permissions_and_tokens_are_kept() {
     assert_eq!(snap.users.len(), 1);
     assert_eq!(snap.groups.len(), 1);
     assert!(snap.permissions.is_empty());
+}
+
+fn p(path: &str) -> ArtifactPath {
+    ArtifactPath::parse(path).expect("path")
+}
+
+fn names(listing: &stowage_metadata::FolderListing) -> Vec<(&str, bool)> {
+    listing
+        .children
+        .iter()
+        .map(|c| (c.name.as_str(), c.folder))
+        .collect()
+}
+
+#[tokio::test]
+async fn folders_are_entries_of_their_own() {
+    let (_dir, meta) = fresh().await;
+    let r = RepoKey::parse("r").expect("key");
+    meta.put_repository(&repo("r")).await.expect("create");
+    // Created explicitly, with the folders above it; creating it again changes nothing.
+    let made = meta
+        .create_folder(&r, &p("org/empty"), "alice")
+        .await
+        .expect("create");
+    assert_eq!(made.created_by, "alice");
+    let again = meta
+        .create_folder(&r, &p("org/empty"), "bob")
+        .await
+        .expect("again");
+    assert_eq!(again, made);
+    // Implicitly, by a deploy below.
+    meta.commit_artifact(&artifact("r", "org/lib/x.jar", b"x"))
+        .await
+        .expect("deploy");
+    let org = meta
+        .folder(&repo("r"), &p("org"))
+        .await
+        .expect("q")
+        .expect("org");
+    assert_eq!(names(&org), [("empty", true), ("lib", true)]);
+    assert_eq!(org.folder.created_by, "alice");
+    // A folder cannot be created at or below a file, nor a file where a folder is.
+    let on_file = meta.create_folder(&r, &p("org/lib/x.jar/sub"), "a").await;
+    assert!(matches!(on_file, Err(Error::Conflict(_))), "{on_file:?}");
+    let file_on_folder = meta
+        .commit_artifact(&artifact("r", "org/empty", b"y"))
+        .await;
+    assert!(
+        matches!(file_on_folder, Err(Error::Conflict(_))),
+        "{file_on_folder:?}"
+    );
+    // The folder stays when its last file goes.
+    meta.trash(&r, &p("org/lib/x.jar"), "admin")
+        .await
+        .expect("trash");
+    let lib = meta
+        .folder(&repo("r"), &p("org/lib"))
+        .await
+        .expect("q")
+        .expect("lib is kept");
+    assert!(lib.children.is_empty());
+    // Properties of its own; recursive or not.
+    meta.commit_artifact(&artifact("r", "org/lib/y.jar", b"y"))
+        .await
+        .expect("deploy");
+    let only_folder = meta
+        .set_properties(&r, &p("org"), false, &[("team".into(), vec!["a".into()])])
+        .await
+        .expect("set");
+    assert_eq!(only_folder, 1);
+    let org_id = org.folder.id.expect("a row");
+    assert_eq!(
+        meta.folder_properties(org_id).await.expect("props"),
+        [("team".to_string(), "a".to_string())]
+    );
+    let y = meta
+        .artifact(&r, &p("org/lib/y.jar"))
+        .await
+        .expect("q")
+        .expect("y");
+    assert_eq!(meta.properties(y.id).await.expect("props").len(), 1);
+    let everything = meta
+        .set_properties(&r, &p("org"), true, &[("qa".into(), vec!["ok".into()])])
+        .await
+        .expect("set");
+    assert_eq!(everything, 4, "org, org/empty, org/lib and y.jar");
+    assert!(
+        meta.properties(y.id)
+            .await
+            .expect("props")
+            .contains(&("qa".to_string(), "ok".to_string()))
+    );
+    // A move takes the folders along, empty ones and their properties too.
+    meta.relocate(&Relocation {
+        src_repo: &r,
+        src: &p("org"),
+        dst_repo: &r,
+        dst: &p("moved"),
+        by: "admin",
+        copy: false,
+        dry: false,
+        check_source: &|_, _| Ok(()),
+        check_target: &|_, _| Ok(()),
+        check_overwrite: &|_, _| Ok(()),
+    })
+    .await
+    .expect("move");
+    assert!(
+        meta.folder(&repo("r"), &p("org"))
+            .await
+            .expect("q")
+            .is_none()
+    );
+    let moved = meta
+        .folder(&repo("r"), &p("moved"))
+        .await
+        .expect("q")
+        .expect("moved");
+    assert_eq!(names(&moved), [("empty", true), ("lib", true)]);
+    let moved_props = meta
+        .folder_properties(moved.folder.id.expect("row"))
+        .await
+        .expect("props");
+    assert!(moved_props.contains(&("team".to_string(), "a".to_string())));
+    // Deleting a folder takes out its files and its folders.
+    let taken = meta.trash(&r, &p("moved"), "admin").await.expect("trash");
+    assert_eq!((taken.files, taken.folders), (1, 3));
+    assert!(
+        meta.folder(&repo("r"), &p("moved/empty"))
+            .await
+            .expect("q")
+            .is_none()
+    );
+    let summary = meta.storage_summary().await.expect("summary");
+    assert_eq!(summary.folders_count, 0);
+    // Restoring a file from the trash recreates the folders it needs.
+    meta.restore(&r, &p("moved/lib/y.jar"))
+        .await
+        .expect("restore");
+    assert_eq!(
+        meta.storage_summary().await.expect("summary").folders_count,
+        2
+    );
+}
+
+#[tokio::test]
+async fn file_lists_page_through_the_path_index() {
+    let (_dir, meta) = fresh().await;
+    let r = RepoKey::parse("r").expect("key");
+    meta.put_repository(&repo("r")).await.expect("create");
+    for path in ["a/1", "a/2", "a/b/3", "a/b/c/4", "a-sibling", "z"] {
+        meta.commit_artifact(&artifact("r", path, path.as_bytes()))
+            .await
+            .expect("deploy");
+    }
+    let walk = |kind, deep, path: &'static str| {
+        let meta = meta.clone();
+        let r = r.clone();
+        async move {
+            let (mut all, mut after) = (Vec::new(), None::<String>);
+            loop {
+                let page = meta
+                    .list_page(kind, &r, &p(path), deep, after.as_deref(), 2)
+                    .await
+                    .expect("page");
+                let done = page.len() < 2;
+                after = page.last().map(|e| e.path.as_str().to_string());
+                all.extend(page.into_iter().map(|e| e.path.as_str().to_string()));
+                if done {
+                    return all;
+                }
+            }
+        }
+    };
+    use stowage_metadata::ListKind::{Files, Folders};
+    assert_eq!(
+        walk(Files, true, "a").await,
+        ["a/1", "a/2", "a/b/3", "a/b/c/4"]
+    );
+    assert_eq!(walk(Files, false, "a").await, ["a/1", "a/2"]);
+    assert_eq!(walk(Folders, true, "a").await, ["a/b", "a/b/c"]);
+    assert_eq!(walk(Files, false, "").await, ["a-sibling", "z"]);
+    assert_eq!(walk(Files, true, "").await.len(), 6);
+    let (latest, _) = meta
+        .last_modified(&r, &p("a"))
+        .await
+        .expect("q")
+        .expect("found");
+    assert!(latest.as_str().starts_with("a/"), "{latest}");
+}
+
+#[tokio::test]
+async fn original_checksums_and_download_counts_are_kept() {
+    let (_dir, meta) = fresh().await;
+    let r = RepoKey::parse("r").expect("key");
+    meta.put_repository(&repo("r")).await.expect("create");
+    let mut new = artifact("r", "f.jar", b"f");
+    new.original.sha1 = Some(new.checksums.sha1);
+    let record = meta.commit_artifact(&new).await.expect("deploy");
+    assert_eq!(record.original.sha1, Some(new.checksums.sha1));
+    assert_eq!(record.original.sha256, None);
+    let recorded = meta
+        .record_original_checksum(
+            &r,
+            &p("f.jar"),
+            stowage_metadata::OriginalChecksum::Md5,
+            &new.checksums.md5.to_hex(),
+        )
+        .await
+        .expect("record")
+        .expect("file");
+    assert_eq!(recorded.original.md5, Some(new.checksums.md5));
+    assert_eq!(recorded.original.sha1, Some(new.checksums.sha1));
+    // Counts add up across batches; the last download wins.
+    meta.add_downloads(&[(record.id, 3, 10, "ann".into())])
+        .await
+        .expect("add");
+    meta.add_downloads(&[(record.id, 2, 20, "bob".into())])
+        .await
+        .expect("add");
+    let stats = meta.download_stats(record.id).await.expect("stats");
+    assert_eq!(
+        (stats.downloads, stats.last_ms, stats.last_by.as_str()),
+        (5, 20, "bob")
+    );
+    // They go with the artifact.
+    meta.remove(&r, &p("f.jar")).await.expect("remove");
+    assert_eq!(
+        meta.download_stats(record.id)
+            .await
+            .expect("stats")
+            .downloads,
+        0
+    );
+}
+
+/// An upgrade from the schema before folders were entries finds the folders the recorded
+/// artifacts imply, with the earliest creation below each.
+#[tokio::test]
+async fn the_folders_migration_finds_the_folders_of_existing_artifacts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = stowage_tests::database_url(dir.path()).await;
+    let meta = Metadata::connect(&url, &PoolSettings::default())
+        .await
+        .expect("connect");
+    meta.migrate_to(7).await.expect("the schema before folders");
+    sqlx::any::install_default_drivers();
+    let raw = sqlx::AnyPool::connect(&url).await.expect("raw");
+    let sha = "e".repeat(64);
+    let insert = |sql: String| {
+        let raw = raw.clone();
+        async move {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&raw)
+                .await
+                .expect("insert");
+        }
+    };
+    insert("INSERT INTO repositories (repo_key, rclass, package_type, description, config, created_ms) VALUES ('r', 'local', 'generic', '', '{}', 1)".into()).await;
+    insert(format!("INSERT INTO binaries (sha256, sha1, md5, size, created_ms) VALUES ('{sha}', '{}', '{}', 1, 1)", "a".repeat(40), "b".repeat(32))).await;
+    for (path, created) in [
+        ("top", 5),
+        ("x/y/z/deep", 7),
+        ("x/y/other", 3),
+        ("x/file", 9),
+    ] {
+        insert(format!("INSERT INTO artifacts (repo_key, path, sha256, size, created_ms, created_by, modified_ms, modified_by) VALUES ('r', '{path}', '{sha}', 1, {created}, 'old', {created}, 'old')")).await;
+    }
+    raw.close().await;
+    meta.migrate().await.expect("upgrade");
+    let x = meta
+        .folder(&repo("r"), &p("x"))
+        .await
+        .expect("q")
+        .expect("x");
+    assert_eq!(names(&x), [("file", false), ("y", true)]);
+    assert_eq!(x.folder.created_ms, 3, "the earliest creation below x");
+    let y = meta
+        .folder(&repo("r"), &p("x/y"))
+        .await
+        .expect("q")
+        .expect("x/y");
+    assert_eq!(names(&y), [("other", false), ("z", true)]);
+    let root = meta
+        .folder(&repo("r"), &ArtifactPath::root())
+        .await
+        .expect("q")
+        .expect("root");
+    assert_eq!(names(&root), [("top", false), ("x", true)]);
+    assert_eq!(meta.storage_summary().await.expect("s").folders_count, 3);
 }

@@ -62,6 +62,7 @@ async fn setup(url: &str) {
                 size: data.len() as u64,
                 by: "bench".into(),
                 properties: vec![],
+                original: Default::default(),
             })
             .await
             .expect("seed");

@@ -18,6 +18,7 @@ pub use filestore::Filestore;
 pub use locks::LockSettings;
 pub use settings::Settings;
 pub use stowage::{
-    ByteRange, Conditions, DeployRequest, Download, DownloadRequest, GcReport, Item, Properties,
-    RedirectPolicy, RelocateRequest, SessionStart, ShardsReport, StorageReport, Stowage, etag,
+    ByteRange, ChecksumDeploy, ChecksumKind, Conditions, DeployRequest, Download, DownloadRequest,
+    GcReport, Item, ListPage, ListedPage, MAX_CHECKSUM_FILE, Properties, RedirectPolicy,
+    RelocateRequest, SessionStart, ShardsReport, StorageReport, Stowage, etag,
 };

@@ -25,14 +25,17 @@ use crate::locks::{LockGuard, LockName, Locks, release_all};
 use crate::security::{Action, Caller, Security};
 
 mod catalog;
+mod checksum_files;
 mod conditions;
 mod download;
 mod repositories;
 mod sessions;
+mod stats;
 mod storage;
 mod trash;
 
-pub use catalog::{Item, Properties};
+pub use catalog::{Item, ListPage, ListedPage, Properties};
+pub use checksum_files::{ChecksumDeploy, ChecksumKind, MAX_CHECKSUM_FILE};
 pub use conditions::Conditions;
 use conditions::Verdict;
 pub use download::{ByteRange, Download, DownloadRequest, RedirectPolicy, etag};
@@ -186,6 +189,8 @@ pub struct Stowage {
     orphan_grace: Duration,
     /// Who callers are and what they may do: asked before every operation.
     security: Arc<Security>,
+    /// Downloads counted since the statistics were last written.
+    downloads: Arc<stats::DownloadCounter>,
 }
 
 impl Stowage {
@@ -222,6 +227,7 @@ impl Stowage {
             trash_enabled: settings.trash_enabled,
             trash_retention: settings.trash_retention,
             orphan_grace: settings.orphan_grace,
+            downloads: Arc::default(),
         };
         let guard: Arc<dyn TakeBack> = Arc::new(GuardedTakeBack {
             locks: stowage.locks.clone(),
@@ -534,6 +540,7 @@ impl Stowage {
             size,
             by: request.by,
             properties: request.properties,
+            original: request.expected,
         };
         let names = vec![
             LockName::path(repo, path),
@@ -627,7 +634,17 @@ impl Stowage {
         path: &ArtifactPath,
     ) -> Result<u64> {
         self.require_repository(repo).await?;
-        // Every file that would go is checked in the delete's own transaction.
+        // Every file that would go is checked in the delete's own transaction; a folder's
+        // own entries go with them, so a folder needs delete somewhere below it (an empty
+        // one has no file to check).
+        if self.metadata.artifact(repo, path).await?.is_none()
+            && !self
+                .security
+                .may_below(caller, Action::Delete, repo.as_str(), path.as_str())
+                .await?
+        {
+            return Err(caller.refused(&format!("delete {repo}/{path}")));
+        }
         let check = self.security.checker(caller, Action::Delete).await?;
         // With the trash off, the files go for good; what the trash already holds stays
         // there for its retention (before, this emptied the whole trash).
@@ -637,13 +654,15 @@ impl Stowage {
                 self.metadata.take_out(repo, path, into_trash, &check)
             })
             .await?;
-        if moved == 0 {
+        if moved.is_nothing() {
             return Err(Error::NotFound {
                 what: format!("{repo}/{path}"),
             });
         }
         let detail = format!(
-            "{moved} files{}",
+            "{} files, {} folders{}",
+            moved.files,
+            moved.folders,
             if self.trash_enabled {
                 ", to the trash"
             } else {
@@ -653,7 +672,7 @@ impl Stowage {
         self.security
             .audit(caller, "delete", &format!("{repo}/{path}"), &detail)
             .await;
-        Ok(moved)
+        Ok(moved.files)
     }
 
     /// Moves or copies a file or a folder's files (metadata only), under the locks of both

@@ -12,13 +12,14 @@ use futures::{StreamExt, TryStreamExt};
 use percent_encoding::percent_decode_str;
 use serde_json::json;
 use stowage_core::{ArtifactPath, Error, ExpectedChecksums, Md5, RepoKey, Sha1, Sha256};
-use stowage_metadata::ChecksumLookup;
-use stowage_service::RelocateRequest;
+use stowage_metadata::{ChecksumLookup, ListKind, ListedEntry};
 use stowage_service::security::Caller;
+use stowage_service::{ChecksumDeploy, ChecksumKind, ListPage, MAX_CHECKSUM_FILE, RelocateRequest};
 use stowage_service::{
     Conditions, DeployRequest, Download, DownloadRequest, Item, RedirectPolicy, etag,
 };
 
+use super::error::{NO_FILE, NO_ITEM, NO_PROPERTIES, missing};
 use super::target::Target;
 use super::{ApiError, AppState, json as shapes, range};
 
@@ -113,6 +114,7 @@ pub(crate) async fn deploy(
         path,
         properties,
     }: Target,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -128,7 +130,7 @@ pub(crate) async fn deploy(
         let announced = size.or_else(|| http_body::Body::size_hint(&body).exact());
         if let Some(announced) = announced.filter(|&n| n > max) {
             drain(body).await;
-            return Err(ApiError::Deployment(
+            return Err(ApiError::Status(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
                     "this deployment accepts request bodies up to {max} bytes (the AWS Lambda \
@@ -139,6 +141,14 @@ pub(crate) async fn deploy(
             ));
         }
     }
+    let base = state.base_url(&headers);
+    // `PUT /repo/a/b/` creates a folder, as in Artifactory.
+    if uri.path().ends_with('/') {
+        drain(body).await;
+        let folder = state.stowage.create_folder(&caller, &repo, &path).await?;
+        let json = shapes::folder_created(&base, &folder);
+        return Ok((StatusCode::CREATED, Json(json)).into_response());
+    }
     let request = DeployRequest {
         expected,
         size,
@@ -148,6 +158,33 @@ pub(crate) async fn deploy(
     };
     let by_checksum = header_str(&headers, X_CHECKSUM_DEPLOY)?
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    // A checksum file deployed after its file is held against it; nothing new is stored.
+    let mut body = body;
+    if !by_checksum
+        && ChecksumKind::of_path(&path).is_some()
+        && size.is_some_and(|n| n <= MAX_CHECKSUM_FILE)
+    {
+        let text = axum::body::to_bytes(body, MAX_CHECKSUM_FILE as usize)
+            .await
+            .map_err(|e| Error::Body {
+                source: Box::new(e),
+            })?;
+        match state
+            .stowage
+            .deploy_checksum_file(&caller, &repo, &path, &text)
+            .await?
+        {
+            ChecksumDeploy::Checked(record) => {
+                let json = json!({
+                    "repo": repo.as_str(),
+                    "path": format!("/{path}"),
+                    "checksumOf": shapes::file_info(&base, &record),
+                });
+                return Ok((StatusCode::CREATED, Json(json)).into_response());
+            }
+            ChecksumDeploy::NoFile => body = Body::from(text),
+        }
+    }
     let record = if by_checksum {
         state
             .stowage
@@ -165,8 +202,7 @@ pub(crate) async fn deploy(
             .deploy(&caller, &repo, &path, body, request)
             .await?
     };
-    let base = state.base_url(&headers);
-    let json = shapes::deployed(&base, &record, &expected);
+    let json = shapes::deployed(&base, &record);
     let location = format!("{base}{}", shapes::repo_url(&record.repo, &record.path));
     let mut response = (StatusCode::CREATED, Json(json)).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
@@ -204,10 +240,21 @@ pub(crate) async fn download(
         max_response_body: state.limits.max_response_body,
         content_type: shapes::mime_type(&path),
     };
-    let (record, download) = state
+    let (record, download) = match state
         .stowage
         .download(&caller, &repo, &path, &request)
-        .await?;
+        .await
+    {
+        Ok(found) => found,
+        Err(Error::NotFound { what }) => {
+            // `x.jar.sha1` not stored: answered from x.jar's metadata.
+            return match state.stowage.checksum_file(&caller, &repo, &path).await? {
+                Some(hex) => Ok(checksum_response(hex, request.head_only)),
+                None => Err(missing(NO_FILE)(Error::NotFound { what })),
+            };
+        }
+        Err(e) => return Err(missing(NO_FILE)(e)),
+    };
     let mut out = HeaderMap::new();
     let mut put = |name: HeaderName, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
@@ -258,17 +305,116 @@ pub(crate) async fn download(
     Ok((status, out, body).into_response())
 }
 
+/// A checksum file answered from the metadata: the hex digest, as `sha1sum` would print it
+/// without the name.
+fn checksum_response(hex: String, head_only: bool) -> Response {
+    let length = hex.len().to_string();
+    let body = if head_only {
+        Body::empty()
+    } else {
+        Body::from(hex)
+    };
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/plain".to_string()),
+            (header::CONTENT_LENGTH, length),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 /// `DELETE /{repo}/{path}`: to the trash.
 pub(crate) async fn remove(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Target { repo, path, .. }: Target,
 ) -> Result<StatusCode, ApiError> {
-    state.stowage.delete(&caller, &repo, &path).await?;
+    state
+        .stowage
+        .delete(&caller, &repo, &path)
+        .await
+        .map_err(missing(NO_ITEM))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /api/storage/{repo}/{path}`: file or folder info; `?properties` for properties.
+/// What a `GET /api/storage/{repo}/{path}` asks for: info, or one of Artifactory's modes.
+#[derive(Debug, Default)]
+struct StorageQuery {
+    /// `?properties` (all) or `?properties=a,b` (those).
+    properties: Option<String>,
+    /// `?list`, with `deep`, `depth` and `listFolders`.
+    list: bool,
+    deep: bool,
+    depth: Option<usize>,
+    list_folders: bool,
+    stats: bool,
+    last_modified: bool,
+}
+
+/// The modes and options a storage GET takes here; anything else is a 400 naming them.
+const STORAGE_MODES: &str = "?properties[=a,b], ?list[&deep=0|1][&depth=N][&listFolders=0|1], \
+    ?stats and ?lastModified";
+
+impl StorageQuery {
+    fn parse(uri: &Uri) -> Result<Self, ApiError> {
+        let mut q = StorageQuery::default();
+        let flag = |k: &str, v: &str| match v {
+            "" | "1" | "true" => Ok(true),
+            "0" | "false" => Ok(false),
+            _ => Err(ApiError::bad_request(format!("{k}={v:?}: give 0 or 1"))),
+        };
+        for pair in uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "properties" => q.properties = Some(decode_param(v)?),
+                "list" => q.list = true,
+                "deep" => q.deep = flag(k, v)?,
+                "depth" => {
+                    q.depth = Some(v.parse().map_err(|_| {
+                        ApiError::bad_request(format!("depth={v:?} is not a number"))
+                    })?);
+                }
+                "listFolders" => q.list_folders = flag(k, v)?,
+                // Accepted when off; what they ask for is not kept here.
+                "mdTimestamps" | "includeRootPath" if !flag(k, v)? => {}
+                "stats" => q.stats = true,
+                "lastModified" => q.last_modified = true,
+                _ => {
+                    let k: String = k.chars().take(64).collect();
+                    return Err(ApiError::bad_request(format!(
+                        "the storage API does not support {k:?} here; it answers {STORAGE_MODES}"
+                    )));
+                }
+            }
+        }
+        let modes = [q.properties.is_some(), q.list, q.stats, q.last_modified];
+        if modes.iter().filter(|m| **m).count() > 1 {
+            return Err(ApiError::bad_request(format!(
+                "ask for one mode at a time: {STORAGE_MODES}"
+            )));
+        }
+        Ok(q)
+    }
+}
+
+/// A query parameter's value, percent-decoded (`+` as a space).
+fn decode_param(v: &str) -> Result<String, Error> {
+    percent_decode_str(&v.replace('+', " "))
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| Error::InvalidInput("a query parameter is not valid UTF-8".into()))
+}
+
+/// `GET /api/storage/{repo}/{path}`: file or folder info, or `?properties`, `?list`,
+/// `?stats`, `?lastModified`. Every 404 says "Unable to find item" (or, for properties,
+/// "No properties could be found."), as Artifactory's clients expect.
 pub(crate) async fn storage_info(
     State(state): State<AppState>,
     axum::Extension(caller): axum::Extension<Caller>,
@@ -277,37 +423,221 @@ pub(crate) async fn storage_info(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let base = state.base_url(&headers);
-    let wants_properties = uri.query().is_some_and(|q| {
-        q.split('&')
-            .any(|p| p == "properties" || p.starts_with("properties="))
-    });
-    if wants_properties {
-        let mut properties = state.stowage.properties(&caller, &repo, &path).await?;
+    let q = StorageQuery::parse(&uri)?;
+    let self_uri = format!("{base}/api/storage{}", shapes::repo_url(&repo, &path));
+    let stowage = &state.stowage;
+    if let Some(named) = &q.properties {
+        let mut properties = stowage
+            .properties(&caller, &repo, &path)
+            .await
+            .map_err(missing(NO_ITEM))?;
         // `?properties=os,arch` asks for those only, as in Artifactory.
-        let named: Vec<String> = properties_param(&uri)
-            .unwrap_or_default()
+        let named: Vec<&str> = named
             .split(',')
             .map(str::trim)
             .filter(|n| !n.is_empty())
-            .map(str::to_string)
             .collect();
         if !named.is_empty() {
-            properties.retain(|k, _| named.contains(k));
-            if properties.is_empty() {
-                return Err(ApiError::not_found(format!(
-                    "properties {} of {repo}/{path}",
-                    named.join(",")
-                )));
-            }
+            properties.retain(|k, _| named.contains(&k.as_str()));
         }
-        let uri = format!("{base}/api/storage{}", shapes::repo_url(&repo, &path));
-        return Ok(Json(json!({ "properties": properties, "uri": uri })).into_response());
+        if properties.is_empty() {
+            return Err(ApiError::Status(
+                StatusCode::NOT_FOUND,
+                format!("{NO_PROPERTIES} ({repo}/{path})"),
+            ));
+        }
+        return Ok(Json(json!({ "properties": properties, "uri": self_uri })).into_response());
     }
-    Ok(match state.stowage.item(&caller, &repo, &path).await? {
+    if q.stats {
+        let (_, stats) = stowage
+            .download_stats(&caller, &repo, &path)
+            .await
+            .map_err(missing(NO_ITEM))?;
+        return Ok(Json(json!({
+            "uri": self_uri,
+            "downloadCount": stats.downloads,
+            "lastDownloaded": stats.last_ms,
+            "lastDownloadedBy": stats.last_by,
+            "remoteDownloadCount": 0,
+            "remoteLastDownloaded": 0,
+        }))
+        .into_response());
+    }
+    if q.last_modified {
+        let (at, ms) = stowage
+            .last_modified(&caller, &repo, &path)
+            .await
+            .map_err(missing(NO_ITEM))?;
+        let uri = format!("{base}/api/storage{}", shapes::repo_url(&repo, &at));
+        return Ok(Json(json!({ "uri": uri, "lastModified": shapes::iso(ms) })).into_response());
+    }
+    if q.list {
+        let folder = stowage
+            .list_root(&caller, &repo, &path)
+            .await
+            .map_err(missing(NO_ITEM))?;
+        let list = FileList {
+            stowage: state.stowage.clone(),
+            caller,
+            repo,
+            path,
+            deep: q.deep,
+            depth: q.depth,
+            folders: q.list_folders,
+        };
+        let head = json!({ "uri": self_uri, "created": shapes::iso(folder.created_ms) });
+        return Ok((
+            [(header::CONTENT_TYPE, "application/json")],
+            Body::from_stream(list.stream(head)),
+        )
+            .into_response());
+    }
+    Ok(match stowage
+        .item(&caller, &repo, &path)
+        .await
+        .map_err(missing(NO_ITEM))?
+    {
         Item::File(record) => Json(shapes::file_info(&base, &record)),
-        Item::Folder(folder) => Json(shapes::folder_info(&base, &repo, &path, &folder)),
+        Item::Folder(folder) => Json(shapes::folder_info(&base, &folder)),
     }
     .into_response())
+}
+
+/// Entries of a file list read per page.
+const LIST_PAGE: u32 = 1000;
+
+/// A file list (`?list`) being streamed: read a page at a time from the path index, files
+/// and (with `listFolders`) folders merged in path order, so memory stays flat however many
+/// entries there are. A failure half-way ends the body early (the client sees broken JSON,
+/// never a partial list taken for whole).
+struct FileList {
+    stowage: std::sync::Arc<stowage_service::Stowage>,
+    caller: Caller,
+    repo: RepoKey,
+    path: ArtifactPath,
+    deep: bool,
+    depth: Option<usize>,
+    folders: bool,
+}
+
+/// One kind of entry of a file list, read ahead by a page.
+struct Cursor {
+    kind: ListKind,
+    buffered: std::collections::VecDeque<ListedEntry>,
+    /// Where the next page starts; `None` once the last page was read.
+    after: Option<Option<ArtifactPath>>,
+}
+
+impl Cursor {
+    fn new(kind: ListKind) -> Self {
+        Self {
+            kind,
+            buffered: Default::default(),
+            after: Some(None),
+        }
+    }
+}
+
+impl FileList {
+    /// Reads pages until `cursor` has an entry buffered or has none left.
+    async fn fill(&self, cursor: &mut Cursor) -> Result<(), Error> {
+        while cursor.buffered.is_empty() {
+            let Some(after) = cursor.after.take() else {
+                return Ok(());
+            };
+            let page = ListPage {
+                kind: cursor.kind,
+                deep: self.deep,
+                after: after.as_ref().map(ArtifactPath::as_str),
+                limit: LIST_PAGE,
+            };
+            let read = self
+                .stowage
+                .list_page(&self.caller, &self.repo, &self.path, &page)
+                .await?;
+            cursor.after = read.next.map(Some);
+            cursor.buffered.extend(read.entries);
+        }
+        Ok(())
+    }
+
+    /// Whether `entry` lies within the depth asked for.
+    fn within_depth(&self, entry: &ListedEntry) -> bool {
+        let Some(depth) = self.depth else {
+            return true;
+        };
+        let skip = if self.path.is_root() {
+            0
+        } else {
+            self.path.as_str().len() + 1
+        };
+        let relative = entry.path.as_str().get(skip..).unwrap_or_default();
+        relative.split('/').count() <= depth.max(1)
+    }
+
+    /// The JSON body: `head`'s fields, then `"files":[…]`, a page per chunk.
+    fn stream(
+        self,
+        head: serde_json::Value,
+    ) -> impl futures::Stream<Item = Result<bytes::Bytes, Error>> + Send + 'static {
+        let mut kinds = vec![Cursor::new(ListKind::Files)];
+        if self.folders {
+            kinds.push(Cursor::new(ListKind::Folders));
+        }
+        let opening = {
+            let mut text = head.to_string();
+            text.pop(); // the closing brace
+            text.push_str(",\"files\":[");
+            text
+        };
+        futures::stream::unfold(
+            (self, kinds, Some(opening), 0usize),
+            |(list, mut kinds, opening, written)| async move {
+                let mut chunk = opening.unwrap_or_default();
+                let mut written = written;
+                let mut in_chunk = 0;
+                loop {
+                    for cursor in kinds.iter_mut() {
+                        if let Err(e) = list.fill(cursor).await {
+                            return Some((Err(e), (list, Vec::new(), None, written)));
+                        }
+                    }
+                    let next =
+                        kinds
+                            .iter_mut()
+                            .filter(|c| !c.buffered.is_empty())
+                            .min_by(|a, b| {
+                                a.buffered[0].path.as_str().cmp(b.buffered[0].path.as_str())
+                            });
+                    let Some(cursor) = next else {
+                        if kinds.is_empty() {
+                            return None;
+                        }
+                        chunk.push_str("]}");
+                        return Some((
+                            Ok(bytes::Bytes::from(chunk)),
+                            (list, Vec::new(), None, written),
+                        ));
+                    };
+                    let Some(entry) = cursor.buffered.pop_front() else {
+                        continue;
+                    };
+                    if !list.within_depth(&entry) {
+                        continue;
+                    }
+                    if written > 0 {
+                        chunk.push(',');
+                    }
+                    chunk.push_str(&shapes::listed(&list.path, &entry).to_string());
+                    written += 1;
+                    in_chunk += 1;
+                    if in_chunk == LIST_PAGE as usize {
+                        return Some((Ok(bytes::Bytes::from(chunk)), (list, kinds, None, written)));
+                    }
+                }
+            },
+        )
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -362,10 +692,7 @@ fn properties_param(uri: &Uri) -> Result<String, Error> {
     for pair in query.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         if k == "properties" {
-            return percent_decode_str(&v.replace('+', " "))
-                .decode_utf8()
-                .map(|c| c.into_owned())
-                .map_err(|_| Error::InvalidInput("properties is not valid UTF-8".into()));
+            return decode_param(v);
         }
     }
     Err(Error::InvalidInput(
@@ -373,8 +700,23 @@ fn properties_param(uri: &Uri) -> Result<String, Error> {
     ))
 }
 
-/// `PUT /api/storage/{repo}/{path}?properties=k=v1,v2;k2=v3`: sets properties on a file or on
-/// every file below a folder.
+/// `recursive=0|1` (default 1, as in Artifactory): whether a folder's properties reach
+/// everything below it.
+fn recursive_param(uri: &Uri, name: &str, default: bool) -> Result<bool, ApiError> {
+    for pair in uri.query().unwrap_or("").split('&') {
+        if let Some(v) = pair.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
+            return match v {
+                "1" | "true" => Ok(true),
+                "0" | "false" => Ok(false),
+                _ => Err(ApiError::bad_request(format!("{name}={v:?}: give 0 or 1"))),
+            };
+        }
+    }
+    Ok(default)
+}
+
+/// `PUT /api/storage/{repo}/{path}?properties=k=v1,v2;k2=v3[&recursive=0]`: sets properties
+/// on a file, or on a folder and everything below it.
 pub(crate) async fn set_properties(
     State(state): State<AppState>,
     axum::Extension(caller): axum::Extension<Caller>,
@@ -389,10 +731,12 @@ pub(crate) async fn set_properties(
         let values: Vec<String> = values.split(',').map(str::to_string).collect();
         properties.push((name.to_string(), values));
     }
+    let recursive = recursive_param(&uri, "recursive", true)?;
     state
         .stowage
-        .set_properties(&caller, &repo, &path, &properties)
-        .await?;
+        .set_properties(&caller, &repo, &path, recursive, &properties)
+        .await
+        .map_err(missing(NO_ITEM))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -408,10 +752,60 @@ pub(crate) async fn delete_properties(
         .filter(|n| !n.is_empty())
         .map(str::to_string)
         .collect();
+    let recursive = recursive_param(&uri, "recursive", true)?;
     state
         .stowage
-        .delete_properties(&caller, &repo, &path, &names)
-        .await?;
+        .delete_properties(&caller, &repo, &path, recursive, &names)
+        .await
+        .map_err(missing(NO_ITEM))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PATCH /api/metadata/{repo}/{path}[?recursiveProperties=1]` with
+/// `{"props":{"k":"v","k2":["a","b"],"gone":null}}`: sets each property given, removes each
+/// given as null, in one transaction (on the item only, unless `recursiveProperties=1`).
+pub(crate) async fn patch_metadata(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Target { repo, path, .. }: Target,
+    uri: Uri,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body is not JSON ({e}); send {{\"props\":{{\"name\":\"value\"}}}}"
+        ))
+    })?;
+    let props = doc
+        .get("props")
+        .and_then(|p| p.as_object())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "the body needs a \"props\" object, e.g. {\"props\":{\"name\":\"value\",\"gone\":null}}",
+            )
+        })?;
+    let mut properties = Vec::new();
+    for (name, value) in props {
+        let values = match value {
+            serde_json::Value::Null => Vec::new(),
+            serde_json::Value::String(v) => vec![v.clone()],
+            serde_json::Value::Array(items) => items
+                .iter()
+                .map(|i| match i {
+                    serde_json::Value::String(v) => Ok(v.clone()),
+                    other => Ok(other.to_string()),
+                })
+                .collect::<Result<_, ApiError>>()?,
+            other => vec![other.to_string()],
+        };
+        properties.push((name.clone(), values));
+    }
+    let recursive = recursive_param(&uri, "recursiveProperties", false)?;
+    state
+        .stowage
+        .set_properties(&caller, &repo, &path, recursive, &properties)
+        .await
+        .map_err(missing(NO_ITEM))?;
     Ok(StatusCode::NO_CONTENT)
 }
 

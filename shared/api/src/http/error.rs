@@ -17,9 +17,47 @@ const MAX_PLAIN_ERROR: usize = 4096;
 pub enum ApiError {
     Domain(Error),
     Unauthorized(&'static str),
-    /// What this deployment cannot do (a body over a Lambda payload limit, a method another
-    /// function serves), with a message that says where to go instead.
-    Deployment(StatusCode, String),
+    /// An answer of its own: what this deployment cannot do (a body over a Lambda payload
+    /// limit, a method another function serves), with a message that says where to go
+    /// instead, or a 404 in Artifactory's words ([`missing`]).
+    Status(StatusCode, String),
+}
+
+/// Artifactory's words for "there is nothing there", which its clients look for in a 404's
+/// message to tell "missing" from "failed" (`exists()`, property reads): the storage API's,
+/// a download's, and a property read's.
+pub(crate) const NO_ITEM: &str = "Unable to find item";
+pub(crate) const NO_FILE: &str = "File not found.";
+pub(crate) const NO_PROPERTIES: &str = "No properties could be found.";
+
+/// Maps a "not found" to a 404 that starts with Artifactory's `words`, then says what was
+/// missing; any other error as it is.
+pub(crate) fn missing(words: &'static str) -> impl Fn(Error) -> ApiError {
+    move |e| match e {
+        Error::NotFound { what } => {
+            ApiError::Status(StatusCode::NOT_FOUND, format!("{words} ({what})"))
+        }
+        Error::RepositoryNotFound { key } => ApiError::Status(
+            StatusCode::NOT_FOUND,
+            format!("{words} (repository {key:?} was not found)"),
+        ),
+        other => ApiError::Domain(other),
+    }
+}
+
+/// The longest message an error echoes; longer ones (a 10,000-character path) are cut.
+const MAX_MESSAGE: usize = 512;
+
+/// `message`, cut to [`MAX_MESSAGE`] bytes at a character boundary, saying so.
+fn bounded(message: String) -> String {
+    if message.len() <= MAX_MESSAGE {
+        return message;
+    }
+    let mut end = MAX_MESSAGE;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… (cut: {} bytes in all)", &message[..end], message.len())
 }
 
 impl From<Error> for ApiError {
@@ -79,14 +117,14 @@ fn status_of(e: &Error) -> StatusCode {
 
 pub(crate) fn error_body(status: StatusCode, message: &str) -> Json<serde_json::Value> {
     Json(serde_json::json!({
-        "errors": [{ "status": status.as_u16(), "message": message }]
+        "errors": [{ "status": status.as_u16(), "message": bounded(message.to_string()) }]
     }))
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
-            ApiError::Deployment(status, message) => {
+            ApiError::Status(status, message) => {
                 if status.is_server_error() {
                     tracing::error!("{message}");
                 }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use stowage_core::{ArtifactPath, Checksums, ExpectedChecksums, RepoKey};
-use stowage_metadata::{ArtifactRecord, FolderListing};
+use stowage_metadata::{ArtifactRecord, FolderListing, FolderRecord, ListedEntry};
 
 /// ISO 8601 with milliseconds, as Artifactory prints times.
 pub(crate) fn iso(ms: i64) -> String {
@@ -58,7 +58,7 @@ fn declared(e: &ExpectedChecksums) -> Value {
 }
 
 /// The 201 body of a deploy.
-pub(crate) fn deployed(base: &str, record: &ArtifactRecord, expected: &ExpectedChecksums) -> Value {
+pub(crate) fn deployed(base: &str, record: &ArtifactRecord) -> Value {
     json!({
         "repo": record.repo.as_str(),
         "path": json_path(&record.path),
@@ -68,7 +68,7 @@ pub(crate) fn deployed(base: &str, record: &ArtifactRecord, expected: &ExpectedC
         "mimeType": mime_type(&record.path),
         "size": record.size.to_string(),
         "checksums": checksums(&record.checksums),
-        "originalChecksums": declared(expected),
+        "originalChecksums": declared(&record.original),
         "uri": format!("{base}/api/storage{}", repo_url(&record.repo, &record.path)),
     })
 }
@@ -87,19 +87,15 @@ pub(crate) fn file_info(base: &str, record: &ArtifactRecord) -> Value {
         "mimeType": mime_type(&record.path),
         "size": record.size.to_string(),
         "checksums": checksums(&record.checksums),
-        "originalChecksums": checksums(&record.checksums),
+        "originalChecksums": declared(&record.original),
         "uri": format!("{base}/api/storage{}", repo_url(&record.repo, &record.path)),
     })
 }
 
 /// Folder info (`GET /api/storage/{repo}/{folder}`).
-pub(crate) fn folder_info(
-    base: &str,
-    repo: &RepoKey,
-    path: &ArtifactPath,
-    folder: &FolderListing,
-) -> Value {
-    let children: Vec<Value> = folder
+pub(crate) fn folder_info(base: &str, listing: &FolderListing) -> Value {
+    let folder = &listing.folder;
+    let children: Vec<Value> = listing
         .children
         .iter()
         .map(|c| {
@@ -108,12 +104,56 @@ pub(crate) fn folder_info(
         })
         .collect();
     json!({
-        "repo": repo.as_str(),
-        "path": json_path(path),
+        "repo": folder.repo.as_str(),
+        "path": json_path(&folder.path),
         "created": iso(folder.created_ms),
+        "createdBy": folder.created_by,
         "lastModified": iso(folder.modified_ms),
+        "modifiedBy": folder.modified_by,
         "lastUpdated": iso(folder.modified_ms),
         "children": children,
-        "uri": format!("{base}/api/storage{}", repo_url(repo, path)),
+        "uri": format!("{base}/api/storage{}", repo_url(&folder.repo, &folder.path)),
     })
+}
+
+/// The 201 body of a folder's creation (`PUT /{repo}/{folder}/`).
+pub(crate) fn folder_created(base: &str, folder: &FolderRecord) -> Value {
+    json!({
+        "repo": folder.repo.as_str(),
+        "path": format!("{}/", json_path(&folder.path)),
+        "created": iso(folder.created_ms),
+        "createdBy": folder.created_by,
+        "children": [],
+        "uri": format!("{base}/api/storage{}", repo_url(&folder.repo, &folder.path)),
+    })
+}
+
+/// One entry of a file list (`?list`), its `uri` relative to the folder listed.
+pub(crate) fn listed(folder: &ArtifactPath, entry: &ListedEntry) -> Value {
+    let skip = if folder.is_root() {
+        0
+    } else {
+        folder.as_str().len() + 1
+    };
+    let relative = entry.path.as_str().get(skip..).unwrap_or_default();
+    let uri: String = relative
+        .split('/')
+        .map(ArtifactPath::root_child_url)
+        .collect();
+    match &entry.file {
+        Some(file) => json!({
+            "uri": uri,
+            "size": file.size,
+            "lastModified": iso(entry.modified_ms),
+            "folder": false,
+            "sha1": file.sha1.to_hex(),
+            "sha2": file.sha256.to_hex(),
+        }),
+        None => json!({
+            "uri": uri,
+            "size": -1,
+            "lastModified": iso(entry.modified_ms),
+            "folder": true,
+        }),
+    }
 }

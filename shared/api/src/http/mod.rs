@@ -38,6 +38,10 @@ pub struct AppState {
     pub limits: Limits,
 }
 
+/// The context path Artifactory's clients put before every call (`http://host/artifactory/`):
+/// the API answers under it as well as at the root.
+pub const CONTEXT_PATH: &str = "/artifactory";
+
 impl AppState {
     /// The base URL links in responses start with, without a trailing slash.
     fn base_url(&self, headers: &HeaderMap) -> String {
@@ -132,6 +136,10 @@ pub fn router_for(state: AppState, part: Part) -> Router {
                     .put(artifacts::set_properties)
                     .delete(artifacts::delete_properties),
             )
+            .route(
+                "/api/metadata/{*rest}",
+                axum::routing::patch(artifacts::patch_metadata),
+            )
             .route("/api/move/{*rest}", post(artifacts::move_items))
             .route("/api/copy/{*rest}", post(artifacts::copy_items))
             .route("/api/search/prop", get(artifacts::search_properties))
@@ -200,7 +208,7 @@ pub fn router_for(state: AppState, part: Part) -> Router {
     }
     // Unknown API calls are 404s, never taken for a repository named "api".
     let unknown = move |uri: axum::http::Uri| async move { wrong_function(part, None, uri.path()) };
-    router
+    let api = router
         .route("/api", any(unknown))
         .route("/api/{*rest}", any(unknown))
         .route("/{repo}", artifact.clone())
@@ -208,18 +216,54 @@ pub fn router_for(state: AppState, part: Part) -> Router {
         .fallback(unknown)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn(error::json_errors))
+        .with_state(state);
+    // Routing happens after a router's own layers, so the context path is cut before the
+    // request reaches the routes: one set of routes serves both roots.
+    Router::new()
+        .fallback_service(
+            tower::ServiceBuilder::new()
+                .map_request(without_context_path)
+                .service(api),
+        )
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+}
+
+/// `request` with [`CONTEXT_PATH`] cut from the front of its path, if it has it there.
+fn without_context_path(mut request: Request) -> Request {
+    let uri = request.uri();
+    let path = uri.path();
+    let Some(rest) = path.strip_prefix(CONTEXT_PATH) else {
+        return request;
+    };
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return request;
+    }
+    let rest = if rest.is_empty() { "/" } else { rest };
+    let rewritten = match uri.query() {
+        Some(query) => format!("{rest}?{query}"),
+        None => rest.to_string(),
+    };
+    if let Ok(path_and_query) = rewritten.parse::<axum::http::uri::PathAndQuery>() {
+        let mut parts = uri.clone().into_parts();
+        parts.path_and_query = Some(path_and_query);
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
 }
 
 /// The answer for a call this binary does not serve: 404 for an unknown endpoint, 405 for an
 /// artifact method another function serves; both say where the call goes.
 fn wrong_function(part: Part, method: Option<&Method>, path: &str) -> ApiError {
     if part == Part::All {
-        return ApiError::not_found("no such API endpoint");
+        return ApiError::Status(
+            StatusCode::NOT_FOUND,
+            format!("no such API endpoint: {path}"),
+        );
     }
     match method {
-        Some(method) if !path.starts_with("/api/") => ApiError::Deployment(
+        Some(method) if !path.starts_with("/api/") => ApiError::Status(
             StatusCode::METHOD_NOT_ALLOWED,
             format!(
                 "the {} function does not serve {method} on artifacts: {}",
@@ -227,11 +271,14 @@ fn wrong_function(part: Part, method: Option<&Method>, path: &str) -> ApiError {
                 Part::ROUTES
             ),
         ),
-        _ => ApiError::not_found(format!(
-            "no such endpoint in the {} function: {}",
-            part.name(),
-            Part::ROUTES
-        )),
+        _ => ApiError::Status(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no such endpoint in the {} function: {}",
+                part.name(),
+                Part::ROUTES
+            ),
+        ),
     }
 }
 

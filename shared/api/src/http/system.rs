@@ -136,13 +136,18 @@ pub(crate) async fn storage_info(
                 "repoType": "LOCAL",
                 "packageType": r.package_type,
                 "filesCount": r.files_count,
-                "itemsCount": r.files_count,
+                "foldersCount": r.folders_count,
+                "itemsCount": r.files_count + r.folders_count,
                 "usedSpace": human(r.used_space),
                 "usedSpaceInBytes": r.used_space,
                 "percentage": format!("{pct:.2}%"),
             })
         })
         .collect();
+    let used_space = health
+        .total_space
+        .zip(health.free_space)
+        .map(|(total, free)| total.saturating_sub(free));
     let provider = &report.provider;
     let shards = report.shards.as_ref().map(figures::shards);
     Ok(Json(json!({
@@ -151,7 +156,8 @@ pub(crate) async fn storage_info(
             "binariesSize": human(s.binaries_size),
             "artifactsSize": human(s.artifacts_size),
             "optimization": format!("{optimization:.2}%"),
-            "itemsCount": grouped(s.artifacts_count),
+            "itemsCount": grouped(s.artifacts_count + s.folders_count),
+            "foldersCount": s.folders_count,
             "artifactsCount": grouped(s.artifacts_count),
             "binariesCountExact": s.binaries_count,
             "binariesSizeInBytes": s.binaries_size,
@@ -163,7 +169,12 @@ pub(crate) async fn storage_info(
         "fileStoreSummary": {
             "storageType": provider.split(':').next().unwrap_or("unknown"),
             "storageDirectory": provider,
+            // Artifactory's fields, as it prints them, then the exact figures.
+            "totalSpace": health.total_space.map(human),
+            "usedSpace": used_space.map(human),
+            "freeSpace": health.free_space.map(human),
             "totalSpaceInBytes": health.total_space,
+            "usedSpaceInBytes": used_space,
             "freeSpaceInBytes": health.free_space,
             "error": health_error,
         },

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
-use stowage_core::{ArtifactPath, ExpectedChecksums, RepoKey, Sha256};
+use stowage_core::{ArtifactPath, RepoKey, Sha256};
 
 use super::{ApiError, AppState, figures, json as shapes};
 use stowage_service::SessionStart;
@@ -55,10 +55,7 @@ pub(crate) async fn open(
     let body = match started {
         SessionStart::Deployed(record) => json!({
             "status": "deployed",
-            "artifact": shapes::deployed(&base, &record, &ExpectedChecksums {
-                sha256: Some(sha256),
-                ..Default::default()
-            }),
+            "artifact": shapes::deployed(&base, &record),
         }),
         SessionStart::Pending { session, plan } => json!({
             "status": "pending",
@@ -84,15 +81,7 @@ pub(crate) async fn complete(
 ) -> Result<Response, ApiError> {
     let record = state.stowage.complete_upload_session(&caller, &id).await?;
     let base = state.base_url(&headers);
-    let expected = ExpectedChecksums {
-        sha256: Some(record.checksums.sha256),
-        ..Default::default()
-    };
-    Ok((
-        StatusCode::CREATED,
-        Json(shapes::deployed(&base, &record, &expected)),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(shapes::deployed(&base, &record))).into_response())
 }
 
 /// `DELETE /api/uploads/{id}`.

@@ -2,6 +2,35 @@
 
 use super::*;
 
+/// Which entries a property belongs to.
+#[derive(Debug, Clone, Copy)]
+enum PropertyTable {
+    Artifact,
+    Folder,
+}
+
+impl PropertyTable {
+    fn delete_named(self) -> &'static str {
+        match self {
+            Self::Artifact => "DELETE FROM artifact_properties WHERE artifact_id = ? AND name = ?",
+            Self::Folder => "DELETE FROM folder_properties WHERE folder_id = ? AND name = ?",
+        }
+    }
+
+    fn insert(self) -> &'static str {
+        match self {
+            Self::Artifact => {
+                "INSERT INTO artifact_properties (artifact_id, name, value) VALUES (?, ?, ?) \
+                 ON CONFLICT DO NOTHING"
+            }
+            Self::Folder => {
+                "INSERT INTO folder_properties (folder_id, name, value) VALUES (?, ?, ?) \
+                 ON CONFLICT DO NOTHING"
+            }
+        }
+    }
+}
+
 impl Metadata {
     /// Records an artifact whose binary is stored: the binary row if new, the artifact (created
     /// or overwritten), its properties. Fails with `RepositoryNotFound` for a missing repository and with
@@ -12,6 +41,8 @@ impl Metadata {
         let mut tx = writes.begin().await?;
         let immutable = self.check_repository(&mut tx, &new.repo).await?;
         self.check_file_path(&mut tx, &new.repo, &new.path).await?;
+        self.ensure_folders(&mut tx, &new.repo, &new.path.ancestors(), &new.by, now)
+            .await?;
         let sha256 = new.checksums.sha256.to_hex();
         if immutable.matching(new.path.as_str()).is_some() {
             match self
@@ -47,10 +78,12 @@ impl Metadata {
         .map_err(db_err)?;
         sqlx::query(self.sql(
             "INSERT INTO artifacts (repo_key, path, sha256, size, created_ms, created_by, \
-             modified_ms, modified_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             modified_ms, modified_by, original_sha1, original_md5, original_sha256) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (repo_key, path) DO UPDATE SET sha256 = excluded.sha256, \
              size = excluded.size, modified_ms = excluded.modified_ms, \
-             modified_by = excluded.modified_by",
+             modified_by = excluded.modified_by, original_sha1 = excluded.original_sha1, \
+             original_md5 = excluded.original_md5, original_sha256 = excluded.original_sha256",
         ))
         .bind(new.repo.as_str())
         .bind(new.path.as_str())
@@ -60,6 +93,9 @@ impl Metadata {
         .bind(&new.by)
         .bind(now)
         .bind(&new.by)
+        .bind(new.original.sha1.map(|d| d.to_hex()))
+        .bind(new.original.md5.map(|d| d.to_hex()))
+        .bind(new.original.sha256.map(|d| d.to_hex()))
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
@@ -149,32 +185,14 @@ impl Metadata {
                 "a file path is required after the repository key".into(),
             ));
         }
-        for ancestor in path.ancestors() {
-            let file =
-                sqlx::query(self.sql("SELECT 1 FROM artifacts WHERE repo_key = ? AND path = ?"))
-                    .bind(repo.as_str())
-                    .bind(ancestor)
-                    .fetch_optional(&mut **tx)
-                    .await
-                    .map_err(db_err)?;
-            if file.is_some() {
-                return Err(Error::Conflict(format!(
-                    "cannot deploy {repo}/{path}: {repo}/{ancestor} is a file, not a folder"
-                )));
-            }
-        }
-        let (lo, hi) = below(path.as_str());
-        let folder =
-            sqlx::query(self.sql(
-                "SELECT 1 FROM artifacts WHERE repo_key = ? AND path >= ? AND path < ? LIMIT 1",
-            ))
-            .bind(repo.as_str())
-            .bind(lo)
-            .bind(hi)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(db_err)?;
-        if folder.is_some() {
+        self.check_no_file_at(
+            tx,
+            repo,
+            &path.ancestors(),
+            &format!("deploy {repo}/{path}"),
+        )
+        .await?;
+        if self.is_folder(tx, repo, path.as_str()).await? {
             return Err(Error::Conflict(format!(
                 "cannot deploy {repo}/{path}: it is a folder; delete the folder first"
             )));
@@ -252,67 +270,6 @@ impl Metadata {
                 ))
             })
             .collect()
-    }
-
-    /// A folder's direct children, or `None` if nothing lies below `path` (the root of an
-    /// existing repository is always a folder).
-    pub async fn folder(
-        &self,
-        repo: &Repository,
-        path: &ArtifactPath,
-    ) -> Result<Option<FolderListing>> {
-        let rows = if path.is_root() {
-            sqlx::query(
-                self.sql("SELECT path, created_ms, modified_ms FROM artifacts WHERE repo_key = ?"),
-            )
-            .bind(repo.key.as_str())
-            .fetch_all(&self.reader)
-            .await
-        } else {
-            let (lo, hi) = below(path.as_str());
-            sqlx::query(self.sql(
-                "SELECT path, created_ms, modified_ms FROM artifacts \
-                 WHERE repo_key = ? AND path >= ? AND path < ?",
-            ))
-            .bind(repo.key.as_str())
-            .bind(lo)
-            .bind(hi)
-            .fetch_all(&self.reader)
-            .await
-        }
-        .map_err(db_err)?;
-        if rows.is_empty() && !path.is_root() {
-            return Ok(None);
-        }
-        let skip = if path.is_root() {
-            0
-        } else {
-            path.as_str().len() + 1
-        };
-        let mut children = BTreeMap::new();
-        let (mut created, mut modified) = (i64::MAX, i64::MIN);
-        for row in &rows {
-            let full: String = row.try_get("path").map_err(db_err)?;
-            created = created.min(row.try_get("created_ms").map_err(db_err)?);
-            modified = modified.max(row.try_get("modified_ms").map_err(db_err)?);
-            let rest = full.get(skip..).unwrap_or_default();
-            let (name, folder) = match rest.split_once('/') {
-                Some((name, _)) => (name, true),
-                None => (rest, false),
-            };
-            *children.entry(name.to_string()).or_insert(false) |= folder;
-        }
-        if rows.is_empty() {
-            (created, modified) = (repo.created_ms, repo.created_ms);
-        }
-        Ok(Some(FolderListing {
-            created_ms: created,
-            modified_ms: modified,
-            children: children
-                .into_iter()
-                .map(|(name, folder)| FolderChild { name, folder })
-                .collect(),
-        }))
     }
 
     /// Artifacts whose binary has the given checksum.
@@ -409,24 +366,52 @@ impl Metadata {
         let src_immutable = self.check_repository(&mut tx, src_repo).await?;
         let dst_immutable = self.check_repository(&mut tx, dst_repo).await?;
         let rows = self.rows_at(&mut tx, src_repo, src).await?;
-        if rows.is_empty() {
+        let folders = self.folder_rows_at(&mut tx, src_repo, src).await?;
+        if rows.is_empty() && folders.is_empty() {
             return Err(Error::NotFound {
                 what: format!("{src_repo}/{src}"),
             });
         }
-        for row in &rows {
-            let old: String = row.try_get("path").map_err(db_err)?;
+        // Where an entry at `old` (the source or below it) goes.
+        let target_of = |old: &str| -> Result<ArtifactPath> {
             let rest = old
                 .get(src.as_str().len()..)
                 .unwrap_or_default()
                 .trim_start_matches('/');
-            let target = match (dst.is_root(), rest.is_empty()) {
-                (_, true) if dst.is_root() => ArtifactPath::parse(src.name())?,
-                (_, true) => dst.clone(),
-                (true, false) => ArtifactPath::parse(rest)?,
-                (false, false) => ArtifactPath::parse(&format!("{dst}/{rest}"))?,
-            };
+            match (dst.is_root(), rest.is_empty()) {
+                (_, true) if dst.is_root() => ArtifactPath::parse(src.name()),
+                (_, true) => Ok(dst.clone()),
+                (true, false) => ArtifactPath::parse(rest),
+                (false, false) => ArtifactPath::parse(&format!("{dst}/{rest}")),
+            }
+        };
+        // The folders first, outermost first, with their properties: empty ones move too.
+        for folder in &folders {
+            let target = target_of(folder.path.as_str())?;
+            let needed = folders::with_ancestors(&target);
+            let doing = format!("create {dst_repo}/{target}/");
+            self.check_no_file_at(&mut tx, dst_repo, &needed, &doing)
+                .await?;
+            self.ensure_folders(&mut tx, dst_repo, &needed, by, now)
+                .await?;
+            sqlx::query(self.sql(
+                "INSERT INTO folder_properties (folder_id, name, value) \
+                 SELECT f.id, p.name, p.value FROM folders f, folder_properties p \
+                 WHERE f.repo_key = ? AND f.path = ? AND p.folder_id = ? ON CONFLICT DO NOTHING",
+            ))
+            .bind(dst_repo.as_str())
+            .bind(target.as_str())
+            .bind(folder.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        for row in &rows {
+            let old: String = row.try_get("path").map_err(db_err)?;
+            let target = target_of(&old)?;
             self.check_file_path(&mut tx, dst_repo, &target).await?;
+            self.ensure_folders(&mut tx, dst_repo, &target.ancestors(), by, now)
+                .await?;
             let sha256: String = row.try_get("sha256").map_err(db_err)?;
             if !copy {
                 src_immutable.allow(src_repo, &old, "moved")?;
@@ -450,12 +435,15 @@ impl Metadata {
                     row.try_get::<String, _>("created_by").map_err(db_err)?,
                 )
             };
+            let original = |c: &str| row.try_get::<Option<String>, _>(c).map_err(db_err);
             sqlx::query(self.sql(
                 "INSERT INTO artifacts (repo_key, path, sha256, size, created_ms, created_by, \
-                 modified_ms, modified_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                 modified_ms, modified_by, original_sha1, original_md5, original_sha256) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (repo_key, path) DO UPDATE SET sha256 = excluded.sha256, \
                  size = excluded.size, modified_ms = excluded.modified_ms, \
-                 modified_by = excluded.modified_by",
+                 modified_by = excluded.modified_by, original_sha1 = excluded.original_sha1, \
+                 original_md5 = excluded.original_md5, original_sha256 = excluded.original_sha256",
             ))
             .bind(dst_repo.as_str())
             .bind(target.as_str())
@@ -465,6 +453,9 @@ impl Metadata {
             .bind(created_by)
             .bind(now)
             .bind(by)
+            .bind(original("original_sha1")?)
+            .bind(original("original_md5")?)
+            .bind(original("original_sha256")?)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
@@ -484,17 +475,11 @@ impl Metadata {
             .await
             .map_err(db_err)?;
             if !copy {
-                for sql in [
-                    "DELETE FROM artifact_properties WHERE artifact_id = ?",
-                    "DELETE FROM artifacts WHERE id = ?",
-                ] {
-                    sqlx::query(self.sql(sql))
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_err)?;
-                }
+                self.delete_artifact_row(&mut tx, id).await?;
             }
+        }
+        if !copy {
+            self.delete_folders_at(&mut tx, src_repo, src).await?;
         }
         if dry {
             tx.rollback().await.map_err(db_err)?;
@@ -504,63 +489,83 @@ impl Metadata {
         Ok(rows.len() as u64)
     }
 
-    /// Sets properties (each name's values replace the ones it had) on a file or on every file
-    /// below a folder; returns how many files.
+    /// Sets properties (each name's values replace the ones it had) on a file, or on a
+    /// folder and, with `recursive`, everything below it; returns how many entries changed.
     pub async fn set_properties(
         &self,
         repo: &RepoKey,
         path: &ArtifactPath,
+        recursive: bool,
         properties: &[(String, Vec<String>)],
     ) -> Result<u64> {
         let edits = properties.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
-        self.edit_properties(repo, path, edits).await
+        self.edit_properties(repo, path, recursive, edits).await
     }
 
-    /// Removes the named properties from a file or every file below a folder.
+    /// Removes the named properties from a file, or from a folder and, with `recursive`,
+    /// everything below it.
     pub async fn delete_properties(
         &self,
         repo: &RepoKey,
         path: &ArtifactPath,
+        recursive: bool,
         names: &[String],
     ) -> Result<u64> {
         let none: &[String] = &[];
         let edits = names.iter().map(|n| (n.as_str(), none));
-        self.edit_properties(repo, path, edits).await
+        self.edit_properties(repo, path, recursive, edits).await
     }
 
-    /// Gives each named property exactly the values listed (none: removes it) on a file or on
-    /// every file below a folder, in one transaction; returns how many files.
+    /// Gives each named property exactly the values listed (none: removes it) on the file or
+    /// folder at `path` and, with `recursive`, on every file and folder below it, in one
+    /// transaction; returns how many entries.
     async fn edit_properties<'a>(
         &self,
         repo: &RepoKey,
         path: &ArtifactPath,
+        recursive: bool,
         edits: impl Iterator<Item = (&'a str, &'a [String])> + Clone,
     ) -> Result<u64> {
         let writes = self.writes();
         let mut tx = writes.begin().await?;
-        let rows = self.rows_at(&mut tx, repo, path).await?;
-        for row in &rows {
-            let id: i64 = row.try_get("id").map_err(db_err)?;
+        let mut entries = Vec::new();
+        for row in self.rows_at(&mut tx, repo, path).await? {
+            let at: String = row.try_get("path").map_err(db_err)?;
+            if recursive || at == path.as_str() {
+                entries.push((
+                    PropertyTable::Artifact,
+                    row.try_get::<i64, _>("id").map_err(db_err)?,
+                ));
+            }
+        }
+        for folder in self.folder_rows_at(&mut tx, repo, path).await? {
+            if let Some(id) = folder.id
+                && (recursive || folder.path == *path)
+            {
+                entries.push((PropertyTable::Folder, id));
+            }
+        }
+        for (table, id) in &entries {
             for (name, values) in edits.clone() {
-                sqlx::query(
-                    self.sql("DELETE FROM artifact_properties WHERE artifact_id = ? AND name = ?"),
-                )
-                .bind(id)
-                .bind(name)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-                if !values.is_empty() {
-                    let pairs: Vec<(String, String)> = values
-                        .iter()
-                        .map(|v| (name.to_owned(), v.clone()))
-                        .collect();
-                    self.insert_properties(&mut tx, id, &pairs).await?;
+                sqlx::query(self.sql(table.delete_named()))
+                    .bind(*id)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                for value in values {
+                    sqlx::query(self.sql(table.insert()))
+                        .bind(*id)
+                        .bind(name)
+                        .bind(value)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
                 }
             }
         }
         tx.commit().await.map_err(db_err)?;
-        Ok(rows.len() as u64)
+        Ok(entries.len() as u64)
     }
 
     /// Artifacts that have, for every criterion, the property with one of its values;
@@ -615,5 +620,48 @@ impl Metadata {
                 ))
             })
             .collect()
+    }
+}
+
+/// Which original checksum a checksum file records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OriginalChecksum {
+    Sha1,
+    Sha256,
+    Md5,
+}
+
+impl Metadata {
+    /// Records `hex` as the original (client-declared) checksum of the file at `repo/path`;
+    /// the record as it is then, `None` when there is no file there.
+    pub async fn record_original_checksum(
+        &self,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+        which: OriginalChecksum,
+        hex: &str,
+    ) -> Result<Option<ArtifactRecord>> {
+        let sql = match which {
+            OriginalChecksum::Sha1 => {
+                "UPDATE artifacts SET original_sha1 = ? WHERE repo_key = ? AND path = ?"
+            }
+            OriginalChecksum::Sha256 => {
+                "UPDATE artifacts SET original_sha256 = ? WHERE repo_key = ? AND path = ?"
+            }
+            OriginalChecksum::Md5 => {
+                "UPDATE artifacts SET original_md5 = ? WHERE repo_key = ? AND path = ?"
+            }
+        };
+        {
+            let writes = self.writes();
+            sqlx::query(self.sql(sql))
+                .bind(hex)
+                .bind(repo.as_str())
+                .bind(path.as_str())
+                .execute(writes.pool())
+                .await
+                .map_err(db_err)?;
+        }
+        self.artifact_on_primary(repo, path).await
     }
 }

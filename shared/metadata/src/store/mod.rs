@@ -6,19 +6,20 @@
 //! use a separate pool (WAL mode).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
-use stowage_core::{ArtifactPath, Checksums, Error, RepoKey, Result, Sha256};
+use stowage_core::{ArtifactPath, Checksums, Error, ExpectedChecksums, RepoKey, Result, Sha256};
 
 use crate::ImmutablePaths;
 use crate::cache::ArtifactCache;
 use crate::model::*;
 use crate::now_ms;
+pub use artifacts::OriginalChecksum;
 pub use audit::GENESIS;
+pub use folders::ListKind;
 
 /// Pool settings (`[database]` in the configuration).
 #[derive(Debug, Clone)]
@@ -297,6 +298,23 @@ fn artifact_from_row(row: &AnyRow) -> Result<ArtifactRecord> {
         created_by: get_s("created_by")?,
         modified_ms: get_i("modified_ms")?,
         modified_by: get_s("modified_by")?,
+        original: originals_from_row(row)?,
+    })
+}
+
+/// The checksums a deploy declared, from `original_*` columns (NULL: not declared).
+fn originals_from_row(row: &AnyRow) -> Result<ExpectedChecksums> {
+    let parse = |c: &str| row.try_get::<Option<String>, _>(c).map_err(db_err);
+    Ok(ExpectedChecksums {
+        sha256: parse("original_sha256")?
+            .map(|v| v.parse().map_err(|_| corrupt("SHA-256", &v)))
+            .transpose()?,
+        sha1: parse("original_sha1")?
+            .map(|v| v.parse().map_err(|_| corrupt("SHA-1", &v)))
+            .transpose()?,
+        md5: parse("original_md5")?
+            .map(|v| v.parse().map_err(|_| corrupt("MD5", &v)))
+            .transpose()?,
     })
 }
 
@@ -358,7 +376,8 @@ macro_rules! select_artifacts {
     ($rest:literal) => {
         concat!(
             "SELECT a.id, a.repo_key, a.path, a.sha256, b.sha1, b.md5, a.size, a.created_ms, ",
-            "a.created_by, a.modified_ms, a.modified_by ",
+            "a.created_by, a.modified_ms, a.modified_by, a.original_sha1, a.original_md5, ",
+            "a.original_sha256 ",
             "FROM artifacts a JOIN binaries b ON b.sha256 = a.sha256 ",
             $rest
         )
@@ -516,6 +535,23 @@ impl Metadata {
             })
     }
 
+    /// Applies pending migrations up to `version` only (an upgrade in steps; the upgrade
+    /// tests start from an older schema this way).
+    pub async fn migrate_to(&self, version: i64) -> Result<()> {
+        let migrator = match self.engine {
+            Engine::Sqlite => &SQLITE_MIGRATOR,
+            Engine::Postgres => &POSTGRES_MIGRATOR,
+            Engine::MySql => &MYSQL_MIGRATOR,
+        };
+        migrator
+            .run_to(version, self.writer_uncached())
+            .await
+            .map_err(|e| Error::Metadata {
+                source: Box::new(e),
+                retryable: false,
+            })
+    }
+
     /// Closes both pools, waiting for queries in flight.
     pub async fn close(&self) {
         self.writer.close().await;
@@ -527,6 +563,7 @@ mod artifacts;
 mod audit;
 mod binaries;
 mod cluster;
+mod folders;
 mod repositories;
 mod security;
 mod summaries;

@@ -62,7 +62,12 @@ impl Metadata {
         for sql in [
             "DELETE FROM artifact_properties WHERE artifact_id IN \
              (SELECT id FROM artifacts WHERE repo_key = ?)",
+            "DELETE FROM download_stats WHERE artifact_id IN \
+             (SELECT id FROM artifacts WHERE repo_key = ?)",
             "DELETE FROM artifacts WHERE repo_key = ?",
+            "DELETE FROM folder_properties WHERE folder_id IN \
+             (SELECT id FROM folders WHERE repo_key = ?)",
+            "DELETE FROM folders WHERE repo_key = ?",
             "DELETE FROM trash WHERE repo_key = ?",
         ] {
             sqlx::query(self.sql(sql))

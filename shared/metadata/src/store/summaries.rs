@@ -1,4 +1,4 @@
-//! Storage summaries and the hashed tokens.
+//! Storage summaries, download statistics and the hashed tokens.
 
 use super::*;
 
@@ -20,9 +20,15 @@ impl Metadata {
             pair("SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM artifacts").await?;
         let (trash_count, _) =
             pair("SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM trash").await?;
-        let rows = sqlx::query(self.sql("SELECT r.repo_key, r.package_type, COUNT(a.id) AS files, CAST(COALESCE(SUM(a.size), 0) AS BIGINT) AS used \
-             FROM repositories r LEFT JOIN artifacts a ON a.repo_key = r.repo_key \
-             GROUP BY r.repo_key, r.package_type ORDER BY r.repo_key",))
+        let (folders_count, _) = pair("SELECT COUNT(*), 0 FROM folders").await?;
+        let rows = sqlx::query(self.sql(
+            "SELECT r.repo_key, r.package_type, \
+             (SELECT COUNT(*) FROM artifacts a WHERE a.repo_key = r.repo_key) AS files, \
+             (SELECT CAST(COALESCE(SUM(a.size), 0) AS BIGINT) FROM artifacts a \
+              WHERE a.repo_key = r.repo_key) AS used, \
+             (SELECT COUNT(*) FROM folders f WHERE f.repo_key = r.repo_key) AS folders \
+             FROM repositories r ORDER BY r.repo_key",
+        ))
         .fetch_all(&self.reader)
         .await
         .map_err(db_err)?;
@@ -34,6 +40,7 @@ impl Metadata {
                     key: RepoKey::parse(&key).map_err(|_| corrupt("repository key", &key))?,
                     package_type: row.try_get("package_type").map_err(db_err)?,
                     files_count: to_u64(row.try_get("files").map_err(db_err)?),
+                    folders_count: to_u64(row.try_get("folders").map_err(db_err)?),
                     used_space: to_u64(row.try_get("used").map_err(db_err)?),
                 })
             })
@@ -44,6 +51,7 @@ impl Metadata {
             artifacts_count,
             artifacts_size,
             trash_count,
+            folders_count,
             repositories,
         })
     }
@@ -70,5 +78,51 @@ impl Metadata {
         .await
         .map_err(db_err)?;
         Ok(done.rows_affected() > 0)
+    }
+}
+
+impl Metadata {
+    /// Adds counted downloads, `(artifact id, downloads, last time, last by)`, in one
+    /// transaction: what a node gathered since its last flush.
+    pub async fn add_downloads(&self, counted: &[(i64, u64, i64, String)]) -> Result<()> {
+        if counted.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writer_uncached().begin().await.map_err(db_err)?;
+        for (id, downloads, last_ms, last_by) in counted {
+            sqlx::query(self.sql(
+                "INSERT INTO download_stats (artifact_id, downloads, last_ms, last_by) \
+                 VALUES (?, ?, ?, ?) ON CONFLICT (artifact_id) DO UPDATE SET \
+                 downloads = download_stats.downloads + excluded.downloads, \
+                 last_ms = excluded.last_ms, last_by = excluded.last_by",
+            ))
+            .bind(*id)
+            .bind(to_i64(*downloads))
+            .bind(*last_ms)
+            .bind(last_by)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    /// An artifact's download statistics (zero when never downloaded).
+    pub async fn download_stats(&self, artifact_id: i64) -> Result<DownloadStats> {
+        let row =
+            sqlx::query(self.sql(
+                "SELECT downloads, last_ms, last_by FROM download_stats WHERE artifact_id = ?",
+            ))
+            .bind(artifact_id)
+            .fetch_optional(self.fresh_reads())
+            .await
+            .map_err(db_err)?;
+        row.map_or(Ok(DownloadStats::default()), |row| {
+            Ok(DownloadStats {
+                downloads: to_u64(row.try_get("downloads").map_err(db_err)?),
+                last_ms: row.try_get("last_ms").map_err(db_err)?,
+                last_by: row.try_get("last_by").map_err(db_err)?,
+            })
+        })
     }
 }

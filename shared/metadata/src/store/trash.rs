@@ -4,27 +4,28 @@ use super::*;
 
 impl Metadata {
     /// Moves a file, or every file below a folder, to the trash; returns how many moved.
-    pub async fn trash(&self, repo: &RepoKey, path: &ArtifactPath, by: &str) -> Result<u64> {
+    pub async fn trash(&self, repo: &RepoKey, path: &ArtifactPath, by: &str) -> Result<TakenOut> {
         self.take_out(repo, path, Some(by), &|_, _| Ok(())).await
     }
 
     /// Removes a file, or every file below a folder, for good (the trash disabled): the
     /// trash keeps what it held. Returns how many went; their binaries are left to garbage
     /// collection.
-    pub async fn remove(&self, repo: &RepoKey, path: &ArtifactPath) -> Result<u64> {
+    pub async fn remove(&self, repo: &RepoKey, path: &ArtifactPath) -> Result<TakenOut> {
         self.take_out(repo, path, None, &|_, _| Ok(())).await
     }
 
-    /// Deletes the artifacts at `path`, copying each into the trash first when `into_trash`
-    /// names who deletes. `check` is asked of every file first, in the transaction (a caller's
-    /// permission): one refusal, and nothing is deleted.
+    /// Deletes the file at `path`, or the folder there with everything below it, copying each
+    /// file into the trash first when `into_trash` names who deletes (folders are not kept
+    /// there: a restore recreates those its files need). `check` is asked of every file
+    /// first, in the transaction (a caller's permission): one refusal, and nothing is deleted.
     pub async fn take_out(
         &self,
         repo: &RepoKey,
         path: &ArtifactPath,
         into_trash: Option<&str>,
         check: PathCheck<'_>,
-    ) -> Result<u64> {
+    ) -> Result<TakenOut> {
         let now = now_ms();
         let writes = self.writes();
         let mut tx = writes.begin().await?;
@@ -65,22 +66,31 @@ impl Metadata {
             .map_err(db_err)?;
             self.delete_artifact_row(&mut tx, id).await?;
         }
+        let folders = self.delete_folders_at(&mut tx, repo, path).await?;
         tx.commit().await.map_err(db_err)?;
-        Ok(rows.len() as u64)
+        Ok(TakenOut {
+            files: rows.len() as u64,
+            folders,
+        })
     }
 
-    /// Deletes one artifact row and its properties, in `tx`.
-    async fn delete_artifact_row(&self, tx: &mut Transaction<'static, Any>, id: i64) -> Result<()> {
-        sqlx::query(self.sql("DELETE FROM artifact_properties WHERE artifact_id = ?"))
-            .bind(id)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_err)?;
-        sqlx::query(self.sql("DELETE FROM artifacts WHERE id = ?"))
-            .bind(id)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_err)?;
+    /// Deletes one artifact row with its properties and download statistics, in `tx`.
+    pub(super) async fn delete_artifact_row(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        id: i64,
+    ) -> Result<()> {
+        for sql in [
+            "DELETE FROM artifact_properties WHERE artifact_id = ?",
+            "DELETE FROM download_stats WHERE artifact_id = ?",
+            "DELETE FROM artifacts WHERE id = ?",
+        ] {
+            sqlx::query(self.sql(sql))
+                .bind(id)
+                .execute(&mut **tx)
+                .await
+                .map_err(db_err)?;
+        }
         Ok(())
     }
 
@@ -140,6 +150,9 @@ impl Metadata {
                 )));
             }
             self.check_file_path(&mut tx, repo, &target).await?;
+            let deleted_by: String = row.try_get("deleted_by").map_err(db_err)?;
+            self.ensure_folders(&mut tx, repo, &target.ancestors(), &deleted_by, now_ms())
+                .await?;
             sqlx::query(self.sql(
                 "INSERT INTO artifacts (repo_key, path, sha256, size, created_ms, created_by, \
                  modified_ms, modified_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use stowage_core::{ArtifactPath, Error, RepoKey, Result};
-use stowage_metadata::{ArtifactRecord, ChecksumLookup, FolderListing};
+use stowage_metadata::{
+    ArtifactRecord, ChecksumLookup, FolderListing, FolderRecord, ListKind, ListedEntry,
+};
 
 use super::Stowage;
 use crate::locks::LockName;
@@ -15,6 +17,25 @@ use crate::security::{Action, Caller};
 pub enum Item {
     File(ArtifactRecord),
     Folder(FolderListing),
+}
+
+/// A page of a file list asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct ListPage<'a> {
+    pub kind: ListKind,
+    /// Everything below the folder, not only its direct children.
+    pub deep: bool,
+    /// The last path of the page before.
+    pub after: Option<&'a str>,
+    pub limit: u32,
+}
+
+/// A page of a file list: what the caller may see of it, and where the next page starts.
+#[derive(Debug, Clone)]
+pub struct ListedPage {
+    pub entries: Vec<ListedEntry>,
+    /// The last path read (seen or not), when there may be more after it.
+    pub next: Option<ArtifactPath>,
 }
 
 /// A file's properties, each name with its values.
@@ -94,42 +115,65 @@ impl Stowage {
         Ok(Item::Folder(listing))
     }
 
-    /// The properties of the file at `repo/path`; `NotFound` when it has none.
+    /// The properties of the file or folder at `repo/path` (empty when it has none);
+    /// `NotFound` when there is neither.
     pub async fn properties(
         &self,
         caller: &Caller,
         repo: &RepoKey,
         path: &ArtifactPath,
     ) -> Result<Properties> {
-        self.security
-            .require(caller, Action::Read, repo.as_str(), path.as_str())
-            .await?;
-        let record = self
-            .metadata
-            .artifact(repo, path)
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                what: format!("{repo}/{path}"),
-            })?;
+        let pairs = if let Some(record) = self.metadata.artifact(repo, path).await? {
+            self.security
+                .require(caller, Action::Read, repo.as_str(), path.as_str())
+                .await?;
+            self.metadata.properties(record.id).await?
+        } else {
+            let folder = self.readable_folder(caller, repo, path).await?;
+            match folder.id {
+                Some(id) => self.metadata.folder_properties(id).await?,
+                None => Vec::new(),
+            }
+        };
         let mut properties = Properties::new();
-        for (k, v) in self.metadata.properties(record.id).await? {
+        for (k, v) in pairs {
             properties.entry(k).or_default().push(v);
-        }
-        if properties.is_empty() {
-            return Err(Error::NotFound {
-                what: format!("properties of {repo}/{path}"),
-            });
         }
         Ok(properties)
     }
 
-    /// Sets properties on a file, or on every file below a folder, under the path's lock.
-    /// Returns how many files; `NotFound` when there is nothing at the path.
+    /// The folder at `repo/path`, if `caller` may read something below it; `NotFound` when
+    /// there is no folder there.
+    async fn readable_folder(
+        &self,
+        caller: &Caller,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+    ) -> Result<FolderRecord> {
+        if !self
+            .security
+            .may_below(caller, Action::Read, repo.as_str(), path.as_str())
+            .await?
+        {
+            return Err(caller.refused(&format!("read {repo}/{path}")));
+        }
+        let repository = self.existing_repository(repo).await?;
+        self.metadata
+            .folder_record(&repository, path)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: format!("{repo}/{path}"),
+            })
+    }
+
+    /// Sets properties on a file, or on a folder and (`recursive`) everything below it, under
+    /// the path's lock. Returns how many entries; `NotFound` when there is nothing at the path.
     pub async fn set_properties(
         &self,
         caller: &Caller,
         repo: &RepoKey,
         path: &ArtifactPath,
+        recursive: bool,
         properties: &[(String, Vec<String>)],
     ) -> Result<u64> {
         for (name, values) in properties {
@@ -138,25 +182,119 @@ impl Stowage {
         }
         self.may_annotate(caller, repo, path).await?;
         self.write_properties(repo, path, || {
-            self.metadata.set_properties(repo, path, properties)
+            self.metadata
+                .set_properties(repo, path, recursive, properties)
         })
         .await
     }
 
-    /// Removes the named properties from a file, or from every file below a folder, under the
-    /// path's lock. Returns how many files; `NotFound` when there is nothing at the path.
+    /// Removes the named properties from a file, or from a folder and (`recursive`)
+    /// everything below it, under the path's lock. Returns how many entries; `NotFound` when
+    /// there is nothing at the path.
     pub async fn delete_properties(
         &self,
         caller: &Caller,
         repo: &RepoKey,
         path: &ArtifactPath,
+        recursive: bool,
         names: &[String],
     ) -> Result<u64> {
         self.may_annotate(caller, repo, path).await?;
         self.write_properties(repo, path, || {
-            self.metadata.delete_properties(repo, path, names)
+            self.metadata
+                .delete_properties(repo, path, recursive, names)
         })
         .await
+    }
+
+    /// Creates the folder `repo/path` and the folders above it (`PUT /repo/path/`). Needs the
+    /// deploy permission somewhere below it.
+    pub async fn create_folder(
+        &self,
+        caller: &Caller,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+    ) -> Result<FolderRecord> {
+        if !self
+            .security
+            .may_below(caller, Action::Deploy, repo.as_str(), path.as_str())
+            .await?
+        {
+            return Err(caller.refused(&format!("create the folder {repo}/{path}")));
+        }
+        let created = self
+            .locked_write(vec![LockName::path(repo, path)], || {
+                self.metadata.create_folder(repo, path, &caller.name)
+            })
+            .await?;
+        self.security
+            .audit(caller, "folder.create", &format!("{repo}/{path}"), "")
+            .await;
+        Ok(created)
+    }
+
+    /// One page of the file list of the folder `repo/path` (`?list`): its files (or folders),
+    /// or with `deep` everything below it, after `after`, that `caller` may read.
+    pub async fn list_page(
+        &self,
+        caller: &Caller,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+        page: &ListPage<'_>,
+    ) -> Result<ListedPage> {
+        let readable = self.security.checker(caller, Action::Read).await?;
+        let read = self
+            .metadata
+            .list_page(page.kind, repo, path, page.deep, page.after, page.limit)
+            .await?;
+        let next = (read.len() as u64 == u64::from(page.limit))
+            .then(|| read.last().map(|e| e.path.clone()))
+            .flatten();
+        let mut entries = Vec::with_capacity(read.len());
+        for entry in read {
+            let visible = match entry.file {
+                Some(_) => readable(repo, entry.path.as_str()).is_ok(),
+                None => {
+                    self.security
+                        .may_below(caller, Action::Read, repo.as_str(), entry.path.as_str())
+                        .await?
+                }
+            };
+            if visible {
+                entries.push(entry);
+            }
+        }
+        Ok(ListedPage { entries, next })
+    }
+
+    /// The folder a file list is of, `NotFound` when there is none (a file is no folder).
+    pub async fn list_root(
+        &self,
+        caller: &Caller,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+    ) -> Result<FolderRecord> {
+        self.readable_folder(caller, repo, path).await
+    }
+
+    /// The file at `repo/path`, or the last modified file below it that `caller` may read,
+    /// with its modification time (`?lastModified`).
+    pub async fn last_modified(
+        &self,
+        caller: &Caller,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+    ) -> Result<(ArtifactPath, i64)> {
+        self.existing_repository(repo).await?;
+        let found = self.metadata.last_modified(repo, path).await?;
+        let readable = self.security.checker(caller, Action::Read).await?;
+        match found {
+            Some((at, ms)) if readable(repo, at.as_str()).is_ok() => Ok((at, ms)),
+            Some(_) => Err(caller.refused(&format!("read {repo}/{path}"))),
+            None => Err(Error::NotFound {
+                what: format!("{repo}/{path}"),
+            }),
+        }
     }
 
     /// `Forbidden` unless `caller` may annotate the file at `repo/path`, or (a folder) some

@@ -121,6 +121,7 @@ mod tests {
             created_by: "me".into(),
             modified_ms,
             modified_by: "me".into(),
+            original: Default::default(),
         }
     }
 

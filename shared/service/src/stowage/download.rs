@@ -133,6 +133,7 @@ impl Stowage {
         if !request.head_only
             && let Some(url) = self.redirect(&record, request).await?
         {
+            self.count_download(&record, caller);
             return Ok((record, Download::Redirect(url)));
         }
         let range = match (request.range, request.if_range.as_deref()) {
@@ -142,7 +143,13 @@ impl Stowage {
         let body = if request.head_only {
             None
         } else {
-            Some(self.read(&record, range.clone()).await?)
+            let body = self.read(&record, range.clone()).await?;
+            // A range counts as a download only when it starts the file (a resumed or
+            // parallel download is one download, not one per piece).
+            if range.as_ref().is_none_or(|r| r.start == 0) {
+                self.count_download(&record, caller);
+            }
+            Some(body)
         };
         Ok((record, Download::Bytes { range, body }))
     }

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use stowage_core::{ArtifactPath, Error, PresignedUploads, RepoKey, Result, Sha256};
+use stowage_core::{
+    ArtifactPath, Error, ExpectedChecksums, PresignedUploads, RepoKey, Result, Sha256,
+};
 use stowage_metadata::{ArtifactRecord, ChecksumLookup, UploadSession, now_ms};
 
 use super::{DeployRequest, SessionStart, Stowage};
@@ -67,8 +69,13 @@ impl Stowage {
             _ => None,
         };
         if let Some(binary) = known {
+            // The session declared the SHA-256: the deploy's original checksum.
             let request = DeployRequest {
                 by: by.to_owned(),
+                expected: ExpectedChecksums {
+                    sha256: Some(binary.checksums.sha256),
+                    ..ExpectedChecksums::none()
+                },
                 ..DeployRequest::default()
             };
             match self
@@ -172,6 +179,10 @@ impl Stowage {
             };
             let request = DeployRequest {
                 by: session.created_by.clone(),
+                expected: ExpectedChecksums {
+                    sha256: Some(session.sha256),
+                    ..ExpectedChecksums::none()
+                },
                 ..DeployRequest::default()
             };
             let record = self

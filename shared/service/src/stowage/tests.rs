@@ -109,11 +109,13 @@ async fn every_write_of_a_path_waits_for_its_lock() {
         .expect("lock");
     let refused = |r: Result<u64, Error>| matches!(r, Err(Error::Unavailable(_)));
     assert!(refused(
-        stowage.set_properties(&admin(), &repo, &path, &props).await
+        stowage
+            .set_properties(&admin(), &repo, &path, true, &props)
+            .await
     ));
     assert!(refused(
         stowage
-            .delete_properties(&admin(), &repo, &path, &["os".to_string()])
+            .delete_properties(&admin(), &repo, &path, true, &["os".to_string()])
             .await
     ));
     assert!(refused(stowage.delete(&admin(), &repo, &path).await));
@@ -130,14 +132,18 @@ async fn every_write_of_a_path_waits_for_its_lock() {
         Err(Error::Unavailable(_))
     ));
     assert!(
-        stowage.properties(&admin(), &repo, &path).await.is_err(),
+        stowage
+            .properties(&admin(), &repo, &path)
+            .await
+            .expect("properties")
+            .is_empty(),
         "nothing was written while the lock was held"
     );
     held.release().await;
 
     assert_eq!(
         stowage
-            .set_properties(&admin(), &repo, &path, &props)
+            .set_properties(&admin(), &repo, &path, true, &props)
             .await
             .expect("set"),
         1
