@@ -6,6 +6,7 @@
 mod bench;
 mod bench_cloud;
 mod bench_downloads;
+mod bench_listings;
 mod bench_s3;
 mod bench_shards;
 
@@ -39,6 +40,10 @@ enum Command {
     /// Measure sharded uploads for redundancy 1–3 on tmpfs and disk, and the balancing rate.
     #[command(name = "bench-shards")]
     BenchShards(bench_shards::BenchShardsArgs),
+    /// Measure folder info and deep file lists in a repository of a million artifacts, on
+    /// SQLite and PostgreSQL, against the folder read before folders were entries.
+    #[command(name = "bench-listings")]
+    BenchListings(bench_listings::BenchListingsArgs),
 }
 
 #[tokio::main]
@@ -57,6 +62,7 @@ async fn main() -> ExitCode {
         Command::BenchCloud(args) => bench_cloud::run(&args).await,
         Command::BenchShards(args) => bench_shards::run(&args).await,
         Command::BenchDownloads(args) => bench_downloads::run(&args).await,
+        Command::BenchListings(args) => bench_listings::run(&args).await,
     };
     if let Err(e) = result {
         eprintln!("stowage-bench: {e}");

@@ -137,7 +137,9 @@ impl Stowage {
                     .record_original_checksum(repo, &file, kind.column(), &actual)
             })
             .await?;
-        Ok(ChecksumDeploy::Checked(Box::new(recorded.unwrap_or(record))))
+        Ok(ChecksumDeploy::Checked(Box::new(
+            recorded.unwrap_or(record),
+        )))
     }
 }
 
