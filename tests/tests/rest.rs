@@ -586,3 +586,67 @@ async fn the_context_path_original_checksums_and_checksum_files() {
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(s.body("/r/alone.txt.sha1").await.as_ref(), b"abc");
 }
+
+/// Deploys below a folder racing with deletes of that folder: whatever wins, every file
+/// left has its folders (a folder delete and a deploy below it order on the folder rows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploys_racing_folder_deletes_leave_every_file_in_its_folders() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    let c = s.admin();
+    s.create_repo("r").await;
+    let deploys = (0..4).map(|w| {
+        let (c, s) = (c.clone(), &s);
+        async move {
+            for i in 0..40 {
+                let r = put(&c, s, &format!("/r/a/b{}/f{w}-{i}", i % 3), vec![b'x'; 10]).await;
+                assert!(
+                    r.status() == StatusCode::CREATED
+                        || r.status() == StatusCode::SERVICE_UNAVAILABLE,
+                    "{}",
+                    r.status()
+                );
+            }
+        }
+    });
+    let deletes = async {
+        for _ in 0..40 {
+            let r = c.delete(s.url("/r/a")).send().await.expect("delete");
+            assert!(
+                [
+                    StatusCode::NO_CONTENT,
+                    StatusCode::NOT_FOUND,
+                    StatusCode::SERVICE_UNAVAILABLE
+                ]
+                .contains(&r.status()),
+                "{}",
+                r.status()
+            );
+        }
+    };
+    futures::join!(futures::future::join_all(deploys), deletes);
+    let list = json(
+        c.get(s.url("/api/storage/r?list&deep=1&listFolders=1"))
+            .send()
+            .await
+            .expect("list"),
+    )
+    .await;
+    let entries = list["files"].as_array().expect("files");
+    let folders: std::collections::HashSet<&str> = entries
+        .iter()
+        .filter(|e| e["folder"] == true)
+        .map(|e| e["uri"].as_str().expect("uri"))
+        .collect();
+    for file in entries.iter().filter(|e| e["folder"] == false) {
+        let uri = file["uri"].as_str().expect("uri");
+        let mut parent = uri.rsplit_once('/').map_or("", |(p, _)| p);
+        while !parent.is_empty() {
+            assert!(
+                folders.contains(parent),
+                "{uri} has no folder {parent}: {list}"
+            );
+            parent = parent.rsplit_once('/').map_or("", |(p, _)| p);
+        }
+    }
+}

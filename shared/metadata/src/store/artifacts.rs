@@ -313,7 +313,8 @@ impl Metadata {
             .map_err(db_err)
     }
 
-    /// The artifact rows at `path` (a file) or below it (a folder; everything for the root).
+    /// The artifact rows at `path` (a file) or below it (a folder; everything for the root),
+    /// locked until `tx` ends.
     pub(super) async fn rows_at(
         &self,
         tx: &mut Transaction<'static, Any>,
@@ -321,18 +322,22 @@ impl Metadata {
         path: &ArtifactPath,
     ) -> Result<Vec<AnyRow>> {
         let (lo, hi) = below(path.as_str());
-        sqlx::query(self.sql(
+        // A locking read: it sees the latest committed rows (on MySQL too, whose plain reads
+        // keep the transaction's first snapshot), and holds them for the write that follows.
+        let sql = format!(
             "SELECT * FROM artifacts WHERE repo_key = ? \
-             AND (path = ? OR (path >= ? AND path < ?) OR ? = '') ORDER BY path",
-        ))
-        .bind(repo.as_str())
-        .bind(path.as_str())
-        .bind(lo)
-        .bind(hi)
-        .bind(path.as_str())
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(db_err)
+             AND (path = ? OR (path >= ? AND path < ?) OR ? = '') ORDER BY path{}",
+            self.for_update()
+        );
+        sqlx::query(self.sql_built(sql))
+            .bind(repo.as_str())
+            .bind(path.as_str())
+            .bind(lo)
+            .bind(hi)
+            .bind(path.as_str())
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db_err)
     }
 
     /// Moves or copies a file, or every file below a folder, to `dst` (metadata only: the
@@ -365,6 +370,9 @@ impl Metadata {
         let mut tx = writes.begin().await?;
         let src_immutable = self.check_repository(&mut tx, src_repo).await?;
         let dst_immutable = self.check_repository(&mut tx, dst_repo).await?;
+        if !copy {
+            self.lock_folders_at(&mut tx, src_repo, src).await?;
+        }
         let rows = self.rows_at(&mut tx, src_repo, src).await?;
         let folders = self.folder_rows_at(&mut tx, src_repo, src).await?;
         if rows.is_empty() && folders.is_empty() {

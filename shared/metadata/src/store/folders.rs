@@ -53,7 +53,9 @@ pub(super) fn with_ancestors(path: &ArtifactPath) -> Vec<&str> {
 
 impl Metadata {
     /// Records the folders `paths` (by `by`, at `now`) where they are not recorded yet, in
-    /// `tx`: one statement, whatever their number.
+    /// `tx`, and share-locks them until `tx` ends: a delete of one of them
+    /// ([`Self::lock_folders_at`]) then either waits for this write, and sees what it records
+    /// below the folder, or went first, and the folder is recorded anew here.
     pub(super) async fn ensure_folders(
         &self,
         tx: &mut Transaction<'static, Any>,
@@ -65,24 +67,46 @@ impl Metadata {
         if paths.is_empty() {
             return Ok(());
         }
-        let mut sql = String::from(
-            "INSERT INTO folders (repo_key, path, created_ms, created_by, modified_ms, \
-             modified_by) VALUES ",
-        );
-        sql.push_str(&vec!["(?, ?, ?, ?, ?, ?)"; paths.len()].join(", "));
-        sql.push_str(" ON CONFLICT (repo_key, path) DO NOTHING");
-        let mut query = sqlx::query(self.sql_built(sql));
-        for path in paths {
-            query = query
-                .bind(repo.as_str().to_string())
-                .bind(path.to_string())
-                .bind(now)
-                .bind(by.to_string())
-                .bind(now)
-                .bind(by.to_string());
+        let listed = vec!["?"; paths.len()].join(", ");
+        for _ in 0..3 {
+            let mut sql = String::from(
+                "INSERT INTO folders (repo_key, path, created_ms, created_by, modified_ms, \
+                 modified_by) VALUES ",
+            );
+            sql.push_str(&vec!["(?, ?, ?, ?, ?, ?)"; paths.len()].join(", "));
+            sql.push_str(" ON CONFLICT (repo_key, path) DO NOTHING");
+            let mut query = sqlx::query(self.sql_built(sql));
+            for path in paths {
+                query = query
+                    .bind(repo.as_str().to_string())
+                    .bind(path.to_string())
+                    .bind(now)
+                    .bind(by.to_string())
+                    .bind(now)
+                    .bind(by.to_string());
+            }
+            query.execute(&mut **tx).await.map_err(db_err)?;
+            if self.engine == Engine::Sqlite {
+                return Ok(());
+            }
+            let sql = format!(
+                "SELECT path FROM folders WHERE repo_key = ? AND path IN ({listed}){}",
+                self.for_share()
+            );
+            let mut query = sqlx::query(self.sql_built(sql)).bind(repo.as_str().to_string());
+            for path in paths {
+                query = query.bind(path.to_string());
+            }
+            // Fewer than asked: a delete took some away while this waited for their locks.
+            if query.fetch_all(&mut **tx).await.map_err(db_err)?.len() == paths.len() {
+                return Ok(());
+            }
         }
-        query.execute(&mut **tx).await.map_err(db_err)?;
-        Ok(())
+        Err(Error::Metadata {
+            source: format!("the folders of {repo} were deleted again and again during a write")
+                .into(),
+            retryable: true,
+        })
     }
 
     /// `Conflict` when a file is recorded at any of `paths` (the folders a write needs).
@@ -337,6 +361,35 @@ impl Metadata {
                 ))
             })
             .collect()
+    }
+
+    /// Locks the folder rows at `path` and below it until `tx` ends, outermost first (the
+    /// order deploys lock them in), before a delete or a move reads what is below the folder:
+    /// a deploy below it that recorded its folders first is then committed and seen. SQLite
+    /// has one writer at a time, and needs no row locks.
+    pub(super) async fn lock_folders_at(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+    ) -> Result<()> {
+        if self.engine == Engine::Sqlite {
+            return Ok(());
+        }
+        let (lo, hi) = below(path.as_str());
+        sqlx::query(self.sql(
+            "SELECT id FROM folders WHERE repo_key = ? \
+             AND (path = ? OR (path >= ? AND path < ?) OR ? = '') ORDER BY path FOR UPDATE",
+        ))
+        .bind(repo.as_str())
+        .bind(path.as_str())
+        .bind(lo)
+        .bind(hi)
+        .bind(path.as_str())
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_err)?;
+        Ok(())
     }
 
     /// The folder rows at `path` or below it (every folder of the repository for the root),

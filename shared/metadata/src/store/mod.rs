@@ -509,6 +509,24 @@ impl Metadata {
         self.sql_built(sql.replace("{now}", self.db_now()))
     }
 
+    /// What makes a read in a write transaction lock its rows (and, on MySQL, read the latest
+    /// committed rows): nothing on SQLite, whose writer is alone.
+    fn for_update(&self) -> &'static str {
+        match self.engine {
+            Engine::Sqlite => "",
+            Engine::Postgres | Engine::MySql => " FOR UPDATE",
+        }
+    }
+
+    /// [`Self::for_update`]'s shared form: rows others may share-lock too, but not change.
+    fn for_share(&self) -> &'static str {
+        match self.engine {
+            Engine::Sqlite => "",
+            Engine::Postgres => " FOR SHARE",
+            Engine::MySql => " LOCK IN SHARE MODE",
+        }
+    }
+
     /// A query built at run time from fixed fragments and `?` placeholders only (never from
     /// input), adapted to the engine.
     fn sql_built(&self, sql: String) -> AssertSqlSafe<Cow<'static, str>> {

@@ -30,6 +30,7 @@ impl Metadata {
         let writes = self.writes();
         let mut tx = writes.begin().await?;
         let immutable = self.check_repository(&mut tx, repo).await?;
+        self.lock_folders_at(&mut tx, repo, path).await?;
         let rows = self.rows_at(&mut tx, repo, path).await?;
         for row in &rows {
             let file: String = row.try_get("path").map_err(db_err)?;
