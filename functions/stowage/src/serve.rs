@@ -254,6 +254,7 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
         stowage,
         cluster: Arc::clone(&cluster),
         base_url: config.base_url.clone(),
+        context_path: config.server.context_path()?,
         limits: Limits::default(),
     };
     let app = router(state);

@@ -255,6 +255,7 @@ pub async fn run(part: Part) -> Result<(), Error> {
         stowage,
         cluster,
         base_url: config.base_url.clone(),
+        context_path: config.server.context_path()?,
         limits,
     };
     let app = router_for(state, part);

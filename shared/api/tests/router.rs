@@ -46,6 +46,7 @@ async fn state() -> (tempfile::TempDir, AppState, String) {
         cluster: Arc::new(cluster),
         base_url: Some("https://artifacts.example.com/".into()),
         limits: Limits::default(),
+        context_path: Some("/artifactory".into()),
     };
     (dir, state, token)
 }
@@ -291,4 +292,36 @@ async fn each_function_serves_its_part_and_tells_where_the_rest_goes() {
         StatusCode::OK,
         "HEAD carries no body: answered"
     );
+}
+
+#[tokio::test]
+async fn the_context_path_is_served_beside_the_root_or_not_at_all() {
+    let (_dir, state, _) = state().await;
+    let ping = |path: &str| {
+        Request::builder()
+            .uri(path)
+            .body(Body::empty())
+            .expect("request")
+    };
+    let with = router(state.clone());
+    for path in ["/api/system/ping", "/artifactory/api/system/ping"] {
+        let response = with.clone().oneshot(ping(path)).await.expect("answer");
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+    // A name that merely starts like the context path is not cut.
+    let response = with
+        .clone()
+        .oneshot(ping("/artifactoryx/api/system/ping"))
+        .await
+        .expect("answer");
+    assert_ne!(response.status(), StatusCode::OK);
+    let without = router(AppState {
+        context_path: None,
+        ..state
+    });
+    let response = without
+        .oneshot(ping("/artifactory/api/system/ping"))
+        .await
+        .expect("answer");
+    assert_ne!(response.status(), StatusCode::OK);
 }

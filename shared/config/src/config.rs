@@ -321,6 +321,10 @@ pub struct ServerConfig {
     /// Seconds a request body may send nothing before the request fails (and what it
     /// staged is removed). Default 60, nginx's `client_body_timeout`; at least 1.
     pub body_timeout_secs: u64,
+    /// The context path the API also answers under, beside the root: `/artifactory` by
+    /// default, where Artifactory's clients put every call; `""` for the root only. One
+    /// segment; a repository of that name is shadowed (`artifactory` is reserved).
+    pub context_path: String,
 }
 
 impl Default for ServerConfig {
@@ -328,11 +332,34 @@ impl Default for ServerConfig {
         Self {
             header_timeout_secs: 30,
             body_timeout_secs: 60,
+            context_path: "/artifactory".into(),
         }
     }
 }
 
 impl ServerConfig {
+    /// The context path (`None`: the root only), or why it is not one.
+    pub fn context_path(&self) -> Result<Option<String>, Error> {
+        let path = self.context_path.trim_end_matches('/');
+        if path.is_empty() {
+            return Ok(None);
+        }
+        let name = path.strip_prefix('/').unwrap_or(path);
+        if name.is_empty()
+            || name == "api"
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(Error::InvalidInput(format!(
+                "[server] context_path {:?} must be one path segment of letters, digits, '-', \
+                 '_' or '.' (not \"api\"), e.g. \"/artifactory\", or \"\" for none",
+                self.context_path
+            )));
+        }
+        Ok(Some(format!("/{name}")))
+    }
+
     /// The timeouts, each at least one second.
     pub fn timeouts(&self) -> (Duration, Duration) {
         (
@@ -524,6 +551,7 @@ impl Config {
             },
         };
         config.apply_env(env)?;
+        config.server.context_path()?;
         Ok(config)
     }
 
@@ -775,6 +803,27 @@ mounts = [
   { id = "shard-2", dir = "/mnt/shard2", zone = "b" },
 ]
 "#;
+
+    #[test]
+    fn the_context_path_is_one_segment_or_none() {
+        let with = |p: &str| ServerConfig {
+            context_path: p.into(),
+            ..ServerConfig::default()
+        };
+        assert_eq!(
+            ServerConfig::default().context_path().expect("default"),
+            Some("/artifactory".to_string())
+        );
+        assert_eq!(with("").context_path().expect("none"), None);
+        assert_eq!(
+            with("/art/").context_path().expect("art"),
+            Some("/art".into())
+        );
+        for bad in ["/a/b", "/api", "/sp ace"] {
+            assert!(with(bad).context_path().is_err(), "{bad}");
+        }
+        assert!(Config::from_toml("[server]\ncontext_path = \"\"\n").is_ok());
+    }
 
     #[test]
     fn design_sample_loads() {

@@ -36,11 +36,10 @@ pub struct AppState {
     pub base_url: Option<String>,
     /// What this deployment can carry (Lambda's payload limits); none for a server.
     pub limits: Limits,
+    /// The context path the API also answers under (`/artifactory`, where Artifactory's
+    /// clients put every call); `None`: the root only.
+    pub context_path: Option<String>,
 }
-
-/// The context path Artifactory's clients put before every call (`http://host/artifactory/`):
-/// the API answers under it as well as at the root.
-pub const CONTEXT_PATH: &str = "/artifactory";
 
 impl AppState {
     /// The base URL links in responses start with, without a trailing slash.
@@ -208,6 +207,7 @@ pub fn router_for(state: AppState, part: Part) -> Router {
     }
     // Unknown API calls are 404s, never taken for a repository named "api".
     let unknown = move |uri: axum::http::Uri| async move { wrong_function(part, None, uri.path()) };
+    let context_path = state.context_path.clone();
     let api = router
         .route("/api", any(unknown))
         .route("/api/{*rest}", any(unknown))
@@ -219,20 +219,23 @@ pub fn router_for(state: AppState, part: Part) -> Router {
         .with_state(state);
     // Routing happens after a router's own layers, so the context path is cut before the
     // request reaches the routes: one set of routes serves both roots.
+    let Some(context_path) = context_path else {
+        return api.layer(TraceLayer::new_for_http());
+    };
     Router::new()
         .fallback_service(
             tower::ServiceBuilder::new()
-                .map_request(without_context_path)
+                .map_request(move |r| without_context_path(&context_path, r))
                 .service(api),
         )
         .layer(TraceLayer::new_for_http())
 }
 
-/// `request` with [`CONTEXT_PATH`] cut from the front of its path, if it has it there.
-fn without_context_path(mut request: Request) -> Request {
+/// `request` with `context_path` cut from the front of its path, if it has it there.
+fn without_context_path(context_path: &str, mut request: Request) -> Request {
     let uri = request.uri();
     let path = uri.path();
-    let Some(rest) = path.strip_prefix(CONTEXT_PATH) else {
+    let Some(rest) = path.strip_prefix(context_path) else {
         return request;
     };
     if !(rest.is_empty() || rest.starts_with('/')) {
