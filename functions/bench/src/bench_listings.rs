@@ -8,9 +8,10 @@
 //! - the same folder read in-process by `Metadata::folder` and by the query folder info made
 //!   before folders were entries (every path below the folder, grouped by child): today's
 //!   figure against the one before;
-//! - a deep `?list` of `small` (10,000 files) and of `lib/sub0` (100,000 files), each by a
-//!   fresh server: time, bytes, and the server's peak RSS (VmHWM) before and after, which
-//!   must stay flat.
+//! - a deep `?list` of `small` (10,000 files), of `lib/sub0` (100,000 files) and of `lib`
+//!   (1,000,000), each by a fresh server: time, bytes, and the server's peak RSS (VmHWM)
+//!   before and after, which must stay flat; and the (not deep) list of `lib/sub0`, whose
+//!   100,000 files are direct children.
 //!
 //! Rows are seeded straight into the database (a million deploys would take an hour): one
 //! binary, the artifacts and their folders, as deploys would have recorded them.
@@ -238,6 +239,11 @@ async fn latencies(server: &Server, path: &str, n: usize) -> Result<(f64, f64), 
     Ok((percentile(taken.clone(), 0.5), percentile(taken, 0.99)))
 }
 
+/// Stops a server and waits for it to exit (the next one serves the same data directory).
+async fn stop(mut server: Server) {
+    let _ = server.child.kill().await;
+}
+
 fn pid_of(server: &Server) -> Result<u32, Error> {
     server
         .child
@@ -245,18 +251,24 @@ fn pid_of(server: &Server) -> Result<u32, Error> {
         .ok_or_else(|| Error::Unavailable("bench-listings: the server has exited".into()))
 }
 
-/// A deep list of `folder` by a fresh server: (bytes, seconds, VmHWM KiB before, after).
-async fn deep_list(
+/// A list of `folder` (`deep` or its direct files) by a fresh server: (bytes, seconds,
+/// VmHWM KiB before, after).
+async fn list(
     data_dir: &Path,
     config: &Path,
     folder: &str,
+    deep: bool,
 ) -> Result<(u64, f64, u64, u64), Error> {
     let server = start_server(data_dir, Some(config)).await?;
     let pid = pid_of(&server)?;
     // One small request first, so the baseline includes a served request's buffers.
     latencies(&server, "/api/storage/big/lib", 3).await?;
     let before = rss_kib(pid, "VmHWM:").unwrap_or(0);
-    let url = format!("{}/api/storage/big/{folder}?list&deep=1", server.base);
+    let url = format!(
+        "{}/api/storage/big/{folder}?list&deep={}",
+        server.base,
+        u8::from(deep)
+    );
     let t = Instant::now();
     let r = reqwest::Client::new()
         .get(&url)
@@ -274,7 +286,7 @@ async fn deep_list(
     }
     let seconds = t.elapsed().as_secs_f64();
     let after = rss_kib(pid, "VmHWM:").unwrap_or(0);
-    drop(server);
+    stop(server).await;
     if !tail.ends_with(b"]}") {
         return Err(Error::Unavailable(format!(
             "bench-listings: the list of {folder} ended early"
@@ -337,19 +349,22 @@ async fn engine(name: &str, url: &str, dir: &Path, args: &BenchListingsArgs) -> 
     let server = start_server(&data_dir, Some(&config)).await?;
     let (ping50, ping99) = latencies(&server, "/api/system/ping", args.requests).await?;
     let (p50, p99) = latencies(&server, "/api/storage/big/lib", args.requests).await?;
-    drop(server);
+    stop(server).await;
     println!(
         "  folder info of lib over HTTP: p50 {p50:.2} ms, p99 {p99:.2} ms (ping: p50 {ping50:.2} ms, p99 {ping99:.2} ms) — limit p50 ≤ 5 ms"
     );
-    for folder in ["small", "lib/sub0"] {
-        let (bytes, seconds, hwm_before, hwm_after) = deep_list(&data_dir, &config, folder).await?;
-        let files = if folder == "small" {
-            args.per_folder / 10
-        } else {
-            args.per_folder
-        };
+    let lists = [
+        ("small", true, args.per_folder / 10),
+        ("lib/sub0", true, args.per_folder),
+        ("lib", true, args.per_folder * 10),
+        ("lib/sub0", false, args.per_folder),
+    ];
+    for (folder, deep, files) in lists {
+        let (bytes, seconds, hwm_before, hwm_after) =
+            list(&data_dir, &config, folder, deep).await?;
+        let how = if deep { "deep ?list" } else { "?list" };
         println!(
-            "  deep ?list of {folder} ({files} files): {seconds:.2} s, {:.1} MB, {:.0} files/s; server peak RSS {:.1} MiB before, {:.1} MiB after (+{:.1} MiB)",
+            "  {how} of {folder} ({files} files): {seconds:.2} s, {:.1} MB, {:.0} files/s; server peak RSS {:.1} MiB before, {:.1} MiB after (+{:.1} MiB)",
             bytes as f64 / 1e6,
             files as f64 / seconds,
             hwm_before as f64 / 1024.0,

@@ -5,7 +5,7 @@
 
 ALTER TABLE artifacts ADD COLUMN parent TEXT COLLATE "C"
     GENERATED ALWAYS AS (regexp_replace(path, '/?[^/]*$', '')) STORED;
-CREATE INDEX artifacts_parent ON artifacts (repo_key, parent);
+CREATE INDEX artifacts_parent ON artifacts (repo_key, parent, path);
 
 CREATE TABLE folders (
     id           BIGSERIAL PRIMARY KEY,
@@ -19,7 +19,7 @@ CREATE TABLE folders (
     modified_by  TEXT    NOT NULL,
     UNIQUE (repo_key, path)
 );
-CREATE INDEX folders_parent ON folders (repo_key, parent);
+CREATE INDEX folders_parent ON folders (repo_key, parent, path);
 
 CREATE TABLE folder_properties (
     folder_id  BIGINT  NOT NULL REFERENCES folders (id) ON DELETE CASCADE,

@@ -7,7 +7,7 @@ ALTER TABLE artifacts ADD COLUMN parent TEXT GENERATED ALWAYS AS (
     CASE WHEN instr(path, '/') = 0 THEN ''
          ELSE substr(path, 1, length(rtrim(path, replace(path, '/', ''))) - 1) END
 ) VIRTUAL;
-CREATE INDEX artifacts_parent ON artifacts (repo_key, parent);
+CREATE INDEX artifacts_parent ON artifacts (repo_key, parent, path);
 
 CREATE TABLE folders (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -23,7 +23,7 @@ CREATE TABLE folders (
     modified_by  TEXT    NOT NULL,
     UNIQUE (repo_key, path)
 );
-CREATE INDEX folders_parent ON folders (repo_key, parent);
+CREATE INDEX folders_parent ON folders (repo_key, parent, path);
 
 CREATE TABLE folder_properties (
     folder_id  INTEGER NOT NULL REFERENCES folders (id) ON DELETE CASCADE,

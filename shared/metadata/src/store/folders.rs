@@ -257,34 +257,36 @@ impl Metadata {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<ListedEntry>> {
-        let (select, alias) = match kind {
-            ListKind::Files => (
+        let select = match kind {
+            ListKind::Files => {
                 "SELECT a.path, a.modified_ms, a.size, a.sha256, b.sha1 FROM artifacts a \
-                 JOIN binaries b ON b.sha256 = a.sha256",
-                "a",
-            ),
-            ListKind::Folders => ("SELECT a.path, a.modified_ms FROM folders a", "a"),
+                 JOIN binaries b ON b.sha256 = a.sha256"
+            }
+            ListKind::Folders => "SELECT a.path, a.modified_ms FROM folders a",
         };
-        let scope = match (deep, path.is_root()) {
-            (true, true) => String::new(),
-            (true, false) => format!(" AND {alias}.path >= ? AND {alias}.path < ?"),
-            (false, _) => format!(" AND {alias}.parent = ?"),
-        };
-        let sql = format!(
-            "{select} WHERE {alias}.repo_key = ?{scope} AND {alias}.path > ? \
-             ORDER BY {alias}.path LIMIT ?"
-        );
-        let mut query = sqlx::query(self.sql_built(sql)).bind(repo.as_str().to_string());
-        match (deep, path.is_root()) {
-            (true, true) => {}
+        // One lower bound on the path, so that each page starts where the last one ended
+        // in the index (two bounds, and SQLite walks from the folder's start every page).
+        let (scope, first, end) = match (deep, path.is_root()) {
+            (true, true) => ("", after.unwrap_or("").to_string(), None),
             (true, false) => {
                 let (lo, hi) = below(path.as_str());
-                query = query.bind(lo).bind(hi);
+                let first = after
+                    .filter(|a| *a > lo.as_str())
+                    .map_or(lo, str::to_string);
+                (" AND a.path < ?", first, Some(hi))
             }
+            (false, _) => (" AND a.parent = ?", after.unwrap_or("").to_string(), None),
+        };
+        let sql =
+            format!("{select} WHERE a.repo_key = ?{scope} AND a.path > ? ORDER BY a.path LIMIT ?");
+        let mut query = sqlx::query(self.sql_built(sql)).bind(repo.as_str().to_string());
+        match (deep, end) {
+            (true, Some(hi)) => query = query.bind(hi),
+            (true, None) => {}
             (false, _) => query = query.bind(path.as_str().to_string()),
         }
         let rows = query
-            .bind(after.unwrap_or("").to_string())
+            .bind(first)
             .bind(i64::from(limit))
             .fetch_all(&self.reader)
             .await
