@@ -11,7 +11,8 @@
 //! - a deep `?list` of `small` (10,000 files), of `lib/sub0` (100,000 files) and of `lib`
 //!   (1,000,000), each by a fresh server: time, bytes, and the server's peak RSS (VmHWM)
 //!   before and after, which must stay flat; and the (not deep) list of `lib/sub0`, whose
-//!   100,000 files are direct children.
+//!   100,000 files are direct children;
+//! - the delete of `lib/sub9` (100,000 files, to the trash) by a fresh server.
 //!
 //! Rows are seeded straight into the database (a million deploys would take an hour): one
 //! binary, the artifacts and their folders, as deploys would have recorded them.
@@ -372,6 +373,34 @@ async fn engine(name: &str, url: &str, dir: &Path, args: &BenchListingsArgs) -> 
             hwm_after.saturating_sub(hwm_before) as f64 / 1024.0
         );
     }
+    // A folder delete: its files to the trash by statements over the folder, its files
+    // checked a page at a time.
+    let server = start_server(&data_dir, Some(&config)).await?;
+    let pid = pid_of(&server)?;
+    let hwm_before = rss_kib(pid, "VmHWM:").unwrap_or(0);
+    let url = format!("{}/big/lib/sub9", server.base);
+    let t = Instant::now();
+    let r = reqwest::Client::new()
+        .delete(&url)
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .map_err(|e| Error::Unavailable(format!("bench-listings: {url}: {e}")))?;
+    let seconds = t.elapsed().as_secs_f64();
+    let hwm_after = rss_kib(pid, "VmHWM:").unwrap_or(0);
+    stop(server).await;
+    if r.status().as_u16() != 204 {
+        return Err(Error::Unavailable(format!(
+            "bench-listings: the delete answered {}",
+            r.status()
+        )));
+    }
+    println!(
+        "  delete of lib/sub9 ({} files, to the trash): {seconds:.2} s, {:.0} files/s; server peak RSS +{:.1} MiB",
+        args.per_folder,
+        args.per_folder as f64 / seconds,
+        hwm_after.saturating_sub(hwm_before) as f64 / 1024.0
+    );
     Ok(())
 }
 

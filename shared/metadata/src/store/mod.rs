@@ -527,6 +527,25 @@ impl Metadata {
         }
     }
 
+    /// An artifact's properties as the JSON the trash keeps (`[["name","value"],…]`), as a
+    /// subquery on the artifact id `id` (an SQL expression).
+    fn properties_json(&self, id: &str) -> String {
+        match self.engine {
+            Engine::Sqlite => format!(
+                "(SELECT json_group_array(json_array(p.name, p.value)) \
+                 FROM artifact_properties p WHERE p.artifact_id = {id})"
+            ),
+            Engine::Postgres => format!(
+                "(SELECT COALESCE(json_agg(json_build_array(p.name, p.value))::text, '[]') \
+                 FROM artifact_properties p WHERE p.artifact_id = {id})"
+            ),
+            Engine::MySql => format!(
+                "(SELECT COALESCE(JSON_ARRAYAGG(JSON_ARRAY(p.name, p.value)), '[]') \
+                 FROM artifact_properties p WHERE p.artifact_id = {id})"
+            ),
+        }
+    }
+
     /// A query built at run time from fixed fragments and `?` placeholders only (never from
     /// input), adapted to the engine.
     fn sql_built(&self, sql: String) -> AssertSqlSafe<Cow<'static, str>> {

@@ -31,48 +31,142 @@ impl Metadata {
         let mut tx = writes.begin().await?;
         let immutable = self.check_repository(&mut tx, repo).await?;
         self.lock_folders_at(&mut tx, repo, path).await?;
-        let rows = self.rows_at(&mut tx, repo, path).await?;
-        for row in &rows {
-            let file: String = row.try_get("path").map_err(db_err)?;
-            // Nothing of a folder goes when one of its files may not.
-            immutable.allow(repo, &file, "deleted")?;
-            check(repo, &file)?;
-        }
-        for row in &rows {
-            let id: i64 = row.try_get("id").map_err(db_err)?;
-            let Some(by) = into_trash else {
-                self.delete_artifact_row(&mut tx, id).await?;
-                continue;
-            };
-            let props = self.read_properties(&mut tx, id).await?;
-            sqlx::query(self.sql(
+        // Nothing of a folder goes when one of its files may not. The files are read a page
+        // at a time, and then moved by statements over the whole folder: memory and round
+        // trips stay flat however many files go.
+        let files = self
+            .each_file_at(&mut tx, repo, path, &mut |file| {
+                immutable.allow(repo, file, "deleted")?;
+                check(repo, file)
+            })
+            .await?;
+        let (lo, hi) = below(path.as_str());
+        let scope = "repo_key = ? AND (path = ? OR (path >= ? AND path < ?) OR ? = '')";
+        if let Some(by) = into_trash {
+            let sql = format!(
                 "INSERT INTO trash (repo_key, path, sha256, size, created_ms, created_by, \
-                 properties, deleted_ms, deleted_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 properties, deleted_ms, deleted_by) \
+                 SELECT a.repo_key, a.path, a.sha256, a.size, a.created_ms, a.created_by, {}, \
+                 ?, ? FROM artifacts a WHERE {scope} \
                  ON CONFLICT (repo_key, path) DO UPDATE SET sha256 = excluded.sha256, \
                  size = excluded.size, created_ms = excluded.created_ms, \
                  created_by = excluded.created_by, properties = excluded.properties, \
                  deleted_ms = excluded.deleted_ms, deleted_by = excluded.deleted_by",
-            ))
-            .bind(repo.as_str())
-            .bind(row.try_get::<String, _>("path").map_err(db_err)?)
-            .bind(row.try_get::<String, _>("sha256").map_err(db_err)?)
-            .bind(row.try_get::<i64, _>("size").map_err(db_err)?)
-            .bind(row.try_get::<i64, _>("created_ms").map_err(db_err)?)
-            .bind(row.try_get::<String, _>("created_by").map_err(db_err)?)
-            .bind(serde_json::to_string(&props).unwrap_or_else(|_| "[]".into()))
-            .bind(now)
-            .bind(by)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-            self.delete_artifact_row(&mut tx, id).await?;
+                self.properties_json("a.id")
+            );
+            sqlx::query(self.sql_built(sql))
+                .bind(now)
+                .bind(by.to_string())
+                .bind(repo.as_str().to_string())
+                .bind(path.as_str().to_string())
+                .bind(lo.clone())
+                .bind(hi.clone())
+                .bind(path.as_str().to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
         }
+        for table in ["artifact_properties", "download_stats"] {
+            let sql = format!(
+                "DELETE FROM {table} WHERE artifact_id IN (SELECT id FROM artifacts WHERE {scope})"
+            );
+            self.execute_in_scope(&mut tx, sql, repo, path).await?;
+        }
+        self.execute_in_scope(
+            &mut tx,
+            format!("DELETE FROM artifacts WHERE {scope}"),
+            repo,
+            path,
+        )
+        .await?;
         let folders = self.delete_folders_at(&mut tx, repo, path).await?;
         tx.commit().await.map_err(db_err)?;
-        Ok(TakenOut {
-            files: rows.len() as u64,
-            folders,
-        })
+        Ok(TakenOut { files, folders })
+    }
+
+    /// Runs `sql`, whose five placeholders are a repository and the file-or-folder scope of
+    /// `path` (`repo_key = ? AND (path = ? OR (path >= ? AND path < ?) OR ? = '')`), in `tx`.
+    async fn execute_in_scope(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        sql: String,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+    ) -> Result<u64> {
+        let (lo, hi) = below(path.as_str());
+        Ok(sqlx::query(self.sql_built(sql))
+            .bind(repo.as_str().to_string())
+            .bind(path.as_str().to_string())
+            .bind(lo)
+            .bind(hi)
+            .bind(path.as_str().to_string())
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected())
+    }
+
+    /// Asks `each` of the file at `path` and of every file below it (all of the repository's
+    /// for the root), a page at a time in path order, with a locking read; returns how many.
+    pub(super) async fn each_file_at(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+        each: &mut (dyn FnMut(&str) -> Result<()> + Send),
+    ) -> Result<u64> {
+        const PAGE: i64 = 1000;
+        let mut seen = 0;
+        if !path.is_root() {
+            let sql = format!(
+                "SELECT path FROM artifacts WHERE repo_key = ? AND path = ?{}",
+                self.for_update()
+            );
+            let file: Option<String> = sqlx::query_scalar(self.sql_built(sql))
+                .bind(repo.as_str().to_string())
+                .bind(path.as_str().to_string())
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db_err)?;
+            if let Some(file) = file {
+                each(&file)?;
+                return Ok(1);
+            }
+        }
+        let (lo, hi) = if path.is_root() {
+            (String::new(), None)
+        } else {
+            let (lo, hi) = below(path.as_str());
+            (lo, Some(hi))
+        };
+        let mut after = lo;
+        loop {
+            let sql = format!(
+                "SELECT path FROM artifacts WHERE repo_key = ? AND path > ?{} \
+                 ORDER BY path LIMIT ?{}",
+                if hi.is_some() { " AND path < ?" } else { "" },
+                self.for_update()
+            );
+            let mut query = sqlx::query_scalar::<_, String>(self.sql_built(sql))
+                .bind(repo.as_str().to_string())
+                .bind(after.clone());
+            if let Some(hi) = &hi {
+                query = query.bind(hi.clone());
+            }
+            let page = query
+                .bind(PAGE)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(db_err)?;
+            for file in &page {
+                each(file)?;
+            }
+            seen += page.len() as u64;
+            match page.last() {
+                Some(last) if page.len() as i64 == PAGE => after = last.clone(),
+                _ => return Ok(seen),
+            }
+        }
     }
 
     /// Deletes one artifact row with its properties and download statistics, in `tx`.
