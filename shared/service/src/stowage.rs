@@ -609,7 +609,7 @@ impl Stowage {
                 .ok_or_else(|| Error::RepositoryNotFound {
                     key: repo.to_string(),
                 })?;
-        if self.metadata.folder(&repository, path).await?.is_some() {
+        if self.metadata.folder_record(&repository, path).await?.is_some() {
             return Err(Error::NotFound {
                 what: format!("a file at {repo}/{path} (it is a folder: list its storage info)"),
             });
