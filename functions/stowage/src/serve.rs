@@ -255,6 +255,11 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
         cluster: Arc::clone(&cluster),
         base_url: config.base_url.clone(),
         context_path: config.server.context_path()?,
+        metrics: config
+            .metrics
+            .enabled
+            .then(stowage_api::http::metrics::install)
+            .flatten(),
         limits: Limits::default(),
     };
     let app = router(state);

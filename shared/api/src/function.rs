@@ -256,6 +256,10 @@ pub async fn run(part: Part) -> Result<(), Error> {
         cluster,
         base_url: config.base_url.clone(),
         context_path: config.server.context_path()?,
+        // A Lambda function's memory is not scraped: only a container records metrics.
+        metrics: (config.metrics.enabled && mode == Mode::Server)
+            .then(crate::http::metrics::install)
+            .flatten(),
         limits,
     };
     let app = router_for(state, part);

@@ -47,6 +47,7 @@ async fn state() -> (tempfile::TempDir, AppState, String) {
         base_url: Some("https://artifacts.example.com/".into()),
         limits: Limits::default(),
         context_path: Some("/artifactory".into()),
+        metrics: stowage_api::http::metrics::install(),
     };
     (dir, state, token)
 }

@@ -40,6 +40,21 @@ pub struct Config {
     pub downloads: DownloadsConfig,
     pub server: ServerConfig,
     pub security: SecurityConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the Prometheus endpoint (`GET /api/v1/metrics`, administrators only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Whether this node records metrics and serves them. Default `true`.
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 impl Default for Config {
@@ -58,6 +73,7 @@ impl Default for Config {
             downloads: DownloadsConfig::default(),
             server: ServerConfig::default(),
             security: SecurityConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

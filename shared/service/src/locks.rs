@@ -256,6 +256,17 @@ impl Locks {
 
     /// Waits (polling with backoff) for `name`, up to the configured wait.
     pub async fn lock(&self, name: &LockName) -> Result<LockGuard> {
+        let started = std::time::Instant::now();
+        let locked = self.acquire(name).await;
+        metrics::histogram!("stowage_lock_wait_seconds").record(started.elapsed().as_secs_f64());
+        if locked.is_err() {
+            metrics::counter!("stowage_lock_timeouts_total").increment(1);
+        }
+        locked
+    }
+
+    /// [`Self::lock`], untimed.
+    async fn acquire(&self, name: &LockName) -> Result<LockGuard> {
         if !self.enabled {
             return Ok(LockGuard {
                 held: None,

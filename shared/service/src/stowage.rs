@@ -39,7 +39,7 @@ pub use checksum_files::{ChecksumDeploy, ChecksumKind, MAX_CHECKSUM_FILE};
 pub use conditions::Conditions;
 use conditions::Verdict;
 pub use download::{ByteRange, Download, DownloadRequest, RedirectPolicy, etag};
-pub use storage::{ShardsReport, StorageReport};
+pub use storage::{NodeFigures, Readiness, ShardsReport, StorageReport};
 
 /// How long a repository's redirect settings are kept in memory: a change to them reaches
 /// every node within this.
@@ -576,6 +576,7 @@ impl Stowage {
                 self.metadata.commit_artifact(&new).await
             })
             .await?;
+        metrics::counter!("stowage_deploys_total").increment(1);
         // An overwrite keeps the file's creation time (also when the bytes were the same).
         let action = if record.created_ms == record.modified_ms {
             "deploy"
@@ -609,7 +610,12 @@ impl Stowage {
                 .ok_or_else(|| Error::RepositoryNotFound {
                     key: repo.to_string(),
                 })?;
-        if self.metadata.folder_record(&repository, path).await?.is_some() {
+        if self
+            .metadata
+            .folder_record(&repository, path)
+            .await?
+            .is_some()
+        {
             return Err(Error::NotFound {
                 what: format!("a file at {repo}/{path} (it is a folder: list its storage info)"),
             });
@@ -875,6 +881,10 @@ impl Stowage {
             other => other?,
         };
         tracing::info!(?report, "garbage collection finished");
+        metrics::counter!("stowage_gc_runs_total").increment(1);
+        metrics::counter!("stowage_gc_binaries_removed_total").increment(report.binaries_removed);
+        metrics::counter!("stowage_gc_bytes_freed_total").increment(report.bytes_freed);
+        metrics::counter!("stowage_gc_trash_purged_total").increment(report.trash_purged);
         Ok(report)
     }
 }

@@ -5,6 +5,7 @@ mod artifacts;
 mod error;
 pub mod figures;
 mod json;
+pub mod metrics;
 mod range;
 mod security;
 mod system;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub base_url: Option<String>,
     /// What this deployment can carry (Lambda's payload limits); none for a server.
     pub limits: Limits,
+    /// This process's metrics recorder ([`metrics::install`]); `None`: metrics are off.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The context path the API also answers under (`/artifactory`, where Artifactory's
     /// clients put every call); `None`: the root only.
     pub context_path: Option<String>,
@@ -113,10 +116,13 @@ pub fn router_for(state: AppState, part: Part) -> Router {
     let upload = all || part == Part::Upload;
     let download = all || part == Part::Download;
     let metadata = all || part == Part::Metadata;
-    let mut router = Router::new().route("/api/system/ping", get(system::ping));
+    let mut router = Router::new()
+        .route("/api/system/ping", get(system::ping))
+        .route("/api/v1/system/readiness", get(metrics::readiness));
     if metadata {
         router = router
             .route("/api/system/version", get(system::version))
+            .route("/api/v1/metrics", get(metrics::metrics))
             .route("/api/system/storage/gc", post(system::gc))
             .route("/api/system/storage/optimize", post(system::optimize))
             .route("/api/system/cluster", get(system::cluster))
@@ -215,8 +221,13 @@ pub fn router_for(state: AppState, part: Part) -> Router {
         .route("/{repo}/{*path}", artifact)
         .fallback(unknown)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        .layer(middleware::from_fn(error::json_errors))
-        .with_state(state);
+        .layer(middleware::from_fn(error::json_errors));
+    let api = if state.metrics.is_some() {
+        api.layer(middleware::from_fn(metrics::record))
+    } else {
+        api
+    };
+    let api = api.with_state(state);
     // Routing happens after a router's own layers, so the context path is cut before the
     // request reaches the routes: one set of routes serves both roots.
     let Some(context_path) = context_path else {
@@ -289,7 +300,10 @@ fn wrong_function(part: Part, method: Option<&Method>, path: &str) -> ApiError {
 /// which hand it to the service: what the caller may do is decided there, for every entry
 /// point alike. Bad credentials are refused here, with the same words whatever was wrong.
 async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    if request.uri().path() == "/api/system/ping" {
+    if matches!(
+        request.uri().path(),
+        "/api/system/ping" | "/api/v1/system/readiness"
+    ) {
         return next.run(request).await;
     }
     // Read before any await: the request (its body) is not `Sync`.

@@ -64,7 +64,7 @@ impl Metadata {
                 None => {}
             }
         }
-        sqlx::query(self.sql(
+        let new_binary = sqlx::query(self.sql(
             "INSERT INTO binaries (sha256, sha1, md5, size, created_ms) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (sha256) DO NOTHING",
         ))
@@ -75,7 +75,9 @@ impl Metadata {
         .bind(now)
         .execute(&mut *tx)
         .await
-        .map_err(db_err)?;
+        .map_err(db_err)?
+        .rows_affected()
+            > 0;
         sqlx::query(self.sql(
             "INSERT INTO artifacts (repo_key, path, sha256, size, created_ms, created_by, \
              modified_ms, modified_by, original_sha1, original_md5, original_sha256) \
@@ -113,6 +115,10 @@ impl Metadata {
             .map_err(db_err)?;
         let record = artifact_from_row(&record)?;
         tx.commit().await.map_err(db_err)?;
+        if !new_binary {
+            // The bytes were recorded already: the deploy stored nothing new.
+            metrics::counter!("stowage_dedup_total").increment(1);
+        }
         Ok(record)
     }
 

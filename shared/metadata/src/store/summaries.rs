@@ -126,3 +126,23 @@ impl Metadata {
         })
     }
 }
+
+impl Metadata {
+    /// Asks the database (the writer, which every write needs) for a trivial answer: what a
+    /// readiness check holds the node to.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query(self.sql("SELECT 1"))
+            .fetch_one(self.writer_uncached())
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Connections of the writer and reader pools: (open, idle) each.
+    pub fn pool_figures(&self) -> [(u32, u32); 2] {
+        [
+            (self.writer.size(), self.writer.num_idle() as u32),
+            (self.reader.size(), self.reader.num_idle() as u32),
+        ]
+    }
+}

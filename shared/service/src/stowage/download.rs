@@ -120,9 +120,15 @@ impl Stowage {
         request: &DownloadRequest,
     ) -> Result<(ArtifactRecord, Download)> {
         let record = self.artifact(caller, repo, path).await?;
+        let answered = |answer: &'static str| {
+            metrics::counter!("stowage_downloads_total", "answer" => answer).increment(1);
+        };
         match request.conditions.evaluate(Some(&record), true) {
             Verdict::Proceed => {}
-            Verdict::NotModified => return Ok((record, Download::NotModified)),
+            Verdict::NotModified => {
+                answered("not_modified");
+                return Ok((record, Download::NotModified));
+            }
             Verdict::Failed(reason) => {
                 return Err(Error::PreconditionFailed(format!(
                     "{repo}/{path}: {reason}"
@@ -134,12 +140,14 @@ impl Stowage {
             && let Some(url) = self.redirect(&record, request).await?
         {
             self.count_download(&record, caller);
+            answered("redirect");
             return Ok((record, Download::Redirect(url)));
         }
         let range = match (request.range, request.if_range.as_deref()) {
             (Some(_), Some(validator)) if validator.trim() != etag => None,
             (range, _) => range.map(|r| r.resolve(record.size)).transpose()?,
         };
+        answered(if request.head_only { "head" } else { "bytes" });
         let body = if request.head_only {
             None
         } else {

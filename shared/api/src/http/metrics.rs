@@ -1,0 +1,178 @@
+//! Metrics in the Prometheus/OpenMetrics text format (`GET /api/v1/metrics`, administrators
+//! only, as Artifactory serves it) and readiness (`GET /api/v1/system/readiness`, for load
+//! balancers: no credentials). Counters are recorded through the `metrics` facade wherever the
+//! work happens (requests here; deploys, dedup, downloads, locks, GC in the service and the
+//! metadata) into one Prometheus recorder per process; figures that live elsewhere (the queue,
+//! the caches, the shards, the pools) are read at each scrape. Labels are bounded: a route is
+//! its pattern (`/{repo}/{*path}`), never a path.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::Extension;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use stowage_service::security::Caller;
+
+use super::{ApiError, AppState};
+
+/// Latency buckets, in seconds: a redirect takes well under a millisecond, a large upload
+/// minutes.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 300.0,
+];
+
+static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The process's Prometheus recorder, installed the first time (`None` if another recorder
+/// was installed before: then nothing is recorded here).
+pub fn install() -> Option<PrometheusHandle> {
+    RECORDER
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .ok()?;
+            match builder.install_recorder() {
+                Ok(handle) => Some(handle),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics are off: a recorder was installed already");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// Counts every request by route pattern, method and status, times it, and adds the bytes
+/// its headers announce in and out.
+pub(crate) async fn record(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let method = request.method().as_str().to_string();
+    let length = |headers: &axum::http::HeaderMap| {
+        headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let bytes_in = length(request.headers());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("route", route.clone()), ("method", method)];
+    metrics::histogram!("stowage_http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    let mut counted = labels.to_vec();
+    counted.push(("status", status));
+    metrics::counter!("stowage_http_requests_total", &counted).increment(1);
+    metrics::counter!("stowage_http_request_bytes_total", "route" => route.clone())
+        .increment(bytes_in);
+    metrics::counter!("stowage_http_response_bytes_total", "route" => route)
+        .increment(length(response.headers()));
+    response
+}
+
+/// `GET /api/v1/metrics`: every metric of this node, in Prometheus's text format.
+pub(crate) async fn metrics(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    let figures = state.stowage.node_figures(&caller).await?;
+    let Some(handle) = &state.metrics else {
+        return Err(ApiError::Status(
+            StatusCode::NOT_FOUND,
+            "metrics are off on this node ([metrics] enabled = false)".into(),
+        ));
+    };
+    let gauge = |name: &'static str, value: u64| metrics::gauge!(name).set(value as f64);
+    if let Some(q) = &figures.queue {
+        gauge("stowage_queue_depth", q.depth);
+        gauge("stowage_queue_bytes", q.bytes);
+        gauge(
+            "stowage_queue_oldest_age_seconds",
+            q.oldest_age_secs.unwrap_or(0),
+        );
+        gauge("stowage_queue_uploading", q.uploading);
+        gauge("stowage_queue_retrying", q.retrying);
+        metrics::counter!("stowage_queue_uploaded_total").absolute(q.uploaded);
+    }
+    if let Some(c) = &figures.cache {
+        metrics::counter!("stowage_cache_hits_total").absolute(c.hits);
+        metrics::counter!("stowage_cache_misses_total").absolute(c.misses);
+        metrics::counter!("stowage_cache_evictions_total").absolute(c.evictions);
+        gauge("stowage_cache_entries", c.entries);
+        gauge("stowage_cache_size_bytes", c.size_bytes);
+    }
+    if let Some(c) = &figures.artifact_cache {
+        metrics::counter!("stowage_artifact_cache_hits_total").absolute(c.hits);
+        metrics::counter!("stowage_artifact_cache_misses_total").absolute(c.misses);
+    }
+    if let Some(shards) = &figures.shards {
+        for mount in &shards.mounts {
+            let id = mount.id.clone();
+            metrics::gauge!("stowage_shard_up", "shard" => id.clone())
+                .set(if mount.state == "up" { 1.0 } else { 0.0 });
+            if let Some(free) = mount.free_space {
+                metrics::gauge!("stowage_shard_free_bytes", "shard" => id).set(free as f64);
+            }
+        }
+    }
+    if let Ok(health) = &figures.health
+        && let Some(free) = health.free_space
+    {
+        gauge("stowage_filestore_free_bytes", free);
+    }
+    for ((open, idle), pool) in figures.pools.iter().zip(["writer", "reader"]) {
+        metrics::gauge!("stowage_db_connections", "pool" => pool, "state" => "open")
+            .set(f64::from(*open));
+        metrics::gauge!("stowage_db_connections", "pool" => pool, "state" => "idle")
+            .set(f64::from(*idle));
+    }
+    handle.run_upkeep();
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response())
+}
+
+/// `GET /api/v1/system/readiness`: 200 when this node can take traffic, 503 naming the part
+/// that cannot answer (the reasons themselves go to the log: the call needs no credentials).
+pub(crate) async fn readiness(State(state): State<AppState>) -> Response {
+    let ready = state.stowage.readiness().await;
+    let part = |r: &Result<(), String>, name: &str| match r {
+        Ok(()) => "OK",
+        Err(e) => {
+            tracing::warn!(part = name, error = %e, "not ready");
+            "UNAVAILABLE"
+        }
+    };
+    let mut checks = serde_json::json!({
+        "database": part(&ready.database, "database"),
+        "backend": part(&ready.backend, "backend"),
+        "locks": part(&ready.locks, "locks"),
+    });
+    if let Some(queue) = &ready.queue {
+        checks["queue"] = part(queue, "queue").into();
+    }
+    let (status, word) = if ready.is_ready() {
+        (StatusCode::OK, "OK")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+    };
+    (
+        status,
+        axum::Json(serde_json::json!({ "code": word, "checks": checks })),
+    )
+        .into_response()
+}
