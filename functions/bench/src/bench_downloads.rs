@@ -2,7 +2,8 @@
 //! it from S3 (miss, LocalStack behind it) and from the filesystem provider, against reading
 //! the same file from the disk, all with the page cache dropped; the single-flight fan-out (many
 //! readers of one uncached binary); and redirect answers per second and their latency against
-//! the ping endpoint's, in one run. It measures and prints.
+//! the ping endpoint's; and the redirect and 4 KiB answers with metrics on against a server
+//! with them off, in one run. It measures and prints.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,7 +13,8 @@ use bytesize::ByteSize;
 use stowage_core::Error;
 
 use crate::bench::{
-    Server, download, evict, fail, mb_per_s, median, random_pattern, raw_read, start_server, upload,
+    Server, cpu_time, download, evict, fail, mb_per_s, median, random_pattern, raw_read,
+    start_server, upload,
 };
 
 #[derive(Debug, clap::Args)]
@@ -155,15 +157,11 @@ pub(crate) async fn run(args: &BenchDownloadsArgs) -> Result<(), Error> {
          usePathStyleAccess = true\nidentity = \"test\"\ncredential = \"test\"\n",
         args.endpoint
     );
-    let cached = server_with(
-        work.path(),
-        "cached",
-        &format!(
-            "[filestore]\ntemplate = \"s3-storage-v3-direct\"\n\n[filestore.cache]\nenabled = true\n\
-             skipDuringUpload = true\nmaxCacheSize = \"20GB\"\nmaxFileSizeLimit = \"20GB\"\n\n{s3_section}"
-        ),
-    )
-    .await?;
+    let cached_config = format!(
+        "[filestore]\ntemplate = \"s3-storage-v3-direct\"\n\n[filestore.cache]\nenabled = true\n\
+         skipDuringUpload = true\nmaxCacheSize = \"20GB\"\nmaxFileSizeLimit = \"20GB\"\n\n{s3_section}"
+    );
+    let cached = server_with(work.path(), "cached", &cached_config).await?;
     create_repo(
         &cached,
         "dist",
@@ -326,6 +324,68 @@ pub(crate) async fn run(args: &BenchDownloadsArgs) -> Result<(), Error> {
             token / admin
         );
     }
+    // The same two answers on a server with metrics off, alternating with the one above.
+    let unmetered = server_with(
+        work.path(),
+        "unmetered",
+        &format!("{cached_config}\n[metrics]\nenabled = false\n"),
+    )
+    .await?;
+    create_repo(
+        &unmetered,
+        "dist",
+        r#"{"downloadRedirect":true,"downloadRedirectMinSize":0}"#,
+    )
+    .await?;
+    for (path, body) in [
+        ("/dist/redirect.bin", pattern.slice(..2 << 20)),
+        ("/bench/small.bin", pattern.slice(..4096)),
+    ] {
+        let r = client
+            .put(format!("{}{path}", unmetered.base))
+            .bearer_auth(&unmetered.token)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| Error::Unavailable(format!("bench-downloads: upload: {e}")))?;
+        if r.status() != reqwest::StatusCode::CREATED {
+            return Err(Error::Unavailable(format!(
+                "bench-downloads: upload answered {}",
+                r.status()
+            )));
+        }
+    }
+    for (what, path, status) in [
+        ("redirect", "/dist/redirect.bin", 302),
+        ("4 KiB GET", "/bench/small.bin", 200),
+    ] {
+        let (mut on, mut off, mut on_cpu, mut off_cpu) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..2 {
+            for (server, rates, cpus) in [
+                (&cached, &mut on, &mut on_cpu),
+                (&unmetered, &mut off, &mut off_cpu),
+            ] {
+                let pid = server.child.id().unwrap_or(0);
+                let before = cpu_time(pid).unwrap_or_default();
+                let (per_second, ..) =
+                    rate(server, path, status, args.clients, args.seconds).await?;
+                let used = cpu_time(pid).unwrap_or_default().saturating_sub(before);
+                let answers = per_second * args.seconds as f64;
+                rates.push(per_second);
+                cpus.push(used.as_secs_f64() * 1e6 / answers.max(1.0));
+            }
+        }
+        let (on, off) = (median(on), median(off));
+        let (on_cpu, off_cpu) = (median(on_cpu), median(off_cpu));
+        println!(
+            "  {what:<10} metrics on {on:8.0} answers/s, off {off:8.0} answers/s: {:.2} (goal ≥ 0.95); \
+             server CPU per answer {on_cpu:.1} µs on, {off_cpu:.1} µs off ({:.2})",
+            on / off,
+            off_cpu / on_cpu
+        );
+    }
+    drop(unmetered);
     drop(cached);
     drop(plain);
     Ok(())

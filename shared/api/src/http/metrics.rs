@@ -6,14 +6,16 @@
 //! the caches, the shards, the pools) are read at each scrape. Labels are bounded: a route is
 //! its pattern (`/{repo}/{*path}`), never a path.
 
-use std::sync::OnceLock;
-use std::time::Instant;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use axum::Extension;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use stowage_service::security::Caller;
 
@@ -28,8 +30,12 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
-/// The process's Prometheus recorder, installed the first time (`None` if another recorder
-/// was installed before: then nothing is recorded here).
+/// How often the recorder folds what histograms gathered (unscraped, their samples would
+/// pile up in memory).
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The process's Prometheus recorder, installed the first time with a thread that keeps it
+/// (`None` if another recorder was installed before: then nothing is recorded here).
 pub fn install() -> Option<PrometheusHandle> {
     RECORDER
         .get_or_init(|| {
@@ -37,7 +43,22 @@ pub fn install() -> Option<PrometheusHandle> {
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
                 .ok()?;
             match builder.install_recorder() {
-                Ok(handle) => Some(handle),
+                Ok(handle) => {
+                    let kept = handle.clone();
+                    let upkeep = std::thread::Builder::new()
+                        .name("metrics-upkeep".into())
+                        .spawn(move || {
+                            loop {
+                                std::thread::sleep(UPKEEP_EVERY);
+                                kept.run_upkeep();
+                            }
+                        });
+                    if let Err(e) = upkeep {
+                        tracing::warn!(error = %e, "metrics are off: no upkeep thread");
+                        return None;
+                    }
+                    Some(handle)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "metrics are off: a recorder was installed already");
                     None
@@ -47,14 +68,64 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
-/// Counts every request by route pattern, method and status, times it, and adds the bytes
-/// its headers announce in and out.
+/// The metrics of one route, method and status, looked up once: a request then costs a
+/// map lookup by route, not the recorder's key building and hashing for each metric.
+struct RouteMetrics {
+    requests: Counter,
+    duration: Histogram,
+    bytes_in: Counter,
+    bytes_out: Counter,
+}
+
+type RouteKey = (Method, u16);
+
+static ROUTES: LazyLock<RwLock<HashMap<String, HashMap<RouteKey, Arc<RouteMetrics>>>>> =
+    LazyLock::new(RwLock::default);
+
+/// The metrics of `route`, `method` and `status`, registered the first time.
+fn route_metrics(route: &str, method: &Method, status: u16) -> Arc<RouteMetrics> {
+    let key = (method.clone(), status);
+    if let Ok(routes) = ROUTES.read()
+        && let Some(found) = routes.get(route).and_then(|m| m.get(&key))
+    {
+        return Arc::clone(found);
+    }
+    let labels = [
+        ("route", route.to_string()),
+        ("method", method.as_str().to_string()),
+    ];
+    let mut counted = labels.to_vec();
+    counted.push(("status", status.to_string()));
+    let made = Arc::new(RouteMetrics {
+        requests: metrics::counter!("stowage_http_requests_total", &counted),
+        duration: metrics::histogram!("stowage_http_request_duration_seconds", &labels),
+        bytes_in: metrics::counter!("stowage_http_request_bytes_total", "route" => route.to_string()),
+        bytes_out: metrics::counter!("stowage_http_response_bytes_total", "route" => route.to_string()),
+    });
+    if let Ok(mut routes) = ROUTES.write() {
+        routes
+            .entry(route.to_string())
+            .or_default()
+            .insert(key, Arc::clone(&made));
+    }
+    made
+}
+
+/// Counts every request by route pattern, method (any method Stowage does not serve counts
+/// as `TRACE`) and status, times it, and adds the bytes its headers announce in and out.
 pub(crate) async fn record(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
-    let method = request.method().as_str().to_string();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    // Methods a client makes up would be labels without bound: they count as one.
+    let method = match *request.method() {
+        Method::GET
+        | Method::HEAD
+        | Method::PUT
+        | Method::POST
+        | Method::DELETE
+        | Method::PATCH
+        | Method::OPTIONS => request.method().clone(),
+        _ => Method::TRACE,
+    };
     let length = |headers: &axum::http::HeaderMap| {
         headers
             .get(header::CONTENT_LENGTH)
@@ -65,17 +136,17 @@ pub(crate) async fn record(request: Request, next: Next) -> Response {
     let bytes_in = length(request.headers());
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [("route", route.clone()), ("method", method)];
-    metrics::histogram!("stowage_http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
-    let mut counted = labels.to_vec();
-    counted.push(("status", status));
-    metrics::counter!("stowage_http_requests_total", &counted).increment(1);
-    metrics::counter!("stowage_http_request_bytes_total", "route" => route.clone())
-        .increment(bytes_in);
-    metrics::counter!("stowage_http_response_bytes_total", "route" => route)
-        .increment(length(response.headers()));
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let m = route_metrics(route, &method, response.status().as_u16());
+    m.duration.record(started.elapsed().as_secs_f64());
+    m.requests.increment(1);
+    if bytes_in > 0 {
+        m.bytes_in.increment(bytes_in);
+    }
+    let bytes_out = length(response.headers());
+    if bytes_out > 0 {
+        m.bytes_out.increment(bytes_out);
+    }
     response
 }
 

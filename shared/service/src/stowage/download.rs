@@ -109,6 +109,26 @@ pub fn etag(record: &ArtifactRecord) -> String {
     format!("\"{}\"", record.checksums.sha256)
 }
 
+/// `stowage_downloads_total{answer}`, looked up once per answer (a download then costs no
+/// key building in the recorder).
+fn downloads_counter(answer: &'static str) -> &'static metrics::Counter {
+    use std::sync::LazyLock;
+    static BYTES: LazyLock<metrics::Counter> =
+        LazyLock::new(|| metrics::counter!("stowage_downloads_total", "answer" => "bytes"));
+    static REDIRECT: LazyLock<metrics::Counter> =
+        LazyLock::new(|| metrics::counter!("stowage_downloads_total", "answer" => "redirect"));
+    static HEAD: LazyLock<metrics::Counter> =
+        LazyLock::new(|| metrics::counter!("stowage_downloads_total", "answer" => "head"));
+    static NOT_MODIFIED: LazyLock<metrics::Counter> =
+        LazyLock::new(|| metrics::counter!("stowage_downloads_total", "answer" => "not_modified"));
+    match answer {
+        "redirect" => &REDIRECT,
+        "head" => &HEAD,
+        "not_modified" => &NOT_MODIFIED,
+        _ => &BYTES,
+    }
+}
+
 impl Stowage {
     /// Decides the download of `repo/path` and opens what it needs: the artifact's record with
     /// nothing, a redirect, or a byte stream.
@@ -120,9 +140,7 @@ impl Stowage {
         request: &DownloadRequest,
     ) -> Result<(ArtifactRecord, Download)> {
         let record = self.artifact(caller, repo, path).await?;
-        let answered = |answer: &'static str| {
-            metrics::counter!("stowage_downloads_total", "answer" => answer).increment(1);
-        };
+        let answered = |answer: &'static str| downloads_counter(answer).increment(1);
         match request.conditions.evaluate(Some(&record), true) {
             Verdict::Proceed => {}
             Verdict::NotModified => {
