@@ -113,6 +113,40 @@ async fn serve_removes_stale_staged_uploads_and_offline_gc_frees_garbage() {
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("gc report");
     assert_eq!(report["binariesRemoved"], 1);
+    // Without a terminal, progress is plain lines on stderr, a first and a last.
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(progress.contains("gc: started"), "{progress}");
+    assert!(
+        progress.contains("gc: done: 1 binaries removed"),
+        "{progress}"
+    );
+    assert!(
+        !progress.contains('\u{1b}'),
+        "no terminal codes: {progress:?}"
+    );
+    // On a pseudo-terminal (script(1)), a progress bar: terminal codes, the same last words.
+    let command = format!(
+        "{} gc --data-dir {} --database-url {}",
+        stowage_bin().display(),
+        data_dir.display(),
+        database_url
+    );
+    let out = tokio::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .await
+        .expect("run script(1): util-linux's, on every Debian");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains('\u{1b}'),
+        "a bar draws with terminal codes: {shown:?}"
+    );
+    assert!(shown.contains("gc: done: 0 binaries removed"), "{shown:?}");
+    assert!(
+        !shown.contains("gc: started"),
+        "no plain lines on a terminal: {shown:?}"
+    );
 
     let s = Server::start(dir.path()).await;
     assert!(
@@ -121,6 +155,26 @@ async fn serve_removes_stale_staged_uploads_and_offline_gc_frees_garbage() {
     );
     assert!(young.exists(), "a young staged upload must be left alone");
     assert!(s.stored_binaries().is_empty());
+    // The API reports how far this node's collection got.
+    let c = s.admin();
+    let r = c
+        .post(s.url("/api/system/storage/gc"))
+        .send()
+        .await
+        .expect("gc");
+    assert_eq!(r.status(), StatusCode::OK);
+    let tasks: serde_json::Value = c
+        .get(s.url("/api/system/tasks"))
+        .send()
+        .await
+        .expect("tasks")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(tasks["gc"]["running"], false, "{tasks}");
+    assert_eq!(tasks["gc"]["last"]["binariesRemoved"], 0, "{tasks}");
+    assert!(tasks["gc"]["startedAt"].is_string(), "{tasks}");
+    assert!(tasks["balancing"].is_null(), "not sharded: {tasks}");
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 //! library crates, which hold all the logic.
 
 mod access;
+mod progress;
 mod serve;
 
 use std::path::PathBuf;

@@ -161,7 +161,27 @@ pub(crate) async fn gc(args: &ConfigArgs) -> Result<(), Error> {
     let config = args.load().await?;
     let _lock = lock_data_dir(&config)?;
     let (stowage, metadata, _) = build(&config, &node_id(&config)).await?;
-    let report = stowage.gc().await?;
+    let report = crate::progress::watched("gc", stowage.gc(), || {
+        let p = stowage.gc_progress();
+        let r = if p.running {
+            &p.current
+        } else {
+            p.last.as_ref().unwrap_or(&p.current)
+        };
+        format!(
+            "{}{} binaries removed, {} orphans removed, {} bytes freed, {} trash entries purged",
+            if p.running {
+                format!("{}: ", p.phase)
+            } else {
+                String::new()
+            },
+            r.binaries_removed,
+            r.orphans_removed,
+            r.bytes_freed,
+            r.trash_purged
+        )
+    })
+    .await?;
     metadata.close().await;
     println!(
         "{}",
@@ -175,7 +195,19 @@ pub(crate) async fn balance(args: &ConfigArgs) -> Result<(), Error> {
     let config = args.load().await?;
     let _lock = lock_data_dir(&config)?;
     let (stowage, metadata, _) = build(&config, &node_id(&config)).await?;
-    let report = stowage.balance().await;
+    let report = crate::progress::watched("balance", stowage.balance(), || {
+        let Some(p) = stowage.balance_progress() else {
+            return "not sharded".into();
+        };
+        match p.current.or(p.last) {
+            Some(r) => format!(
+                "{} of {} binaries checked, {} copies made ({} bytes), {} removed, {} failed",
+                r.checked, r.total, r.copied, r.copied_bytes, r.removed, r.failed
+            ),
+            None => "listing the mounts".into(),
+        }
+    })
+    .await;
     metadata.close().await;
     let report = report?.ok_or_else(|| {
         Error::InvalidInput(format!(

@@ -202,12 +202,15 @@ pub fn healthcheck(listen: &str) -> ExitCode {
     }
 }
 
-/// Logs to stderr, filtered by `STOWAGE_LOG` (default `info`), as text or JSON lines.
+/// Logs to stderr, filtered by `STOWAGE_LOG` (default `info`), as text or JSON lines; text
+/// is coloured only on a terminal (a log file or a pipe gets no terminal codes).
 pub fn init_tracing(json: bool) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_env("STOWAGE_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();

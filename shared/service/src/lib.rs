@@ -19,6 +19,7 @@ pub use locks::LockSettings;
 pub use settings::Settings;
 pub use stowage::{
     ByteRange, ChecksumDeploy, ChecksumKind, Conditions, DeployRequest, Download, DownloadRequest,
-    GcReport, Item, ListPage, ListedPage, MAX_CHECKSUM_FILE, NodeFigures, Properties, Readiness,
-    RedirectPolicy, RelocateRequest, SessionStart, ShardsReport, StorageReport, Stowage, etag,
+    GcProgress, GcReport, Item, ListPage, ListedPage, MAX_CHECKSUM_FILE, NodeFigures, Properties,
+    Readiness, RedirectPolicy, RelocateRequest, SessionStart, ShardsReport, StorageReport, Stowage,
+    etag,
 };

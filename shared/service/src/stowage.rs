@@ -90,6 +90,22 @@ pub struct GcReport {
     pub balancing: Option<BalanceReport>,
 }
 
+/// How far a garbage collection got: the one running now on this node, and the last one
+/// that finished here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcProgress {
+    pub running: bool,
+    /// What the running collection is doing: `trash`, `binaries`, `orphans`, `uploads`,
+    /// `staging`, `balancing`.
+    pub phase: &'static str,
+    /// When it started (ms since the epoch, this node's clock).
+    pub started_ms: i64,
+    /// Its figures so far.
+    pub current: GcReport,
+    /// The last collection that finished on this node.
+    pub last: Option<GcReport>,
+}
+
 /// What opening an upload session gave.
 #[derive(Debug)]
 pub enum SessionStart {
@@ -191,6 +207,8 @@ pub struct Stowage {
     security: Arc<Security>,
     /// Downloads counted since the statistics were last written.
     downloads: Arc<stats::DownloadCounter>,
+    /// How far garbage collection got on this node.
+    gc_progress: std::sync::Mutex<GcProgress>,
 }
 
 impl Stowage {
@@ -228,6 +246,7 @@ impl Stowage {
             trash_retention: settings.trash_retention,
             orphan_grace: settings.orphan_grace,
             downloads: Arc::default(),
+            gc_progress: std::sync::Mutex::default(),
         };
         let guard: Arc<dyn TakeBack> = Arc::new(GuardedTakeBack {
             locks: stowage.locks.clone(),
@@ -807,11 +826,13 @@ impl Stowage {
                     Some(false) => {}
                     None => report.binaries_skipped += 1,
                 }
+                self.gc_reached("binaries", report);
             }
             if !removed_any {
                 break;
             }
         }
+        self.gc_reached("orphans", report);
         let mut objects = self.provider.list();
         while let Some(object) = objects.try_next().await? {
             if object.last_modified > cutoff {
@@ -835,15 +856,69 @@ impl Stowage {
             if removed {
                 report.orphans_removed += 1;
                 report.bytes_freed += object.size;
+                self.gc_reached("orphans", report);
             }
         }
         Ok(())
     }
 
+    /// How far garbage collection got on this node (the running one, and the last one; for
+    /// the CLI, which runs it, and [`Self::task_progress`]).
+    pub fn gc_progress(&self) -> GcProgress {
+        self.gc_progress
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
+    }
+
+    /// The progress of this node's long tasks (administrators only): garbage collection and,
+    /// on a sharded store, balancing.
+    pub fn task_progress(
+        &self,
+        caller: &Caller,
+    ) -> Result<(GcProgress, Option<stowage_core::sharding::BalanceProgress>)> {
+        self.security
+            .require_admin(caller, "read the progress of tasks")?;
+        Ok((self.gc_progress(), self.balance_progress()))
+    }
+
+    /// How far balancing got on this node, on a sharded store (for the CLI, which runs it).
+    pub fn balance_progress(&self) -> Option<stowage_core::sharding::BalanceProgress> {
+        self.sharding
+            .as_ref()
+            .map(ShardingProvider::balance_progress)
+    }
+
+    /// Notes how far the running collection got.
+    fn gc_reached(&self, phase: &'static str, report: &GcReport) {
+        if let Ok(mut progress) = self.gc_progress.lock() {
+            progress.phase = phase;
+            progress.current = report.clone();
+        }
+    }
+
     /// Removes what nothing refers to: trash older than its retention, binaries without
     /// artifacts or trash entries, and stored objects without a metadata row older than the
-    /// orphan grace period.
+    /// orphan grace period. Its progress is in [`Self::gc_progress`] meanwhile.
     pub async fn gc(&self) -> Result<GcReport> {
+        if let Ok(mut progress) = self.gc_progress.lock() {
+            progress.running = true;
+            progress.phase = "trash";
+            progress.started_ms = now_ms();
+            progress.current = GcReport::default();
+        }
+        let done = self.collect().await;
+        if let Ok(mut progress) = self.gc_progress.lock() {
+            progress.running = false;
+            progress.phase = "";
+            if let Ok(report) = &done {
+                progress.last = Some(report.clone());
+            }
+        }
+        done
+    }
+
+    async fn collect(&self) -> Result<GcReport> {
         let mut report = GcReport::default();
         // Also with the trash disabled: what it held before drains at its retention.
         let retention = i64::try_from(self.trash_retention.as_millis()).unwrap_or(i64::MAX);
@@ -851,6 +926,7 @@ impl Stowage {
             .metadata
             .empty_trash(Some(now_ms().saturating_sub(retention)))
             .await?;
+        self.gc_reached("binaries", &report);
         // One collection removes at a time (serve's task and `stowage gc` alike), counted
         // before it removes anything: what a deploy compares its witness with.
         self.under_lock_with(Self::gc_removals(), async |removal| {
@@ -858,7 +934,9 @@ impl Stowage {
             self.remove_unreferenced(removal, &mut report).await
         })
         .await?;
+        self.gc_reached("uploads", &report);
         (report.upload_sessions_expired, report.stale_uploads) = self.clean_uploads().await?;
+        self.gc_reached("staging", &report);
         // Staging older than any upload can take (temporary files on this node's disks,
         // staging objects of GCS and Azure) was left by a crash. A store that is away now is
         // swept by a later collection.
@@ -873,6 +951,7 @@ impl Stowage {
         }
         // As in Artifactory, balancing follows collection (which removed the copies that
         // need no balancing). A pass already running is left to finish.
+        self.gc_reached("balancing", &report);
         report.balancing = match self.balance().await {
             Err(Error::Conflict(reason)) => {
                 tracing::info!(%reason, "balancing after garbage collection skipped");

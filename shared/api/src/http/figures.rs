@@ -9,7 +9,7 @@ use stowage_core::eventual::QueueStats;
 use stowage_core::sharding::{BalanceProgress, BalanceReport, MountStatus};
 use stowage_core::{PresignedRequest, StaleUploads, UploadPlan};
 use stowage_metadata::cache::ArtifactCacheStats;
-use stowage_service::{GcReport, ShardsReport};
+use stowage_service::{GcProgress, GcReport, ShardsReport};
 
 /// The eventual queue (`eventualQueue`).
 pub fn queue(q: &QueueStats) -> Value {
@@ -77,7 +77,7 @@ fn mount(m: &MountStatus) -> Value {
     })
 }
 
-fn balance_progress(p: &BalanceProgress) -> Value {
+pub fn balance_progress(p: &BalanceProgress) -> Value {
     json!({
         "running": p.running,
         "current": p.current.as_ref().map(balance_report),
@@ -123,6 +123,17 @@ pub fn gc_report(r: &GcReport) -> Value {
 }
 
 /// How an upload session's client is to send its bytes (`upload`).
+/// How far garbage collection got on a node.
+pub fn gc_progress(p: &GcProgress) -> Value {
+    json!({
+        "running": p.running,
+        "phase": p.phase,
+        "startedAt": (p.started_ms > 0).then(|| super::json::iso(p.started_ms)),
+        "current": p.running.then(|| gc_report(&p.current)),
+        "last": p.last.as_ref().map(gc_report),
+    })
+}
+
 pub(crate) fn upload_plan(plan: &UploadPlan) -> Value {
     match plan {
         UploadPlan::Single { request } => json!({

@@ -126,6 +126,7 @@ pub fn router_for(state: AppState, part: Part) -> Router {
             .route("/api/system/storage/gc", post(system::gc))
             .route("/api/system/storage/optimize", post(system::optimize))
             .route("/api/system/cluster", get(system::cluster))
+            .route("/api/system/tasks", get(system::tasks))
             .route("/api/storageinfo", get(system::storage_info))
             .route("/api/repositories", get(system::list_repositories))
             .route(

@@ -33,6 +33,20 @@ pub(crate) async fn gc(
     Ok(Json(figures::gc_report(&report)).into_response())
 }
 
+/// `GET /api/system/tasks`: how far this node's long tasks got (garbage collection, and
+/// balancing on a sharded store).
+pub(crate) async fn tasks(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Result<Response, ApiError> {
+    let (gc, balancing) = state.stowage.task_progress(&caller)?;
+    Ok(Json(json!({
+        "gc": figures::gc_progress(&gc),
+        "balancing": balancing.as_ref().map(figures::balance_progress),
+    }))
+    .into_response())
+}
+
 /// `POST /api/system/storage/optimize` (Optimize System Storage): starts a balancing pass of
 /// the sharded store on the primary node and answers at once (202); its progress is in
 /// `/api/storageinfo` under `shards.balancing`.
