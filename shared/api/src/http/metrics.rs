@@ -77,10 +77,10 @@ struct RouteMetrics {
     bytes_out: Counter,
 }
 
-type RouteKey = (Method, u16);
+/// A route's metrics by method and status.
+type ByOutcome = HashMap<(Method, u16), Arc<RouteMetrics>>;
 
-static ROUTES: LazyLock<RwLock<HashMap<String, HashMap<RouteKey, Arc<RouteMetrics>>>>> =
-    LazyLock::new(RwLock::default);
+static ROUTES: LazyLock<RwLock<HashMap<String, ByOutcome>>> = LazyLock::new(RwLock::default);
 
 /// The metrics of `route`, `method` and `status`, registered the first time.
 fn route_metrics(route: &str, method: &Method, status: u16) -> Arc<RouteMetrics> {
