@@ -108,7 +108,11 @@ async fn metrics_count_deploys_dedup_redirects_and_cache_hits() {
     );
     let text = r.text().await.expect("text");
     let m = samples(&text);
-    assert_eq!(total(&m, "stowage_deploys_total", &[]), 3.0, "{text}");
+    assert_eq!(
+        total(&m, "stowage_deploys_total", &["via=\"stream\""]),
+        3.0,
+        "{text}"
+    );
     assert_eq!(total(&m, "stowage_dedup_total", &[]), 1.0, "{text}");
     assert_eq!(
         total(&m, "stowage_downloads_total", &["answer=\"redirect\""]),

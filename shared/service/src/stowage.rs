@@ -181,6 +181,10 @@ struct Admission {
     overwrite_refusal: Option<String>,
     /// Who deploys, for the audit trail.
     caller: Caller,
+    /// How the bytes came (`stream`: the request's body, through the filestore chain, or
+    /// `eventual` when a queue takes them; `checksum`: a deploy by checksum; `presigned`: an
+    /// upload session), for `stowage_deploys_total{via}`.
+    via: &'static str,
 }
 
 /// Stowage's operations over one provider chain and one metadata store.
@@ -391,7 +395,12 @@ impl Stowage {
                 "a file path is required after the repository key".into(),
             ));
         }
-        let admission = self.admission(caller, repo, path).await?;
+        let via = if self.eventual.is_some() {
+            "eventual"
+        } else {
+            "stream"
+        };
+        let admission = self.admission(caller, repo, path, via).await?;
         let stored = self
             .provider
             .put_opts(
@@ -430,11 +439,13 @@ impl Stowage {
         caller: &Caller,
         repo: &RepoKey,
         path: &ArtifactPath,
+        via: &'static str,
     ) -> Result<Admission> {
         Ok(Admission {
             overwrite_refusal: self.overwrite_refusal(caller, repo, path).await?,
             witness: self.gc_witness().await?,
             caller: caller.clone(),
+            via,
         })
     }
 
@@ -508,7 +519,7 @@ impl Stowage {
                 ));
             }
         };
-        let admission = self.admission(caller, repo, path).await?;
+        let admission = self.admission(caller, repo, path, "checksum").await?;
         let unknown = || Error::NotFound {
             what: "a stored binary with the given checksum (deploy the bytes instead)".into(),
         };
@@ -550,6 +561,7 @@ impl Stowage {
             witness,
             overwrite_refusal,
             caller,
+            via,
         } = admission;
         let conditions = request.conditions;
         let new = NewArtifact {
@@ -595,7 +607,7 @@ impl Stowage {
                 self.metadata.commit_artifact(&new).await
             })
             .await?;
-        metrics::counter!("stowage_deploys_total").increment(1);
+        metrics::counter!("stowage_deploys_total", "via" => via).increment(1);
         // An overwrite keeps the file's creation time (also when the bytes were the same).
         let action = if record.created_ms == record.modified_ms {
             "deploy"

@@ -50,7 +50,7 @@ impl Stowage {
         }
         let by = caller.name.as_str();
         let uploads = self.uploads()?;
-        let admission = self.admission(caller, repo, path).await?;
+        let admission = self.admission(caller, repo, path, "presigned").await?;
         // Recorded without its bytes only for a caller that can read them already (as a
         // deploy by checksum): anyone else sends them.
         let known = match self
@@ -152,7 +152,9 @@ impl Stowage {
                     session.path.as_str(),
                 )
                 .await?;
-            let admission = self.admission(caller, &session.repo, &session.path).await?;
+            let admission = self
+                .admission(caller, &session.repo, &session.path, "presigned")
+                .await?;
             if session.expires_ms < now_ms() {
                 self.end_session(uploads, &session).await?;
                 return Err(Error::Conflict(format!(
