@@ -72,13 +72,27 @@ impl Metadata {
             );
             self.execute_in_scope(&mut tx, sql, repo, path).await?;
         }
-        self.execute_in_scope(
-            &mut tx,
-            format!("DELETE FROM artifacts WHERE {scope}"),
-            repo,
-            path,
-        )
-        .await?;
+        let deleted = self
+            .execute_in_scope(
+                &mut tx,
+                format!("DELETE FROM artifacts WHERE {scope}"),
+                repo,
+                path,
+            )
+            .await?;
+        if deleted != files {
+            // A file arrived where no folder row orders it with this delete (the repository's
+            // root) after the checks: it was not checked, so nothing goes (the transaction
+            // rolls back) and the caller retries.
+            return Err(Error::Metadata {
+                source: format!(
+                    "{repo}/{path} changed while it was being deleted ({files} files checked, \
+                     {deleted} found); retry"
+                )
+                .into(),
+                retryable: true,
+            });
+        }
         let folders = self.delete_folders_at(&mut tx, repo, path).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(TakenOut { files, folders })
