@@ -951,3 +951,39 @@ async fn the_folders_migration_finds_the_folders_of_existing_artifacts() {
     assert_eq!(names(&root), [("top", false), ("x", true)]);
     assert_eq!(meta.storage_summary().await.expect("s").folders_count, 3);
 }
+
+/// Moving a folder onto a folder above it, when its names repeat below it, would overwrite
+/// files still to be moved: refused, nothing changed.
+#[tokio::test]
+async fn a_move_whose_targets_land_inside_its_source_is_refused() {
+    let (_dir, meta) = fresh().await;
+    let r = RepoKey::parse("r").expect("key");
+    meta.put_repository(&repo("r")).await.expect("create");
+    for (path, bytes) in [("m/b/x", b"1"), ("m/b/b/x", b"2")] {
+        meta.commit_artifact(&artifact("r", path, bytes))
+            .await
+            .expect("deploy");
+    }
+    let moved = meta
+        .relocate(&Relocation {
+            src_repo: &r,
+            src: &p("m/b"),
+            dst_repo: &r,
+            dst: &p("m"),
+            by: "admin",
+            copy: false,
+            dry: false,
+            check_source: &|_, _| Ok(()),
+            check_target: &|_, _| Ok(()),
+            check_overwrite: &|_, _| Ok(()),
+        })
+        .await;
+    assert!(matches!(moved, Err(Error::InvalidInput(_))), "{moved:?}");
+    for (path, bytes) in [("m/b/x", b"1"), ("m/b/b/x", b"2")] {
+        assert_eq!(
+            sha_of(&meta, "r", path).await,
+            sha(bytes),
+            "{path} unchanged"
+        );
+    }
+}

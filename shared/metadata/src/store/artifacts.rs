@@ -386,18 +386,29 @@ impl Metadata {
                 what: format!("{src_repo}/{src}"),
             });
         }
-        // Where an entry at `old` (the source or below it) goes.
+        // Where an entry at `old` (the source or below it) goes. A target inside the source
+        // (moving a folder onto a folder above it whose names repeat) would overwrite what is
+        // still to be moved: refused.
         let target_of = |old: &str| -> Result<ArtifactPath> {
             let rest = old
                 .get(src.as_str().len()..)
                 .unwrap_or_default()
                 .trim_start_matches('/');
-            match (dst.is_root(), rest.is_empty()) {
+            let target = match (dst.is_root(), rest.is_empty()) {
                 (_, true) if dst.is_root() => ArtifactPath::parse(src.name()),
                 (_, true) => Ok(dst.clone()),
                 (true, false) => ArtifactPath::parse(rest),
                 (false, false) => ArtifactPath::parse(&format!("{dst}/{rest}")),
+            }?;
+            if src_repo == dst_repo && !src.is_root() && within(&target, src) {
+                return Err(Error::InvalidInput(format!(
+                    "cannot {} {src_repo}/{src} to {dst_repo}/{dst}: {old} would land on \
+                     {target}, inside what is being {}",
+                    if copy { "copy" } else { "move" },
+                    if copy { "copied" } else { "moved" }
+                )));
             }
+            Ok(target)
         };
         // The folders first, outermost first, with their properties: empty ones move too.
         for folder in &folders {
