@@ -12,7 +12,8 @@
 //!   (1,000,000), each by a fresh server: time, bytes, and the server's peak RSS (VmHWM)
 //!   before and after, which must stay flat; and the (not deep) list of `lib/sub0`, whose
 //!   100,000 files are direct children;
-//! - the delete of `lib/sub9` (100,000 files, to the trash) by a fresh server.
+//! - the delete of `lib/sub9` (100,000 files, to the trash) and the move of `lib/sub8`, each
+//!   by a fresh server.
 //!
 //! Rows are seeded straight into the database (a million deploys would take an hour): one
 //! binary, the artifacts and their folders, as deploys would have recorded them.
@@ -397,6 +398,33 @@ async fn engine(name: &str, url: &str, dir: &Path, args: &BenchListingsArgs) -> 
     }
     println!(
         "  delete of lib/sub9 ({} files, to the trash): {seconds:.2} s, {:.0} files/s; server peak RSS +{:.1} MiB",
+        args.per_folder,
+        args.per_folder as f64 / seconds,
+        hwm_after.saturating_sub(hwm_before) as f64 / 1024.0
+    );
+    // A folder move, a page of files at a time.
+    let server = start_server(&data_dir, Some(&config)).await?;
+    let pid = pid_of(&server)?;
+    let hwm_before = rss_kib(pid, "VmHWM:").unwrap_or(0);
+    let url = format!("{}/api/move/big/lib/sub8?to=/big/moved", server.base);
+    let t = Instant::now();
+    let r = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .map_err(|e| Error::Unavailable(format!("bench-listings: {url}: {e}")))?;
+    let seconds = t.elapsed().as_secs_f64();
+    let hwm_after = rss_kib(pid, "VmHWM:").unwrap_or(0);
+    stop(server).await;
+    if !r.status().is_success() {
+        return Err(Error::Unavailable(format!(
+            "bench-listings: the move answered {}",
+            r.status()
+        )));
+    }
+    println!(
+        "  move of lib/sub8 ({} files): {seconds:.2} s, {:.0} files/s; server peak RSS +{:.1} MiB",
         args.per_folder,
         args.per_folder as f64 / seconds,
         hwm_after.saturating_sub(hwm_before) as f64 / 1024.0

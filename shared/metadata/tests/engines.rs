@@ -987,3 +987,68 @@ async fn a_move_whose_targets_land_inside_its_source_is_refused() {
         );
     }
 }
+
+/// A move of more files than a page: every file lands with its own bytes and properties, an
+/// overwrite on the second page takes the moved bytes, nothing is left at the source.
+#[tokio::test]
+async fn a_move_of_many_files_goes_page_by_page_and_loses_nothing() {
+    let (_dir, meta) = fresh().await;
+    let r = RepoKey::parse("r").expect("key");
+    meta.put_repository(&repo("r")).await.expect("create");
+    const FILES: usize = 1_500;
+    for i in 0..FILES {
+        let mut new = artifact(
+            "r",
+            &format!("src/d{}/f{i:05}", i % 7),
+            format!("{i}").as_bytes(),
+        );
+        new.properties = vec![("n".into(), i.to_string())];
+        meta.commit_artifact(&new).await.expect("deploy");
+    }
+    // Already at a target, with other bytes (past the first page of 1,000).
+    meta.commit_artifact(&artifact("r", "dst/d4/f01201", b"old"))
+        .await
+        .expect("deploy");
+    let moved = meta
+        .relocate(&Relocation {
+            src_repo: &r,
+            src: &p("src"),
+            dst_repo: &r,
+            dst: &p("dst"),
+            by: "admin",
+            copy: false,
+            dry: false,
+            check_source: &|_, _| Ok(()),
+            check_target: &|_, _| Ok(()),
+            check_overwrite: &|_, _| Ok(()),
+        })
+        .await
+        .expect("move");
+    assert_eq!(moved, FILES as u64);
+    for i in [0, 999, 1000, 1201, FILES - 1] {
+        let path = format!("dst/d{}/f{i:05}", i % 7);
+        assert_eq!(
+            sha_of(&meta, "r", &path).await,
+            sha(format!("{i}").as_bytes()),
+            "{path}"
+        );
+        let record = meta
+            .artifact(&r, &p(&path))
+            .await
+            .expect("q")
+            .expect("moved");
+        assert_eq!(
+            meta.properties(record.id).await.expect("props"),
+            [("n".to_string(), i.to_string())],
+            "{path}"
+        );
+    }
+    assert!(
+        meta.folder(&repo("r"), &p("src"))
+            .await
+            .expect("q")
+            .is_none()
+    );
+    let summary = meta.storage_summary().await.expect("summary");
+    assert_eq!(summary.artifacts_count, FILES as u64);
+}

@@ -601,6 +601,7 @@ mod audit;
 mod binaries;
 mod cluster;
 mod folders;
+mod relocate;
 mod repositories;
 mod security;
 mod summaries;

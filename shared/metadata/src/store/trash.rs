@@ -183,26 +183,6 @@ impl Metadata {
         }
     }
 
-    /// Deletes one artifact row with its properties and download statistics, in `tx`.
-    pub(super) async fn delete_artifact_row(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        id: i64,
-    ) -> Result<()> {
-        for sql in [
-            "DELETE FROM artifact_properties WHERE artifact_id = ?",
-            "DELETE FROM download_stats WHERE artifact_id = ?",
-            "DELETE FROM artifacts WHERE id = ?",
-        ] {
-            sqlx::query(self.sql(sql))
-                .bind(id)
-                .execute(&mut **tx)
-                .await
-                .map_err(db_err)?;
-        }
-        Ok(())
-    }
-
     /// Everything in the trash, newest deletion first.
     pub async fn trash_list(&self) -> Result<Vec<TrashRecord>> {
         let rows =
