@@ -8,7 +8,9 @@ project's own rules beside `terraform fmt -check` and checkov:
      encryption configuration;
   4. every CloudWatch log group has a retention;
   5. every example defines each output that README.md's deploy steps read
-     (`terraform output [-raw|-json] NAME`), so those steps work whichever example is applied.
+     (`terraform output [-raw|-json] NAME`), so those steps work whichever example is applied;
+  6. a configuration that creates the HTTP API and the database also has CloudWatch alarms on
+     the API's 5xx answers and on the database's connections.
 
 Usage: structure.py [DIR]   (default: the terraform/ directory this file is in)
        structure.py --self-test   (proves each rule fails on a bad sample)
@@ -110,6 +112,16 @@ def check(files):
                 problems.append(f"{name}: the public access block of aws_s3_bucket.{rname} does not set {', '.join(off)} = true")
         if not referencing("aws_s3_bucket_server_side_encryption_configuration", rname):
             problems.append(f"{name}: aws_s3_bucket.{rname} has no aws_s3_bucket_server_side_encryption_configuration")
+
+    types = {rtype for _, kind, rtype, _, _ in resources if kind == "resource"}
+    alarmed = {
+        unquote(first(body, "metric_name"))
+        for _, kind, rtype, _, body in resources
+        if kind == "resource" and rtype == "aws_cloudwatch_metric_alarm"
+    }
+    for creates, metric in (("aws_apigatewayv2_api", "5xx"), ("aws_rds_cluster", "DatabaseConnections")):
+        if creates in types and metric not in alarmed:
+            problems.append(f"{creates} is created with no aws_cloudwatch_metric_alarm on {metric}")
     return problems
 
 
@@ -154,6 +166,7 @@ BAD = {
     "star.tf": 'locals {\n  acts = ["s3:*"]\n}\ndata "aws_iam_policy_document" "p" {\n  statement {\n    actions   = ["*"]\n    resources = ["arn:aws:s3:::b/*"]\n  }\n}\n',
     "open.tf": 'resource "aws_s3_bucket" "b" {\n  bucket = "b"\n}\nresource "aws_s3_bucket_public_access_block" "b" {\n  bucket = aws_s3_bucket.b.id\n  block_public_acls = true\n}\n',
     "logs.tf": 'resource "aws_cloudwatch_log_group" "g" {\n  name = "g"\n}\n',
+    "unwatched.tf": 'resource "aws_apigatewayv2_api" "a" {\n  name = "a"\n}\nresource "aws_rds_cluster" "d" {\n  engine = "aurora-postgresql"\n}\n',
 }
 
 
@@ -163,6 +176,7 @@ def self_test():
         "star.tf": ["grants the action 's3:*'", "grants the action '*'"],
         "open.tf": ["does not set block_public_policy", "has no aws_s3_bucket_server_side_encryption_configuration"],
         "logs.tf": ["has no retention_in_days"],
+        "unwatched.tf": ["no aws_cloudwatch_metric_alarm on 5xx", "no aws_cloudwatch_metric_alarm on DatabaseConnections"],
     }
     failed = False
     readme = "API=$(terraform output -raw api_url)\nterraform output -json bucket_names\n"

@@ -182,6 +182,17 @@ async fn readiness_follows_the_database() {
     let (status, body) = ready().await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["checks"]["database"], "OK");
+    // The container's health check is readiness.
+    let healthy = || async {
+        tokio::process::Command::new(stowage_tests::stowage_bin())
+            .args(["healthcheck", "--listen", &s.addr()])
+            .output()
+            .await
+            .expect("run healthcheck")
+            .status
+            .success()
+    };
+    assert!(healthy().await, "healthy while the database answers");
     // Liveness stays what it was; readiness turns 503 and names the database.
     proxy.go_down();
     // The cut reaches the open connections as the proxy's tasks run.
@@ -192,6 +203,7 @@ async fn readiness_follows_the_database() {
     assert_eq!(body["checks"]["backend"], "OK");
     let ping = reqwest::get(s.url("/api/system/ping")).await.expect("ping");
     assert_eq!(ping.status(), StatusCode::OK);
+    assert!(!healthy().await, "unhealthy while the database is away");
     proxy.come_back();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -47,8 +47,8 @@ enum Command {
     /// Bring every binary of a sharded filestore back to its redundancy, offline (while the
     /// server runs, use `POST /api/system/storage/optimize`).
     Balance(ConfigArgs),
-    /// Exit 0 if the server on STOWAGE_LISTEN (or --listen) answers its ping: a container
-    /// health check.
+    /// Exit 0 if the server on STOWAGE_LISTEN (or --listen) is ready (its database, backend,
+    /// locks and queue answer): a container health check.
     Healthcheck(ConfigArgs),
     /// Manage users (as the administrator, with the database's credentials).
     #[command(subcommand)]

@@ -162,8 +162,9 @@ pub fn main(part: Part) -> ExitCode {
 }
 
 /// `<binary> healthcheck`: asks the server on `listen` (a wildcard address means this host)
-/// for its ping; exit status 0 when it answers 200. For container health checks in images that
-/// carry no HTTP client.
+/// whether it is ready (`/api/v1/system/readiness`: the database, the backend, the locks, the
+/// queue); exit status 0 when it answers 200. For container health checks in images that carry
+/// no HTTP client: a node whose database is away is taken out of service.
 pub fn healthcheck(listen: &str) -> ExitCode {
     use std::io::{Read, Write};
     let target = match listen.parse::<std::net::SocketAddr>() {
@@ -178,10 +179,11 @@ pub fn healthcheck(listen: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let timeout = std::time::Duration::from_secs(3);
+    // Readiness gives each part 2 s.
+    let timeout = std::time::Duration::from_secs(4);
     let answer = std::net::TcpStream::connect_timeout(&target, timeout).and_then(|mut stream| {
         stream.set_read_timeout(Some(timeout))?;
-        stream.write_all(b"GET /api/system/ping HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        stream.write_all(b"GET /api/v1/system/readiness HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
         let mut head = [0u8; 12];
         stream.read_exact(&mut head)?;
         Ok(head)

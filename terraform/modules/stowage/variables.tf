@@ -308,3 +308,21 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "alarm_actions" {
+  description = "ARNs notified when an alarm fires or clears (an SNS topic, say); empty: the alarms only show in the CloudWatch console."
+  type        = list(string)
+  default     = []
+}
+
+variable "alarm_5xx_per_5_minutes" {
+  description = "5xx answers of the HTTP API in 5 minutes above which the api-5xx alarm fires."
+  type        = number
+  default     = 10
+}
+
+variable "alarm_database_connections" {
+  description = "Connections to the metadata database above which the database-connections alarm fires: keep it below the engine's max_connections, which functions × database_pool_size must not reach."
+  type        = number
+  default     = 400
+}
