@@ -184,7 +184,7 @@ impl Metadata {
             .map(|(_, t)| t.as_str().to_string())
             .collect();
         // A file may not land where a folder is, nor below a file.
-        let folder_clash = self.paths_in(tx, "folders", dst_repo, &targets).await?;
+        let folder_clash = self.recorded_in(tx, "folders", dst_repo, &targets).await?;
         if let Some(folder) = folder_clash.keys().next() {
             return Err(Error::Conflict(format!(
                 "cannot deploy {dst_repo}/{folder}: it is a folder; delete the folder first"
@@ -195,12 +195,14 @@ impl Metadata {
         self.check_no_file_at(tx, dst_repo, &above, &format!("deploy into {dst_repo}"))
             .await?;
         // Overwrites of other bytes need their own permission and may not touch released files.
-        let existing = self.paths_in(tx, "artifacts", dst_repo, &targets).await?;
+        let existing = self
+            .recorded_in(tx, "artifacts", dst_repo, &targets)
+            .await?;
         for (row, target) in &sources {
             let sha256: String = row.try_get("sha256").map_err(db_err)?;
             if existing
                 .get(target.as_str())
-                .is_some_and(|current| *current != sha256)
+                .is_some_and(|(_, current)| *current != sha256)
             {
                 dst_immutable.allow_path(dst_repo, target, "overwritten")?;
                 check_overwrite(dst_repo, target.as_str())?;
@@ -246,11 +248,13 @@ impl Metadata {
         }
         query.execute(&mut **tx).await.map_err(db_err)?;
         // Each target gets its source's properties, and only those.
-        let ids = self.ids_in(tx, dst_repo, &targets).await?;
+        let ids = self
+            .recorded_in(tx, "artifacts", dst_repo, &targets)
+            .await?;
         let mut pairs = Vec::with_capacity(sources.len());
         for (row, target) in &sources {
             let from: i64 = row.try_get("id").map_err(db_err)?;
-            let to = *ids
+            let (to, _) = *ids
                 .get(target.as_str())
                 .ok_or_else(|| corrupt("moved artifact", target.as_str()))?;
             pairs.push((from, to));
@@ -305,18 +309,19 @@ impl Metadata {
         Ok(())
     }
 
-    /// Of `paths`, those recorded in `table` (`artifacts` or `folders`) of `repo`, each with
-    /// its SHA-256 (folders: empty).
-    async fn paths_in(
+    /// Of `paths`, those recorded in `table` (`artifacts` or `folders`) of `repo`: each with
+    /// its row's id and SHA-256 (folders: empty).
+    async fn recorded_in(
         &self,
         tx: &mut Transaction<'static, Any>,
         table: &'static str,
         repo: &RepoKey,
         paths: &[String],
-    ) -> Result<HashMap<String, String>> {
+    ) -> Result<HashMap<String, (i64, String)>> {
         let column = if table == "artifacts" { "sha256" } else { "''" };
         let sql = format!(
-            "SELECT path, {column} AS sha256 FROM {table} WHERE repo_key = ? AND path IN ({})",
+            "SELECT id, path, {column} AS sha256 FROM {table} WHERE repo_key = ? \
+             AND path IN ({})",
             vec!["?"; paths.len()].join(", ")
         );
         let mut query = sqlx::query(self.sql_built(sql)).bind(repo.as_str().to_string());
@@ -331,36 +336,10 @@ impl Metadata {
             .map(|row| {
                 Ok((
                     row.try_get("path").map_err(db_err)?,
-                    row.try_get("sha256").map_err(db_err)?,
-                ))
-            })
-            .collect()
-    }
-
-    /// The ids of the artifacts at `paths` in `repo`, by path.
-    async fn ids_in(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        repo: &RepoKey,
-        paths: &[String],
-    ) -> Result<HashMap<String, i64>> {
-        let sql = format!(
-            "SELECT id, path FROM artifacts WHERE repo_key = ? AND path IN ({})",
-            vec!["?"; paths.len()].join(", ")
-        );
-        let mut query = sqlx::query(self.sql_built(sql)).bind(repo.as_str().to_string());
-        for path in paths {
-            query = query.bind(path.clone());
-        }
-        query
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(db_err)?
-            .iter()
-            .map(|row| {
-                Ok((
-                    row.try_get("path").map_err(db_err)?,
-                    row.try_get("id").map_err(db_err)?,
+                    (
+                        row.try_get("id").map_err(db_err)?,
+                        row.try_get("sha256").map_err(db_err)?,
+                    ),
                 ))
             })
             .collect()
