@@ -297,6 +297,36 @@ async fn list(
     Ok((bytes, seconds, before, after))
 }
 
+/// One call that changes a folder, by a fresh server: (seconds, peak RSS growth in KiB).
+async fn timed_change(
+    data_dir: &Path,
+    config: &Path,
+    method: reqwest::Method,
+    path: &str,
+) -> Result<(f64, u64), Error> {
+    let server = start_server(data_dir, Some(config)).await?;
+    let pid = pid_of(&server)?;
+    let hwm_before = rss_kib(pid, "VmHWM:").unwrap_or(0);
+    let url = format!("{}{path}", server.base);
+    let t = Instant::now();
+    let r = reqwest::Client::new()
+        .request(method, &url)
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .map_err(|e| Error::Unavailable(format!("bench-listings: {url}: {e}")))?;
+    let seconds = t.elapsed().as_secs_f64();
+    let hwm_after = rss_kib(pid, "VmHWM:").unwrap_or(0);
+    stop(server).await;
+    if !r.status().is_success() {
+        return Err(Error::Unavailable(format!(
+            "bench-listings: {url} answered {}",
+            r.status()
+        )));
+    }
+    Ok((seconds, hwm_after.saturating_sub(hwm_before)))
+}
+
 async fn engine(name: &str, url: &str, dir: &Path, args: &BenchListingsArgs) -> Result<(), Error> {
     println!("{name}:");
     seed(url, args.per_folder).await?;
@@ -374,61 +404,29 @@ async fn engine(name: &str, url: &str, dir: &Path, args: &BenchListingsArgs) -> 
             hwm_after.saturating_sub(hwm_before) as f64 / 1024.0
         );
     }
-    // A folder delete: its files to the trash by statements over the folder, its files
-    // checked a page at a time.
-    let server = start_server(&data_dir, Some(&config)).await?;
-    let pid = pid_of(&server)?;
-    let hwm_before = rss_kib(pid, "VmHWM:").unwrap_or(0);
-    let url = format!("{}/big/lib/sub9", server.base);
-    let t = Instant::now();
-    let r = reqwest::Client::new()
-        .delete(&url)
-        .bearer_auth(&server.token)
-        .send()
-        .await
-        .map_err(|e| Error::Unavailable(format!("bench-listings: {url}: {e}")))?;
-    let seconds = t.elapsed().as_secs_f64();
-    let hwm_after = rss_kib(pid, "VmHWM:").unwrap_or(0);
-    stop(server).await;
-    if r.status().as_u16() != 204 {
-        return Err(Error::Unavailable(format!(
-            "bench-listings: the delete answered {}",
-            r.status()
-        )));
+    // A folder delete (to the trash, by statements over the folder, its files checked a
+    // page at a time) and a folder move (a page of files at a time).
+    let changes = [
+        (
+            "delete of lib/sub9",
+            reqwest::Method::DELETE,
+            "/big/lib/sub9",
+        ),
+        (
+            "move of lib/sub8",
+            reqwest::Method::POST,
+            "/api/move/big/lib/sub8?to=/big/moved",
+        ),
+    ];
+    for (what, method, path) in changes {
+        let (seconds, grown) = timed_change(&data_dir, &config, method, path).await?;
+        println!(
+            "  {what} ({} files): {seconds:.2} s, {:.0} files/s; server peak RSS +{:.1} MiB",
+            args.per_folder,
+            args.per_folder as f64 / seconds,
+            grown as f64 / 1024.0
+        );
     }
-    println!(
-        "  delete of lib/sub9 ({} files, to the trash): {seconds:.2} s, {:.0} files/s; server peak RSS +{:.1} MiB",
-        args.per_folder,
-        args.per_folder as f64 / seconds,
-        hwm_after.saturating_sub(hwm_before) as f64 / 1024.0
-    );
-    // A folder move, a page of files at a time.
-    let server = start_server(&data_dir, Some(&config)).await?;
-    let pid = pid_of(&server)?;
-    let hwm_before = rss_kib(pid, "VmHWM:").unwrap_or(0);
-    let url = format!("{}/api/move/big/lib/sub8?to=/big/moved", server.base);
-    let t = Instant::now();
-    let r = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(&server.token)
-        .send()
-        .await
-        .map_err(|e| Error::Unavailable(format!("bench-listings: {url}: {e}")))?;
-    let seconds = t.elapsed().as_secs_f64();
-    let hwm_after = rss_kib(pid, "VmHWM:").unwrap_or(0);
-    stop(server).await;
-    if !r.status().is_success() {
-        return Err(Error::Unavailable(format!(
-            "bench-listings: the move answered {}",
-            r.status()
-        )));
-    }
-    println!(
-        "  move of lib/sub8 ({} files): {seconds:.2} s, {:.0} files/s; server peak RSS +{:.1} MiB",
-        args.per_folder,
-        args.per_folder as f64 / seconds,
-        hwm_after.saturating_sub(hwm_before) as f64 / 1024.0
-    );
     Ok(())
 }
 

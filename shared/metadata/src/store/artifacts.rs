@@ -4,12 +4,24 @@ use super::*;
 
 /// Which entries a property belongs to.
 #[derive(Debug, Clone, Copy)]
-enum PropertyTable {
+pub(super) enum PropertyTable {
     Artifact,
     Folder,
 }
 
 impl PropertyTable {
+    fn select(self) -> &'static str {
+        match self {
+            Self::Artifact => {
+                "SELECT name, value FROM artifact_properties WHERE artifact_id = ? \
+                 ORDER BY name, value"
+            }
+            Self::Folder => {
+                "SELECT name, value FROM folder_properties WHERE folder_id = ? ORDER BY name, value"
+            }
+        }
+    }
+
     fn delete_named(self) -> &'static str {
         match self {
             Self::Artifact => "DELETE FROM artifact_properties WHERE artifact_id = ? AND name = ?",
@@ -261,13 +273,22 @@ impl Metadata {
         conn: &mut sqlx::AnyConnection,
         artifact_id: i64,
     ) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query(self.sql(
-            "SELECT name, value FROM artifact_properties WHERE artifact_id = ? ORDER BY name, value",
-        ))
-        .bind(artifact_id)
-        .fetch_all(conn)
-        .await
-        .map_err(db_err)?;
+        self.read_properties_of(conn, PropertyTable::Artifact, artifact_id)
+            .await
+    }
+
+    /// The properties of an artifact's or a folder's row `id`, sorted, on `conn`.
+    pub(super) async fn read_properties_of(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        table: PropertyTable,
+        id: i64,
+    ) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(self.sql(table.select()))
+            .bind(id)
+            .fetch_all(conn)
+            .await
+            .map_err(db_err)?;
         rows.iter()
             .map(|r| {
                 Ok((

@@ -348,21 +348,9 @@ impl Metadata {
 
     /// A folder's properties, sorted.
     pub async fn folder_properties(&self, folder_id: i64) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query(self.sql(
-            "SELECT name, value FROM folder_properties WHERE folder_id = ? ORDER BY name, value",
-        ))
-        .bind(folder_id)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("name").map_err(db_err)?,
-                    r.try_get("value").map_err(db_err)?,
-                ))
-            })
-            .collect()
+        let mut conn = self.reader.acquire().await.map_err(db_err)?;
+        self.read_properties_of(&mut conn, artifacts::PropertyTable::Folder, folder_id)
+            .await
     }
 
     /// Locks the folder rows at `path` and below it until `tx` ends, outermost first (the
@@ -429,25 +417,14 @@ impl Metadata {
         repo: &RepoKey,
         path: &ArtifactPath,
     ) -> Result<u64> {
-        let (lo, hi) = below(path.as_str());
-        let mut deleted = 0;
-        for sql in [
-            "DELETE FROM folder_properties WHERE folder_id IN (SELECT id FROM folders \
-             WHERE repo_key = ? AND (path = ? OR (path >= ? AND path < ?) OR ? = ''))",
-            "DELETE FROM folders WHERE repo_key = ? \
-             AND (path = ? OR (path >= ? AND path < ?) OR ? = '')",
-        ] {
-            deleted = sqlx::query(self.sql(sql))
-                .bind(repo.as_str())
-                .bind(path.as_str())
-                .bind(&lo)
-                .bind(&hi)
-                .bind(path.as_str())
-                .execute(&mut **tx)
-                .await
-                .map_err(db_err)?
-                .rows_affected();
-        }
+        let scope = "repo_key = ? AND (path = ? OR (path >= ? AND path < ?) OR ? = '')";
+        let sql = format!(
+            "DELETE FROM folder_properties WHERE folder_id IN (SELECT id FROM folders WHERE {scope})"
+        );
+        self.execute_in_scope(tx, sql, repo, path).await?;
+        let deleted = self
+            .execute_in_scope(tx, format!("DELETE FROM folders WHERE {scope}"), repo, path)
+            .await?;
         Ok(deleted)
     }
 }

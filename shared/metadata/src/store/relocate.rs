@@ -259,53 +259,53 @@ impl Metadata {
                 .ok_or_else(|| corrupt("moved artifact", target.as_str()))?;
             pairs.push((from, to));
         }
-        let listed = |n: usize| vec!["?"; n].join(", ");
-        let sql = format!(
-            "DELETE FROM artifact_properties WHERE artifact_id IN ({})",
-            listed(pairs.len())
-        );
-        let mut query = sqlx::query(self.sql_built(sql));
-        for (_, to) in &pairs {
-            query = query.bind(*to);
-        }
-        query.execute(&mut **tx).await.map_err(db_err)?;
+        let (sources, targets): (Vec<i64>, Vec<i64>) = pairs.iter().copied().unzip();
+        self.delete_where_in(tx, "artifact_properties", "artifact_id", &targets)
+            .await?;
         let sql = format!(
             "INSERT INTO artifact_properties (artifact_id, name, value) \
              SELECT CASE artifact_id {} END, name, value FROM artifact_properties \
              WHERE artifact_id IN ({})",
             vec!["WHEN ? THEN ?"; pairs.len()].join(" "),
-            listed(pairs.len())
+            vec!["?"; pairs.len()].join(", ")
         );
         let mut query = sqlx::query(self.sql_built(sql));
         for (from, to) in &pairs {
             query = query.bind(*from).bind(*to);
         }
-        for (from, _) in &pairs {
+        for from in &sources {
             query = query.bind(*from);
         }
         query.execute(&mut **tx).await.map_err(db_err)?;
         if !copy {
-            for table in ["artifact_properties", "download_stats"] {
-                let sql = format!(
-                    "DELETE FROM {table} WHERE artifact_id IN ({})",
-                    listed(pairs.len())
-                );
-                let mut query = sqlx::query(self.sql_built(sql));
-                for (from, _) in &pairs {
-                    query = query.bind(*from);
-                }
-                query.execute(&mut **tx).await.map_err(db_err)?;
+            for (table, column) in [
+                ("artifact_properties", "artifact_id"),
+                ("download_stats", "artifact_id"),
+                ("artifacts", "id"),
+            ] {
+                self.delete_where_in(tx, table, column, &sources).await?;
             }
-            let sql = format!(
-                "DELETE FROM artifacts WHERE id IN ({})",
-                listed(pairs.len())
-            );
-            let mut query = sqlx::query(self.sql_built(sql));
-            for (from, _) in &pairs {
-                query = query.bind(*from);
-            }
-            query.execute(&mut **tx).await.map_err(db_err)?;
         }
+        Ok(())
+    }
+
+    /// Deletes the rows of `table` whose `column` is one of `ids`, in `tx`.
+    async fn delete_where_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        table: &'static str,
+        column: &'static str,
+        ids: &[i64],
+    ) -> Result<()> {
+        let sql = format!(
+            "DELETE FROM {table} WHERE {column} IN ({})",
+            vec!["?"; ids.len()].join(", ")
+        );
+        let mut query = sqlx::query(self.sql_built(sql));
+        for id in ids {
+            query = query.bind(*id);
+        }
+        query.execute(&mut **tx).await.map_err(db_err)?;
         Ok(())
     }
 

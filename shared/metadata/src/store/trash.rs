@@ -100,7 +100,7 @@ impl Metadata {
 
     /// Runs `sql`, whose five placeholders are a repository and the file-or-folder scope of
     /// `path` (`repo_key = ? AND (path = ? OR (path >= ? AND path < ?) OR ? = '')`), in `tx`.
-    async fn execute_in_scope(
+    pub(super) async fn execute_in_scope(
         &self,
         tx: &mut Transaction<'static, Any>,
         sql: String,
