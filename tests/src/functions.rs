@@ -235,6 +235,30 @@ impl Deployment {
         format!("{}{path}", f.base)
     }
 
+    /// Invokes `function` with `event` the way a schedule or `aws lambda invoke` does (the
+    /// Invoke API of the function's emulator): Lambda mode only. The status and the body.
+    pub async fn invoke(&self, function: &str, event: &serde_json::Value) -> (u16, String) {
+        let f = self
+            .functions
+            .iter()
+            .find(|f| f.name == function)
+            .unwrap_or_else(|| panic!("no function {function}"));
+        let watch = f.watch.as_ref().expect("invoke needs Lambda mode");
+        let url = format!(
+            "http://127.0.0.1:{}/2015-03-31/functions/{function}/invocations",
+            watch.port
+        );
+        let answer = reqwest::Client::new()
+            .post(&url)
+            .json(event)
+            .timeout(Duration::from_secs(120))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("invoke {function}: {e}"));
+        let status = answer.status().as_u16();
+        (status, answer.text().await.unwrap_or_default())
+    }
+
     /// Each function's cold start: from spawning the process to the first answer of its ping
     /// (through the emulator in Lambda mode).
     pub fn cold_starts(&self) -> Vec<(&'static str, Duration)> {

@@ -272,6 +272,8 @@ async fn functions_answer_alike_under_lambda_and_in_containers() {
                 ("STOWAGE_S3_PATH", "binaries"),
                 ("STOWAGE_BASE_URL", "https://artifacts.example.com"),
                 ("STOWAGE_LOG", "info"),
+                // Scheduled maintenance below collects a binary deployed a moment before.
+                ("STOWAGE_CONFIG_TOML", "[gc]\norphan_grace_secs = 0\n"),
             ]
             .map(|(k, v)| (k.to_string(), v.to_string())),
         );
@@ -619,6 +621,63 @@ async fn functions_answer_alike_under_lambda_and_in_containers() {
         .await;
         assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     }
+
+    // Scheduled maintenance (the Terraform module's EventBridge schedules): the metadata
+    // function, invoked with a maintenance event, collects a binary nothing refers to.
+    let lambda = &deployments[0];
+    let unreferenced = bytes(9, 8 * 1024);
+    let deployed = send(
+        lambda,
+        "upload",
+        Method::PUT,
+        "/libs/collect-me.bin",
+        &[
+            ("x-checksum-sha256", sha256_hex(&unreferenced).as_str()),
+            ("content-type", "application/octet-stream"),
+        ],
+        unreferenced,
+    )
+    .await;
+    assert_eq!(deployed.status, StatusCode::CREATED);
+    let deleted = send(
+        lambda,
+        "metadata",
+        Method::DELETE,
+        "/libs/collect-me.bin",
+        none,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    let emptied = send(
+        lambda,
+        "metadata",
+        Method::POST,
+        "/api/trash/empty",
+        none,
+        Vec::new(),
+    )
+    .await;
+    assert!(emptied.status.is_success(), "{}", emptied.status);
+    let (status, body) = lambda
+        .invoke("metadata", &json!({ "stowage_maintenance": "gc" }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).expect("a JSON report");
+    assert_eq!(answer["task"], "gc", "{answer}");
+    assert!(
+        answer["report"]["binariesRemoved"].as_u64() >= Some(1),
+        "the deleted binary is collected: {answer}"
+    );
+    let (_, refused) = lambda
+        .invoke("metadata", &json!({ "stowage_maintenance": "defragment" }))
+        .await;
+    let refused: Value = serde_json::from_str(&refused).expect("a JSON error");
+    let message = refused["errorMessage"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("unknown maintenance task") && message.contains("\"gc\""),
+        "an unknown task is refused with the ones there are: {refused}"
+    );
 
     let [lambda, container] = deployments;
     lambda.stop().await;

@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
+use stowage_core::BinaryProviderExt as _;
 use stowage_tests::flaky::FlakyProxy;
-use stowage_tests::{Options, Server, bytes, postgres_database, s3};
+use stowage_tests::{Options, Server, bytes, files_below, postgres_database, s3, sha256_hex};
 
 /// The samples of a Prometheus text page: `name{labels}` → value.
 fn samples(text: &str) -> HashMap<String, f64> {
@@ -42,7 +43,8 @@ async fn metrics_count_deploys_dedup_redirects_and_cache_hits() {
     let bucket = s3::bucket_name();
     s3::create_bucket(&endpoint, &bucket, dir.path()).await;
     let config = format!(
-        "[filestore]\ntemplate = \"s3-storage-v3-direct\"\n\n[filestore.cache]\nenabled = true\n\n{}",
+        "[metrics]\nlisten = \"127.0.0.1:0\"\n\n[filestore]\ntemplate = \"s3-storage-v3-direct\"\n\n\
+         [filestore.cache]\nenabled = true\n\n{}",
         s3::toml_section(&endpoint, &bucket)
     );
     let s = Server::start_with(
@@ -150,6 +152,98 @@ async fn metrics_count_deploys_dedup_redirects_and_cache_hits() {
     );
     // No label carries a path.
     assert!(!text.contains("a.bin"), "{text}");
+
+    // The scrape listener (`[metrics] listen`, for a sidecar in the node's task) serves the
+    // same figures without credentials, and nothing else.
+    let scrape = s
+        .banner
+        .lines()
+        .find_map(|l| l.strip_prefix("metrics listening on "))
+        .unwrap_or_else(|| panic!("no metrics listener announced: {}", s.banner))
+        .trim()
+        .to_string();
+    let r = reqwest::get(format!("{scrape}/metrics"))
+        .await
+        .expect("scrape");
+    assert_eq!(r.status(), StatusCode::OK);
+    let scraped = samples(&r.text().await.expect("text"));
+    assert_eq!(total(&scraped, "stowage_dedup_total", &[]), 1.0);
+    let r = reqwest::get(format!("{scrape}/api/storageinfo"))
+        .await
+        .expect("other path");
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "the listener serves metrics only"
+    );
+}
+
+/// A node whose queue disk goes away with it (an ECS task's EBS volume) uploads its queue
+/// between SIGTERM and its exit (`drainOnShutdownSecs`), also when the object store is away
+/// at the moment the signal comes and returns only later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_uploads_its_queue_before_it_exits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(endpoint) = s3::endpoint() else {
+        return;
+    };
+    let bucket = s3::bucket_name();
+    s3::create_bucket(&endpoint, &bucket, dir.path()).await;
+    let proxy = FlakyProxy::start(endpoint.trim_start_matches("http://")).await;
+    let proxied = format!("http://127.0.0.1:{}", proxy.port);
+    let config = format!(
+        "[filestore]\ntemplate = \"s3-storage-v3\"\n\n\
+         [filestore.eventual]\ndrainOnShutdownSecs = 60\nmaxRetryBackoffSecs = 1\n\n{}",
+        s3::toml_section(&proxied, &bucket)
+    );
+    let s = Server::start_with(
+        dir.path(),
+        Options {
+            config: Some(config),
+            ..Options::default()
+        },
+    )
+    .await;
+    s.create_repo("libs").await;
+    proxy.go_down();
+    let c = s.admin();
+    let mut digests = Vec::new();
+    for seed in 0..3 {
+        let data = bytes(100 + seed, 50_000);
+        let r = c
+            .put(s.url(&format!("/libs/queued-{seed}.bin")))
+            .body(data.clone())
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(r.status(), StatusCode::CREATED, "queued while S3 is away");
+        digests.push(sha256_hex(&data));
+    }
+    assert_eq!(s.queue_depth().await, 3);
+    let queue_dir = s.data_dir.join("eventual");
+    s.terminate();
+    // S3 is still away: the node waits rather than leave with its queue.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !files_below(&queue_dir).is_empty(),
+        "the queue is still on the disk while S3 is away"
+    );
+    proxy.come_back();
+    let status = s.wait().await;
+    assert!(status.success(), "{status}");
+    let left = files_below(&queue_dir);
+    assert!(
+        left.is_empty(),
+        "the queue was uploaded before the exit: {left:?}"
+    );
+    let store = s3::client(&endpoint, &bucket, dir.path()).await;
+    for digest in digests {
+        let digest = digest.parse().expect("digest");
+        assert!(
+            store.exists(&digest).await.expect("head"),
+            "{digest} is in S3"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

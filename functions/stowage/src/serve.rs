@@ -294,6 +294,7 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
             .flatten(),
         limits: Limits::default(),
     };
+    let scrape = stowage_api::function::spawn_metrics_listener(&state, &config).await?;
     let app = router(state);
     tracing::info!(%addr, data_dir = %config.data_dir.display(), database = %config.database_url_for_display(), "stowage listening");
     println!("stowage listening on http://{addr}");
@@ -301,11 +302,12 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
     stowage_api::function::serve_until_signal(listener, app, timeouts).await?;
     tracing::info!("in-flight requests finished; leaving the cluster");
     heartbeat.abort();
-    if let Some(task) = dispatcher {
-        // Uploads cut short stay queued; the next start sends them.
-        task.abort();
-    }
-    for task in [scheduled_gc, scheduled_balancing].into_iter().flatten() {
+    // Uploads cut short stay queued; the next start sends them.
+    stowage_api::function::stop_dispatcher(filestore.eventual.as_ref(), dispatcher, &config).await;
+    for task in [scheduled_gc, scheduled_balancing, scrape]
+        .into_iter()
+        .flatten()
+    {
         task.abort();
     }
     // Entries of the changes just acknowledged go into the trail before the process ends.

@@ -18,6 +18,8 @@
 //! | `STOWAGE_MAX_RESPONSE_BODY`   | downloads above this many bytes always redirect (same defaults) |
 //! | `AWS_LAMBDA_RUNTIME_API`      | set by Lambda: run under the Lambda runtime              |
 
+mod maintenance;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -256,6 +258,7 @@ pub async fn run(part: Part) -> Result<(), Error> {
         node_id,
         part.name().to_string(),
     ));
+    let (stowage_for_tasks, cluster_for_tasks) = (Arc::clone(&stowage), Arc::clone(&cluster));
     let state = AppState {
         stowage,
         cluster,
@@ -267,9 +270,19 @@ pub async fn run(part: Part) -> Result<(), Error> {
             .flatten(),
         limits,
     };
+    let scrape = match mode {
+        Mode::Server => spawn_metrics_listener(&state, &config).await?,
+        Mode::Lambda => None,
+    };
     let app = router_for(state, part);
     tracing::info!(function = part.name(), ?mode, ?limits, database = %config.database_url_for_display(), "stowage function ready");
     match mode {
+        Mode::Lambda if part == Part::Metadata => {
+            let handler = maintenance::Handler::new(app, stowage_for_tasks, cluster_for_tasks);
+            lambda_http::lambda_runtime::run(handler)
+                .await
+                .map_err(|e| Error::Unavailable(format!("the Lambda runtime stopped: {e}")))
+        }
         Mode::Lambda => lambda_http::run(app)
             .await
             .map_err(|e| Error::Unavailable(format!("the Lambda runtime stopped: {e}"))),
@@ -288,13 +301,78 @@ pub async fn run(part: Part) -> Result<(), Error> {
                 part.name()
             );
             let served = serve_until_signal(listener, app, Timeouts::of(&config)).await;
-            if let Some(task) = dispatcher {
+            stop_dispatcher(filestore.eventual.as_ref(), dispatcher, &config).await;
+            if let Some(task) = scrape {
                 task.abort();
             }
             metadata.close().await;
             served
         }
     }
+}
+
+/// Serves `[metrics] listen` (if set): `GET /metrics` without credentials, for a scraper in
+/// the node's own task. Announces `metrics listening on http://ADDR` on stdout.
+pub async fn spawn_metrics_listener(
+    state: &AppState,
+    config: &Config,
+) -> Result<Option<tokio::task::JoinHandle<()>>, Error> {
+    let Some(listen) = config.metrics.listen else {
+        return Ok(None);
+    };
+    if state.metrics.is_none() {
+        return Err(Error::InvalidInput(format!(
+            "[metrics] listen = \"{listen}\" needs metrics on ([metrics] enabled = true, and a \
+             server, not a Lambda function)"
+        )));
+    }
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        Error::InvalidInput(format!("cannot listen on {listen} ([metrics] listen): {e}"))
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::InvalidInput(format!("cannot read the metrics address: {e}")))?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "the metrics listener takes no credentials and is not on a loopback address");
+    }
+    println!("metrics listening on http://{addr}");
+    let app = crate::http::metrics::scrape_router(state.clone());
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "the metrics listener stopped");
+        }
+    })))
+}
+
+/// Stops the eventual queue's dispatcher once the last request is answered, after it had
+/// `[filestore.eventual] drainOnShutdownSecs` to upload what the queue holds. What it did not
+/// finish stays queued on disk for the next start.
+pub async fn stop_dispatcher(
+    queue: Option<&stowage_core::eventual::EventualProvider>,
+    dispatcher: Option<tokio::task::JoinHandle<()>>,
+    config: &Config,
+) {
+    let Some(dispatcher) = dispatcher else { return };
+    let within = std::time::Duration::from_secs(config.filestore.eventual.drain_on_shutdown_secs);
+    if let Some(queue) = queue
+        && !within.is_zero()
+    {
+        tracing::info!(
+            within_secs = within.as_secs(),
+            "uploading the queue before exiting"
+        );
+        match queue.drain(within).await {
+            Ok(left) if left.depth == 0 => tracing::info!("the queue is empty"),
+            Ok(left) => tracing::warn!(
+                binaries = left.depth,
+                bytes = left.bytes,
+                last_error = left.last_error.as_deref().unwrap_or("-"),
+                "binaries stay queued on this node's disk: they are uploaded when it starts again"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot read the queue while draining it"),
+        }
+    }
+    dispatcher.abort();
 }
 
 /// How long the server waits for a slow client (`[server]`).

@@ -49,11 +49,19 @@ pub struct Config {
 pub struct MetricsConfig {
     /// Whether this node records metrics and serves them. Default `true`.
     pub enabled: bool,
+    /// A second listener that serves the same text at `GET /metrics` without credentials,
+    /// for a scraper beside the node (a CloudWatch agent or Prometheus sidecar in the same
+    /// task). Keep it on a loopback address: whoever reaches it reads the node's figures.
+    /// Default: none.
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self { enabled: true }
+        Self {
+            enabled: true,
+            listen: None,
+        }
     }
 }
 
@@ -221,6 +229,12 @@ pub struct EventualConfig {
     /// back off exponentially from 1 s. Default 300. (Stowage's own.)
     #[serde(rename = "maxRetryBackoffSecs")]
     pub max_retry_backoff_secs: u64,
+    /// Seconds a stopping server keeps uploading its queue after its last request, before it
+    /// exits (what is left stays queued for the next start). Set it where the queue disk
+    /// goes away with the node, as an ECS task's EBS volume does, below the time the
+    /// platform waits between SIGTERM and SIGKILL. Default 0: exit at once. (Stowage's own.)
+    #[serde(rename = "drainOnShutdownSecs")]
+    pub drain_on_shutdown_secs: u64,
 }
 
 impl Default for EventualConfig {
@@ -231,6 +245,7 @@ impl Default for EventualConfig {
             number_of_threads: 5,
             dispatcher_interval: 1000,
             max_retry_backoff_secs: 300,
+            drain_on_shutdown_secs: 0,
         }
     }
 }

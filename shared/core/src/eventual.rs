@@ -377,6 +377,20 @@ impl EventualProvider {
         })
     }
 
+    /// Waits, with the dispatcher running, until the queue is empty or `within` has passed
+    /// (a stopping node uploads what it holds before its disk goes away); returns what is
+    /// still queued then. The queue is looked at every quarter second.
+    pub async fn drain(&self, within: Duration) -> Result<QueueStats> {
+        let deadline = Instant::now() + within;
+        loop {
+            let stats = self.stats().await?;
+            if stats.depth == 0 || Instant::now() >= deadline {
+                return Ok(stats);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Removes staged uploads older than `older_than` from every queue directory.
     pub async fn clean_temp(&self, older_than: Duration) -> Result<usize> {
         let mut removed = 0;

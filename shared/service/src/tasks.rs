@@ -15,10 +15,22 @@ use crate::locks::LockName;
 use crate::security::Caller;
 use crate::stowage::{GcReport, Stowage};
 
-/// Runs `task` as the cluster-wide task `name`. `Conflict` on a node that is not primary.
-async fn run_on_primary<T, F, Fut>(
+/// Where a cluster-wide task may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunsOn {
+    /// The primary node only (its schedule, a request to the API).
+    Primary,
+    /// Wherever a scheduler outside the cluster started it (a Lambda function invoked by a
+    /// schedule, never primary). The named lock still keeps it to one run at a time.
+    Anywhere,
+}
+
+/// Runs `task` as the cluster-wide task `name`. `Conflict` on a node that is not primary
+/// when the task runs on the primary.
+async fn run_exclusive<T, F, Fut>(
     stowage: &Stowage,
     cluster: &Cluster,
+    runs_on: RunsOn,
     name: &'static str,
     task: F,
     outcome: impl Fn(&T) -> String,
@@ -27,13 +39,14 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    if !cluster.is_primary() {
+    let allowed = || runs_on == RunsOn::Anywhere || cluster.is_primary();
+    if !allowed() {
         return Err(not_primary(cluster, name).await);
     }
     stowage
         .under_lock(LockName::Named(name), || async {
             // The role may have moved while this node waited for the lock.
-            if !cluster.is_primary() {
+            if !allowed() {
                 return Err(not_primary(cluster, name).await);
             }
             let metadata = stowage.metadata();
@@ -54,9 +67,14 @@ pub async fn run_gc(stowage: &Stowage, cluster: &Cluster, caller: &Caller) -> Re
     stowage
         .security()
         .require_admin(caller, "run garbage collection")?;
-    run_on_primary(
+    gc_on(stowage, cluster, RunsOn::Primary).await
+}
+
+async fn gc_on(stowage: &Stowage, cluster: &Cluster, runs_on: RunsOn) -> Result<GcReport> {
+    run_exclusive(
         stowage,
         cluster,
+        runs_on,
         "gc",
         || stowage.gc(),
         |r| {
@@ -71,9 +89,70 @@ pub async fn run_gc(stowage: &Stowage, cluster: &Cluster, caller: &Caller) -> Re
 
 /// Runs one balancing pass as a cluster-wide task; `None` when the store is not sharded.
 pub async fn run_balance(stowage: &Stowage, cluster: &Cluster) -> Result<Option<BalanceReport>> {
-    run_on_primary(
+    balance_on(stowage, cluster, RunsOn::Primary).await
+}
+
+/// The maintenance a scheduler outside the cluster asks for (the Terraform module's
+/// EventBridge schedules invoke the maintenance function with `{"stowage_maintenance": "gc"}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Maintenance {
+    /// Garbage collection: the trash past its retention, unreferenced binaries, orphans,
+    /// then balancing on a sharded store.
+    Gc,
+    /// One balancing pass.
+    Balance,
+}
+
+impl std::str::FromStr for Maintenance {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "gc" => Ok(Self::Gc),
+            "balance" => Ok(Self::Balance),
+            other => Err(Error::InvalidInput(format!(
+                "unknown maintenance task {other:?}: the tasks are \"gc\" (garbage collection, \
+                 trash retention, then balancing) and \"balance\""
+            ))),
+        }
+    }
+}
+
+/// What a maintenance run did.
+#[derive(Debug, Clone)]
+pub enum MaintenanceReport {
+    Gc(GcReport),
+    /// `None`: the store is not sharded.
+    Balance(Option<BalanceReport>),
+}
+
+/// Runs `task` for a scheduler outside the cluster, on this process whether or not it is
+/// primary (a Lambda function never is): the named lock of the task keeps it to one run at a
+/// time across the cluster, and the run is recorded in `task_runs` like the primary's.
+pub async fn run_maintenance(
+    stowage: &Stowage,
+    cluster: &Cluster,
+    task: Maintenance,
+) -> Result<MaintenanceReport> {
+    match task {
+        Maintenance::Gc => gc_on(stowage, cluster, RunsOn::Anywhere)
+            .await
+            .map(MaintenanceReport::Gc),
+        Maintenance::Balance => balance_on(stowage, cluster, RunsOn::Anywhere)
+            .await
+            .map(MaintenanceReport::Balance),
+    }
+}
+
+async fn balance_on(
+    stowage: &Stowage,
+    cluster: &Cluster,
+    runs_on: RunsOn,
+) -> Result<Option<BalanceReport>> {
+    run_exclusive(
         stowage,
         cluster,
+        runs_on,
         "balance",
         || stowage.balance(),
         |r| match r {

@@ -155,7 +155,25 @@ pub(crate) async fn metrics(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
-    let figures = state.stowage.node_figures(&caller).await?;
+    render(&state, &caller).await
+}
+
+/// The router of `[metrics] listen`: `GET /metrics` without credentials, for a scraper in
+/// the node's own task (the listener is meant for a loopback address).
+pub fn scrape_router(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(|State(state): State<AppState>| async move {
+                render(&state, &Caller::admin()).await
+            }),
+        )
+        .with_state(state)
+}
+
+/// The metrics text, with the figures read at this moment.
+async fn render(state: &AppState, caller: &Caller) -> Result<Response, ApiError> {
+    let figures = state.stowage.node_figures(caller).await?;
     let Some(handle) = &state.metrics else {
         return Err(ApiError::Status(
             StatusCode::NOT_FOUND,
