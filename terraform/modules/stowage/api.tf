@@ -11,6 +11,7 @@ locals {
     "GET /{proxy+}"                   = "download"
     "HEAD /{proxy+}"                  = "download"
     "ANY /api/{proxy+}"               = "metadata"
+    "GET /ui/{proxy+}"                = "metadata"
     "DELETE /{proxy+}"                = "metadata"
   }
 }

@@ -2,6 +2,7 @@
 //! once; tests drive it with `tower::ServiceExt::oneshot`, the binaries serve it.
 
 mod artifacts;
+mod dashboard;
 mod error;
 pub mod figures;
 mod json;
@@ -67,7 +68,7 @@ impl AppState {
 /// |------------|-------------------------------------------------------------------------|
 /// | `upload`   | `PUT /{repo}/{path}`, `POST /api/uploads`, `POST /api/uploads/{id}/complete`, `DELETE /api/uploads/{id}` |
 /// | `download` | `GET` and `HEAD /{repo}/{path}`                                          |
-/// | `metadata` | every other `/api/…` call and `DELETE /{repo}/{path}`                    |
+/// | `metadata` | every other `/api/…` call, `DELETE /{repo}/{path}` and the dashboard (`/ui/…`) |
 ///
 /// Every part answers `GET /api/system/ping`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +124,8 @@ pub fn router_for(state: AppState, part: Part) -> Router {
         router = router
             .route("/api/system/version", get(system::version))
             .route("/api/v1/metrics", get(metrics::metrics))
+            .route("/ui/storage", get(dashboard::page))
+            .route("/ui/assets/{file}", get(dashboard::asset))
             .route("/api/system/storage/gc", post(system::gc))
             .route("/api/system/storage/optimize", post(system::optimize))
             .route("/api/system/cluster", get(system::cluster))
