@@ -10,7 +10,14 @@ project's own rules beside `terraform fmt -check` and checkov:
   5. every example defines each output that README.md's deploy steps read
      (`terraform output [-raw|-json] NAME`), so those steps work whichever example is applied;
   6. a configuration that creates the HTTP API and the database also has CloudWatch alarms on
-     the API's 5xx answers and on the database's connections.
+     the API's 5xx answers and on the database's connections;
+  7. a configuration with an ECS service (the container deployment) gives each task an EBS
+     volume (volume_configuration with managed_ebs_volume), sits behind a target group with
+     stickiness on whose health check asks readiness, scales (an appautoscaling target), and
+     has alarms on the queue's age and on the load balancer's 5xx answers;
+  8. maintenance is scheduled: a configuration with Lambda functions has an EventBridge
+     schedule whose input is a maintenance event (stowage_maintenance), and one with an ECS
+     service gives its tasks a garbage-collection interval (interval_secs in their config).
 
 Usage: structure.py [DIR]   (default: the terraform/ directory this file is in)
        structure.py --self-test   (proves each rule fails on a bad sample)
@@ -119,9 +126,76 @@ def check(files):
         for _, kind, rtype, _, body in resources
         if kind == "resource" and rtype == "aws_cloudwatch_metric_alarm"
     }
-    for creates, metric in (("aws_apigatewayv2_api", "5xx"), ("aws_rds_cluster", "DatabaseConnections")):
+    for creates, metric in (
+        ("aws_apigatewayv2_api", "5xx"),
+        ("aws_rds_cluster", "DatabaseConnections"),
+        ("aws_lb", "HTTPCode_Target_5XX_Count"),
+        ("aws_ecs_service", "stowage_queue_oldest_age_seconds"),
+    ):
         if creates in types and metric not in alarmed:
             problems.append(f"{creates} is created with no aws_cloudwatch_metric_alarm on {metric}")
+    problems += check_container(resources, types)
+    problems += check_schedules(files, resources, types)
+    return problems
+
+
+def of_type(resources, rtype):
+    return [(rname, body) for _, kind, t, rname, body in resources if kind == "resource" and t == rtype]
+
+
+def check_container(resources, types):
+    """Rule 7: the container deployment's EBS volumes, stickiness, readiness and scaling."""
+    problems = []
+    services = of_type(resources, "aws_ecs_service")
+    for rname, body in services:
+        volume = first(body, "volume_configuration")
+        if not isinstance(volume, dict) or not first(volume, "managed_ebs_volume"):
+            problems.append(f"aws_ecs_service.{rname} gives its tasks no EBS volume (volume_configuration with managed_ebs_volume)")
+        if not first(body, "load_balancer"):
+            problems.append(f"aws_ecs_service.{rname} is behind no load balancer")
+    if not services:
+        return problems
+    groups = of_type(resources, "aws_lb_target_group")
+    sticky = [
+        rname for rname, body in groups
+        if isinstance(first(body, "stickiness"), dict) and first(first(body, "stickiness"), "enabled") is True
+    ]
+    ready = [
+        rname for rname, body in groups
+        if isinstance(first(body, "health_check"), dict)
+        and unquote(first(first(body, "health_check"), "path")) == "/api/v1/system/readiness"
+    ]
+    if not sticky:
+        problems.append("an ECS service is created with no aws_lb_target_group that has stickiness enabled")
+    if not ready:
+        problems.append("an ECS service is created with no aws_lb_target_group whose health check asks /api/v1/system/readiness")
+    scaling = [body for _, body in of_type(resources, "aws_appautoscaling_target") if unquote(first(body, "service_namespace")) == "ecs"]
+    if not scaling:
+        problems.append("an ECS service is created with no aws_appautoscaling_target (service_namespace = \"ecs\")")
+    return problems
+
+
+def check_schedules(files, resources, types):
+    """Rule 8: scheduled garbage collection for each kind of deployment."""
+    problems = []
+    if "aws_lambda_function" in types:
+        inputs = [
+            text
+            for _, body in of_type(resources, "aws_scheduler_schedule")
+            for path, text in leaves(first(body, "target") or {})
+            if path[-1:] == ("input",)
+        ]
+        if not any("stowage_maintenance" in text for text in inputs):
+            problems.append("Lambda functions are created with no aws_scheduler_schedule whose input is a maintenance event (stowage_maintenance)")
+    if "aws_ecs_service" in types:
+        configured = any(
+            re.search(r"interval_secs\s*=", text)
+            for parsed in files.values()
+            for entry in parsed.get("locals", [])
+            for _, text in leaves(entry)
+        )
+        if not configured:
+            problems.append("an ECS service is created whose tasks get no [gc] interval_secs in their configuration")
     return problems
 
 
@@ -167,6 +241,13 @@ BAD = {
     "open.tf": 'resource "aws_s3_bucket" "b" {\n  bucket = "b"\n}\nresource "aws_s3_bucket_public_access_block" "b" {\n  bucket = aws_s3_bucket.b.id\n  block_public_acls = true\n}\n',
     "logs.tf": 'resource "aws_cloudwatch_log_group" "g" {\n  name = "g"\n}\n',
     "unwatched.tf": 'resource "aws_apigatewayv2_api" "a" {\n  name = "a"\n}\nresource "aws_rds_cluster" "d" {\n  engine = "aurora-postgresql"\n}\n',
+    "container.tf": (
+        'resource "aws_ecs_service" "s" {\n  name = "s"\n}\n'
+        'resource "aws_lb" "l" {\n  name = "l"\n}\n'
+        'resource "aws_lb_target_group" "t" {\n  port = 8081\n  health_check {\n    path = "/api/system/ping"\n  }\n'
+        '  stickiness {\n    enabled = false\n    type = "lb_cookie"\n  }\n}\n'
+    ),
+    "unscheduled.tf": 'resource "aws_lambda_function" "f" {\n  function_name = "f"\n}\nresource "aws_scheduler_schedule" "s" {\n  target {\n    input = "{}"\n  }\n}\n',
 }
 
 
@@ -177,6 +258,17 @@ def self_test():
         "open.tf": ["does not set block_public_policy", "has no aws_s3_bucket_server_side_encryption_configuration"],
         "logs.tf": ["has no retention_in_days"],
         "unwatched.tf": ["no aws_cloudwatch_metric_alarm on 5xx", "no aws_cloudwatch_metric_alarm on DatabaseConnections"],
+        "container.tf": [
+            "gives its tasks no EBS volume",
+            "is behind no load balancer",
+            "that has stickiness enabled",
+            "asks /api/v1/system/readiness",
+            "no aws_appautoscaling_target",
+            "no aws_cloudwatch_metric_alarm on HTTPCode_Target_5XX_Count",
+            "no aws_cloudwatch_metric_alarm on stowage_queue_oldest_age_seconds",
+            "no [gc] interval_secs",
+        ],
+        "unscheduled.tf": ["no aws_scheduler_schedule whose input is a maintenance event"],
     }
     failed = False
     readme = "API=$(terraform output -raw api_url)\nterraform output -json bucket_names\n"

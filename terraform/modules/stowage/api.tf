@@ -1,4 +1,4 @@
-# One HTTP API in front of the three functions, routing by method and path the way
+# The Lambda deployment: one HTTP API in front of the three functions, routing by method and path the way
 # stowage_api::http::Part splits the API. Stowage authenticates every request itself (the admin
 # token), so the routes carry no API Gateway authorizer.
 
@@ -17,6 +17,8 @@ locals {
 }
 
 resource "aws_apigatewayv2_api" "stowage" {
+  count = local.lambda ? 1 : 0
+
   name          = var.name
   protocol_type = "HTTP"
   description   = "Stowage binary store"
@@ -24,6 +26,8 @@ resource "aws_apigatewayv2_api" "stowage" {
 }
 
 resource "aws_cloudwatch_log_group" "api" {
+  count = local.lambda ? 1 : 0
+
   name              = "/aws/apigateway/${var.name}"
   retention_in_days = var.log_retention_days
   kms_key_id        = var.kms_key_arn
@@ -31,13 +35,15 @@ resource "aws_cloudwatch_log_group" "api" {
 }
 
 resource "aws_apigatewayv2_stage" "default" {
-  api_id      = aws_apigatewayv2_api.stowage.id
+  count = local.lambda ? 1 : 0
+
+  api_id      = aws_apigatewayv2_api.stowage[0].id
   name        = "$default"
   auto_deploy = true
   tags        = local.tags
 
   access_log_settings {
-    destination_arn = aws_cloudwatch_log_group.api.arn
+    destination_arn = aws_cloudwatch_log_group.api[0].arn
     format = jsonencode({
       requestId = "$context.requestId"
       ip        = "$context.identity.sourceIp"
@@ -58,7 +64,7 @@ resource "aws_apigatewayv2_stage" "default" {
 resource "aws_apigatewayv2_integration" "function" {
   for_each = local.functions
 
-  api_id                 = aws_apigatewayv2_api.stowage.id
+  api_id                 = aws_apigatewayv2_api.stowage[0].id
   integration_type       = "AWS_PROXY"
   integration_uri        = aws_lambda_function.function[each.key].invoke_arn
   payload_format_version = "2.0"
@@ -66,9 +72,9 @@ resource "aws_apigatewayv2_integration" "function" {
 }
 
 resource "aws_apigatewayv2_route" "route" {
-  for_each = local.routes
+  for_each = local.lambda ? local.routes : {}
 
-  api_id             = aws_apigatewayv2_api.stowage.id
+  api_id             = aws_apigatewayv2_api.stowage[0].id
   route_key          = each.key
   target             = "integrations/${aws_apigatewayv2_integration.function[each.value].id}"
   authorization_type = "NONE"
@@ -81,5 +87,5 @@ resource "aws_lambda_permission" "api" {
   action        = "lambda:InvokeFunction"
   function_name = aws_lambda_function.function[each.key].function_name
   principal     = "apigateway.amazonaws.com"
-  source_arn    = "${aws_apigatewayv2_api.stowage.execution_arn}/*/*"
+  source_arn    = "${aws_apigatewayv2_api.stowage[0].execution_arn}/*/*"
 }

@@ -10,7 +10,10 @@ locals {
   region    = data.aws_region.current.name
   partition = data.aws_partition.current.partition
 
-  functions = toset(["upload", "download", "metadata"])
+  lambda    = var.deployment == "lambda"
+  container = var.deployment == "container"
+  # The Lambda functions, none in the container deployment (for_each over them makes nothing).
+  functions = local.lambda ? toset(["upload", "download", "metadata"]) : toset([])
   shards    = { for i in range(var.shard_count) : format("shard-%02d", i + 1) => format("%s-%s-%s-%02d", var.name, local.account, local.region, i + 1) }
   sharded   = var.shard_count > 1
   cdn       = var.cloudfront_public_key_pem != null
@@ -46,6 +49,26 @@ locals {
     local.sharding_section,
   ]))
 
+  # The container deployment's tasks: one bucket goes through each task's eventual queue on
+  # its EBS disk (cluster-s3-storage-v3), uploaded before the task exits; the primary node runs
+  # garbage collection and balancing on var.maintenance's intervals; metrics for the agent
+  # beside it on a loopback listener.
+  container_config_toml = join("\n", compact([
+    "[database]",
+    "max_connections = ${var.database_pool_size}",
+    "[gc]",
+    "interval_secs = ${var.maintenance.gc_every_hours * 3600}",
+    "[metrics]",
+    "listen = \"127.0.0.1:${local.metrics_port}\"",
+    "[filestore]",
+    "template = \"${local.sharded ? "s3-sharding" : "cluster-s3-storage-v3"}\"",
+    local.s3_section,
+    local.sharded ? "" : "[filestore.eventual]\ndrainOnShutdownSecs = ${try(var.container.queue_drain_seconds, 100)}",
+    local.sharding_section,
+    local.sharded ? "balancingInterval = ${var.maintenance.balance_every_hours * 3600000}" : "",
+  ]))
+  metrics_port = 9464
+
   database_host = var.enable_rds_proxy ? aws_db_proxy.stowage[0].endpoint : aws_rds_cluster.stowage.endpoint
   environment = { for k, v in merge(
     {
@@ -72,6 +95,13 @@ check "cloudfront_needs_its_private_key" {
   assert {
     condition     = (var.cloudfront_public_key_pem == null) == (var.cloudfront_private_key_secret_arn == null)
     error_message = "cloudfront_public_key_pem and cloudfront_private_key_secret_arn go together."
+  }
+}
+
+check "a_deployment_has_what_it_runs" {
+  assert {
+    condition     = local.lambda ? var.lambda_zip_dir != null : var.container != null
+    error_message = "deployment = \"lambda\" needs lambda_zip_dir; deployment = \"container\" needs container."
   }
 }
 

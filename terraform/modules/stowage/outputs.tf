@@ -1,6 +1,6 @@
 output "api_url" {
-  description = "Base URL of the Stowage API (the HTTP API's default stage)."
-  value       = aws_apigatewayv2_api.stowage.api_endpoint
+  description = "Base URL of the Stowage API: the HTTP API's default stage (Lambda), or the load balancer (container; point a DNS name on its certificate at it)."
+  value       = local.lambda ? aws_apigatewayv2_api.stowage[0].api_endpoint : "https://${aws_lb.stowage[0].dns_name}"
 }
 
 output "cloudfront_domain_name" {
@@ -34,8 +34,13 @@ output "function_names" {
 }
 
 output "log_groups" {
-  description = "Log groups of the functions and the API."
-  value       = merge({ for k, g in aws_cloudwatch_log_group.function : k => g.name }, { api = aws_cloudwatch_log_group.api.name })
+  description = "Log groups of the functions, the API and maintenance (Lambda), or of the tasks (container)."
+  value = merge(
+    { for k, g in aws_cloudwatch_log_group.function : k => g.name },
+    { for g in aws_cloudwatch_log_group.api : "api" => g.name },
+    { for g in aws_cloudwatch_log_group.maintenance : "maintenance" => g.name },
+    { for g in aws_cloudwatch_log_group.container : "container" => g.name },
+  )
 }
 
 locals {
@@ -54,4 +59,9 @@ output "migrate_environment" {
 output "migrate_exports" {
   description = "migrate_environment as shell lines, quoted: eval \"$(terraform output -raw migrate_exports)\"."
   value       = join("\n", [for name, value in local.migrate_environment : "export ${name}='${replace(value, "'", "'\\''")}'"])
+}
+
+output "ecs_service" {
+  description = "The container deployment's ECS cluster and service names (null for Lambda)."
+  value       = local.container ? { cluster = aws_ecs_cluster.stowage[0].name, service = aws_ecs_service.stowage[0].name } : null
 }

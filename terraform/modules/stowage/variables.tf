@@ -169,9 +169,67 @@ variable "enable_rds_proxy" {
   default     = false
 }
 
-variable "lambda_zip_dir" {
-  description = "Directory holding <function>/bootstrap.zip for upload, download and metadata, as infra/package-lambdas builds them (target/lambda)."
+variable "deployment" {
+  description = "How Stowage runs: \"lambda\" (the upload, download and metadata functions behind an HTTP API) or \"container\" (an ECS service of `stowage serve` tasks behind an ALB, each with its own EBS queue disk; see var.container)."
   type        = string
+  default     = "lambda"
+
+  validation {
+    condition     = contains(["lambda", "container"], var.deployment)
+    error_message = "deployment must be \"lambda\" or \"container\"."
+  }
+}
+
+variable "lambda_zip_dir" {
+  description = "Directory holding <function>/bootstrap.zip for upload, download and metadata, as infra/package-lambdas builds them (target/lambda). Required with deployment = \"lambda\"."
+  type        = string
+  default     = null
+}
+
+variable "container" {
+  description = "The container deployment (deployment = \"container\"): the image of infra/Dockerfile's `stowage` target, the ALB's public subnets and certificate, task size, the number of tasks autoscaling keeps between, each task's EBS queue disk and how long a stopping task uploads its queue; the CloudWatch agent and disk-preparing images (pin their versions in production); a bucket for the load balancer's access logs (optional)."
+  type = object({
+    image               = string
+    public_subnet_ids   = list(string)
+    certificate_arn     = string
+    allowed_cidrs       = optional(list(string), ["0.0.0.0/0"])
+    cpu                 = optional(number, 1024)
+    memory_mb           = optional(number, 2048)
+    min_tasks           = optional(number, 2)
+    max_tasks           = optional(number, 6)
+    cpu_target_percent  = optional(number, 60)
+    queue_volume_gb     = optional(number, 20)
+    queue_drain_seconds = optional(number, 100)
+    agent_image         = optional(string, "public.ecr.aws/cloudwatch-agent/cloudwatch-agent:latest")
+    init_image          = optional(string, "public.ecr.aws/docker/library/busybox:1.37")
+    access_logs_bucket  = optional(string)
+  })
+  default = null
+
+  validation {
+    condition = var.container == null ? true : (
+      var.container.min_tasks >= 1 && var.container.min_tasks <= var.container.max_tasks
+      && var.container.queue_volume_gb >= 1 && var.container.queue_volume_gb <= 16384
+      && var.container.queue_drain_seconds >= 0 && var.container.queue_drain_seconds <= 110
+      && length(var.container.public_subnet_ids) >= 2
+    )
+    error_message = "container needs 1 <= min_tasks <= max_tasks, queue_volume_gb from 1 to 16384, queue_drain_seconds from 0 to 110 (ECS waits at most 120 s after SIGTERM) and two or more public subnets for the ALB."
+  }
+}
+
+variable "maintenance" {
+  description = "How often garbage collection (with the trash's retention and the balancing after it) and balancing run. Lambda: EventBridge Scheduler invokes the maintenance function; container: the primary node runs them on these intervals."
+  type = object({
+    gc_every_hours      = optional(number, 24)
+    balance_every_hours = optional(number, 6)
+    timeout_seconds     = optional(number, 900)
+  })
+  default = {}
+
+  validation {
+    condition     = var.maintenance.gc_every_hours >= 1 && var.maintenance.balance_every_hours >= 1 && var.maintenance.timeout_seconds >= 60 && var.maintenance.timeout_seconds <= 900
+    error_message = "maintenance needs gc_every_hours and balance_every_hours of at least 1, and timeout_seconds from 60 to 900 (Lambda's longest)."
+  }
 }
 
 variable "lambda_architecture" {
@@ -325,4 +383,10 @@ variable "alarm_database_connections" {
   description = "Connections to the metadata database above which the database-connections alarm fires: keep it below the engine's max_connections, which functions × database_pool_size must not reach."
   type        = number
   default     = 400
+}
+
+variable "alarm_queue_age_seconds" {
+  description = "Age of the oldest binary in a node's eventual queue (container deployment) above which the queue-age alarm fires: the object store has not taken uploads for that long."
+  type        = number
+  default     = 900
 }
