@@ -61,13 +61,14 @@ locals {
     "[metrics]",
     "listen = \"127.0.0.1:${local.metrics_port}\"",
     "[filestore]",
-    "template = \"${local.sharded ? "s3-sharding" : "cluster-s3-storage-v3"}\"",
+    "template = \"${local.sharded ? "s3-sharding" : local.queued ? "cluster-s3-storage-v3" : "s3-storage-v3-direct"}\"",
     local.s3_section,
-    local.sharded ? "" : "[filestore.eventual]\ndrainOnShutdownSecs = ${try(var.container.queue_drain_seconds, 100)}",
+    local.queued ? "[filestore.eventual]\ndrainOnShutdownSecs = ${try(var.container.queue_drain_seconds, 100)}" : "",
     local.sharding_section,
     local.sharded ? "balancingInterval = ${var.maintenance.balance_every_hours * 3600000}" : "",
   ]))
   metrics_port = 9464
+  queued       = !local.sharded && try(var.container.eventual_queue, true)
 
   database_host = var.enable_rds_proxy ? aws_db_proxy.stowage[0].endpoint : aws_rds_cluster.stowage.endpoint
   environment = { for k, v in merge(

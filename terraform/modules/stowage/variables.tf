@@ -187,7 +187,7 @@ variable "lambda_zip_dir" {
 }
 
 variable "container" {
-  description = "The container deployment (deployment = \"container\"): the image of infra/Dockerfile's `stowage` target, the ALB's public subnets and certificate, task size, the number of tasks autoscaling keeps between, each task's EBS queue disk and how long a stopping task uploads its queue; the CloudWatch agent and disk-preparing images (pin their versions in production); a bucket for the load balancer's access logs (optional)."
+  description = "The container deployment (deployment = \"container\"): the image of infra/Dockerfile's `stowage` target, the ALB's public subnets and certificate, task size, the number of tasks autoscaling keeps between, each task's EBS queue disk and how long a stopping task uploads its queue (eventual_queue = false acknowledges uploads only once S3 has them: no queue to lose with a task that dies without SIGTERM, see docs/durability.md); the CloudWatch agent and disk-preparing images (pin their versions in production); a bucket for the load balancer's access logs (optional)."
   type = object({
     image               = string
     public_subnet_ids   = list(string)
@@ -200,6 +200,7 @@ variable "container" {
     cpu_target_percent  = optional(number, 60)
     queue_volume_gb     = optional(number, 20)
     queue_drain_seconds = optional(number, 100)
+    eventual_queue      = optional(bool, true)
     agent_image         = optional(string, "public.ecr.aws/cloudwatch-agent/cloudwatch-agent:latest")
     init_image          = optional(string, "public.ecr.aws/docker/library/busybox:1.37")
     access_logs_bucket  = optional(string)
