@@ -220,6 +220,31 @@ async fn a_stopping_node_uploads_its_queue_before_it_exits() {
         digests.push(sha256_hex(&data));
     }
     assert_eq!(s.queue_depth().await, 3);
+    // The queue's attempts meanwhile count as transient backend errors.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = c
+            .get(s.url("/api/v1/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let errors = total(
+            &samples(&text),
+            "stowage_backend_errors_total",
+            &["kind=\"transient\""],
+        );
+        if errors >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no transient backend error counted: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let queue_dir = s.data_dir.join("eventual");
     s.terminate();
     // S3 is still away: the node waits rather than leave with its queue.

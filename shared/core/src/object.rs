@@ -169,7 +169,11 @@ impl<B: ObjectBackend> Retrying<B> {
         let mut pause = Duration::from_millis(50);
         let mut attempt = 1;
         loop {
-            match call().await {
+            let result = call().await;
+            if let Err(e) = &result {
+                count_backend_error(e);
+            }
+            match result {
                 Err(e) if e.is_retryable() && attempt < self.attempts => {
                     tracing::debug!(backend = %self.inner, attempt, error = %e, "retrying");
                     tokio::time::sleep(pause).await;
@@ -180,6 +184,24 @@ impl<B: ObjectBackend> Retrying<B> {
             }
         }
     }
+}
+
+/// Counts a failed call to an object store by kind (`stowage_backend_errors_total{kind}`):
+/// `transient` (retried or retryable), `failed`, `refused` (access, a missing bucket: an
+/// operator's fix), `full`, `damaged` (the store's checksum refused the bytes). A key that is
+/// not there is an answer, not an error.
+fn count_backend_error(e: &Error) {
+    let kind = match e {
+        Error::NotFound { .. } => return,
+        Error::StorageFull { .. } => "full",
+        Error::BackendRefused { .. } => "refused",
+        Error::ChecksumMismatch { .. } | Error::Truncated { .. } | Error::TooLong { .. } => {
+            "damaged"
+        }
+        e if e.is_retryable() => "transient",
+        _ => "failed",
+    };
+    metrics::counter!("stowage_backend_errors_total", "kind" => kind).increment(1);
 }
 
 impl<B: fmt::Display> fmt::Display for Retrying<B> {

@@ -203,7 +203,22 @@ async fn render(state: &AppState, caller: &Caller) -> Result<Response, ApiError>
         metrics::counter!("stowage_artifact_cache_hits_total").absolute(c.hits);
         metrics::counter!("stowage_artifact_cache_misses_total").absolute(c.misses);
     }
+    // Long tasks: whether they run, and how far the running one got.
+    let gc = state.stowage.gc_progress();
+    gauge("stowage_gc_running", u64::from(gc.running));
+    gauge(
+        "stowage_gc_binaries_removed_so_far",
+        gc.current.binaries_removed,
+    );
     if let Some(shards) = &figures.shards {
+        let b = &shards.balancing;
+        gauge("stowage_balancing_running", u64::from(b.running));
+        gauge("stowage_balancing_needed", u64::from(b.needs_balancing));
+        if let Some(r) = b.current.as_ref().or(b.last.as_ref()) {
+            gauge("stowage_balancing_checked", r.checked);
+            gauge("stowage_balancing_total", r.total);
+            gauge("stowage_balancing_remaining", r.remaining);
+        }
         for mount in &shards.mounts {
             let id = mount.id.clone();
             metrics::gauge!("stowage_shard_up", "shard" => id.clone())
