@@ -17,8 +17,8 @@ pub use model::{
     StorageSummary, TakenOut, TokenRecord, TrashRecord, UploadSession, UserRecord,
 };
 pub use store::{
-    Engine, GENESIS, ListKind, Metadata, OriginalChecksum, PoolSettings, is_conflict,
-    retry_conflicts,
+    Engine, ExportSummary, GENESIS, ListKind, Metadata, NOT_EXPORTED, OriginalChecksum,
+    PoolSettings, exported_columns, is_conflict, retry_conflicts,
 };
 
 /// Milliseconds since the Unix epoch, the unit of every stored time.

@@ -19,6 +19,7 @@ use crate::model::*;
 use crate::now_ms;
 pub use artifacts::OriginalChecksum;
 pub use audit::GENESIS;
+pub use export::{ExportSummary, NOT_EXPORTED, exported_columns};
 pub use folders::ListKind;
 
 /// Pool settings (`[database]` in the configuration).
@@ -600,6 +601,7 @@ mod artifacts;
 mod audit;
 mod binaries;
 mod cluster;
+mod export;
 mod folders;
 mod relocate;
 mod repositories;
