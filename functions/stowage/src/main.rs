@@ -1,9 +1,10 @@
-//! The all-in-one `stowage` binary: `serve` (the HTTP API), `migrate`, `gc`, `balance` and
-//! `healthcheck`. The benchmarks are a binary of their own (`stowage-bench`, functions/bench).
+//! The all-in-one `stowage` binary: `serve` (the HTTP API), `migrate`, `gc`, `balance`,
+//! `backup`, `restore` and `healthcheck`. The benchmarks are a binary of their own (`stowage-bench`, functions/bench).
 //! It only wires: configuration, clients and pools are built once here and handed to the
 //! library crates, which hold all the logic.
 
 mod access;
+mod backup;
 mod progress;
 mod serve;
 
@@ -47,6 +48,13 @@ enum Command {
     /// Bring every binary of a sharded filestore back to its redundancy, offline (while the
     /// server runs, use `POST /api/system/storage/optimize`).
     Balance(ConfigArgs),
+    /// Back up the metadata, the binaries (only those the target lacks) and the configuration
+    /// (secrets left out) to a directory or s3://bucket/prefix, offline (while the server
+    /// runs, use `POST /api/system/backup`).
+    Backup(backup::BackupArgs),
+    /// Restore a backup into this configuration's Stowage, which must be empty (any engine,
+    /// any filestore); every binary is checked against its digest.
+    Restore(backup::RestoreArgs),
     /// Exit 0 if the server on STOWAGE_LISTEN (or --listen) is ready (its database, backend,
     /// locks and queue answer): a container health check.
     Healthcheck(ConfigArgs),
@@ -67,7 +75,7 @@ enum Command {
 pub(crate) struct ConfigArgs {
     /// TOML configuration file.
     #[arg(long, env = "STOWAGE_CONFIG")]
-    config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Data directory (database, filestore, admin token).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -129,6 +137,8 @@ fn main() -> ExitCode {
             Command::Migrate(args) => serve::migrate(&args).await,
             Command::Gc(args) => serve::gc(&args).await,
             Command::Balance(args) => serve::balance(&args).await,
+            Command::Backup(args) => backup::backup(&args).await,
+            Command::Restore(args) => backup::restore(&args).await,
             Command::User(command) => access::user(command).await,
             Command::Token(command) => access::token(command).await,
             Command::Audit(command) => access::audit(command).await,

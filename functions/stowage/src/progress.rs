@@ -1,5 +1,5 @@
-//! Progress of long commands (`stowage gc`, `stowage balance`): a spinner with the figures so
-//! far on a terminal (indicatif), plain lines on anything else (a log, a pipe, CI), every
+//! Progress of long commands (`stowage gc`, `balance`, `backup`, `restore`): a spinner with
+//! the figures so far on a terminal (indicatif; a bar where the total is known), plain lines on anything else (a log, a pipe, CI), every
 //! [`PLAIN_EVERY`], always with a first and a last line. On stderr: stdout keeps the report.
 
 use std::future::Future;
@@ -19,6 +19,15 @@ pub(crate) async fn watched<T>(
     work: impl Future<Output = T>,
     mut status: impl FnMut() -> String,
 ) -> T {
+    watched_with_bar(name, work, move || (status(), None)).await
+}
+
+/// Like [`watched`], with a bar where `status()` also tells how much of how much is done.
+pub(crate) async fn watched_with_bar<T>(
+    name: &str,
+    work: impl Future<Output = T>,
+    mut status: impl FnMut() -> (String, Option<(u64, u64)>),
+) -> T {
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new_spinner();
         if let Ok(style) = ProgressStyle::with_template("{spinner} {prefix}: {msg} [{elapsed}]") {
@@ -28,6 +37,11 @@ pub(crate) async fn watched<T>(
         bar.enable_steady_tick(TICK);
         bar
     });
+    let bar_style = ProgressStyle::with_template(
+        "{spinner} {prefix}: [{bar:30}] {percent:>3}% {msg} [{elapsed}, {eta} left]",
+    )
+    .ok()
+    .map(|s| s.progress_chars("=> "));
     if bar.is_none() {
         eprintln!("{name}: started");
     }
@@ -38,9 +52,20 @@ pub(crate) async fn watched<T>(
         tokio::select! {
             done = &mut work => break done,
             _ = ticks.tick() => {
-                let now = status();
+                let (now, position) = status();
                 match &bar {
-                    Some(bar) => bar.set_message(now),
+                    Some(bar) => {
+                        if let (Some((done, total)), Some(style)) = (position, &bar_style)
+                            && total > 0
+                        {
+                            if bar.length() != Some(total) {
+                                bar.set_style(style.clone());
+                                bar.set_length(total);
+                            }
+                            bar.set_position(done);
+                        }
+                        bar.set_message(now);
+                    }
                     None if last_line.elapsed() >= PLAIN_EVERY => {
                         eprintln!("{name}: {now}");
                         last_line = Instant::now();
@@ -50,7 +75,7 @@ pub(crate) async fn watched<T>(
             }
         }
     };
-    let last = status();
+    let (last, _) = status();
     match bar {
         Some(bar) => bar.finish_with_message(format!("done: {last}")),
         None => eprintln!("{name}: done: {last}"),

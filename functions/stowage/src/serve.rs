@@ -26,7 +26,7 @@ pub(crate) async fn open_metadata(config: &Config) -> Result<Metadata, Error> {
 }
 
 /// Creates the data directory and takes its lock for the life of the returned file.
-fn lock_data_dir(config: &Config) -> Result<File, Error> {
+pub(crate) fn lock_data_dir(config: &Config) -> Result<File, Error> {
     let dir = &config.data_dir;
     std::fs::create_dir_all(dir).map_err(|e| {
         Error::InvalidInput(format!(
@@ -88,7 +88,7 @@ fn sole_writer(config: &Config) -> bool {
 }
 
 /// This node's id: configured, or random for this run.
-fn node_id(config: &Config) -> String {
+pub(crate) fn node_id(config: &Config) -> String {
     config
         .cluster
         .node_id
@@ -96,7 +96,7 @@ fn node_id(config: &Config) -> String {
         .unwrap_or_else(|| format!("node-{:08x}", rand::random::<u32>()))
 }
 
-async fn build(
+pub(crate) async fn build(
     config: &Config,
     node_id: &str,
 ) -> Result<(Arc<Stowage>, Metadata, Filestore), Error> {

@@ -3,6 +3,7 @@
 //! ([`filestore::build`]). `stowage serve`, the CLI commands and the function binaries all
 //! start here. Nothing in this crate runs per request.
 
+pub mod backup;
 pub mod config;
 pub mod filestore;
 pub mod secrets;

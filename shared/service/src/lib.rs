@@ -5,6 +5,7 @@
 //! AWS secrets crate: callers hand it parsed, typed requests.
 
 pub mod auth;
+pub mod backup;
 pub mod cluster;
 mod filestore;
 pub mod locks;
@@ -17,6 +18,7 @@ pub use cluster::{Cluster, ClusterSettings, ClusterStatus};
 pub use filestore::Filestore;
 pub use locks::LockSettings;
 pub use settings::Settings;
+pub use stowage::backup::{BackupOptions, BackupReport, CopyProgress, ProgressCell, RestoreReport};
 pub use stowage::{
     ByteRange, ChecksumDeploy, ChecksumKind, Conditions, DeployRequest, Download, DownloadRequest,
     GcProgress, GcReport, Item, ListPage, ListedPage, MAX_CHECKSUM_FILE, NodeFigures, Properties,

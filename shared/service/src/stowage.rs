@@ -24,6 +24,7 @@ use crate::filestore::Filestore;
 use crate::locks::{LockGuard, LockName, Locks, release_all};
 use crate::security::{Action, Caller, Security};
 
+pub(crate) mod backup;
 mod catalog;
 mod checksum_files;
 mod conditions;

@@ -163,3 +163,42 @@ pub(crate) fn upload_plan(plan: &UploadPlan) -> Value {
 fn presigned(r: &PresignedRequest) -> Value {
     json!({ "method": r.method, "url": r.url, "headers": r.headers })
 }
+
+fn tables(tables: &[(String, u64)]) -> Value {
+    Value::Object(tables.iter().map(|(t, n)| (t.clone(), json!(n))).collect())
+}
+
+pub fn backup_report(r: &stowage_service::BackupReport) -> Value {
+    json!({
+        "id": r.id,
+        "tables": tables(&r.tables),
+        "binaries": r.binaries,
+        "bytes": r.bytes,
+        "copied": r.copied,
+        "copiedBytes": r.copied_bytes,
+        "removedBackups": r.removed_backups,
+        "removedBinaries": r.removed_binaries,
+        "elapsedMs": r.elapsed_ms,
+    })
+}
+
+pub fn restore_report(r: &stowage_service::RestoreReport) -> Value {
+    json!({
+        "id": r.id,
+        "tables": tables(&r.tables),
+        "binaries": r.binaries,
+        "bytes": r.bytes,
+        "elapsedMs": r.elapsed_ms,
+    })
+}
+
+pub fn copy_progress(p: &stowage_service::CopyProgress) -> Value {
+    json!({
+        "running": p.running,
+        "phase": p.phase,
+        "binariesDone": p.binaries_done,
+        "binariesTotal": p.binaries_total,
+        "bytesDone": p.bytes_done,
+        "bytesTotal": p.bytes_total,
+    })
+}

@@ -545,6 +545,40 @@ impl Metadata {
     }
 }
 
+/// Calls `each` with every row of `table` in an export (its values in the columns' order of
+/// [`exported_columns`]), reading the export once, as a stream. An export without the table's
+/// end line is damaged.
+pub fn for_each_row(
+    input: impl BufRead,
+    table: &str,
+    mut each: impl FnMut(&[Value]) -> Result<()>,
+) -> Result<u64> {
+    let mut inside = false;
+    let mut count = 0u64;
+    for (i, line) in input.lines().enumerate() {
+        let line = line.map_err(|e| bad_export(i + 1, e))?;
+        if !inside {
+            // Rows are arrays: only the table and end lines are objects.
+            if line.starts_with('{') {
+                let head: Value = serde_json::from_str(&line).map_err(|e| bad_export(i + 1, e))?;
+                inside = head["table"] == table;
+            }
+            continue;
+        }
+        match serde_json::from_str::<Value>(&line).map_err(|e| bad_export(i + 1, e))? {
+            Value::Array(values) => {
+                each(&values)?;
+                count += 1;
+            }
+            Value::Object(end) if end.get("end").and_then(Value::as_str) == Some(table) => {
+                return Ok(count);
+            }
+            other => return Err(bad_export(i + 1, format!("unexpected {other}"))),
+        }
+    }
+    Err(bad_export(0, format!("table {table} is missing or cut")))
+}
+
 /// Rows per INSERT: 15 columns at most, well inside every engine's limit on bound values.
 const IMPORT_BATCH: usize = 500;
 

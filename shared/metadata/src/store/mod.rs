@@ -19,7 +19,7 @@ use crate::model::*;
 use crate::now_ms;
 pub use artifacts::OriginalChecksum;
 pub use audit::GENESIS;
-pub use export::{ExportSummary, NOT_EXPORTED, exported_columns};
+pub use export::{ExportSummary, NOT_EXPORTED, exported_columns, for_each_row};
 pub use folders::ListKind;
 
 /// Pool settings (`[database]` in the configuration).
