@@ -334,3 +334,83 @@ fn ok_status(out: &Output, what: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_running_server_backs_up_through_the_api() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    s.create_repo("libs").await;
+    for i in 0..5u64 {
+        let r = s
+            .admin()
+            .put(s.url(&format!("/libs/f{i}.bin")))
+            .body(bytes(i, 2_000))
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let target = dir.path().join("api-backup");
+    let url = s.url(&format!(
+        "/api/system/backup?to={}&keep=2",
+        target.display()
+    ));
+    let anonymous = reqwest::Client::new()
+        .post(&url)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        !target.exists(),
+        "nothing is made for a caller who may not back up"
+    );
+    let r = s
+        .admin()
+        .post(s.url("/api/system/backup"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "a target is needed");
+
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        let r = s.admin().post(&url).send().await.expect("post");
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let report = loop {
+            let tasks: Value = s
+                .admin()
+                .get(s.url("/api/system/tasks"))
+                .send()
+                .await
+                .expect("tasks")
+                .json()
+                .await
+                .expect("json");
+            let backup = &tasks["backup"];
+            if backup["progress"]["running"] == false
+                && let Some(ok) = backup["last"]["ok"].as_object()
+                && !ids.contains(&ok["id"])
+            {
+                break Value::Object(ok.clone());
+            }
+            assert!(backup["last"]["failed"].is_null(), "{tasks}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no backup finished: {tasks}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        assert_eq!(report["tables"]["artifacts"], 5, "{report}");
+        assert_eq!(report["copied"], if round == 0 { 5 } else { 0 }, "{report}");
+        ids.push(report["id"].clone());
+    }
+    // keep=2: the first of the three is gone, the two newest stay.
+    let kept: Vec<String> = std::fs::read_dir(target.join("backups"))
+        .expect("backups")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(!kept.contains(&ids[0].as_str().expect("id").to_string()));
+}

@@ -55,6 +55,14 @@ fn status(p: &CopyProgress) -> (String, Option<(u64, u64)>) {
     )
 }
 
+/// The configuration file's text, secrets left out, for a backup to keep.
+pub(crate) fn kept_config(path: &Option<PathBuf>) -> Result<Option<String>, Error> {
+    let Some(path) = path else { return Ok(None) };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::InvalidInput(format!("cannot read {}: {e}", path.display())))?;
+    stowage_config::backup::without_secrets(&text).map(Some)
+}
+
 fn work_dir(config: &stowage_config::Config) -> PathBuf {
     config.data_dir.join("backup-work")
 }
@@ -66,13 +74,7 @@ pub(crate) async fn backup(args: &BackupArgs) -> Result<(), Error> {
     let _lock = lock_data_dir(&config)?;
     let (stowage, metadata, _) = build(&config, &node_id(&config)).await?;
     let target = stowage_config::backup::target(&args.to, &config).await?;
-    let config_text = match &args.config.config {
-        Some(path) => Some(stowage_config::backup::without_secrets(
-            &std::fs::read_to_string(path)
-                .map_err(|e| Error::InvalidInput(format!("cannot read {}: {e}", path.display())))?,
-        )?),
-        None => None,
-    };
+    let config_text = kept_config(&args.config.config)?;
     let options = BackupOptions {
         keep: args.keep,
         config_text,

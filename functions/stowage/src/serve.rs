@@ -286,6 +286,11 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
         stowage,
         cluster: Arc::clone(&cluster),
         base_url: config.base_url.clone(),
+        backups: Some(stowage_api::http::BackupSettings {
+            config: Arc::new(config.clone()),
+            config_text: crate::backup::kept_config(&args.config)?,
+            work_dir: config.data_dir.join("backup-work"),
+        }),
         context_path: config.server.context_path()?,
         metrics: config
             .metrics

@@ -263,6 +263,8 @@ pub async fn run(part: Part) -> Result<(), Error> {
         stowage,
         cluster,
         base_url: config.base_url.clone(),
+        // A function runs no backups: its run time is capped and it has no disk to work on.
+        backups: None,
         context_path: config.server.context_path()?,
         // A Lambda function's memory is not scraped: only a container records metrics.
         metrics: (config.metrics.enabled && mode == Mode::Server)

@@ -46,6 +46,7 @@ async fn state() -> (tempfile::TempDir, AppState, String) {
         cluster: Arc::new(cluster),
         base_url: Some("https://artifacts.example.com/".into()),
         limits: Limits::default(),
+        backups: None,
         context_path: Some("/artifactory".into()),
         metrics: stowage_api::http::metrics::install(),
     };
@@ -317,6 +318,7 @@ async fn the_context_path_is_served_beside_the_root_or_not_at_all() {
         .expect("answer");
     assert_ne!(response.status(), StatusCode::OK);
     let without = router(AppState {
+        backups: None,
         context_path: None,
         ..state
     });

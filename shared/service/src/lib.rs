@@ -18,7 +18,9 @@ pub use cluster::{Cluster, ClusterSettings, ClusterStatus};
 pub use filestore::Filestore;
 pub use locks::LockSettings;
 pub use settings::Settings;
-pub use stowage::backup::{BackupOptions, BackupReport, CopyProgress, ProgressCell, RestoreReport};
+pub use stowage::backup::{
+    BackupOptions, BackupReport, BackupStart, CopyProgress, ProgressCell, RestoreReport,
+};
 pub use stowage::{
     ByteRange, ChecksumDeploy, ChecksumKind, Conditions, DeployRequest, Download, DownloadRequest,
     GcProgress, GcReport, Item, ListPage, ListedPage, MAX_CHECKSUM_FILE, NodeFigures, Properties,

@@ -214,6 +214,8 @@ pub struct Stowage {
     downloads: Arc<stats::DownloadCounter>,
     /// How far garbage collection got on this node.
     gc_progress: std::sync::Mutex<GcProgress>,
+    /// The backup this node runs or ran last for the API (`POST /api/system/backup`).
+    background_backup: Arc<backup::BackgroundBackup>,
 }
 
 impl Stowage {
@@ -252,6 +254,7 @@ impl Stowage {
             orphan_grace: settings.orphan_grace,
             downloads: Arc::default(),
             gc_progress: std::sync::Mutex::default(),
+            background_backup: Arc::default(),
         };
         let guard: Arc<dyn TakeBack> = Arc::new(GuardedTakeBack {
             locks: stowage.locks.clone(),

@@ -40,9 +40,21 @@ pub struct AppState {
     pub limits: Limits,
     /// This process's metrics recorder ([`metrics::install`]); `None`: metrics are off.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// What backups asked for through the API need (`POST /api/system/backup`): the
+    /// configuration that resolves a target, and a work directory; `None`: not offered here.
+    pub backups: Option<BackupSettings>,
     /// The context path the API also answers under (`/artifactory`, where Artifactory's
     /// clients put every call); `None`: the root only.
     pub context_path: Option<String>,
+}
+
+/// See [`AppState::backups`].
+#[derive(Debug, Clone)]
+pub struct BackupSettings {
+    pub config: Arc<stowage_config::Config>,
+    /// The configuration file's text, secrets left out, kept with each backup.
+    pub config_text: Option<String>,
+    pub work_dir: std::path::PathBuf,
 }
 
 impl AppState {
@@ -130,6 +142,7 @@ pub fn router_for(state: AppState, part: Part) -> Router {
             .route("/api/system/storage/optimize", post(system::optimize))
             .route("/api/system/cluster", get(system::cluster))
             .route("/api/system/tasks", get(system::tasks))
+            .route("/api/system/backup", post(system::backup))
             .route("/api/storageinfo", get(system::storage_info))
             .route("/api/repositories", get(system::list_repositories))
             .route(

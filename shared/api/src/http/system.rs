@@ -40,11 +40,65 @@ pub(crate) async fn tasks(
     axum::Extension(caller): axum::Extension<Caller>,
 ) -> Result<Response, ApiError> {
     let (gc, balancing) = state.stowage.task_progress(&caller)?;
+    let (backup, last) = state.stowage.background_backup_status(&caller)?;
     Ok(Json(json!({
         "gc": figures::gc_progress(&gc),
         "balancing": balancing.as_ref().map(figures::balance_progress),
+        "backup": {
+            "progress": figures::copy_progress(&backup),
+            "last": last.map(|l| match l {
+                Ok(report) => json!({ "ok": figures::backup_report(&report) }),
+                Err(e) => json!({ "failed": e }),
+            }),
+        },
     }))
     .into_response())
+}
+
+/// `POST /api/system/backup?to=DIR|s3://bucket/prefix&keep=N`: starts a backup on this node
+/// and answers at once (202); its progress and outcome are in `GET /api/system/tasks`.
+pub(crate) async fn backup(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    axum::extract::Query(query): axum::extract::Query<BackupQuery>,
+) -> Result<Response, ApiError> {
+    // Before the target is resolved (which creates its directory).
+    state
+        .stowage
+        .security()
+        .require_admin(&caller, "back up Stowage")?;
+    let Some(settings) = &state.backups else {
+        return Err(ApiError::Status(
+            StatusCode::NOT_FOUND,
+            "backups are run by `stowage serve` or the `stowage backup` command, not by a \
+             function"
+                .into(),
+        ));
+    };
+    let Some(to) = query.to.as_deref().filter(|t| !t.is_empty()) else {
+        return Err(ApiError::Status(
+            StatusCode::BAD_REQUEST,
+            "name the target: ?to=/a/directory or ?to=s3://bucket/prefix".into(),
+        ));
+    };
+    let target = stowage_config::backup::target(to, &settings.config).await?;
+    let options = stowage_service::BackupOptions {
+        keep: query.keep.unwrap_or(7).max(1),
+        config_text: settings.config_text.clone(),
+        work_dir: settings.work_dir.clone(),
+    };
+    let status = match state.stowage.start_backup(&caller, target, options).await? {
+        stowage_service::BackupStart::Started => "backup started",
+        stowage_service::BackupStart::AlreadyRunning => "a backup is already running",
+    };
+    let body = json!({ "status": status, "progress": "/api/system/tasks" });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct BackupQuery {
+    to: Option<String>,
+    keep: Option<usize>,
 }
 
 /// `POST /api/system/storage/optimize` (Optimize System Storage): starts a balancing pass of

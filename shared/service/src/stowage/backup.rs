@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -96,6 +96,21 @@ impl ProgressCell {
             f(&mut p);
         }
     }
+}
+
+/// The backup a node runs in the background for the API, and how the last one ended.
+#[derive(Debug, Default)]
+pub(crate) struct BackgroundBackup {
+    progress: ProgressCell,
+    last: Mutex<Option<std::result::Result<BackupReport, String>>>,
+}
+
+/// What asking for a backup in the background did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupStart {
+    Started,
+    /// One is running on this node; it goes on.
+    AlreadyRunning,
 }
 
 /// A new backup's id: its UTC time, which sorts as it was taken.
@@ -269,35 +284,36 @@ impl Stowage {
             p.bytes_total = bytes;
         });
         // 2. The binaries the target lacks.
-        let copied = futures::stream::iter(binaries.iter().map(|(digest, size)| async move {
-            let there = target.binaries.exists(digest).await?;
-            let created = if there {
-                false
-            } else {
-                copy_binary(&*self.provider, &*target.binaries, digest, *size)
-                    .await
-                    .map_err(|e| match e {
-                        Error::NotFound { .. } => Error::Unavailable(format!(
-                            "binary {digest} of the metadata snapshot is not in the filestore: \
+        let copied =
+            futures::stream::iter(binaries.iter().copied().map(|(digest, size)| async move {
+                let there = target.binaries.exists(&digest).await?;
+                let created = if there {
+                    false
+                } else {
+                    copy_binary(&*self.provider, &*target.binaries, &digest, size)
+                        .await
+                        .map_err(|e| match e {
+                            Error::NotFound { .. } => Error::Unavailable(format!(
+                                "binary {digest} of the metadata snapshot is not in the filestore: \
                              run `stowage verify` (the store lost it), then back up again"
-                        )),
-                        other => other,
-                    })?
-            };
-            progress.update(|p| {
-                p.binaries_done += 1;
-                p.bytes_done += size;
-            });
-            Ok::<_, Error>(if created { Some(*size) } else { None })
-        }))
-        .buffer_unordered(COPIES_AT_ONCE)
-        .try_fold((0u64, 0u64), |(n, b), c| async move {
-            Ok(match c {
-                Some(size) => (n + 1, b + size),
-                None => (n, b),
+                            )),
+                            other => other,
+                        })?
+                };
+                progress.update(|p| {
+                    p.binaries_done += 1;
+                    p.bytes_done += size;
+                });
+                Ok::<_, Error>(if created { Some(size) } else { None })
+            }))
+            .buffer_unordered(COPIES_AT_ONCE)
+            .try_fold((0u64, 0u64), |(n, b), c| async move {
+                Ok(match c {
+                    Some(size) => (n + 1, b + size),
+                    None => (n, b),
+                })
             })
-        })
-        .await?;
+            .await?;
         // 3. The files, the manifest last.
         progress.update(|p| p.phase = "finishing");
         let dir = format!("backups/{id}");
@@ -349,6 +365,63 @@ impl Stowage {
             removed_binaries,
             elapsed_ms: 0,
         })
+    }
+
+    /// Starts a backup in the background and returns at once; its progress and outcome are
+    /// in [`Stowage::background_backup_status`]. One at a time per node; across nodes, the
+    /// lock every backup holds (collection's removals) keeps them one after another.
+    pub async fn start_backup(
+        self: &Arc<Self>,
+        caller: &Caller,
+        target: BackupTarget,
+        options: BackupOptions,
+    ) -> Result<BackupStart> {
+        self.security.require_admin(caller, "back up Stowage")?;
+        if self.background_backup.progress.get().running {
+            return Ok(BackupStart::AlreadyRunning);
+        }
+        self.background_backup.progress.update(|p| {
+            *p = CopyProgress {
+                running: true,
+                phase: "waiting",
+                ..CopyProgress::default()
+            }
+        });
+        let this = Arc::clone(self);
+        let caller = caller.clone();
+        tokio::spawn(async move {
+            let state = Arc::clone(&this.background_backup);
+            let done = this
+                .backup(&caller, &target, &options, &state.progress)
+                .await;
+            state.progress.update(|p| p.running = false);
+            if let Err(e) = &done {
+                tracing::warn!(error = %e, "the backup asked for by the API failed");
+            }
+            if let Ok(mut last) = state.last.lock() {
+                *last = Some(done.map_err(|e| e.to_string()));
+            }
+        });
+        Ok(BackupStart::Started)
+    }
+
+    /// The background backup's progress, and how the last one ended (administrators only).
+    pub fn background_backup_status(
+        &self,
+        caller: &Caller,
+    ) -> Result<(
+        CopyProgress,
+        Option<std::result::Result<BackupReport, String>>,
+    )> {
+        self.security
+            .require_admin(caller, "read the progress of tasks")?;
+        let last = self
+            .background_backup
+            .last
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        Ok((self.background_backup.progress.get(), last))
     }
 
     /// The ids of `target`'s complete backups, oldest first.
@@ -515,10 +588,10 @@ impl Stowage {
         });
         // Every binary, checked against its digest on its way into this filestore.
         let damaged = Mutex::new(Vec::new());
-        futures::stream::iter(binaries.iter().map(|(digest, size)| {
+        futures::stream::iter(binaries.iter().copied().map(|(digest, size)| {
             let damaged = &damaged;
             async move {
-                match copy_binary(&*source.binaries, &*self.provider, digest, *size).await {
+                match copy_binary(&*source.binaries, &*self.provider, &digest, size).await {
                     Ok(_) => {}
                     Err(e @ (Error::ChecksumMismatch { .. }
                     | Error::Truncated { .. }
@@ -526,7 +599,7 @@ impl Stowage {
                     | Error::NotFound { .. })) => {
                         tracing::error!(%digest, error = %e, "a binary of the backup is damaged or missing");
                         if let Ok(mut d) = damaged.lock() {
-                            d.push((*digest, e.to_string()));
+                            d.push((digest, e.to_string()));
                         }
                     }
                     Err(e) => return Err(e),
