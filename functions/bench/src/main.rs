@@ -4,6 +4,7 @@
 //! raw limits of the same machine, in the same run (see docs/benchmarks.md).
 
 mod bench;
+mod bench_backup;
 mod bench_cloud;
 mod bench_downloads;
 mod bench_listings;
@@ -44,6 +45,10 @@ enum Command {
     /// SQLite and PostgreSQL, against the folder read before folders were entries.
     #[command(name = "bench-listings")]
     BenchListings(bench_listings::BenchListingsArgs),
+    /// Measure `stowage backup` and `stowage restore` against a plain copy of the same bytes
+    /// to the same disk.
+    #[command(name = "bench-backup")]
+    BenchBackup(bench_backup::BenchBackupArgs),
 }
 
 #[tokio::main]
@@ -63,6 +68,7 @@ async fn main() -> ExitCode {
         Command::BenchShards(args) => bench_shards::run(&args).await,
         Command::BenchDownloads(args) => bench_downloads::run(&args).await,
         Command::BenchListings(args) => bench_listings::run(&args).await,
+        Command::BenchBackup(args) => bench_backup::run(&args).await,
     };
     if let Err(e) = result {
         eprintln!("stowage-bench: {e}");
