@@ -1558,3 +1558,99 @@ async fn named_properties_checksum_search_by_repository_and_repository_updates()
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_trash_restores_to_another_path_and_cleans_an_entry_for_good() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    s.create_repo("libs").await;
+    s.create_repo("archive").await;
+    let c = s.admin();
+    let (one, two) = (bytes(901, 3_000), bytes(902, 4_000));
+    for (path, data) in [
+        ("/libs/app/1.0/one.jar;build=7", &one),
+        ("/libs/app/1.0/sub/two.jar", &two),
+    ] {
+        let r = c
+            .put(s.url(path))
+            .body(data.clone())
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let r = c
+        .delete(s.url("/libs/app/1.0"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+
+    // A folder restored elsewhere keeps its files' places below the new folder, and their
+    // properties.
+    let r = c
+        .post(s.url("/api/trash/restore/libs/app/1.0?to=archive/app-1.0"))
+        .send()
+        .await
+        .expect("restore");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.expect("text").contains("archive/app-1.0"));
+    assert_eq!(s.body("/archive/app-1.0/one.jar").await, one);
+    assert_eq!(s.body("/archive/app-1.0/sub/two.jar").await, two);
+    let props = json(
+        c.get(s.url("/api/storage/archive/app-1.0/one.jar?properties"))
+            .send()
+            .await
+            .expect("props"),
+    )
+    .await;
+    assert_eq!(props["properties"]["build"], serde_json::json!(["7"]));
+    let r = c
+        .get(s.url("/libs/app/1.0/one.jar"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "not where it was");
+
+    // A file restored onto a file that exists is refused, and stays in the trash.
+    let r = c
+        .delete(s.url("/archive/app-1.0/sub/two.jar"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = c
+        .post(s.url("/api/trash/restore/archive/app-1.0/sub/two.jar?to=archive/app-1.0/one.jar"))
+        .send()
+        .await
+        .expect("restore");
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+
+    // Cleaned for good: gone from the trash, nothing to restore any more.
+    let r = c
+        .delete(s.url("/api/trash/clean/archive/app-1.0/sub/two.jar"))
+        .send()
+        .await
+        .expect("clean");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let trash = json(c.get(s.url("/api/trash")).send().await.expect("trash")).await;
+    assert_eq!(trash["items"].as_array().map(Vec::len), Some(0), "{trash}");
+    let r = c
+        .post(s.url("/api/trash/restore/archive/app-1.0/sub/two.jar"))
+        .send()
+        .await
+        .expect("restore");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = c
+        .delete(s.url("/api/trash/clean/archive/nothing"))
+        .send()
+        .await
+        .expect("clean");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = reqwest::Client::new()
+        .delete(s.url("/api/trash/clean/archive/app-1.0"))
+        .send()
+        .await
+        .expect("clean");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}

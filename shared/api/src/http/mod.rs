@@ -169,6 +169,10 @@ pub fn router_for(state: AppState, part: Part) -> Router {
             .route("/api/trash", get(system::trash_list))
             .route("/api/trash/empty", post(system::trash_empty))
             .route("/api/trash/restore/{*rest}", post(system::trash_restore))
+            .route(
+                "/api/trash/clean/{*rest}",
+                axum::routing::delete(system::trash_clean),
+            )
             .route("/api/audit", get(security::audit))
             .route("/api/security/users", get(security::list_users))
             .route(

@@ -3,10 +3,10 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use stowage_core::RepoKey;
+use stowage_core::{ArtifactPath, RepoKey};
 
 use stowage_service::security::Caller;
 use stowage_service::tasks::BalanceStart;
@@ -402,18 +402,47 @@ pub(crate) async fn trash_empty(
     Ok(Json(json!({ "purged": purged })).into_response())
 }
 
-/// `POST /api/trash/restore/{repo}/{path}`: back to where it was.
+/// `POST /api/trash/restore/{repo}/{path}[?to={repo}/{path}]`: back to where it was, or to
+/// another place.
 pub(crate) async fn trash_restore(
     State(state): State<AppState>,
     axum::Extension(caller): axum::Extension<Caller>,
     Target { repo, path, .. }: Target,
-    uri: Uri,
+    axum::extract::Query(query): axum::extract::Query<RestoreQuery>,
 ) -> Result<Response, ApiError> {
-    if uri.query().is_some_and(|q| q.contains("to=")) {
-        return Err(ApiError::bad_request(
-            "restoring to another path is not supported yet; restore in place, then move",
-        ));
-    }
-    let restored = state.stowage.restore(&caller, &repo, &path).await?;
-    Ok(format!("Successfully restored {restored} item(s) to {repo}/{path}\n").into_response())
+    let to = query.to.filter(|t| !t.trim_matches('/').is_empty());
+    let to = match &to {
+        Some(to) => {
+            let to = to.trim_matches('/');
+            let (r, p) = to.split_once('/').unwrap_or((to, ""));
+            Some((repo_key(r)?, ArtifactPath::parse(p)?))
+        }
+        None => None,
+    };
+    let restored = state
+        .stowage
+        .restore_to(&caller, &repo, &path, to.as_ref().map(|(r, p)| (r, p)))
+        .await?;
+    let (to_repo, to_path) = to.as_ref().map_or((&repo, &path), |(r, p)| (r, p));
+    Ok(
+        format!("Successfully restored {restored} item(s) to {to_repo}/{to_path}\n")
+            .into_response(),
+    )
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct RestoreQuery {
+    /// `repo/path` to restore to (default: where it was).
+    to: Option<String>,
+}
+
+/// `DELETE /api/trash/clean/{repo}/{path}`: a file, or a folder's files, out of the trash for
+/// good.
+pub(crate) async fn trash_clean(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Target { repo, path, .. }: Target,
+) -> Result<Response, ApiError> {
+    state.stowage.clean_trash(&caller, &repo, &path).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -210,9 +210,46 @@ impl Metadata {
     /// Puts a trashed file, or every trashed file below a folder, back where it was. Paths that
     /// are occupied again make the whole restore fail with `Conflict`; returns how many moved.
     pub async fn restore(&self, repo: &RepoKey, path: &ArtifactPath) -> Result<u64> {
+        self.restore_to(repo, path, None).await
+    }
+
+    /// Like [`Metadata::restore`], to `to` instead of where they were (Artifactory's
+    /// `?to=repo/path`): a file lands at `to`, the files of a folder below `to` as they were
+    /// below the folder.
+    pub async fn restore_to(
+        &self,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+        to: Option<(&RepoKey, &ArtifactPath)>,
+    ) -> Result<u64> {
         let writes = self.writes();
         let mut tx = writes.begin().await?;
         self.check_repository(&mut tx, repo).await?;
+        let dest_repo = to.map_or(repo, |(r, _)| r);
+        if dest_repo != repo {
+            self.check_repository(&mut tx, dest_repo).await?;
+        }
+        let destination = |trashed: &ArtifactPath| -> Result<ArtifactPath> {
+            let Some((_, to_path)) = to else {
+                return Ok(trashed.clone());
+            };
+            let rest = if path.as_str().is_empty() {
+                trashed.as_str()
+            } else if trashed.as_str() == path.as_str() {
+                ""
+            } else {
+                trashed
+                    .as_str()
+                    .strip_prefix(path.as_str())
+                    .map_or("", |r| r.trim_start_matches('/'))
+            };
+            let joined = match (to_path.as_str(), rest) {
+                (t, "") => t.to_string(),
+                ("", r) => r.to_string(),
+                (t, r) => format!("{t}/{r}"),
+            };
+            ArtifactPath::parse(&joined)
+        };
         let (lo, hi) = below(path.as_str());
         let rows = sqlx::query(self.sql("SELECT * FROM trash WHERE repo_key = ? AND (path = ? OR (path >= ? AND path < ?) OR ? = '')",))
         .bind(repo.as_str())
@@ -223,9 +260,12 @@ impl Metadata {
         .fetch_all(&mut *tx)
         .await
         .map_err(db_err)?;
+        let repo_in = repo;
+        let repo = dest_repo;
         for row in &rows {
             let trashed: String = row.try_get("path").map_err(db_err)?;
-            let target = ArtifactPath::parse(&trashed).map_err(|_| corrupt("path", &trashed))?;
+            let trashed = ArtifactPath::parse(&trashed).map_err(|_| corrupt("path", &trashed))?;
+            let target = destination(&trashed)?;
             if sqlx::query(self.sql("SELECT 1 FROM artifacts WHERE repo_key = ? AND path = ?"))
                 .bind(repo.as_str())
                 .bind(target.as_str())
@@ -235,7 +275,8 @@ impl Metadata {
                 .is_some()
             {
                 return Err(Error::Conflict(format!(
-                    "cannot restore {repo}/{target}: a file with that path exists again"
+                    "cannot restore {repo_in}/{trashed} to {repo}/{target}: a file with that \
+                     path exists"
                 )));
             }
             self.check_file_path(&mut tx, repo, &target).await?;
@@ -269,6 +310,24 @@ impl Metadata {
         }
         tx.commit().await.map_err(db_err)?;
         Ok(rows.len() as u64)
+    }
+
+    /// Removes a file, or every file below a folder, from the trash for good (their binaries
+    /// go at the next garbage collection); returns how many went.
+    pub async fn clean_trash(&self, repo: &RepoKey, path: &ArtifactPath) -> Result<u64> {
+        let (lo, hi) = below(path.as_str());
+        let done = sqlx::query(self.sql(
+            "DELETE FROM trash WHERE repo_key = ? AND (path = ? OR (path >= ? AND path < ?) OR ? = '')",
+        ))
+        .bind(repo.as_str())
+        .bind(path.as_str())
+        .bind(lo)
+        .bind(hi)
+        .bind(path.as_str())
+        .execute(self.writes().pool())
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected())
     }
 
     /// Empties the trash, or only what was deleted before `before_ms`; returns how many went.

@@ -14,6 +14,26 @@ impl Stowage {
         self.metadata.trash_list().await
     }
 
+    /// Removes a file, or a folder's files, from the trash for good (Artifactory's
+    /// `DELETE /api/trash/clean/{repo}/{path}`). Returns how many; `NotFound` when the trash
+    /// holds nothing there.
+    pub async fn clean_trash(
+        &self,
+        caller: &Caller,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+    ) -> Result<u64> {
+        self.security
+            .require_admin(caller, &format!("remove {repo}/{path} from the trash"))?;
+        let cleaned = self.metadata.clean_trash(repo, path).await?;
+        if cleaned == 0 {
+            return Err(Error::NotFound {
+                what: format!("{repo}/{path} in the trash"),
+            });
+        }
+        Ok(cleaned)
+    }
+
     /// Removes everything in the trash (its binaries go at the next garbage collection).
     /// Returns how many entries.
     pub async fn empty_trash(&self, caller: &Caller) -> Result<u64> {
@@ -29,12 +49,26 @@ impl Stowage {
         repo: &RepoKey,
         path: &ArtifactPath,
     ) -> Result<u64> {
+        self.restore_to(caller, repo, path, None).await
+    }
+
+    /// Like [`Stowage::restore`], to `to` (a file lands there, a folder's files below it),
+    /// under the locks of both paths.
+    pub async fn restore_to(
+        &self,
+        caller: &Caller,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+        to: Option<(&RepoKey, &ArtifactPath)>,
+    ) -> Result<u64> {
         self.security
             .require_admin(caller, &format!("restore {repo}/{path} from the trash"))?;
+        let mut locks = vec![LockName::path(repo, path)];
+        if let Some((to_repo, to_path)) = to {
+            locks.push(LockName::path(to_repo, to_path));
+        }
         let restored = self
-            .locked_write(vec![LockName::path(repo, path)], || {
-                self.metadata.restore(repo, path)
-            })
+            .locked_write(locks, || self.metadata.restore_to(repo, path, to))
             .await?;
         if restored == 0 {
             return Err(Error::NotFound {
