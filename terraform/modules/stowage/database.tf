@@ -73,7 +73,8 @@ resource "aws_rds_cluster" "stowage" {
   kms_key_id                          = var.kms_key_arn
   iam_database_authentication_enabled = true
   deletion_protection                 = var.deletion_protection
-  backup_retention_period             = 7
+  backup_retention_period             = var.aurora_backup_retention_days
+  preferred_backup_window             = var.aurora_backup_window
   copy_tags_to_snapshot               = true
   skip_final_snapshot                 = false
   final_snapshot_identifier           = "${var.name}-final"
@@ -215,4 +216,15 @@ resource "aws_secretsmanager_secret" "admin_token" {
 resource "aws_secretsmanager_secret_version" "admin_token" {
   secret_id     = aws_secretsmanager_secret.admin_token.id
   secret_string = "stw_${random_password.admin_token.result}"
+}
+
+# Optional: a global database with this cluster as its primary, which a standby region's
+# secondary cluster joins (README.md, "Failover runbook").
+resource "aws_rds_global_cluster" "stowage" {
+  count = var.aurora_global_cluster_identifier == null ? 0 : 1
+
+  global_cluster_identifier    = var.aurora_global_cluster_identifier
+  source_db_cluster_identifier = aws_rds_cluster.stowage.arn
+  force_destroy                = false
+  deletion_protection          = var.deletion_protection
 }

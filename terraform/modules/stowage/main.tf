@@ -106,6 +106,20 @@ check "a_deployment_has_what_it_runs" {
   }
 }
 
+check "replication_names_every_shard" {
+  assert {
+    condition     = var.replication_destination_bucket_arns == null || (var.bucket_versioning && alltrue([for id in keys(local.shards) : contains(keys(coalesce(var.replication_destination_bucket_arns, {})), id)]))
+    error_message = "replication_destination_bucket_arns needs a DR bucket for every shard (shard-01, …) and bucket_versioning = true."
+  }
+}
+
+check "versions_outlive_database_backups" {
+  assert {
+    condition     = !var.bucket_versioning || var.noncurrent_version_retention_days >= var.aurora_backup_retention_days
+    error_message = "noncurrent_version_retention_days must be at least aurora_backup_retention_days: an older database snapshot would name binaries whose versions are gone."
+  }
+}
+
 check "cloudfront_serves_one_bucket" {
   assert {
     condition     = var.cloudfront_public_key_pem == null || var.shard_count == 1

@@ -391,3 +391,69 @@ variable "alarm_queue_age_seconds" {
   type        = number
   default     = 900
 }
+
+variable "bucket_versioning" {
+  description = "Version the shard buckets, so that what garbage collection deletes stays restorable for noncurrent_version_retention_days (database snapshots of that window then restore whole)."
+  type        = bool
+  default     = true
+}
+
+variable "noncurrent_version_retention_days" {
+  description = "Days a deleted or overwritten object version is kept (the window in which an Aurora snapshot finds every binary it names); keep it at least aurora_backup_retention_days."
+  type        = number
+  default     = 35
+
+  validation {
+    condition     = var.noncurrent_version_retention_days >= 1
+    error_message = "noncurrent_version_retention_days must be at least 1."
+  }
+}
+
+variable "object_lock" {
+  description = "S3 Object Lock on the shard buckets (only when they are made): each object version is kept for days in GOVERNANCE or COMPLIANCE mode. Null: no lock."
+  type = object({
+    mode = string
+    days = number
+  })
+  default = null
+
+  validation {
+    condition     = var.object_lock == null ? true : (contains(["GOVERNANCE", "COMPLIANCE"], var.object_lock.mode) && var.object_lock.days >= 1)
+    error_message = "object_lock.mode must be GOVERNANCE or COMPLIANCE, and object_lock.days at least 1."
+  }
+}
+
+variable "replication_destination_bucket_arns" {
+  description = "Cross-region replication: the DR bucket of each shard, by mount id (shard-01, …), made and versioned in the DR region. Null: no replication."
+  type        = map(string)
+  default     = null
+}
+
+variable "replication_kms_key_arn" {
+  description = "KMS key in the DR region the replicas are encrypted with (with replication and SSE-KMS)."
+  type        = string
+  default     = null
+}
+
+variable "aurora_backup_retention_days" {
+  description = "Days Aurora keeps automated backups (point-in-time restore window)."
+  type        = number
+  default     = 14
+
+  validation {
+    condition     = var.aurora_backup_retention_days >= 1 && var.aurora_backup_retention_days <= 35
+    error_message = "aurora_backup_retention_days must be from 1 to 35."
+  }
+}
+
+variable "aurora_backup_window" {
+  description = "Daily UTC window of Aurora's automated backups (hh24:mi-hh24:mi)."
+  type        = string
+  default     = "03:00-04:00"
+}
+
+variable "aurora_global_cluster_identifier" {
+  description = "Make an Aurora global database of this name with this cluster as its primary, for a standby region's secondary cluster to join. Null: none."
+  type        = string
+  default     = null
+}
