@@ -21,6 +21,7 @@ pub use settings::Settings;
 pub use stowage::backup::{
     BackupOptions, BackupReport, BackupStart, CopyProgress, ProgressCell, RestoreReport,
 };
+pub use stowage::prune::{PruneReport, PruneStart};
 pub use stowage::{
     ByteRange, ChecksumDeploy, ChecksumKind, Conditions, DeployRequest, Download, DownloadRequest,
     GcProgress, GcReport, Item, ListPage, ListedPage, MAX_CHECKSUM_FILE, NodeFigures, Properties,

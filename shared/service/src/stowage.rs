@@ -29,6 +29,7 @@ mod catalog;
 mod checksum_files;
 mod conditions;
 mod download;
+pub(crate) mod prune;
 mod repositories;
 mod sessions;
 mod stats;
@@ -216,6 +217,8 @@ pub struct Stowage {
     gc_progress: std::sync::Mutex<GcProgress>,
     /// The backup this node runs or ran last for the API (`POST /api/system/backup`).
     background_backup: Arc<backup::BackgroundBackup>,
+    /// The prune this node runs or ran last (`POST /api/system/storage/prune/start`).
+    prune: Arc<prune::PruneState>,
 }
 
 impl Stowage {
@@ -255,6 +258,7 @@ impl Stowage {
             downloads: Arc::default(),
             gc_progress: std::sync::Mutex::default(),
             background_backup: Arc::default(),
+            prune: Arc::default(),
         };
         let guard: Arc<dyn TakeBack> = Arc::new(GuardedTakeBack {
             locks: stowage.locks.clone(),
@@ -849,13 +853,38 @@ impl Stowage {
             }
         }
         self.gc_reached("orphans", report);
+        self.remove_orphans(removal, cutoff, false, |size| {
+            report.orphans_removed += 1;
+            report.bytes_freed += size;
+            self.gc_reached("orphans", report);
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Removes (or, in a dry run, only counts) the stored objects older than `cutoff` that no
+    /// binary row names, each under its binary's lock and fenced by `removal`; `found` is told
+    /// each one's size. Returns how many objects were looked at.
+    pub(crate) async fn remove_orphans(
+        &self,
+        removal: &LockGuard,
+        cutoff: SystemTime,
+        dry_run: bool,
+        mut found: impl FnMut(u64),
+    ) -> Result<u64> {
         let mut objects = self.provider.list();
+        let mut checked = 0;
         while let Some(object) = objects.try_next().await? {
+            checked += 1;
             if object.last_modified > cutoff {
                 continue;
             }
             let lookup = ChecksumLookup::Sha256(object.digest);
             if self.metadata.find_binary(lookup).await?.is_some() {
+                continue;
+            }
+            if dry_run {
+                found(object.size);
                 continue;
             }
             let removed = self
@@ -870,12 +899,10 @@ impl Stowage {
                 })
                 .await?;
             if removed {
-                report.orphans_removed += 1;
-                report.bytes_freed += object.size;
-                self.gc_reached("orphans", report);
+                found(object.size);
             }
         }
-        Ok(())
+        Ok(checked)
     }
 
     /// How far garbage collection got on this node (the running one, and the last one; for

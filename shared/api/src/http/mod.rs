@@ -140,6 +140,11 @@ pub fn router_for(state: AppState, part: Part) -> Router {
             .route("/ui/assets/{file}", get(dashboard::asset))
             .route("/api/system/storage/gc", post(system::gc))
             .route("/api/system/storage/optimize", post(system::optimize))
+            .route("/api/system/storage/prune/start", post(system::prune_start))
+            .route(
+                "/api/system/storage/prune/status",
+                get(system::prune_status),
+            )
             .route("/api/system/cluster", get(system::cluster))
             .route("/api/system/tasks", get(system::tasks))
             .route("/api/system/backup", post(system::backup))

@@ -446,3 +446,68 @@ pub(crate) async fn trash_clean(
     state.stowage.clean_trash(&caller, &repo, &path).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PruneQuery {
+    dry_run: Option<String>,
+    binary_older_than_days: Option<String>,
+}
+
+/// `POST /api/system/storage/prune/start?dryRun=true&binaryOlderThanDays=N`: removes (or in a
+/// dry run only counts) the stored objects no binary names, in the background (202); the
+/// outcome in `GET /api/system/storage/prune/status`.
+pub(crate) async fn prune_start(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    axum::extract::Query(query): axum::extract::Query<PruneQuery>,
+) -> Result<Response, ApiError> {
+    let dry_run = match query.dry_run.as_deref() {
+        None | Some("false" | "0") => false,
+        Some("true" | "1" | "") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(&format!(
+                "dryRun={other:?} must be true or false"
+            )));
+        }
+    };
+    let days: u64 = match query.binary_older_than_days.as_deref() {
+        None | Some("") => 0,
+        Some(d) => d.parse().map_err(|_| {
+            ApiError::bad_request(&format!(
+                "binaryOlderThanDays={d:?} must be a whole number of days"
+            ))
+        })?,
+    };
+    let older_than = std::time::Duration::from_secs(days.saturating_mul(86_400));
+    let status = match state.stowage.start_prune(&caller, dry_run, older_than)? {
+        stowage_service::PruneStart::Started => "prune started",
+        stowage_service::PruneStart::AlreadyRunning => "a prune is already running",
+    };
+    let body = json!({
+        "status": status,
+        "dryRun": dry_run,
+        "binaryOlderThanDays": days,
+        "progress": "/api/system/storage/prune/status",
+    });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// `GET /api/system/storage/prune/status`.
+pub(crate) async fn prune_status(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Result<Response, ApiError> {
+    let (running, last) = state.stowage.prune_status(&caller)?;
+    let last = last.map(|l| match l {
+        Ok(r) => json!({ "ok": {
+            "dryRun": r.dry_run,
+            "checked": r.checked,
+            "unreferenced": r.unreferenced,
+            "bytes": r.bytes,
+            "elapsedMs": r.elapsed_ms,
+        }}),
+        Err(e) => json!({ "failed": e }),
+    });
+    Ok(Json(json!({ "running": running, "last": last })).into_response())
+}
