@@ -466,7 +466,7 @@ pub(crate) async fn prune_start(
         None | Some("false" | "0") => false,
         Some("true" | "1" | "") => true,
         Some(other) => {
-            return Err(ApiError::bad_request(&format!(
+            return Err(ApiError::bad_request(format!(
                 "dryRun={other:?} must be true or false"
             )));
         }
@@ -474,7 +474,7 @@ pub(crate) async fn prune_start(
     let days: u64 = match query.binary_older_than_days.as_deref() {
         None | Some("") => 0,
         Some(d) => d.parse().map_err(|_| {
-            ApiError::bad_request(&format!(
+            ApiError::bad_request(format!(
                 "binaryOlderThanDays={d:?} must be a whole number of days"
             ))
         })?,
