@@ -414,3 +414,104 @@ async fn a_running_server_backs_up_through_the_api() {
     assert_eq!(kept.len(), 2, "{kept:?}");
     assert!(!kept.contains(&ids[0].as_str().expect("id").to_string()));
 }
+
+#[tokio::test]
+async fn a_scrub_repairs_a_flipped_byte_and_a_lost_copy_and_names_what_it_cannot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = "[filestore]\ntemplate = \"redundant-shards\"\n";
+    let db = database_url_on(dir.path(), "sqlite").await;
+    let s = Server::start_with(
+        dir.path(),
+        Options {
+            config: Some(config.into()),
+            database_url: Some(db.clone()),
+            ..Options::default()
+        },
+    )
+    .await;
+    s.create_repo("libs").await;
+    let files: Vec<Vec<u8>> = (0..3).map(|i| bytes(700 + i, 20_000)).collect();
+    for (i, data) in files.iter().enumerate() {
+        let r = s
+            .admin()
+            .put(s.url(&format!("/libs/f{i}.bin")))
+            .body(data.clone())
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let data_dir = s.data_dir.clone();
+    s.terminate();
+    assert!(s.wait().await.success());
+    let copy = |shard: u32, i: usize| {
+        let digest = sha256_hex(&files[i]);
+        data_dir
+            .join(format!("shard-fs-{shard}"))
+            .join(&digest[..2])
+            .join(digest)
+    };
+    for shard in [1, 2] {
+        for i in 0..3 {
+            assert!(copy(shard, i).exists(), "R=2: every binary on both mounts");
+        }
+    }
+    // One flipped byte in one copy of f0; f1's copy on the second mount lost.
+    let mut flipped = std::fs::read(copy(1, 0)).expect("copy");
+    flipped[100] ^= 0x40;
+    std::fs::write(copy(1, 0), flipped).expect("flip");
+    std::fs::remove_file(copy(2, 1)).expect("lose a copy");
+
+    let first = ok(
+        &stowage(dir.path(), &db, Some(config), &["verify"]).await,
+        "verify",
+    );
+    assert_eq!(first["binaries"], 3, "{first}");
+    assert_eq!(first["bad"], 1, "{first}");
+    assert_eq!(first["missing"], 1, "{first}");
+    assert_eq!(first["repaired"], 2, "{first}");
+    assert_eq!(first["unrepaired"], serde_json::json!([]), "{first}");
+    assert_eq!(
+        sha256_hex(&std::fs::read(copy(1, 0)).expect("repaired")),
+        sha256_hex(&files[0])
+    );
+    assert_eq!(std::fs::read(copy(2, 1)).expect("made again"), files[1]);
+    let second = ok(
+        &stowage(dir.path(), &db, Some(config), &["verify"]).await,
+        "verify",
+    );
+    assert_eq!(
+        (
+            second["bad"].clone(),
+            second["missing"].clone(),
+            second["repaired"].clone()
+        ),
+        (
+            serde_json::json!(0),
+            serde_json::json!(0),
+            serde_json::json!(0)
+        ),
+        "a second scrub finds nothing: {second}"
+    );
+    assert_eq!(second["copies"], 6);
+
+    // Both copies of f2 bad: nothing to repair from; the artifact is named, the exit non-zero.
+    for shard in [1, 2] {
+        let mut bad = std::fs::read(copy(shard, 2)).expect("copy");
+        bad[0] ^= 0x01;
+        std::fs::write(copy(shard, 2), bad).expect("flip");
+    }
+    let out = stowage(dir.path(), &db, Some(config), &["verify"]).await;
+    assert!(!out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).expect("report");
+    assert_eq!(
+        report["unrepaired"][0]["sha256"],
+        sha256_hex(&files[2]),
+        "{report}"
+    );
+    assert_eq!(
+        report["unrepaired"][0]["artifacts"],
+        serde_json::json!(["libs/f2.bin"])
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("libs/f2.bin"));
+}

@@ -1,5 +1,6 @@
-//! `stowage backup` and `stowage restore`: the service's backup and restore, with a progress
-//! bar on a terminal and plain lines otherwise, and the report as JSON on stdout.
+//! `stowage backup`, `stowage restore` and `stowage verify`: the service's backup, restore and
+//! scrub, with a progress bar on a terminal and plain lines otherwise, and the report as JSON
+//! on stdout.
 
 use std::path::PathBuf;
 
@@ -124,4 +125,54 @@ pub(crate) async fn restore(args: &RestoreArgs) -> Result<(), Error> {
             .unwrap_or_default()
     );
     Ok(())
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct VerifyArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Read at most this many bytes a second (e.g. 100MB); default: as fast as the stores go.
+    #[arg(long)]
+    rate: Option<bytesize::ByteSize>,
+}
+
+/// `stowage verify`: reads every copy of every binary, repairs what a good copy can repair,
+/// and exits non-zero when a binary has no good copy left (the report names its artifacts).
+pub(crate) async fn verify(args: &VerifyArgs) -> Result<(), Error> {
+    let config = args.config.load().await?;
+    let _lock = lock_data_dir(&config)?;
+    let (stowage, metadata, _) = build(&config, &node_id(&config)).await?;
+    let progress = ProgressCell::default();
+    let report = crate::progress::watched_with_bar(
+        "verify",
+        stowage.scrub(&Caller::admin(), args.rate.map(|r| r.as_u64()), &progress),
+        || status(&progress.get()),
+    )
+    .await;
+    metadata.close().await;
+    let report = report?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&stowage_api::http::figures::scrub_report(&report))
+            .unwrap_or_default()
+    );
+    if report.unrepaired.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Unavailable(format!(
+            "{} binaries have no good copy left: {}",
+            report.unrepaired.len(),
+            report
+                .unrepaired
+                .iter()
+                .map(|u| format!(
+                    "{} ({}; held by {})",
+                    u.digest,
+                    u.reason,
+                    u.artifacts.join(", ")
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )))
+    }
 }

@@ -55,6 +55,10 @@ enum Command {
     /// Restore a backup into this configuration's Stowage, which must be empty (any engine,
     /// any filestore); every binary is checked against its digest.
     Restore(backup::RestoreArgs),
+    /// Read every copy of every binary on every shard and check its SHA-256; repair a bad or
+    /// missing copy from a good one; exit non-zero, naming the artifacts, when a binary has no
+    /// good copy left (offline; the server must be stopped).
+    Verify(backup::VerifyArgs),
     /// Exit 0 if the server on STOWAGE_LISTEN (or --listen) is ready (its database, backend,
     /// locks and queue answer): a container health check.
     Healthcheck(ConfigArgs),
@@ -139,6 +143,7 @@ fn main() -> ExitCode {
             Command::Balance(args) => serve::balance(&args).await,
             Command::Backup(args) => backup::backup(&args).await,
             Command::Restore(args) => backup::restore(&args).await,
+            Command::Verify(args) => backup::verify(&args).await,
             Command::User(command) => access::user(command).await,
             Command::Token(command) => access::token(command).await,
             Command::Audit(command) => access::audit(command).await,

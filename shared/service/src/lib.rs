@@ -22,6 +22,7 @@ pub use stowage::backup::{
     BackupOptions, BackupReport, BackupStart, CopyProgress, ProgressCell, RestoreReport,
 };
 pub use stowage::prune::{PruneReport, PruneStart};
+pub use stowage::scrub::{ScrubReport, Unrepaired};
 pub use stowage::{
     ByteRange, ChecksumDeploy, ChecksumKind, Conditions, DeployRequest, Download, DownloadRequest,
     GcProgress, GcReport, Item, ListPage, ListedPage, MAX_CHECKSUM_FILE, NodeFigures, Properties,

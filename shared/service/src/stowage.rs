@@ -31,6 +31,7 @@ mod conditions;
 mod download;
 pub(crate) mod prune;
 mod repositories;
+pub(crate) mod scrub;
 mod sessions;
 mod stats;
 mod storage;

@@ -202,3 +202,20 @@ pub fn copy_progress(p: &stowage_service::CopyProgress) -> Value {
         "bytesTotal": p.bytes_total,
     })
 }
+
+pub fn scrub_report(r: &stowage_service::ScrubReport) -> Value {
+    json!({
+        "binaries": r.binaries,
+        "copies": r.copies,
+        "bytes": r.bytes,
+        "bad": r.bad,
+        "missing": r.missing,
+        "repaired": r.repaired,
+        "unrepaired": r.unrepaired.iter().map(|u| json!({
+            "sha256": u.digest.to_hex(),
+            "reason": u.reason,
+            "artifacts": u.artifacts,
+        })).collect::<Vec<_>>(),
+        "elapsedMs": r.elapsed_ms,
+    })
+}

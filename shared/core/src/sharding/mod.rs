@@ -183,6 +183,21 @@ impl ShardingProvider {
         let _ = self.inner.take_back.set(guard);
     }
 
+    /// Each mount's id, provider, whether it can be used now and whether it takes writes: for
+    /// a scrub, which reads and repairs every copy on every mount.
+    pub async fn mounts_for_scrub(&self) -> Vec<(String, Arc<dyn BinaryProvider>, bool, bool)> {
+        let mut out = Vec::with_capacity(self.inner.mounts.len());
+        for mount in &self.inner.mounts {
+            out.push((
+                mount.id().to_string(),
+                Arc::clone(&mount.provider),
+                mount.usable().await,
+                mount.settings.write_enabled,
+            ));
+        }
+        out
+    }
+
     /// A sharded store over `mounts`; the settings are checked here, with messages that say
     /// what to change.
     pub fn new(mounts: Mounts, settings: ShardingSettings) -> Result<Self> {

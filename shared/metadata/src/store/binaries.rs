@@ -43,6 +43,23 @@ impl Metadata {
         .collect()
     }
 
+    /// Binary rows after `after` (by digest), `limit` at a time: a scrub's walk over them.
+    pub async fn binaries_after(
+        &self,
+        after: Option<&Sha256>,
+        limit: u32,
+    ) -> Result<Vec<BinaryRecord>> {
+        sqlx::query(self.sql("SELECT * FROM binaries WHERE sha256 > ? ORDER BY sha256 LIMIT ?"))
+            .bind(after.map(Sha256::to_hex).unwrap_or_default())
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(binary_from_row)
+            .collect()
+    }
+
     /// Deletes a binary's row if nothing refers to it; returns whether it did. The caller
     /// deletes the bytes afterwards, under the binary's lock.
     pub async fn delete_binary_if_unreferenced(&self, sha256: &Sha256) -> Result<bool> {

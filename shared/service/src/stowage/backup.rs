@@ -91,7 +91,7 @@ impl ProgressCell {
         self.0.lock().map(|p| p.clone()).unwrap_or_default()
     }
 
-    fn update(&self, f: impl FnOnce(&mut CopyProgress)) {
+    pub(crate) fn update(&self, f: impl FnOnce(&mut CopyProgress)) {
         if let Ok(mut p) = self.0.lock() {
             f(&mut p);
         }
