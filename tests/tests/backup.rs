@@ -418,7 +418,7 @@ async fn a_running_server_backs_up_through_the_api() {
 #[tokio::test]
 async fn a_scrub_repairs_a_flipped_byte_and_a_lost_copy_and_names_what_it_cannot() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = "[filestore]\ntemplate = \"redundant-shards\"\n";
+    let config = "[filestore]\ntemplate = \"redundant-shards\"\n\n[scrub]\ninterval_secs = 1\n";
     let db = database_url_on(dir.path(), "sqlite").await;
     let s = Server::start_with(
         dir.path(),
@@ -440,6 +440,21 @@ async fn a_scrub_repairs_a_flipped_byte_and_a_lost_copy_and_names_what_it_cannot
             .await
             .expect("put");
         assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    // The primary's scheduled scrub, and its outcome in the storage figures.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let info = s.storage_info().await;
+        if info["scrub"]["last"]["ok"]["binaries"] == 3 {
+            assert_eq!(info["scrub"]["last"]["ok"]["copies"], 6, "{info}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scheduled scrub: {}",
+            info["scrub"]
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     let data_dir = s.data_dir.clone();
     s.terminate();

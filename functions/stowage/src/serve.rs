@@ -278,6 +278,14 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
             Duration::from_millis(balancing_interval),
         )
     });
+    let scheduled_scrub = (config.scrub.interval_secs > 0).then(|| {
+        stowage_service::tasks::spawn_scheduled_scrub(
+            Arc::clone(&stowage),
+            Arc::clone(&cluster),
+            Duration::from_secs(config.scrub.interval_secs),
+            Some(config.scrub.rate.as_u64()),
+        )
+    });
     stowage.security().admit_admin_token(auth);
     stowage.security().append_audit_in_background();
     stowage.write_download_stats_in_background();
@@ -309,7 +317,7 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
     heartbeat.abort();
     // Uploads cut short stay queued; the next start sends them.
     stowage_api::function::stop_dispatcher(filestore.eventual.as_ref(), dispatcher, &config).await;
-    for task in [scheduled_gc, scheduled_balancing, scrape]
+    for task in [scheduled_gc, scheduled_balancing, scheduled_scrub, scrape]
         .into_iter()
         .flatten()
     {

@@ -41,6 +41,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub security: SecurityConfig,
     pub metrics: MetricsConfig,
+    pub scrub: ScrubConfig,
 }
 
 /// `[metrics]`: the Prometheus endpoint (`GET /api/v1/metrics`, administrators only).
@@ -82,6 +83,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             security: SecurityConfig::default(),
             metrics: MetricsConfig::default(),
+            scrub: ScrubConfig::default(),
         }
     }
 }
@@ -495,6 +497,27 @@ impl Default for GcConfig {
         Self {
             orphan_grace_secs: 3600,
             interval_secs: 14_400,
+        }
+    }
+}
+
+/// `[scrub]`: the primary's scheduled scrub (what `stowage verify` does).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScrubConfig {
+    /// Seconds between scrubs of every copy of every binary, run by the primary node; 0 turns
+    /// the schedule off. Default 604800 (weekly).
+    pub interval_secs: u64,
+    /// Bytes a second a scheduled scrub reads at most, so that clients keep the disks.
+    /// Default 50MB.
+    pub rate: ByteSize,
+}
+
+impl Default for ScrubConfig {
+    fn default() -> Self {
+        Self {
+            interval_secs: 604_800,
+            rate: ByteSize::mb(50),
         }
     }
 }

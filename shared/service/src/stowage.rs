@@ -220,6 +220,8 @@ pub struct Stowage {
     background_backup: Arc<backup::BackgroundBackup>,
     /// The prune this node runs or ran last (`POST /api/system/storage/prune/start`).
     prune: Arc<prune::PruneState>,
+    /// The scheduled scrub's progress and last outcome.
+    scrub_state: Arc<scrub::ScrubState>,
 }
 
 impl Stowage {
@@ -260,6 +262,7 @@ impl Stowage {
             gc_progress: std::sync::Mutex::default(),
             background_backup: Arc::default(),
             prune: Arc::default(),
+            scrub_state: Arc::default(),
         };
         let guard: Arc<dyn TakeBack> = Arc::new(GuardedTakeBack {
             locks: stowage.locks.clone(),

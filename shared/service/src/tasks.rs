@@ -278,3 +278,44 @@ pub fn spawn_scheduled_balancing(
         async move { run_balance(&stowage, &cluster).await }
     })
 }
+
+/// Runs a scrub, paced to `rate` bytes a second, as a cluster-wide task on the primary; its
+/// progress and outcome are in [`Stowage::scrub_status`].
+pub async fn run_scrub(
+    stowage: &Stowage,
+    cluster: &Cluster,
+    rate: Option<u64>,
+) -> Result<crate::ScrubReport> {
+    run_exclusive(
+        stowage,
+        cluster,
+        RunsOn::Primary,
+        "scrub",
+        || stowage.scheduled_scrub(rate),
+        |r| {
+            format!(
+                "{} copies, {} bad, {} missing, {} repaired, {} unrepaired",
+                r.copies,
+                r.bad,
+                r.missing,
+                r.repaired,
+                r.unrepaired.len()
+            )
+        },
+    )
+    .await
+}
+
+/// Runs a scrub every `interval` on the primary node.
+pub fn spawn_scheduled_scrub(
+    stowage: Arc<Stowage>,
+    cluster: Arc<Cluster>,
+    interval: Duration,
+    rate: Option<u64>,
+) -> tokio::task::JoinHandle<()> {
+    let c = Arc::clone(&cluster);
+    spawn_scheduled(cluster, interval, "scrub", move || {
+        let (stowage, cluster) = (Arc::clone(&stowage), Arc::clone(&c));
+        async move { run_scrub(&stowage, &cluster, rate).await }
+    })
+}

@@ -174,6 +174,7 @@ pub(crate) async fn storage_info(
     axum::Extension(caller): axum::Extension<Caller>,
 ) -> Result<Response, ApiError> {
     let report = state.stowage.storage_report(&caller).await?;
+    let scrub = state.stowage.scrub_status();
     let s = &report.summary;
     let (health, health_error) = match report.health {
         Ok(health) => (health, None),
@@ -251,6 +252,13 @@ pub(crate) async fn storage_info(
         "shards": shards,
         "cache": report.cache.as_ref().map(figures::cache),
         "artifactCache": report.artifact_cache.as_ref().map(figures::artifact_cache),
+        "scrub": {
+            "progress": figures::copy_progress(&scrub.0),
+            "last": scrub.1.map(|l| match l {
+                Ok(r) => json!({ "ok": figures::scrub_report(&r) }),
+                Err(e) => json!({ "failed": e }),
+            }),
+        },
     }))
     .into_response())
 }

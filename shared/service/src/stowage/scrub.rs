@@ -138,7 +138,42 @@ async fn copy_from(
     Ok(())
 }
 
+/// This node's scheduled scrub: its progress, and how the last one ended.
+#[derive(Debug, Default)]
+pub(crate) struct ScrubState {
+    progress: ProgressCell,
+    last: std::sync::Mutex<Option<std::result::Result<ScrubReport, String>>>,
+}
+
 impl Stowage {
+    /// A scrub as the primary's schedule runs it, its progress and outcome kept for
+    /// [`Stowage::scrub_status`].
+    pub(crate) async fn scheduled_scrub(&self, rate: Option<u64>) -> Result<ScrubReport> {
+        let done = self
+            .scrub(&Caller::admin(), rate, &self.scrub_state.progress)
+            .await;
+        if let Ok(mut last) = self.scrub_state.last.lock() {
+            *last = Some(done.as_ref().map(Clone::clone).map_err(ToString::to_string));
+        }
+        done
+    }
+
+    /// The scheduled scrub's progress on this node, and how the last one ended.
+    pub fn scrub_status(
+        &self,
+    ) -> (
+        super::backup::CopyProgress,
+        Option<std::result::Result<ScrubReport, String>>,
+    ) {
+        let last = self
+            .scrub_state
+            .last
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        (self.scrub_state.progress.get(), last)
+    }
+
     /// Scrubs every copy of every binary; see the module's documentation. `rate`: bytes a
     /// second at most (none: as fast as the stores go).
     pub async fn scrub(
