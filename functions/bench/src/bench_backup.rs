@@ -1,8 +1,9 @@
 //! `stowage-bench bench-backup`: the rate of `stowage backup` and `stowage restore` (embedded
 //! default, a directory target on the same disk) against a plain copy of the same bytes to
-//! the same disk in the same run: every binary file copied and fsynced, one after another (what
-//! `cp` and `sync` do, with the durability a backup and a restore give each file). Goal: ≥ 0.7
-//! of the plain copy's rate, in MB/s; artifacts/s are printed beside.
+//! the same disk in the same run: every binary file copied with the durability a backup and
+//! a restore give each one (fsynced, renamed, its directory fsynced), one after another; and of
+//! `stowage verify` against `sha256sum` over the same files. Goal: ≥ 0.7 of the peer's rate,
+//! in MB/s; artifacts/s are printed beside.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -53,7 +54,10 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The plain peer: each file of `from` copied below `to` and fsynced, one after another.
+/// The plain peer: each file of `from` copied below `to` as a crash-safe copy must be (and
+/// as Stowage's filesystem store writes one): to a temporary name, fsynced, renamed into
+/// place, its directory fsynced (and the directory above, for a new directory); one after
+/// another.
 fn plain_copy(from: &Path, to: &Path) -> Result<(u64, Duration), Error> {
     let started = Instant::now();
     let mut bytes = 0;
@@ -62,13 +66,25 @@ fn plain_copy(from: &Path, to: &Path) -> Result<(u64, Duration), Error> {
             .strip_prefix(from)
             .map_err(|_| Error::InvalidInput("bench: path".into()))?;
         let target = to.join(rel);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(fail("create a copy directory"))?;
-        }
-        bytes += std::fs::copy(&file, &target).map_err(fail("copy"))?;
-        std::fs::File::open(&target)
+        let parent = target
+            .parent()
+            .ok_or_else(|| Error::InvalidInput("bench: path".into()))?;
+        let new_dir = !parent.exists();
+        std::fs::create_dir_all(parent).map_err(fail("create a copy directory"))?;
+        let temp = target.with_extension("part");
+        bytes += std::fs::copy(&file, &temp).map_err(fail("copy"))?;
+        std::fs::File::open(&temp)
             .and_then(|f| f.sync_all())
             .map_err(fail("fsync a copy"))?;
+        std::fs::rename(&temp, &target).map_err(fail("rename a copy"))?;
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(fail("fsync a directory"))?;
+        if new_dir && let Some(above) = parent.parent() {
+            std::fs::File::open(above)
+                .and_then(|d| d.sync_all())
+                .map_err(fail("fsync a directory"))?;
+        }
     }
     Ok((bytes, started.elapsed()))
 }
@@ -164,6 +180,7 @@ async fn measure(args: &BenchBackupArgs, root: &Path) -> Result<(), Error> {
     );
     let source_arg = source.display().to_string();
     let (mut plain_b, mut backup, mut plain_r, mut restore) = (vec![], vec![], vec![], vec![]);
+    let (mut sums, mut scrubs) = (vec![], vec![]);
     for round in 0..args.rounds {
         let plain_dir = root.join(format!("plain-{round}"));
         let (bytes, t) = plain_copy(&filestore, &plain_dir)?;
@@ -180,6 +197,25 @@ async fn measure(args: &BenchBackupArgs, root: &Path) -> Result<(), Error> {
         plain_r.push(mb_per_s(bytes, t));
         let _ = std::fs::remove_dir_all(&plain_dir);
 
+        // Scrub against sha256sum over the same files (the embedded filestore: one copy each).
+        let listed: Vec<PathBuf> = files(&filestore)
+            .into_iter()
+            .filter(|p| !p.components().any(|c| c.as_os_str() == "_pre"))
+            .collect();
+        let started = Instant::now();
+        let out = tokio::process::Command::new("sha256sum")
+            .args(&listed)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .await
+            .map_err(fail("run sha256sum"))?;
+        if !out.success() {
+            return Err(Error::Unavailable("bench: sha256sum failed".into()));
+        }
+        sums.push(mb_per_s(total, started.elapsed()));
+        let t = stowage(&["verify", "--data-dir", &source_arg]).await?;
+        scrubs.push(mb_per_s(total, t));
+
         let restored = root.join(format!("restored-{round}"));
         let restored_arg = restored.display().to_string();
         let t = stowage(&[
@@ -194,23 +230,32 @@ async fn measure(args: &BenchBackupArgs, root: &Path) -> Result<(), Error> {
         let _ = std::fs::remove_dir_all(&restored);
         let _ = std::fs::remove_dir_all(&target);
         println!(
-            "  round {}: plain copy {:.0} MB/s, backup {:.0} MB/s; plain copy {:.0} MB/s, restore {:.0} MB/s",
+            "  round {}: plain copy {:.0} MB/s, backup {:.0} MB/s; plain copy {:.0} MB/s, restore {:.0} MB/s; sha256sum {:.0} MB/s, scrub {:.0} MB/s",
             round + 1,
             plain_b[round],
             backup[round],
             plain_r[round],
-            restore[round]
+            restore[round],
+            sums[round],
+            scrubs[round]
         );
     }
     let mb = total as f64 / 1e6;
-    for (what, ours, plain) in [
-        ("backup", median(backup), median(plain_b)),
-        ("restore", median(restore), median(plain_r)),
+    // Ratios are taken round by round, each against its peer of the same round (the disk's
+    // speed drifts between rounds far more than within one), and their median reported.
+    let paired =
+        |ours: &[f64], peer: &[f64]| median(ours.iter().zip(peer).map(|(o, p)| o / p).collect());
+    for (what, ours, plain, peer) in [
+        ("backup", &backup, &plain_b, "plain copy"),
+        ("restore", &restore, &plain_r, "plain copy"),
+        ("scrub", &scrubs, &sums, "sha256sum"),
     ] {
+        let rate = median(ours.clone());
         println!(
-            "{what}: {ours:.0} MB/s ({:.0} artifacts/s), plain copy {plain:.0} MB/s: ratio {:.2} (goal ≥ 0.7)",
-            ours / mb * artifacts as f64,
-            ours / plain
+            "{what}: {rate:.0} MB/s ({:.0} artifacts/s), {peer} {:.0} MB/s: ratio {:.2} (median of the rounds' ratios; goal ≥ 0.7)",
+            rate / mb * artifacts as f64,
+            median(plain.clone()),
+            paired(ours, plain)
         );
     }
     Ok(())
