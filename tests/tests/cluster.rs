@@ -728,6 +728,15 @@ async fn clocks_hours_apart_never_make_two_primaries_at_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // The node an hour behind was warned of it at start.
+    let log =
+        std::fs::read_to_string(root.path().join("node-0").join("server.log")).unwrap_or_default();
+    assert!(
+        log.contains("this node's clock is 3600 s behind the database's")
+            || log.contains("this node's clock is 3599 s behind the database's"),
+        "a warning about the clock: {log}"
+    );
+
     // Every node asked at once, over and over, while nodes join, one is paused and resumes.
     let targets = std::sync::Arc::new(std::sync::Mutex::new(vec![first]));
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

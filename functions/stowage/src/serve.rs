@@ -222,6 +222,28 @@ pub(crate) async fn balance(args: &ConfigArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// A node whose clock is off from the database's by more than this is warned of at start:
+/// leases are timed by the database, but session expiry, the trash's retention and the orphan
+/// grace by this node's clock, and a standby that takes over keeps its own.
+const CLOCK_SKEW_WARNING_MS: i64 = 2_000;
+
+async fn warn_of_clock_skew(metadata: &Metadata) {
+    match metadata.clock_skew_ms().await {
+        Ok(skew) if skew.abs() > CLOCK_SKEW_WARNING_MS => tracing::warn!(
+            skew_ms = skew,
+            "this node's clock is {} s {} the database's: keep the clocks in sync (NTP, chrony); \
+             upload sessions, the trash's retention and garbage collection's grace are timed by \
+             this node's clock",
+            skew.abs() / 1000,
+            if skew > 0 { "ahead of" } else { "behind" }
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot compare this node's clock with the database's")
+        }
+    }
+}
+
 pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
     let config = args.load().await?;
     let _lock = lock_data_dir(&config)?;
@@ -230,6 +252,7 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
     if sole_writer(&config) {
         metadata.enable_artifact_cache();
     }
+    warn_of_clock_skew(&metadata).await;
     // Staged uploads of an earlier run of this node, and any older than the grace period,
     // were left by a crash.
     let removed = filestore

@@ -505,6 +505,22 @@ impl Metadata {
         }
     }
 
+    /// How far this node's clock is ahead of the database's (negative: behind), in ms: the
+    /// database's clock is read between two readings of this node's, and compared with their
+    /// middle, so the round trip does not count.
+    pub async fn clock_skew_ms(&self) -> Result<i64> {
+        let before = crate::now_ms();
+        let sql = format!("SELECT {} AS now_ms", self.db_now());
+        let db: i64 = sqlx::query(AssertSqlSafe(sql))
+            .fetch_one(&self.reader)
+            .await
+            .map_err(db_err)?
+            .try_get("now_ms")
+            .map_err(db_err)?;
+        let after = crate::now_ms();
+        Ok((before + after) / 2 - db)
+    }
+
     /// A query whose `{now}` is the database's clock ([`Self::db_now`]), adapted to the engine.
     fn sql_now(&self, sql: &'static str) -> AssertSqlSafe<Cow<'static, str>> {
         self.sql_built(sql.replace("{now}", self.db_now()))
