@@ -59,6 +59,9 @@ enum Command {
     /// missing copy from a good one; exit non-zero, naming the artifacts, when a binary has no
     /// good copy left (offline; the server must be stopped).
     Verify(backup::VerifyArgs),
+    /// Promote a passive standby: make its database replica the primary (PostgreSQL), after
+    /// which the node starts as active.
+    Promote(ConfigArgs),
     /// Exit 0 if the server on STOWAGE_LISTEN (or --listen) is ready (its database, backend,
     /// locks and queue answer): a container health check.
     Healthcheck(ConfigArgs),
@@ -144,6 +147,7 @@ fn main() -> ExitCode {
             Command::Backup(args) => backup::backup(&args).await,
             Command::Restore(args) => backup::restore(&args).await,
             Command::Verify(args) => backup::verify(&args).await,
+            Command::Promote(args) => serve::promote(&args).await,
             Command::User(command) => access::user(command).await,
             Command::Token(command) => access::token(command).await,
             Command::Audit(command) => access::audit(command).await,

@@ -21,7 +21,7 @@ const DATA_DIR_LOCK: &str = "stowage.lock";
 
 pub(crate) async fn open_metadata(config: &Config) -> Result<Metadata, Error> {
     let metadata = Metadata::connect(&config.database_url(), &config.pool_settings()).await?;
-    metadata.migrate().await?;
+    metadata.migrate_or_check().await?;
     Ok(metadata)
 }
 
@@ -253,6 +253,31 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
         metadata.enable_artifact_cache();
     }
     warn_of_clock_skew(&metadata).await;
+    let passive = config.standby.role == stowage_config::config::Role::Passive;
+    let read_only = metadata.is_read_only().await?;
+    if passive != read_only {
+        return Err(Error::InvalidInput(if passive {
+            "[standby] role = \"passive\" needs the active's database replica, which takes no \
+             writes, but this database takes them: point database.url at the replica, or set \
+             role = \"active\""
+                .into()
+        } else {
+            "this database is a read-only replica: set [standby] role = \"passive\" (a standby \
+             of the active site), or promote the replica first (`stowage promote`)"
+                .into()
+        }));
+    }
+    let source = match (&config.standby.source, passive) {
+        (Some(spec), true) => Some(stowage_config::backup::standby_source(spec, &config).await?),
+        (None, true) => {
+            return Err(Error::InvalidInput(
+                "[standby] role = \"passive\" needs source: the active's filestore directory \
+                 or s3://bucket/path, which the binaries are copied from"
+                    .into(),
+            ));
+        }
+        (_, false) => None,
+    };
     // Staged uploads of an earlier run of this node, and any older than the grace period,
     // were left by a crash.
     let removed = filestore
@@ -263,10 +288,16 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
     }
     // The eventual queue is recovered by its first scan: whatever is queued gets uploaded.
     let dispatcher = filestore.eventual.as_ref().map(|e| e.spawn_dispatcher());
-    let (auth, created) = Auth::init(&metadata, &config.data_dir).await?;
-    if let Some(new) = created {
-        print_new_token(&new);
-    }
+    // A passive's admin token is the active's, replicated with the rest.
+    let auth = if passive {
+        Auth::load(&metadata).await?
+    } else {
+        let (auth, created) = Auth::init(&metadata, &config.data_dir).await?;
+        if let Some(new) = created {
+            print_new_token(&new);
+        }
+        auth
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::InvalidInput(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -284,9 +315,32 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
         node_id,
         address,
     ));
-    cluster.beat().await?;
-    let heartbeat = cluster.spawn();
-    let scheduled_gc = (config.gc.interval_secs > 0).then(|| {
+    // A passive writes nothing: no heartbeat (it is never primary), no scheduled tasks, no
+    // statistics; it copies binaries from the active instead.
+    let heartbeat = if passive {
+        None
+    } else {
+        cluster.beat().await?;
+        Some(cluster.spawn())
+    };
+    let replication = source.map(|source| {
+        let (stowage, every, rate) = (
+            Arc::clone(&stowage),
+            Duration::from_secs(config.standby.interval_secs.max(1)),
+            config.standby.rate.as_u64(),
+        );
+        tracing::info!("passive standby: binaries are copied from the active's filestore");
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = stowage.replicate_pass(&*source, Some(rate)).await {
+                    tracing::warn!(error = %e, "a replication pass failed");
+                }
+                tokio::time::sleep(every).await;
+            }
+        })
+    });
+    let active = !passive;
+    let scheduled_gc = (active && config.gc.interval_secs > 0).then(|| {
         stowage_service::tasks::spawn_scheduled_gc(
             Arc::clone(&stowage),
             Arc::clone(&cluster),
@@ -294,14 +348,15 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
         )
     });
     let balancing_interval = config.filestore.sharding.balancing_interval;
-    let scheduled_balancing = (filestore.sharding.is_some() && balancing_interval > 0).then(|| {
-        stowage_service::tasks::spawn_scheduled_balancing(
-            Arc::clone(&stowage),
-            Arc::clone(&cluster),
-            Duration::from_millis(balancing_interval),
-        )
-    });
-    let scheduled_scrub = (config.scrub.interval_secs > 0).then(|| {
+    let scheduled_balancing = (active && filestore.sharding.is_some() && balancing_interval > 0)
+        .then(|| {
+            stowage_service::tasks::spawn_scheduled_balancing(
+                Arc::clone(&stowage),
+                Arc::clone(&cluster),
+                Duration::from_millis(balancing_interval),
+            )
+        });
+    let scheduled_scrub = (active && config.scrub.interval_secs > 0).then(|| {
         stowage_service::tasks::spawn_scheduled_scrub(
             Arc::clone(&stowage),
             Arc::clone(&cluster),
@@ -310,8 +365,10 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
         )
     });
     stowage.security().admit_admin_token(auth);
-    stowage.security().append_audit_in_background();
-    stowage.write_download_stats_in_background();
+    if active {
+        stowage.security().append_audit_in_background();
+        stowage.write_download_stats_in_background();
+    }
     let service = Arc::clone(&stowage);
     let state = AppState {
         stowage,
@@ -337,7 +394,9 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
     let timeouts = stowage_api::function::Timeouts::of(&config);
     stowage_api::function::serve_until_signal(listener, app, timeouts).await?;
     tracing::info!("in-flight requests finished; leaving the cluster");
-    heartbeat.abort();
+    for task in [heartbeat, replication].into_iter().flatten() {
+        task.abort();
+    }
     // Uploads cut short stay queued; the next start sends them.
     stowage_api::function::stop_dispatcher(filestore.eventual.as_ref(), dispatcher, &config).await;
     for task in [scheduled_gc, scheduled_balancing, scheduled_scrub, scrape]
@@ -346,12 +405,14 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
     {
         task.abort();
     }
-    // Entries of the changes just acknowledged go into the trail before the process ends.
-    service.security().flush_audit().await;
-    if let Err(e) = service.flush_download_stats().await {
-        tracing::warn!(error = %e, "the last download statistics were not written");
+    if active {
+        // Entries of the changes just acknowledged go into the trail before the process ends.
+        service.security().flush_audit().await;
+        if let Err(e) = service.flush_download_stats().await {
+            tracing::warn!(error = %e, "the last download statistics were not written");
+        }
+        cluster.leave().await;
     }
-    cluster.leave().await;
     metadata.close().await;
     Ok(())
 }
@@ -394,4 +455,23 @@ mod tests {
             Some("postgres://stowage@127.0.0.1:5432/stowage".into())
         )));
     }
+}
+
+/// `stowage promote`: makes a passive standby's database the primary (PostgreSQL's
+/// `pg_promote`; other engines' replicas by their own tooling), after which the node starts as
+/// active.
+pub(crate) async fn promote(args: &ConfigArgs) -> Result<(), Error> {
+    let config = args.load().await?;
+    let metadata = Metadata::connect(&config.database_url(), &config.pool_settings()).await?;
+    let promoted = metadata.promote().await;
+    metadata.close().await;
+    if promoted? {
+        println!(
+            "the database is promoted and takes writes: start this node with [standby] role = \
+             \"active\" (or no [standby] section)"
+        );
+    } else {
+        println!("the database already takes writes: nothing to promote");
+    }
+    Ok(())
 }

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use stowage_core::fs::FileSystemProvider;
-use stowage_core::{Error, KeyLayout, Result};
+use stowage_core::{BinaryProvider, Error, KeyLayout, Result};
 use stowage_service::backup::{BackupTarget, LocalFiles, ObjectFiles};
 
 use crate::config::Config;
@@ -68,6 +68,34 @@ pub async fn target(spec: &str, config: &Config) -> Result<BackupTarget> {
         binaries: Arc::new(binaries),
         files: Arc::new(LocalFiles::new(dir)),
     })
+}
+
+/// The active's filestore a passive standby copies binaries from (`[standby] source`): a
+/// filestore directory as it is, or `s3://bucket/path` (the active's key prefix).
+pub async fn standby_source(spec: &str, config: &Config) -> Result<Arc<dyn BinaryProvider>> {
+    if let Some(rest) = spec.strip_prefix("s3://") {
+        let (bucket, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let base = config.filestore.s3.clone().unwrap_or_default();
+        let s3 = stowage_s3::S3Config {
+            bucket_name: bucket.to_string(),
+            path: path.trim_matches('/').to_string(),
+            test_connection: false,
+            ..base
+        };
+        let provider = stowage_s3::connect(
+            s3,
+            KeyLayout::default(),
+            config.filestore.max_file_size_for_direct_upload.as_u64(),
+            config.data_dir.join("standby-spool"),
+        )
+        .await
+        .map_err(|e| Error::InvalidInput(format!("[standby] source {spec}: {e}")))?;
+        return Ok(Arc::new(provider));
+    }
+    Ok(Arc::new(
+        FileSystemProvider::new(spec, KeyLayout::default())
+            .map_err(|e| Error::InvalidInput(format!("[standby] source {spec}: {e}")))?,
+    ))
 }
 
 /// Keys whose values are secrets, wherever they appear in a configuration.

@@ -42,6 +42,7 @@ pub struct Config {
     pub security: SecurityConfig,
     pub metrics: MetricsConfig,
     pub scrub: ScrubConfig,
+    pub standby: StandbyConfig,
 }
 
 /// `[metrics]`: the Prometheus endpoint (`GET /api/v1/metrics`, administrators only).
@@ -84,6 +85,7 @@ impl Default for Config {
             security: SecurityConfig::default(),
             metrics: MetricsConfig::default(),
             scrub: ScrubConfig::default(),
+            standby: StandbyConfig::default(),
         }
     }
 }
@@ -497,6 +499,44 @@ impl Default for GcConfig {
         Self {
             orphan_grace_secs: 3600,
             interval_secs: 14_400,
+        }
+    }
+}
+
+/// `[standby]`: active/passive. A passive Stowage reads a replica of the active's database
+/// (PostgreSQL streaming replication, an Aurora global database), serves what it holds, refuses
+/// writes (the replica does), and copies the binaries its filestore lacks from the active's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StandbyConfig {
+    /// `active` (default) or `passive`.
+    pub role: Role,
+    /// Where a passive reads the active's binaries: its filestore directory, or
+    /// `s3://bucket/path` (the active's bucket and key prefix, with `[filestore.s3]`'s
+    /// endpoint and credentials).
+    pub source: Option<String>,
+    /// Seconds between a passive's replication passes. Default 30.
+    pub interval_secs: u64,
+    /// Bytes a second a passive copies at most. Default 100MB.
+    pub rate: ByteSize,
+}
+
+/// A node's role in an active/passive pair.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Active,
+    Passive,
+}
+
+impl Default for StandbyConfig {
+    fn default() -> Self {
+        Self {
+            role: Role::Active,
+            source: None,
+            interval_secs: 30,
+            rate: ByteSize::mb(100),
         }
     }
 }

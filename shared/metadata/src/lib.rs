@@ -18,7 +18,7 @@ pub use model::{
 };
 pub use store::{
     Engine, ExportSummary, GENESIS, ListKind, Metadata, NOT_EXPORTED, OriginalChecksum,
-    PoolSettings, exported_columns, for_each_row, is_conflict, retry_conflicts,
+    PoolSettings, READ_ONLY, exported_columns, for_each_row, is_conflict, retry_conflicts,
 };
 
 /// Milliseconds since the Unix epoch, the unit of every stored time.

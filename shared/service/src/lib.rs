@@ -23,6 +23,7 @@ pub use stowage::backup::{
 };
 pub use stowage::prune::{PruneReport, PruneStart};
 pub use stowage::scrub::{ScrubReport, Unrepaired};
+pub use stowage::standby::StandbyStatus;
 pub use stowage::{
     ByteRange, ChecksumDeploy, ChecksumKind, Conditions, DeployRequest, Download, DownloadRequest,
     GcProgress, GcReport, Item, ListPage, ListedPage, MAX_CHECKSUM_FILE, NodeFigures, Properties,

@@ -33,6 +33,7 @@ pub(crate) mod prune;
 mod repositories;
 pub(crate) mod scrub;
 mod sessions;
+pub(crate) mod standby;
 mod stats;
 mod storage;
 mod trash;
@@ -222,6 +223,8 @@ pub struct Stowage {
     prune: Arc<prune::PruneState>,
     /// The scheduled scrub's progress and last outcome.
     scrub_state: Arc<scrub::ScrubState>,
+    /// A passive standby's replication figures.
+    standby: std::sync::Mutex<standby::StandbyStatus>,
 }
 
 impl Stowage {
@@ -263,6 +266,7 @@ impl Stowage {
             background_backup: Arc::default(),
             prune: Arc::default(),
             scrub_state: Arc::default(),
+            standby: std::sync::Mutex::default(),
         };
         let guard: Arc<dyn TakeBack> = Arc::new(GuardedTakeBack {
             locks: stowage.locks.clone(),

@@ -219,3 +219,22 @@ pub fn scrub_report(r: &stowage_service::ScrubReport) -> Value {
         "elapsedMs": r.elapsed_ms,
     })
 }
+
+pub fn standby(s: &stowage_service::StandbyStatus) -> Value {
+    json!({
+        "role": "passive",
+        "passes": s.passes,
+        "binaries": s.binaries,
+        "lag": {
+            "binaries": s.lag_binaries,
+            "bytes": s.lag_bytes,
+            "oldestMissingAgeSecs": s.oldest_missing_age_secs,
+        },
+        "copied": s.copied,
+        "copiedBytes": s.copied_bytes,
+        "syncedAtMs": s.synced_at_ms,
+        "lastPassMs": s.last_pass_ms,
+        "lastError": s.last_error,
+        "replicaLagMs": s.replica_lag_ms,
+    })
+}

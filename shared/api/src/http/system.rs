@@ -252,6 +252,7 @@ pub(crate) async fn storage_info(
         "shards": shards,
         "cache": report.cache.as_ref().map(figures::cache),
         "artifactCache": report.artifact_cache.as_ref().map(figures::artifact_cache),
+        "standby": state.stowage.standby_status().as_ref().map(figures::standby),
         "scrub": {
             "progress": figures::copy_progress(&scrub.0),
             "last": scrub.1.map(|l| match l {

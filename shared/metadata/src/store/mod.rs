@@ -117,7 +117,18 @@ static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/s
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 static MYSQL_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
 
+/// What a write to a read-only database (a standby's replica) is told.
+pub const READ_ONLY: &str = "this Stowage's database is a read-only replica: this is a passive \
+    standby, and writes go to the active site until `stowage promote` makes this one active";
+
 fn db_err(e: sqlx::Error) -> Error {
+    // PostgreSQL: read_only_sql_transaction (a hot standby); MySQL: --read-only (1290, 1836).
+    if let sqlx::Error::Database(d) = &e
+        && matches!(d.code().as_deref(), Some("25006" | "HY000"))
+        && (d.code().as_deref() == Some("25006") || d.message().contains("read-only"))
+    {
+        return Error::Unavailable(READ_ONLY.into());
+    }
     let retryable = match &e {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
         sqlx::Error::Database(d) => {
@@ -505,6 +516,72 @@ impl Metadata {
         }
     }
 
+    /// Whether the database takes no writes: a PostgreSQL hot standby, a read-only MySQL.
+    pub async fn is_read_only(&self) -> Result<bool> {
+        let sql = match self.engine {
+            Engine::Sqlite => return Ok(false),
+            Engine::Postgres => "SELECT CAST(pg_is_in_recovery() AS INT) AS ro",
+            Engine::MySql => "SELECT CAST(@@global.read_only AS SIGNED) AS ro",
+        };
+        let ro: i64 = sqlx::query(sql)
+            .fetch_one(&self.reader)
+            .await
+            .map_err(db_err)?
+            .try_get("ro")
+            .map_err(db_err)?;
+        Ok(ro != 0)
+    }
+
+    /// How far a PostgreSQL standby's replay is behind its primary, in ms (`None`: not a
+    /// standby, or nothing replayed yet).
+    pub async fn replica_lag_ms(&self) -> Result<Option<i64>> {
+        if self.engine != Engine::Postgres {
+            return Ok(None);
+        }
+        sqlx::query(
+            "SELECT CAST(EXTRACT(EPOCH FROM (clock_timestamp() - pg_last_xact_replay_timestamp())) \
+             * 1000 AS BIGINT) AS lag WHERE pg_is_in_recovery()",
+        )
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db_err)?
+        .map(|r| r.try_get::<Option<i64>, _>("lag").map_err(db_err))
+        .transpose()
+        .map(Option::flatten)
+    }
+
+    /// Makes a standby's database the primary (`stowage promote`): PostgreSQL's `pg_promote`,
+    /// waiting up to a minute; `Ok(false)` when it was writable already. Other engines'
+    /// replicas are promoted by their own tooling (Aurora: a global database failover).
+    pub async fn promote(&self) -> Result<bool> {
+        if !self.is_read_only().await? {
+            return Ok(false);
+        }
+        match self.engine {
+            Engine::Postgres => {
+                let done: bool = sqlx::query("SELECT pg_promote(true, 60) AS done")
+                    .fetch_one(&self.writer)
+                    .await
+                    .map_err(db_err)?
+                    .try_get("done")
+                    .map_err(db_err)?;
+                if done {
+                    Ok(true)
+                } else {
+                    Err(Error::Unavailable(
+                        "PostgreSQL did not finish its promotion within 60 s; see its log".into(),
+                    ))
+                }
+            }
+            Engine::MySql | Engine::Sqlite => Err(Error::Unsupported(
+                "this database is a read-only replica that Stowage cannot promote: promote it \
+                 with the database's own tooling (an Aurora global database failover, a MySQL \
+                 replica's `SET GLOBAL read_only = OFF`), then start Stowage as active"
+                    .into(),
+            )),
+        }
+    }
+
     /// How far this node's clock is ahead of the database's (negative: behind), in ms: the
     /// database's clock is read between two readings of this node's, and compared with their
     /// middle, so the round trip does not count.
@@ -587,6 +664,30 @@ impl Metadata {
                 source: Box::new(e),
                 retryable: false,
             })
+    }
+
+    /// On a writable database, [`Metadata::migrate`]; on a read-only replica (a passive
+    /// standby's), which takes no migrations, a check that its schema is this Stowage's.
+    pub async fn migrate_or_check(&self) -> Result<()> {
+        if !self.is_read_only().await? {
+            return self.migrate().await;
+        }
+        let migrator = match self.engine {
+            Engine::Sqlite => &SQLITE_MIGRATOR,
+            Engine::Postgres => &POSTGRES_MIGRATOR,
+            Engine::MySql => &MYSQL_MIGRATOR,
+        };
+        let wanted = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+        let have = self.schema_version().await?;
+        if have == wanted {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(format!(
+                "the database is a read-only replica at schema {have}, and this Stowage needs \
+                 {wanted}: upgrade the active site first (its migrations replicate here), or run \
+                 the Stowage version that matches"
+            )))
+        }
     }
 
     /// Applies pending migrations up to `version` only (an upgrade in steps; the upgrade

@@ -160,7 +160,7 @@ fn holders_of(export: &Path, digests: &HashSet<Sha256>) -> Result<Vec<String>> {
 }
 
 /// Copies `digest` from `from` to `to`, checked against the digest by `to`'s put.
-async fn copy_binary(
+pub(crate) async fn copy_binary(
     from: &dyn BinaryProvider,
     to: &dyn BinaryProvider,
     digest: &Sha256,

@@ -64,14 +64,23 @@ enum Copy {
 }
 
 /// Paces reads to a rate.
-struct Pace {
+pub(crate) struct Pace {
     rate: Option<u64>,
     started: Instant,
     read: u64,
 }
 
 impl Pace {
-    async fn took(&mut self, bytes: u64) {
+    /// Reads paced to `rate` bytes a second from now (none: unpaced).
+    pub(crate) fn new(rate: Option<u64>) -> Self {
+        Self {
+            rate,
+            started: Instant::now(),
+            read: 0,
+        }
+    }
+
+    pub(crate) async fn took(&mut self, bytes: u64) {
         self.read += bytes;
         let Some(rate) = self.rate.filter(|r| *r > 0) else {
             return;
