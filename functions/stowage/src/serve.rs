@@ -417,6 +417,25 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// `stowage promote`: makes a passive standby's database the primary (PostgreSQL's
+/// `pg_promote`; other engines' replicas by their own tooling), after which the node starts as
+/// active.
+pub(crate) async fn promote(args: &ConfigArgs) -> Result<(), Error> {
+    let config = args.load().await?;
+    let metadata = Metadata::connect(&config.database_url(), &config.pool_settings()).await?;
+    let promoted = metadata.promote().await;
+    metadata.close().await;
+    if promoted? {
+        println!(
+            "the database is promoted and takes writes: start this node with [standby] role = \
+             \"active\" (or no [standby] section)"
+        );
+    } else {
+        println!("the database already takes writes: nothing to promote");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,23 +474,4 @@ mod tests {
             Some("postgres://stowage@127.0.0.1:5432/stowage".into())
         )));
     }
-}
-
-/// `stowage promote`: makes a passive standby's database the primary (PostgreSQL's
-/// `pg_promote`; other engines' replicas by their own tooling), after which the node starts as
-/// active.
-pub(crate) async fn promote(args: &ConfigArgs) -> Result<(), Error> {
-    let config = args.load().await?;
-    let metadata = Metadata::connect(&config.database_url(), &config.pool_settings()).await?;
-    let promoted = metadata.promote().await;
-    metadata.close().await;
-    if promoted? {
-        println!(
-            "the database is promoted and takes writes: start this node with [standby] role = \
-             \"active\" (or no [standby] section)"
-        );
-    } else {
-        println!("the database already takes writes: nothing to promote");
-    }
-    Ok(())
 }
