@@ -172,6 +172,46 @@ async fn a_passive_on_a_streaming_replica_catches_up_refuses_writes_and_takes_ov
         source.display()
     );
     let passive_dir = root.path().join("passive");
+    // One pass offline (`stowage replicate`), before the passive serves: the first binaries.
+    for i in 0..5u64 {
+        let r = active
+            .admin()
+            .put(active.url(&format!("/libs/first/f{i}.bin")))
+            .body(bytes(1_000 + i, 1_024))
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    std::fs::create_dir_all(&passive_dir).expect("dir");
+    let config_file = passive_dir.join("stowage.toml");
+    std::fs::write(&config_file, &config).expect("config");
+    let mut replicated = Value::Null;
+    for _ in 0..50 {
+        let out = tokio::process::Command::new(stowage_bin())
+            .args(["replicate", "--database-url", &replica_url, "--config"])
+            .arg(&config_file)
+            .arg("--data-dir")
+            .arg(passive_dir.join("data"))
+            .env_remove("STOWAGE_CONFIG")
+            .output()
+            .await
+            .expect("replicate");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("replicate: done"));
+        replicated = serde_json::from_slice(&out.stdout).expect("report");
+        if replicated["binaries"] == 5 {
+            break;
+        }
+        // The replica replays the rows a moment after the primary commits them.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(replicated["binaries"], 5, "{replicated}");
+    assert_eq!(replicated["lag"]["binaries"], 0, "{replicated}");
     let passive = Server::start_with(
         &passive_dir,
         Options {
@@ -194,7 +234,7 @@ async fn a_passive_on_a_streaming_replica_catches_up_refuses_writes_and_takes_ov
             .expect("put");
         assert_eq!(r.status(), StatusCode::CREATED);
     }
-    let st = caught_up(&passive, 200).await;
+    let st = caught_up(&passive, 205).await;
     assert!(st["copied"].as_u64() >= Some(200), "{st}");
     let p = passive.admin();
     for i in 0..200u64 {

@@ -176,3 +176,45 @@ pub(crate) async fn verify(args: &VerifyArgs) -> Result<(), Error> {
         )))
     }
 }
+
+/// `stowage replicate`: one replication pass of a passive standby, offline (its server
+/// stopped; a running passive replicates on its own every `[standby] interval_secs`).
+pub(crate) async fn replicate(args: &ConfigArgs) -> Result<(), Error> {
+    let config = args.load().await?;
+    let _lock = lock_data_dir(&config)?;
+    let Some(spec) = &config.standby.source else {
+        return Err(Error::InvalidInput(
+            "replicate needs [standby] source: the active's filestore directory or \
+             s3://bucket/path"
+                .into(),
+        ));
+    };
+    let (stowage, metadata, _) = build(&config, &node_id(&config)).await?;
+    let source = stowage_config::backup::standby_source(spec, &config).await?;
+    let progress = ProgressCell::default();
+    let report = crate::progress::watched_with_bar(
+        "replicate",
+        stowage.replicate_pass(
+            &*source,
+            Some(config.standby.rate.as_u64()),
+            Some(&progress),
+        ),
+        || status(&progress.get()),
+    )
+    .await;
+    metadata.close().await;
+    let report = report?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&stowage_api::http::figures::standby(&report))
+            .unwrap_or_default()
+    );
+    if report.lag_binaries > 0 {
+        return Err(Error::Unavailable(format!(
+            "{} binaries could not be copied from the active: {}",
+            report.lag_binaries,
+            report.last_error.unwrap_or_default()
+        )));
+    }
+    Ok(())
+}

@@ -62,6 +62,9 @@ enum Command {
     /// Promote a passive standby: make its database replica the primary (PostgreSQL), after
     /// which the node starts as active.
     Promote(ConfigArgs),
+    /// One replication pass of a passive standby: copy the binaries its filestore lacks from
+    /// the active's ([standby] source), offline (a running passive does it on its own).
+    Replicate(ConfigArgs),
     /// Exit 0 if the server on STOWAGE_LISTEN (or --listen) is ready (its database, backend,
     /// locks and queue answer): a container health check.
     Healthcheck(ConfigArgs),
@@ -148,6 +151,7 @@ fn main() -> ExitCode {
             Command::Restore(args) => backup::restore(&args).await,
             Command::Verify(args) => backup::verify(&args).await,
             Command::Promote(args) => serve::promote(&args).await,
+            Command::Replicate(args) => backup::replicate(&args).await,
             Command::User(command) => access::user(command).await,
             Command::Token(command) => access::token(command).await,
             Command::Audit(command) => access::audit(command).await,

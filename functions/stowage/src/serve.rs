@@ -332,7 +332,7 @@ pub(crate) async fn serve(args: &ConfigArgs) -> Result<(), Error> {
         tracing::info!("passive standby: binaries are copied from the active's filestore");
         tokio::spawn(async move {
             loop {
-                if let Err(e) = stowage.replicate_pass(&*source, Some(rate)).await {
+                if let Err(e) = stowage.replicate_pass(&*source, Some(rate), None).await {
                     tracing::warn!(error = %e, "a replication pass failed");
                 }
                 tokio::time::sleep(every).await;

@@ -11,7 +11,7 @@ use std::time::Instant;
 use stowage_core::{BinaryProvider, BinaryProviderExt as _, Result, Sha256};
 
 use super::Stowage;
-use super::backup::copy_binary;
+use super::backup::{CopyProgress, ProgressCell, copy_binary};
 use super::scrub::Pace;
 
 /// Binary rows read at a time.
@@ -48,6 +48,32 @@ impl Stowage {
         &self,
         source: &dyn BinaryProvider,
         rate: Option<u64>,
+        progress: Option<&ProgressCell>,
+    ) -> Result<StandbyStatus> {
+        if let Some(p) = progress {
+            let summary = self.metadata.storage_summary().await?;
+            p.update(|p| {
+                *p = CopyProgress {
+                    running: true,
+                    phase: "binaries",
+                    binaries_total: summary.binaries_count,
+                    bytes_total: summary.binaries_size,
+                    ..CopyProgress::default()
+                }
+            });
+        }
+        let done = self.replicate_once(source, rate, progress).await;
+        if let Some(p) = progress {
+            p.update(|p| p.running = false);
+        }
+        done
+    }
+
+    async fn replicate_once(
+        &self,
+        source: &dyn BinaryProvider,
+        rate: Option<u64>,
+        progress: Option<&ProgressCell>,
     ) -> Result<StandbyStatus> {
         let started = Instant::now();
         // What the replica had replayed when the pass began: its sync point, if it ends with
@@ -66,6 +92,12 @@ impl Stowage {
             after = Some(last.checksums.sha256);
             for binary in page {
                 binaries += 1;
+                if let Some(p) = progress {
+                    p.update(|p| {
+                        p.binaries_done += 1;
+                        p.bytes_done += binary.size;
+                    });
+                }
                 let digest = binary.checksums.sha256;
                 if self.provider.exists(&digest).await? {
                     continue;
