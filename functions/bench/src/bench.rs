@@ -372,6 +372,7 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<(), Error> {
     // (so nothing is deduplicated), and compare medians.
     let raw_file = work.path().join("raw.bin");
     let (mut writes, mut uploads, mut first) = (Vec::new(), Vec::new(), None);
+    let mut up_cpu = Vec::new();
     for round in 0..args.rounds {
         let (p, f) = (random_pattern(), raw_file.clone());
         let t = tokio::task::spawn_blocking(move || raw_write(&f, &p, size))
@@ -384,7 +385,12 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<(), Error> {
         } else {
             random_pattern()
         };
+        let before = cpu_time(pid).unwrap_or_default();
         let (t, sha256) = upload(&client, &server, &format!("up-{round}.bin"), &p, size).await?;
+        up_cpu.push(crate::cpu::per_gib(
+            cpu_time(pid).unwrap_or_default().saturating_sub(before),
+            size,
+        ));
         uploads.push(mb_per_s(size, t));
         first.get_or_insert(sha256);
     }
@@ -396,6 +402,7 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<(), Error> {
     // file, and compare medians.
     let (mut raw_reads, mut hinted_reads) = (Vec::new(), Vec::new());
     let (mut cold, mut warm) = (Vec::new(), Vec::new());
+    let (mut cold_cpu, mut warm_cpu) = (Vec::new(), Vec::new());
     for _ in 0..args.rounds {
         for (hints, rates) in [(false, &mut raw_reads), (true, &mut hinted_reads)] {
             evict(&stored)?;
@@ -406,15 +413,39 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<(), Error> {
             rates.push(mb_per_s(n, t));
         }
         evict(&stored)?;
+        let before = cpu_time(pid).unwrap_or_default();
         let (n, t) = download(&server, "up-0.bin").await?;
         if n != size {
             return Err(Error::Unavailable(format!(
                 "bench: downloaded {n} of {size} bytes"
             )));
         }
+        cold_cpu.push(crate::cpu::per_gib(
+            cpu_time(pid).unwrap_or_default().saturating_sub(before),
+            n,
+        ));
         cold.push(mb_per_s(n, t));
+        let before = cpu_time(pid).unwrap_or_default();
         let (n, t) = download(&server, "up-0.bin").await?;
+        warm_cpu.push(crate::cpu::per_gib(
+            cpu_time(pid).unwrap_or_default().saturating_sub(before),
+            n,
+        ));
         warm.push(mb_per_s(n, t));
+    }
+    // The bounds, on the same bytes and disk, in the same run (medians of the rounds).
+    let (mut digest_b, mut copy_up_b, mut copy_down_b) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..args.rounds {
+        digest_b.push(crate::cpu::per_gib(
+            crate::cpu::digest_bound(&pattern, size).await?,
+            size,
+        ));
+        copy_up_b.push(crate::cpu::per_gib(
+            crate::cpu::socket_to_file(&pattern, size, &work.path().join("copy.bin")).await?,
+            size,
+        ));
+        let (cpu, n) = crate::cpu::file_to_socket(&stored).await?;
+        copy_down_b.push(crate::cpu::per_gib(cpu, n));
     }
     let rss_before = rss_kib(pid, "VmHWM:").unwrap_or(0);
     let (up_large, _) = upload(&client, &server, "large.bin", &pattern, rss_size).await?;
@@ -474,6 +505,31 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<(), Error> {
     );
     println!();
     println!("Read ratios compare with the faster of the two raw reads.");
+    let (digest, copy_up, copy_down) = (median(digest_b), median(copy_up_b), median(copy_down_b));
+    let (up, cold_c, warm_c) = (median(up_cpu), median(cold_cpu), median(warm_cpu));
+    println!();
+    println!(
+        "CPU per GiB (s; the stowage process from /proc/PID/stat; bounds in this run, medians of {}):",
+        args.rounds
+    );
+    println!("| path | CPU s/GiB | bound s/GiB | ratio | goal |");
+    println!("|---|---:|---:|---:|---|");
+    println!("| digest bound (SHA-256+SHA-1+MD5, one thread) | | {digest:.3} | | |");
+    println!("| copy bound, socket → file + fsync | | {copy_up:.3} | | |");
+    println!("| copy bound, file → socket | | {copy_down:.3} | | |");
+    println!(
+        "| upload (filesystem) | {up:.3} | {:.3} (digest + copy) | {:.2} | ≤ 1.3 |",
+        digest + copy_up,
+        up / (digest + copy_up)
+    );
+    println!(
+        "| download, cold cache | {cold_c:.3} | {copy_down:.3} (copy) | {:.2} | ≤ 2 |",
+        cold_c / copy_down
+    );
+    println!(
+        "| download, warm cache | {warm_c:.3} | {copy_down:.3} (copy) | {:.2} | ≤ 2 |",
+        warm_c / copy_down
+    );
     println!(
         "server peak RSS: {:.1} MiB after the {} upload ({:.1} MiB before it; goal < 100 MiB)",
         peak as f64 / 1024.0,

@@ -10,6 +10,7 @@ mod bench_downloads;
 mod bench_listings;
 mod bench_s3;
 mod bench_shards;
+mod cpu;
 
 use std::process::ExitCode;
 
