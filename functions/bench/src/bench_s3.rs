@@ -13,7 +13,10 @@ use bytesize::ByteSize;
 use stowage_core::{Error, KeyLayout};
 use stowage_s3::{S3Config, S3Provider};
 
-use crate::bench::{Server, fail, mb_per_s, median, random_pattern, rss_kib, start_with_config};
+use crate::bench::{
+    Server, cpu_time, fail, mb_per_s, median, random_pattern, rss_kib, start_with_config,
+};
+use crate::cpu::per_gib;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchS3Args {
@@ -406,6 +409,8 @@ pub(crate) async fn run(args: &BenchS3Args) -> Result<(), Error> {
         "| files | plain SDK PUT MB/s | SDK multipart MB/s | direct MB/s (ratio) | direct, SHA-256 declared MB/s (ratio) | fsync'd local write MB/s | eventual ack MB/s (ratio) | eventual ack, S3 away MB/s (ratio) | direct peak RSS MiB | eventual peak RSS MiB |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let me = std::process::id();
+    let mut cpu_rows = Vec::new();
     for (n, (size, count)) in sets.into_iter().enumerate() {
         let total = size * count as u64;
         let rate = |t: Duration| mb_per_s(total, t);
@@ -413,22 +418,32 @@ pub(crate) async fn run(args: &BenchS3Args) -> Result<(), Error> {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut alone_r, mut sdk_mp_r) = (Vec::new(), Vec::new());
         let (mut direct_rss, mut eventual_rss) = (0u64, 0u64);
+        // CPU seconds per GiB: the plain SDK's (this process, which does nothing else then),
+        // and each server's.
+        let (mut sdk_c, mut direct_c, mut declared_c, mut eventual_c) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let cpu = |pid: u32| cpu_time(pid).unwrap_or_default();
         // Rounds interleave every side, so that a disk or a LocalStack that slows down for a
         // while weighs on all of them; each side gets bytes of its own, so nothing deduplicates.
         for round in 0..args.rounds.max(1) {
             let seed = (n * 100 + round * 5) as u64;
             let tag = format!("set{n}-r{round}");
             let set = make_set(&pattern, size, count, seed);
+            let before = cpu(me);
             sdk_r.push(rate(sdk_upload(sdk, &set, &tag, args.clients).await?));
+            sdk_c.push(per_gib(cpu(me).saturating_sub(before), total));
             if size >= DIRECT_LIMIT {
                 sdk_mp_r.push(rate(sdk_multipart_upload(sdk, &set, &tag).await?));
             }
             reset_peak(direct_pid);
+            let before = cpu(direct_pid);
             direct_r.push(rate(
                 stowage_upload(&client, &direct, &set, &tag, false, args.clients).await?,
             ));
+            direct_c.push(per_gib(cpu(direct_pid).saturating_sub(before), total));
             drop(set);
             let declared = make_set(&pattern, size, count, seed + 1);
+            let before = cpu(direct_pid);
             declared_r.push(rate(
                 stowage_upload(
                     &client,
@@ -440,6 +455,7 @@ pub(crate) async fn run(args: &BenchS3Args) -> Result<(), Error> {
                 )
                 .await?,
             ));
+            declared_c.push(per_gib(cpu(direct_pid).saturating_sub(before), total));
             direct_rss = direct_rss.max(rss_kib(direct_pid, "VmHWM:").unwrap_or(0));
             drop(declared);
             let queued = make_set(&pattern, size, count, seed + 2);
@@ -449,6 +465,7 @@ pub(crate) async fn run(args: &BenchS3Args) -> Result<(), Error> {
                 .map_err(|e| Error::Unavailable(format!("bench-s3: {e}")))??;
             local_r.push(rate(t_local));
             reset_peak(eventual_pid);
+            let before = cpu(eventual_pid);
             let t_eventual =
                 stowage_upload(&client, &eventual, &queued, &tag, false, args.clients).await?;
             eventual_r.push(rate(t_eventual));
@@ -459,6 +476,8 @@ pub(crate) async fn run(args: &BenchS3Args) -> Result<(), Error> {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             let drained = drain_start.elapsed() + t_eventual;
+            // The queue's whole work: the acknowledged write and the upload behind it.
+            eventual_c.push(per_gib(cpu(eventual_pid).saturating_sub(before), total));
             for bucket in &buckets {
                 empty_bucket(bucket).await?;
             }
@@ -489,6 +508,21 @@ pub(crate) async fn run(args: &BenchS3Args) -> Result<(), Error> {
             median(eventual_r),
             median(alone_r),
         );
+        // The bounds on the same bytes, in this run.
+        let digest = per_gib(crate::cpu::digest_bound(&pattern, size).await?, size);
+        let copy = per_gib(
+            crate::cpu::socket_to_file(&pattern, size, &work.path().join("copy.bin")).await?,
+            size,
+        );
+        cpu_rows.push((
+            format!("{} × {count}", ByteSize::b(size).display().iec()),
+            digest,
+            copy,
+            median(sdk_c),
+            median(direct_c),
+            median(declared_c),
+            median(eventual_c),
+        ));
         println!(
             "| {} × {count} | {r_sdk:.0} | {sdk_mp} | {r_direct:.0} ({:.2}) | {r_declared:.0} ({:.2}) | {r_local:.0} | {r_eventual:.0} ({:.2}) | {r_alone:.0} ({:.2}) | {:.1} | {:.1} |",
             ByteSize::b(size).display().iec(),
@@ -509,6 +543,28 @@ pub(crate) async fn run(args: &BenchS3Args) -> Result<(), Error> {
          time on every side (the local write one at a time); files ≥ maxFileSizeForDirectUpload (250 MB) go through \
          the spooled multipart path."
     );
+    println!();
+    println!(
+        "CPU per GiB (s; /proc/PID/stat; medians of the rounds; bounds in this run): the digest \
+         bound (three digests, one thread), the copy bound (socket → file + fsync), the plain \
+         SDK's PutObject (this process). Ratios: to digest + copy (goal ≤ 1.3; the eventual \
+         path, which writes the bytes twice, ≤ 1.3 × (digest + copy) + one copy), and to \
+         digest + SDK."
+    );
+    println!(
+        "| files | digest | copy | SDK | direct (÷ d+c; ÷ d+SDK) | declared (÷ d+c; ÷ d+SDK) | eventual, ack + upload (÷ d+2c) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (files, digest, copy, sdk, direct, declared, eventual) in cpu_rows {
+        println!(
+            "| {files} | {digest:.2} | {copy:.2} | {sdk:.2} | {direct:.2} ({:.2}; {:.2}) | {declared:.2} ({:.2}; {:.2}) | {eventual:.2} ({:.2}) |",
+            direct / (digest + copy),
+            direct / (digest + sdk),
+            declared / (digest + copy),
+            declared / (digest + sdk),
+            eventual / (digest + 2.0 * copy),
+        );
+    }
     stop(direct).await;
     stop(eventual).await;
     stop(queue_only).await;
