@@ -16,6 +16,7 @@ use crate::bench::{
     Server, cpu_time, download, evict, fail, mb_per_s, median, random_pattern, raw_read,
     start_server, upload,
 };
+use crate::cpu::per_gib;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchDownloadsArgs {
@@ -71,6 +72,13 @@ async fn server_with(dir: &Path, name: &str, config: &str) -> Result<Server, Err
     let server = start_server(&data_dir, Some(&path)).await?;
     create_repo(&server, "bench", "").await?;
     Ok(server)
+}
+
+fn server_pid(server: &Server) -> Result<u32, Error> {
+    server
+        .child
+        .id()
+        .ok_or_else(|| Error::Unavailable("bench-downloads: a server exited".into()))
 }
 
 /// Where a binary's file is in a filesystem-layout directory.
@@ -182,22 +190,37 @@ pub(crate) async fn run(args: &BenchDownloadsArgs) -> Result<(), Error> {
     let pattern: Bytes = random_pattern();
     let client = reqwest::Client::new();
     let (mut miss, mut hit, mut fs, mut disk) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // CPU seconds per GiB of each server around each download, and the copy bound (a file
+    // read and written to a socket) on the same file.
+    let (cached_pid, plain_pid) = (server_pid(&cached)?, server_pid(&plain)?);
+    let (mut miss_c, mut hit_c, mut fs_c, mut copy_c) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let cpu = |pid: u32| cpu_time(pid).unwrap_or_default();
     for round in 0..args.rounds {
         // Each round's file differs: the pattern is the same but the size is not.
         let n = size + round as u64;
         let name = format!("round-{round}.bin");
         let (_, sha) = upload(&client, &cached, &name, &pattern, n).await?;
         upload(&client, &plain, &name, &pattern, n).await?;
+        let before = cpu(cached_pid);
         let (bytes, took) = download(&cached, &name).await?;
+        miss_c.push(per_gib(cpu(cached_pid).saturating_sub(before), bytes));
         miss.push(mb_per_s(bytes, took));
         let cached_file = binary_path(&cache_dir, &sha);
         evict(&cached_file)?;
+        let before = cpu(cached_pid);
         let (bytes, took) = download(&cached, &name).await?;
+        hit_c.push(per_gib(cpu(cached_pid).saturating_sub(before), bytes));
         hit.push(mb_per_s(bytes, took));
         let fs_file = binary_path(&filestore, &sha);
         evict(&fs_file)?;
+        let before = cpu(plain_pid);
         let (bytes, took) = download(&plain, &name).await?;
+        fs_c.push(per_gib(cpu(plain_pid).saturating_sub(before), bytes));
         fs.push(mb_per_s(bytes, took));
+        evict(&fs_file)?;
+        let (c, n) = crate::cpu::file_to_socket(&fs_file).await?;
+        copy_c.push(per_gib(c, n));
         evict(&cached_file)?;
         let (bytes, took) = tokio::task::spawn_blocking(move || raw_read(&cached_file, true))
             .await
@@ -215,6 +238,20 @@ pub(crate) async fn run(args: &BenchDownloadsArgs) -> Result<(), Error> {
         "  filesystem provider                       {fs:8.0} MB/s  ({:.2} of disk)",
         fs / disk
     );
+    let copy = median(copy_c);
+    println!(
+        "  CPU per GiB (s; the server's, /proc/PID/stat; copy bound file → socket {copy:.3} in this run):"
+    );
+    for (what, c) in [
+        ("cache hit", median(hit_c)),
+        ("filesystem provider", median(fs_c)),
+        ("cache miss (S3 → cache → client)", median(miss_c)),
+    ] {
+        println!(
+            "    {what:<34} {c:.3}  ({:.2} of the copy bound; goal ≤ 2)",
+            c / copy
+        );
+    }
 
     // Single-flight: many readers of one uncached binary.
     let name = "fan-out.bin";
