@@ -530,3 +530,99 @@ async fn a_scrub_repairs_a_flipped_byte_and_a_lost_copy_and_names_what_it_cannot
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("libs/f2.bin"));
 }
+
+#[tokio::test]
+async fn a_backup_to_s3_restores_from_s3() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let Some(endpoint) = s3::endpoint() else {
+        return;
+    };
+    let bucket = s3::bucket_name();
+    s3::create_bucket(&endpoint, &bucket, root.path()).await;
+    // The embedded default's filestore; the [filestore.s3] section gives the backup target its
+    // endpoint and credentials.
+    let config = s3::toml_section(&endpoint, &bucket);
+    let source_dir = root.path().join("source");
+    let source_db = database_url_on(&source_dir, "sqlite").await;
+    let s = Server::start_with(
+        &source_dir,
+        Options {
+            config: Some(config.clone()),
+            database_url: Some(source_db.clone()),
+            ..Options::default()
+        },
+    )
+    .await;
+    s.create_repo("libs").await;
+    for i in 0..3u64 {
+        let r = s
+            .admin()
+            .put(s.url(&format!("/libs/s3/f{i}.bin;k=v{i}")))
+            .body(bytes(300 + i, 70_000))
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let token = s.token.clone();
+    s.stop().await;
+    let target = format!("s3://{bucket}/backups-of/stowage");
+    let first = ok(
+        &stowage(
+            &source_dir,
+            &source_db,
+            Some(&config),
+            &["backup", "--to", &target],
+        )
+        .await,
+        "backup to S3",
+    );
+    assert_eq!(first["copied"], 3, "{first}");
+    let again = ok(
+        &stowage(
+            &source_dir,
+            &source_db,
+            Some(&config),
+            &["backup", "--to", &target, "--keep", "1"],
+        )
+        .await,
+        "second backup to S3",
+    );
+    assert_eq!(again["copied"], 0, "{again}");
+    assert_eq!(
+        again["removedBackups"].as_array().map(Vec::len),
+        Some(1),
+        "keep 1: {again}"
+    );
+
+    let restored_dir = root.path().join("restored");
+    let restored_db = database_url_on(&restored_dir, "sqlite").await;
+    let restored = ok(
+        &stowage(
+            &restored_dir,
+            &restored_db,
+            Some(&config),
+            &["restore", "--from", &target],
+        )
+        .await,
+        "restore from S3",
+    );
+    assert_eq!(restored["id"], again["id"]);
+    let r = Server::start_with(
+        &restored_dir,
+        Options {
+            config: Some(config.clone()),
+            database_url: Some(restored_db),
+            token: Some(token),
+            ..Options::default()
+        },
+    )
+    .await;
+    for i in 0..3u64 {
+        assert_eq!(
+            r.body(&format!("/libs/s3/f{i}.bin")).await,
+            bytes(300 + i, 70_000)
+        );
+    }
+    r.stop().await;
+}
