@@ -1,13 +1,16 @@
-//! `stowage backup`, `stowage restore` and `stowage verify`: the service's backup, restore and
-//! scrub, with a progress bar on a terminal and plain lines otherwise, and the report as JSON
-//! on stdout.
+//! `stowage backup`, `restore`, `verify` and `replicate`: the service's backup, restore, scrub
+//! and standby replication, offline, with a progress bar on a terminal and plain lines
+//! otherwise, and the report as JSON on stdout.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Args;
+use stowage_api::http::figures;
+use stowage_config::Config;
 use stowage_core::Error;
 use stowage_service::security::Caller;
-use stowage_service::{BackupOptions, CopyProgress, ProgressCell};
+use stowage_service::{BackupOptions, CopyProgress, ProgressCell, Stowage};
 
 use crate::ConfigArgs;
 use crate::serve::{build, lock_data_dir, node_id};
@@ -68,63 +71,76 @@ fn work_dir(config: &stowage_config::Config) -> PathBuf {
     config.data_dir.join("backup-work")
 }
 
-/// `stowage backup --to TARGET`: offline (the embedded server must be stopped; while it runs,
-/// `POST /api/system/backup`).
-pub(crate) async fn backup(args: &BackupArgs) -> Result<(), Error> {
-    let config = args.config.load().await?;
+/// Runs `work` on this configuration's Stowage offline (the data directory's lock held, so no
+/// server uses it meanwhile), with a progress bar named `name` fed from the `ProgressCell`
+/// `work` is given; prints the report as `json` shapes it, on stdout, and returns it.
+async fn offline<T>(
+    args: &ConfigArgs,
+    name: &str,
+    work: impl AsyncFnOnce(Arc<Stowage>, Config, &ProgressCell) -> Result<T, Error>,
+    json: fn(&T) -> serde_json::Value,
+) -> Result<T, Error> {
+    let config = args.load().await?;
     let _lock = lock_data_dir(&config)?;
     let (stowage, metadata, _) = build(&config, &node_id(&config)).await?;
-    let target = stowage_config::backup::target(&args.to, &config).await?;
-    let config_text = kept_config(&args.config.config)?;
-    let options = BackupOptions {
-        keep: args.keep,
-        config_text,
-        work_dir: work_dir(&config),
-    };
     let progress = ProgressCell::default();
-    let report = crate::progress::watched_with_bar(
-        "backup",
-        stowage.backup(&Caller::admin(), &target, &options, &progress),
-        || status(&progress.get()),
-    )
+    let report = crate::progress::watched_with_bar(name, work(stowage, config, &progress), || {
+        status(&progress.get())
+    })
     .await;
     metadata.close().await;
     let report = report?;
     println!(
         "{}",
-        serde_json::to_string_pretty(&stowage_api::http::figures::backup_report(&report))
-            .unwrap_or_default()
+        serde_json::to_string_pretty(&json(&report)).unwrap_or_default()
     );
-    Ok(())
+    Ok(report)
+}
+
+/// `stowage backup --to TARGET`: offline (the embedded server must be stopped; while it runs,
+/// `POST /api/system/backup`).
+pub(crate) async fn backup(args: &BackupArgs) -> Result<(), Error> {
+    offline(
+        &args.config,
+        "backup",
+        async |stowage, config, progress| {
+            let target = stowage_config::backup::target(&args.to, &config).await?;
+            let options = BackupOptions {
+                keep: args.keep,
+                config_text: kept_config(&args.config.config)?,
+                work_dir: work_dir(&config),
+            };
+            stowage
+                .backup(&Caller::admin(), &target, &options, progress)
+                .await
+        },
+        figures::backup_report,
+    )
+    .await
+    .map(|_| ())
 }
 
 /// `stowage restore --from TARGET`: into this configuration's Stowage, which must be empty.
 pub(crate) async fn restore(args: &RestoreArgs) -> Result<(), Error> {
-    let config = args.config.load().await?;
-    let _lock = lock_data_dir(&config)?;
-    let (stowage, metadata, _) = build(&config, &node_id(&config)).await?;
-    let source = stowage_config::backup::target(&args.from, &config).await?;
-    let progress = ProgressCell::default();
-    let report = crate::progress::watched_with_bar(
+    offline(
+        &args.config,
         "restore",
-        stowage.restore_backup(
-            &Caller::admin(),
-            &source,
-            args.backup.as_deref(),
-            &work_dir(&config),
-            &progress,
-        ),
-        || status(&progress.get()),
+        async |stowage, config, progress| {
+            let source = stowage_config::backup::target(&args.from, &config).await?;
+            stowage
+                .restore_backup(
+                    &Caller::admin(),
+                    &source,
+                    args.backup.as_deref(),
+                    &work_dir(&config),
+                    progress,
+                )
+                .await
+        },
+        figures::restore_report,
     )
-    .await;
-    metadata.close().await;
-    let report = report?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&stowage_api::http::figures::restore_report(&report))
-            .unwrap_or_default()
-    );
-    Ok(())
+    .await
+    .map(|_| ())
 }
 
 #[derive(Debug, Clone, Args)]
@@ -139,23 +155,14 @@ pub(crate) struct VerifyArgs {
 /// `stowage verify`: reads every copy of every binary, repairs what a good copy can repair,
 /// and exits non-zero when a binary has no good copy left (the report names its artifacts).
 pub(crate) async fn verify(args: &VerifyArgs) -> Result<(), Error> {
-    let config = args.config.load().await?;
-    let _lock = lock_data_dir(&config)?;
-    let (stowage, metadata, _) = build(&config, &node_id(&config)).await?;
-    let progress = ProgressCell::default();
-    let report = crate::progress::watched_with_bar(
+    let rate = args.rate.map(|r| r.as_u64());
+    let report = offline(
+        &args.config,
         "verify",
-        stowage.scrub(&Caller::admin(), args.rate.map(|r| r.as_u64()), &progress),
-        || status(&progress.get()),
+        async |stowage, _, progress| stowage.scrub(&Caller::admin(), rate, progress).await,
+        figures::scrub_report,
     )
-    .await;
-    metadata.close().await;
-    let report = report?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&stowage_api::http::figures::scrub_report(&report))
-            .unwrap_or_default()
-    );
+    .await?;
     if report.unrepaired.is_empty() {
         Ok(())
     } else {
@@ -180,35 +187,25 @@ pub(crate) async fn verify(args: &VerifyArgs) -> Result<(), Error> {
 /// `stowage replicate`: one replication pass of a passive standby, offline (its server
 /// stopped; a running passive replicates on its own every `[standby] interval_secs`).
 pub(crate) async fn replicate(args: &ConfigArgs) -> Result<(), Error> {
-    let config = args.load().await?;
-    let _lock = lock_data_dir(&config)?;
-    let Some(spec) = &config.standby.source else {
-        return Err(Error::InvalidInput(
-            "replicate needs [standby] source: the active's filestore directory or \
-             s3://bucket/path"
-                .into(),
-        ));
-    };
-    let (stowage, metadata, _) = build(&config, &node_id(&config)).await?;
-    let source = stowage_config::backup::standby_source(spec, &config).await?;
-    let progress = ProgressCell::default();
-    let report = crate::progress::watched_with_bar(
+    let report = offline(
+        args,
         "replicate",
-        stowage.replicate_pass(
-            &*source,
-            Some(config.standby.rate.as_u64()),
-            Some(&progress),
-        ),
-        || status(&progress.get()),
+        async |stowage, config, progress| {
+            let Some(spec) = &config.standby.source else {
+                return Err(Error::InvalidInput(
+                    "replicate needs [standby] source: the active's filestore directory or \
+                     s3://bucket/path"
+                        .into(),
+                ));
+            };
+            let source = stowage_config::backup::standby_source(spec, &config).await?;
+            stowage
+                .replicate_pass(&*source, Some(config.standby.rate.as_u64()), Some(progress))
+                .await
+        },
+        figures::standby,
     )
-    .await;
-    metadata.close().await;
-    let report = report?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&stowage_api::http::figures::standby(&report))
-            .unwrap_or_default()
-    );
+    .await?;
     if report.lag_binaries > 0 {
         return Err(Error::Unavailable(format!(
             "{} binaries could not be copied from the active: {}",
