@@ -16,6 +16,7 @@ pub mod functions;
 pub mod gcs;
 pub mod localstack;
 pub mod nginx;
+pub mod postgres;
 pub mod s3;
 
 /// A setting scripts/test exports for the suites (a server's address, a tool's path); without

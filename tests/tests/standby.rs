@@ -1,121 +1,15 @@
 //! Active/passive (issue 23): a passive Stowage on a PostgreSQL streaming replica of the
-//! active's database (a real hot standby, made with pg_basebackup), copying binaries from the
+//! active's database (a real hot standby, made with pg_basebackup: `PrivatePostgres::replica_of`), copying binaries from the
 //! active's filestore. It catches up and serves every artifact, refuses writes, and after the
 //! active is killed mid-load and its site lost, holds every artifact acknowledged before its
 //! last sync point; `stowage promote` then makes it the active.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use stowage_tests::{
-    Options, Server, bytes, free_port, postgres_database, sha256_hex, stowage_bin,
-};
-
-/// A hot standby of the test PostgreSQL server, stopped by its postmaster's PID on drop.
-struct Replica {
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let pid = std::fs::read_to_string(self.dir.join("data").join("postmaster.pid"))
-            .ok()
-            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()))
-            .and_then(rustix::process::Pid::from_raw);
-        if let Some(pid) = pid {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::QUIT);
-        }
-    }
-}
-
-fn as_postgres(program: &str) -> tokio::process::Command {
-    if rustix::process::getuid().is_root() {
-        let mut cmd = tokio::process::Command::new("runuser");
-        cmd.args(["-u", "postgres", "--", program]);
-        cmd
-    } else {
-        tokio::process::Command::new(program)
-    }
-}
-
-/// pg_basebackup of the server at `host_port`, started as a hot standby on a free port.
-async fn start_replica(host_port: &str, dir: &Path) -> Replica {
-    let (host, port) = host_port.split_once(':').expect("host:port");
-    std::fs::create_dir_all(dir).expect("dir");
-    if rustix::process::getuid().is_root() {
-        let status = std::process::Command::new("chown")
-            .args(["postgres"])
-            .arg(dir)
-            .status()
-            .expect("chown");
-        assert!(status.success());
-    }
-    let data = dir.join("data");
-    let out = as_postgres("pg_basebackup")
-        .args([
-            "-h", host, "-p", port, "-U", "postgres", "-R", "-X", "stream", "-c", "fast", "-D",
-        ])
-        .arg(&data)
-        .output()
-        .await
-        .expect("run pg_basebackup");
-    assert!(
-        out.status.success(),
-        "pg_basebackup: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let replica_port = free_port();
-    let log = std::fs::File::create(dir.join("replica.log")).expect("log");
-    // The postmaster runs on after this command exits; Replica's drop stops it by its PID.
-    let mut child = as_postgres("postgres")
-        .arg("-D")
-        .arg(&data)
-        .args([
-            "-p",
-            &replica_port.to_string(),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "fsync=off",
-            "-c",
-            "hot_standby=on",
-            // At least the primary's (scripts/lib/postgres.sh gives it 300).
-            "-c",
-            "max_connections=300",
-            "-k",
-        ])
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start the replica");
-    let replica = Replica {
-        dir: dir.to_path_buf(),
-        port: replica_port,
-    };
-    let url = format!("postgres://postgres@127.0.0.1:{replica_port}/postgres");
-    sqlx::any::install_default_drivers();
-    for _ in 0..300 {
-        use sqlx::Connection as _;
-        if let Ok(c) = sqlx::AnyConnection::connect(&url).await {
-            let _ = c.close().await;
-            tokio::spawn(async move {
-                let _ = child.wait().await;
-            });
-            return replica;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "the replica did not start: {}",
-        std::fs::read_to_string(dir.join("replica.log")).unwrap_or_default()
-    );
-}
+use stowage_tests::postgres::PrivatePostgres;
+use stowage_tests::{Options, Server, bytes, postgres_database, sha256_hex, stowage_bin};
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -163,8 +57,8 @@ async fn a_passive_on_a_streaming_replica_catches_up_refuses_writes_and_takes_ov
     .await;
     active.create_repo("libs").await;
     let token = active.token.clone();
-    let replica = start_replica(host_port, &root.path().join("replica")).await;
-    let replica_url = format!("postgres://postgres@127.0.0.1:{}/{db_name}", replica.port);
+    let replica = PrivatePostgres::replica_of(host_port, &root.path().join("replica"));
+    let replica_url = replica.url(db_name);
 
     let source = active.data_dir.join("filestore");
     let config = format!(

@@ -53,7 +53,7 @@ pub(crate) fn random_pattern() -> Bytes {
 }
 
 /// `size` bytes as 1 MiB slices of the pattern (no copies).
-fn body(pattern: &Bytes, size: u64) -> impl Iterator<Item = Bytes> + use<> {
+pub(crate) fn body(pattern: &Bytes, size: u64) -> impl Iterator<Item = Bytes> + use<> {
     let pattern = pattern.clone();
     let chunks_per_pattern = PATTERN / CHUNK;
     let mut left = size;
@@ -116,7 +116,7 @@ pub(crate) fn raw_read(path: &Path, hints: bool) -> Result<(u64, Duration), Erro
     Ok((total, start.elapsed()))
 }
 
-fn raw_hash(pattern: &Bytes, size: u64) -> Duration {
+pub(crate) fn raw_hash(pattern: &Bytes, size: u64) -> Duration {
     let start = Instant::now();
     let mut hasher = ChecksumHasher::new();
     for chunk in body(pattern, size) {

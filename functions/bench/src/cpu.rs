@@ -17,9 +17,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use stowage_core::{ChecksumHasher, Error};
+use stowage_core::Error;
 
-use crate::bench::fail;
+use crate::bench::{body, fail};
 
 /// This thread's CPU time so far.
 pub(crate) fn thread_cpu() -> Duration {
@@ -37,35 +37,12 @@ pub(crate) fn per_gib(cpu: Duration, bytes: u64) -> f64 {
 
 const CHUNK: usize = 1 << 20;
 
-/// `size` bytes as 1 MiB slices of `pattern`.
-fn chunks(pattern: &Bytes, size: u64) -> impl Iterator<Item = Bytes> + '_ {
-    let mut left = size;
-    let mut at = 0usize;
-    std::iter::from_fn(move || {
-        if left == 0 {
-            return None;
-        }
-        let n = (CHUNK as u64).min(left) as usize;
-        if at + n > pattern.len() {
-            at = 0;
-        }
-        let chunk = pattern.slice(at..at + n);
-        at += n;
-        left -= n as u64;
-        Some(chunk)
-    })
-}
-
 /// The digest bound: the CPU of one thread hashing `size` bytes with the three digests.
 pub(crate) async fn digest_bound(pattern: &Bytes, size: u64) -> Result<Duration, Error> {
     let pattern = pattern.clone();
     tokio::task::spawn_blocking(move || {
         let start = thread_cpu();
-        let mut hasher = ChecksumHasher::new();
-        for chunk in chunks(&pattern, size) {
-            hasher.update(&chunk);
-        }
-        std::hint::black_box(hasher.finish());
+        crate::bench::raw_hash(&pattern, size);
         thread_cpu().saturating_sub(start)
     })
     .await
@@ -85,7 +62,7 @@ pub(crate) async fn socket_to_file(
         let addr = listener.local_addr().map_err(fail("addr"))?;
         let sender = std::thread::spawn(move || -> std::io::Result<()> {
             let mut s = TcpStream::connect(addr)?;
-            for chunk in chunks(&pattern, size) {
+            for chunk in body(&pattern, size) {
                 s.write_all(&chunk)?;
             }
             Ok(())

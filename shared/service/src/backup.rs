@@ -186,37 +186,36 @@ impl<B: ObjectBackend> fmt::Display for ObjectFiles<B> {
     }
 }
 
-/// The SHA-256 of a local file (object stores check a whole file's digest on upload).
-async fn file_digest(path: &Path) -> Result<(Sha256, u64)> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read as _;
-        let mut file = std::fs::File::open(&path).map_err(|e| io("cannot open", &path, e))?;
-        use sha2::Digest as _;
-        let mut hasher = sha2::Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = file
-                .read(&mut buf)
-                .map_err(|e| io("cannot read", &path, e))?;
-            if n == 0 {
-                break;
-            }
-            size += n as u64;
-            hasher.update(&buf[..n]);
+/// The SHA-256 and size of a local file (object stores check a whole file's digest on
+/// upload; a backup's manifest names its export's).
+pub(crate) fn file_sha256(path: &Path) -> Result<(Sha256, u64)> {
+    use sha2::Digest as _;
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path).map_err(|e| io("cannot open", path, e))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| io("cannot read", path, e))?;
+        if n == 0 {
+            break;
         }
-        Ok((Sha256::from_bytes(hasher.finalize().into()), size))
-    })
-    .await
-    .map_err(|e| Error::Unavailable(format!("hashing a backup file failed: {e}")))?
+        size += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok((Sha256::from_bytes(hasher.finalize().into()), size))
 }
 
 #[async_trait]
 impl<B: ObjectBackend> BackupFiles for ObjectFiles<B> {
     async fn put(&self, name: &str, local: &Path) -> Result<()> {
         let key = self.key(name);
-        let (sha256, size) = file_digest(local).await?;
+        let path = local.to_path_buf();
+        let (sha256, size) = tokio::task::spawn_blocking(move || file_sha256(&path))
+            .await
+            .map_err(|e| Error::Unavailable(format!("hashing a backup file failed: {e}")))??;
         // Uploads are create-only: a file of an earlier, cut run of this backup goes first.
         self.remove(name).await?;
         if self

@@ -18,10 +18,9 @@ pub use cluster::{Cluster, ClusterSettings, ClusterStatus};
 pub use filestore::Filestore;
 pub use locks::LockSettings;
 pub use settings::Settings;
-pub use stowage::backup::{
-    BackupOptions, BackupReport, BackupStart, CopyProgress, ProgressCell, RestoreReport,
-};
-pub use stowage::prune::{PruneReport, PruneStart};
+pub use stowage::backup::{BackupOptions, BackupReport, RestoreReport};
+pub use stowage::progress::{CopyProgress, ProgressCell, TaskStart};
+pub use stowage::prune::PruneReport;
 pub use stowage::scrub::{ScrubReport, Unrepaired};
 pub use stowage::standby::StandbyStatus;
 pub use stowage::{

@@ -29,6 +29,7 @@ mod catalog;
 mod checksum_files;
 mod conditions;
 mod download;
+pub(crate) mod progress;
 pub(crate) mod prune;
 mod repositories;
 pub(crate) mod scrub;
@@ -218,11 +219,11 @@ pub struct Stowage {
     /// How far garbage collection got on this node.
     gc_progress: std::sync::Mutex<GcProgress>,
     /// The backup this node runs or ran last for the API (`POST /api/system/backup`).
-    background_backup: Arc<backup::BackgroundBackup>,
+    background_backup: Arc<progress::Background<backup::BackupReport>>,
     /// The prune this node runs or ran last (`POST /api/system/storage/prune/start`).
-    prune: Arc<prune::PruneState>,
+    prune: Arc<progress::Background<prune::PruneReport>>,
     /// The scheduled scrub's progress and last outcome.
-    scrub_state: Arc<scrub::ScrubState>,
+    scrub_state: Arc<progress::Background<scrub::ScrubReport>>,
     /// A passive standby's replication figures.
     standby: std::sync::Mutex<standby::StandbyStatus>,
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use stowage_core::sharding::BalanceReport;
 use stowage_core::{Error, Result};
 
+use crate::TaskStart;
 use crate::cluster::Cluster;
 use crate::locks::LockName;
 use crate::security::Caller;
@@ -166,15 +167,6 @@ async fn balance_on(
     .await
 }
 
-/// What asking for a balancing pass in the background did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BalanceStart {
-    /// A pass was already running; it goes on.
-    AlreadyRunning,
-    /// A pass started on this node, the primary.
-    Started,
-}
-
 /// Starts a balancing pass in the background (Optimize System Storage) and returns at once;
 /// its progress is in the sharded store's figures. `InvalidInput` when the store is not
 /// sharded, `Conflict` (naming the primary) on a node that is not primary.
@@ -182,7 +174,7 @@ pub async fn start_balance(
     stowage: &Arc<Stowage>,
     cluster: &Arc<Cluster>,
     caller: &Caller,
-) -> Result<BalanceStart> {
+) -> Result<TaskStart> {
     stowage
         .security()
         .require_admin(caller, "optimize system storage")?;
@@ -192,7 +184,7 @@ pub async fn start_balance(
         ));
     };
     if sharding.balance_progress().running {
-        return Ok(BalanceStart::AlreadyRunning);
+        return Ok(TaskStart::AlreadyRunning);
     }
     if !cluster.is_primary() {
         return Err(not_primary(cluster, "balance").await);
@@ -203,7 +195,7 @@ pub async fn start_balance(
             tracing::warn!(error = %e, "balancing raised by optimize did not run");
         }
     });
-    Ok(BalanceStart::Started)
+    Ok(TaskStart::Started)
 }
 
 /// The answer to a cluster-wide task asked of a node that is not primary: where to send it.

@@ -238,3 +238,23 @@ pub fn standby(s: &stowage_service::StandbyStatus) -> Value {
         "replicaLagMs": s.replica_lag_ms,
     })
 }
+
+pub fn prune_report(r: &stowage_service::PruneReport) -> Value {
+    json!({
+        "dryRun": r.dry_run,
+        "checked": r.checked,
+        "unreferenced": r.unreferenced,
+        "bytes": r.bytes,
+        "elapsedMs": r.elapsed_ms,
+    })
+}
+
+/// How a background task's last run ended: `{"ok": report}` or `{"failed": "why"}`; null
+/// before the first.
+pub fn outcome<T>(last: Option<Result<T, String>>, report: fn(&T) -> Value) -> Value {
+    match last {
+        None => Value::Null,
+        Some(Ok(r)) => json!({ "ok": report(&r) }),
+        Some(Err(e)) => json!({ "failed": e }),
+    }
+}

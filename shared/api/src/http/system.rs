@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use stowage_core::{ArtifactPath, RepoKey};
 
+use stowage_service::TaskStart;
 use stowage_service::security::Caller;
-use stowage_service::tasks::BalanceStart;
 
 use super::target::Target;
 use super::{ApiError, AppState, figures, json as shapes};
@@ -46,10 +46,7 @@ pub(crate) async fn tasks(
         "balancing": balancing.as_ref().map(figures::balance_progress),
         "backup": {
             "progress": figures::copy_progress(&backup),
-            "last": last.map(|l| match l {
-                Ok(report) => json!({ "ok": figures::backup_report(&report) }),
-                Err(e) => json!({ "failed": e }),
-            }),
+            "last": figures::outcome(last, figures::backup_report),
         },
     }))
     .into_response())
@@ -88,8 +85,8 @@ pub(crate) async fn backup(
         work_dir: settings.work_dir.clone(),
     };
     let status = match state.stowage.start_backup(&caller, target, options).await? {
-        stowage_service::BackupStart::Started => "backup started",
-        stowage_service::BackupStart::AlreadyRunning => "a backup is already running",
+        TaskStart::Started => "backup started",
+        TaskStart::AlreadyRunning => "a backup is already running",
     };
     let body = json!({ "status": status, "progress": "/api/system/tasks" });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
@@ -111,8 +108,8 @@ pub(crate) async fn optimize(
     let status =
         match stowage_service::tasks::start_balance(&state.stowage, &state.cluster, &caller).await?
         {
-            BalanceStart::AlreadyRunning => "balancing is already running",
-            BalanceStart::Started => "balancing started",
+            TaskStart::AlreadyRunning => "balancing is already running",
+            TaskStart::Started => "balancing started",
         };
     let body = json!({ "status": status, "progress": "/api/storageinfo" });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
@@ -255,10 +252,7 @@ pub(crate) async fn storage_info(
         "standby": state.stowage.standby_status().as_ref().map(figures::standby),
         "scrub": {
             "progress": figures::copy_progress(&scrub.0),
-            "last": scrub.1.map(|l| match l {
-                Ok(r) => json!({ "ok": figures::scrub_report(&r) }),
-                Err(e) => json!({ "failed": e }),
-            }),
+            "last": figures::outcome(scrub.1, figures::scrub_report),
         },
     }))
     .into_response())
@@ -490,8 +484,8 @@ pub(crate) async fn prune_start(
     };
     let older_than = std::time::Duration::from_secs(days.saturating_mul(86_400));
     let status = match state.stowage.start_prune(&caller, dry_run, older_than)? {
-        stowage_service::PruneStart::Started => "prune started",
-        stowage_service::PruneStart::AlreadyRunning => "a prune is already running",
+        TaskStart::Started => "prune started",
+        TaskStart::AlreadyRunning => "a prune is already running",
     };
     let body = json!({
         "status": status,
@@ -508,15 +502,6 @@ pub(crate) async fn prune_status(
     axum::Extension(caller): axum::Extension<Caller>,
 ) -> Result<Response, ApiError> {
     let (running, last) = state.stowage.prune_status(&caller)?;
-    let last = last.map(|l| match l {
-        Ok(r) => json!({ "ok": {
-            "dryRun": r.dry_run,
-            "checked": r.checked,
-            "unreferenced": r.unreferenced,
-            "bytes": r.bytes,
-            "elapsedMs": r.elapsed_ms,
-        }}),
-        Err(e) => json!({ "failed": e }),
-    });
+    let last = figures::outcome(last, figures::prune_report);
     Ok(Json(json!({ "running": running, "last": last })).into_response())
 }

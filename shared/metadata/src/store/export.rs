@@ -526,11 +526,7 @@ impl Metadata {
             names.join(", "),
             vec![one; rows.len()].join(", ")
         );
-        let sql = match self.engine {
-            Engine::Postgres => super::numbered_placeholders(&sql),
-            Engine::Sqlite | Engine::MySql => sql,
-        };
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        let mut query = sqlx::query(self.sql_built(sql));
         // The import checked each value's kind against its column's.
         for row in rows {
             for ((_, kind), v) in columns.iter().zip(row) {

@@ -122,10 +122,14 @@ pub const READ_ONLY: &str = "this Stowage's database is a read-only replica: thi
     standby, and writes go to the active site until `stowage promote` makes this one active";
 
 fn db_err(e: sqlx::Error) -> Error {
-    // PostgreSQL: read_only_sql_transaction (a hot standby); MySQL: --read-only (1290, 1836).
+    // PostgreSQL: read_only_sql_transaction (a hot standby); MySQL reports --read-only under
+    // the general SQLSTATE HY000, so its message tells.
     if let sqlx::Error::Database(d) = &e
-        && matches!(d.code().as_deref(), Some("25006" | "HY000"))
-        && (d.code().as_deref() == Some("25006") || d.message().contains("read-only"))
+        && match d.code().as_deref() {
+            Some("25006") => true,
+            Some("HY000") => d.message().contains("read-only"),
+            _ => false,
+        }
     {
         return Error::Unavailable(READ_ONLY.into());
     }
@@ -587,8 +591,7 @@ impl Metadata {
     /// middle, so the round trip does not count.
     pub async fn clock_skew_ms(&self) -> Result<i64> {
         let before = crate::now_ms();
-        let sql = format!("SELECT {} AS now_ms", self.db_now());
-        let db: i64 = sqlx::query(AssertSqlSafe(sql))
+        let db: i64 = sqlx::query(self.sql_now("SELECT {now} AS now_ms"))
             .fetch_one(&self.reader)
             .await
             .map_err(db_err)?

@@ -26,7 +26,8 @@ use stowage_core::{
 };
 
 use super::Stowage;
-use crate::backup::BackupTarget;
+use super::progress::{CopyProgress, ProgressCell, TaskStart};
+use crate::backup::{BackupTarget, file_sha256};
 use crate::security::Caller;
 
 /// Binaries copied at once.
@@ -68,49 +69,6 @@ pub struct RestoreReport {
     pub binaries: u64,
     pub bytes: u64,
     pub elapsed_ms: u64,
-}
-
-/// How far a backup or restore got (the CLI's progress bar, `GET /api/system/tasks`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CopyProgress {
-    pub running: bool,
-    /// `metadata`, `binaries`, `finishing`.
-    pub phase: &'static str,
-    pub binaries_done: u64,
-    pub binaries_total: u64,
-    pub bytes_done: u64,
-    pub bytes_total: u64,
-}
-
-/// A backup or restore's progress, shared with whoever watches it.
-#[derive(Debug, Default)]
-pub struct ProgressCell(Mutex<CopyProgress>);
-
-impl ProgressCell {
-    pub fn get(&self) -> CopyProgress {
-        self.0.lock().map(|p| p.clone()).unwrap_or_default()
-    }
-
-    pub(crate) fn update(&self, f: impl FnOnce(&mut CopyProgress)) {
-        if let Ok(mut p) = self.0.lock() {
-            f(&mut p);
-        }
-    }
-}
-
-/// The backup a node runs in the background for the API, and how the last one ended.
-#[derive(Debug, Default)]
-pub(crate) struct BackgroundBackup {
-    progress: ProgressCell,
-    last: Mutex<Option<std::result::Result<BackupReport, String>>>,
-}
-
-/// What asking for a backup in the background did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackupStart {
-    Started,
-    /// One is running on this node; it goes on.
-    AlreadyRunning,
 }
 
 /// A new backup's id: its UTC time, which sorts as it was taken.
@@ -193,25 +151,6 @@ fn write_json(path: &Path, value: &Value) -> Result<()> {
         .map_err(|e| Error::InvalidInput(format!("cannot write {}: {e}", path.display())))
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
-    use sha2::Digest as _;
-    use std::io::Read as _;
-    let mut file = std::fs::File::open(path)
-        .map_err(|e| Error::InvalidInput(format!("cannot read {}: {e}", path.display())))?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| Error::InvalidInput(format!("cannot read {}: {e}", path.display())))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
-
 impl Stowage {
     /// Backs up this Stowage into `target` (see the module's documentation).
     pub async fn backup(
@@ -223,19 +162,13 @@ impl Stowage {
     ) -> Result<BackupReport> {
         self.security.require_admin(caller, "back up Stowage")?;
         let started = Instant::now();
-        progress.update(|p| {
-            *p = CopyProgress {
-                running: true,
-                phase: "metadata",
-                ..CopyProgress::default()
-            }
-        });
+        progress.start("metadata", 0, 0);
         let done = self
             .under_lock(Self::gc_removals(), || {
                 self.backup_held(target, options, progress)
             })
             .await;
-        progress.update(|p| p.running = false);
+        progress.stop();
         let mut report = done?;
         report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         tracing::info!(id = %report.id, binaries = report.binaries, copied = report.copied, copied_bytes = report.copied_bytes, "backup finished");
@@ -340,7 +273,7 @@ impl Stowage {
             "schema": summary.schema,
             "metadata": {
                 "file": "metadata.jsonl",
-                "sha256": sha256_file(&export)?,
+                "sha256": file_sha256(&export)?.0.to_hex(),
                 "bytes": std::fs::metadata(&export).map(|m| m.len()).unwrap_or(0),
             },
             "tables": summary.tables.iter().map(|(t, n)| (t.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
@@ -375,18 +308,11 @@ impl Stowage {
         caller: &Caller,
         target: BackupTarget,
         options: BackupOptions,
-    ) -> Result<BackupStart> {
+    ) -> Result<TaskStart> {
         self.security.require_admin(caller, "back up Stowage")?;
-        if self.background_backup.progress.get().running {
-            return Ok(BackupStart::AlreadyRunning);
+        if !self.background_backup.progress.try_start("waiting") {
+            return Ok(TaskStart::AlreadyRunning);
         }
-        self.background_backup.progress.update(|p| {
-            *p = CopyProgress {
-                running: true,
-                phase: "waiting",
-                ..CopyProgress::default()
-            }
-        });
         let this = Arc::clone(self);
         let caller = caller.clone();
         tokio::spawn(async move {
@@ -394,15 +320,12 @@ impl Stowage {
             let done = this
                 .backup(&caller, &target, &options, &state.progress)
                 .await;
-            state.progress.update(|p| p.running = false);
             if let Err(e) = &done {
                 tracing::warn!(error = %e, "the backup asked for by the API failed");
             }
-            if let Ok(mut last) = state.last.lock() {
-                *last = Some(done.map_err(|e| e.to_string()));
-            }
+            state.finished(&done);
         });
-        Ok(BackupStart::Started)
+        Ok(TaskStart::Started)
     }
 
     /// The background backup's progress, and how the last one ended (administrators only).
@@ -415,13 +338,7 @@ impl Stowage {
     )> {
         self.security
             .require_admin(caller, "read the progress of tasks")?;
-        let last = self
-            .background_backup
-            .last
-            .lock()
-            .map(|l| l.clone())
-            .unwrap_or_default();
-        Ok((self.background_backup.progress.get(), last))
+        Ok(self.background_backup.status())
     }
 
     /// The ids of `target`'s complete backups, oldest first.
@@ -525,19 +442,13 @@ impl Stowage {
                     what: format!("a complete backup in {}", source.files),
                 })?,
         };
-        progress.update(|p| {
-            *p = CopyProgress {
-                running: true,
-                phase: "metadata",
-                ..CopyProgress::default()
-            }
-        });
+        progress.start("metadata", 0, 0);
         let work = work_dir.join(format!("restore-{id}"));
         std::fs::create_dir_all(&work)
             .map_err(|e| Error::InvalidInput(format!("cannot create {}: {e}", work.display())))?;
         let result = self.restore_from(source, &id, &work, progress).await;
         let _ = std::fs::remove_dir_all(&work);
-        progress.update(|p| p.running = false);
+        progress.stop();
         let mut report = result?;
         report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         tracing::info!(id = %report.id, binaries = report.binaries, bytes = report.bytes, "restore finished");
@@ -572,7 +483,7 @@ impl Stowage {
             .get(&format!("backups/{id}/metadata.jsonl"), &export)
             .await?;
         let want = manifest["metadata"]["sha256"].as_str().unwrap_or_default();
-        let have = sha256_file(&export)?;
+        let have = file_sha256(&export)?.0.to_hex();
         if want != have {
             return Err(Error::InvalidInput(format!(
                 "backup {id}: its metadata export is damaged (SHA-256 {have}, the manifest says \

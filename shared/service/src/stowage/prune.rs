@@ -5,12 +5,13 @@
 //! fencing: a prune and a collection never remove at once, and a deploy that stored bytes just
 //! before sees the removal counted, as it does for a collection.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use stowage_core::Result;
 
 use super::Stowage;
+use super::progress::TaskStart;
 use crate::security::Caller;
 
 /// What a prune found, and removed unless it was a dry run.
@@ -23,20 +24,6 @@ pub struct PruneReport {
     pub unreferenced: u64,
     pub bytes: u64,
     pub elapsed_ms: u64,
-}
-
-/// The prune of this node, and how the last one ended.
-#[derive(Debug, Default)]
-pub(crate) struct PruneState {
-    running: Mutex<bool>,
-    last: Mutex<Option<std::result::Result<PruneReport, String>>>,
-}
-
-/// What asking for a prune did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PruneStart {
-    Started,
-    AlreadyRunning,
 }
 
 impl Stowage {
@@ -79,29 +66,18 @@ impl Stowage {
         caller: &Caller,
         dry_run: bool,
         older_than: Duration,
-    ) -> Result<PruneStart> {
+    ) -> Result<TaskStart> {
         self.security
             .require_admin(caller, "prune unreferenced data")?;
-        {
-            let Ok(mut running) = self.prune.running.lock() else {
-                return Ok(PruneStart::AlreadyRunning);
-            };
-            if *running {
-                return Ok(PruneStart::AlreadyRunning);
-            }
-            *running = true;
+        if !self.prune.progress.try_start("orphans") {
+            return Ok(TaskStart::AlreadyRunning);
         }
         let (this, caller) = (Arc::clone(self), caller.clone());
         tokio::spawn(async move {
             let done = this.prune(&caller, dry_run, older_than).await;
-            if let Ok(mut last) = this.prune.last.lock() {
-                *last = Some(done.map_err(|e| e.to_string()));
-            }
-            if let Ok(mut running) = this.prune.running.lock() {
-                *running = false;
-            }
+            this.prune.finished(&done);
         });
-        Ok(PruneStart::Started)
+        Ok(TaskStart::Started)
     }
 
     /// Whether a prune runs on this node, and how the last one ended.
@@ -111,13 +87,7 @@ impl Stowage {
     ) -> Result<(bool, Option<std::result::Result<PruneReport, String>>)> {
         self.security
             .require_admin(caller, "read the progress of tasks")?;
-        let running = self.prune.running.lock().map(|r| *r).unwrap_or(false);
-        let last = self
-            .prune
-            .last
-            .lock()
-            .map(|l| l.clone())
-            .unwrap_or_default();
-        Ok((running, last))
+        let (progress, last) = self.prune.status();
+        Ok((progress.running, last))
     }
 }

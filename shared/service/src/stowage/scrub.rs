@@ -15,13 +15,12 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use sha2::Digest as _;
-use stowage_core::{
-    BinaryProvider, BinaryProviderExt as _, Error, ExpectedChecksums, PutOptions, Result, Sha256,
-};
+use stowage_core::{BinaryProvider, BinaryProviderExt as _, Error, Result, Sha256};
 use stowage_metadata::ChecksumLookup;
 
 use super::Stowage;
-use super::backup::ProgressCell;
+use super::backup::copy_binary;
+use super::progress::{CopyProgress, ProgressCell};
 use crate::locks::LockName;
 use crate::security::Caller;
 
@@ -125,35 +124,6 @@ async fn check(provider: &dyn BinaryProvider, digest: &Sha256, size: u64, pace: 
     }
 }
 
-/// Writes `digest` onto `to` from the good copy on `from`, checked against its digest.
-async fn copy_from(
-    from: &dyn BinaryProvider,
-    to: &dyn BinaryProvider,
-    digest: &Sha256,
-    size: u64,
-) -> Result<()> {
-    let read = from.get(digest).await?;
-    to.put_opts(
-        read.stream,
-        PutOptions {
-            expected: ExpectedChecksums {
-                sha256: Some(*digest),
-                ..ExpectedChecksums::default()
-            },
-            size: Some(size),
-        },
-    )
-    .await?;
-    Ok(())
-}
-
-/// This node's scheduled scrub: its progress, and how the last one ended.
-#[derive(Debug, Default)]
-pub(crate) struct ScrubState {
-    progress: ProgressCell,
-    last: std::sync::Mutex<Option<std::result::Result<ScrubReport, String>>>,
-}
-
 impl Stowage {
     /// A scrub as the primary's schedule runs it, its progress and outcome kept for
     /// [`Stowage::scrub_status`].
@@ -161,9 +131,7 @@ impl Stowage {
         let done = self
             .scrub(&Caller::admin(), rate, &self.scrub_state.progress)
             .await;
-        if let Ok(mut last) = self.scrub_state.last.lock() {
-            *last = Some(done.as_ref().map(Clone::clone).map_err(ToString::to_string));
-        }
+        self.scrub_state.finished(&done);
         done
     }
 
@@ -171,16 +139,10 @@ impl Stowage {
     pub fn scrub_status(
         &self,
     ) -> (
-        super::backup::CopyProgress,
+        CopyProgress,
         Option<std::result::Result<ScrubReport, String>>,
     ) {
-        let last = self
-            .scrub_state
-            .last
-            .lock()
-            .map(|l| l.clone())
-            .unwrap_or_default();
-        (self.scrub_state.progress.get(), last)
+        self.scrub_state.status()
     }
 
     /// Scrubs every copy of every binary; see the module's documentation. `rate`: bytes a
@@ -194,23 +156,11 @@ impl Stowage {
         self.security.require_admin(caller, "scrub the filestore")?;
         let started = Instant::now();
         let mut report = ScrubReport::default();
-        let mut pace = Pace {
-            rate,
-            started,
-            read: 0,
-        };
+        let mut pace = Pace::new(rate);
         let summary = self.metadata.storage_summary().await?;
-        progress.update(|p| {
-            *p = super::backup::CopyProgress {
-                running: true,
-                phase: "copies",
-                binaries_total: summary.binaries_count,
-                bytes_total: summary.binaries_size,
-                ..Default::default()
-            }
-        });
+        progress.start("copies", summary.binaries_count, summary.binaries_size);
         let result = self.scrub_all(&mut report, &mut pace, progress).await;
-        progress.update(|p| p.running = false);
+        progress.stop();
         result?;
         report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         tracing::info!(
@@ -337,7 +287,7 @@ impl Stowage {
         // A bad copy goes, and is written again from a good one.
         for (id, provider) in bad {
             provider.delete(digest).await?;
-            copy_from(&*source, &*provider, digest, size).await?;
+            copy_binary(&*source, &*provider, digest, size).await?;
             tracing::info!(%digest, mount = %id, "a bad copy was replaced");
             report.repaired += 1;
             good.push(provider);
@@ -349,7 +299,7 @@ impl Stowage {
                 break;
             }
             report.missing += 1;
-            copy_from(&*source, &*provider, digest, size).await?;
+            copy_binary(&*source, &*provider, digest, size).await?;
             tracing::info!(%digest, mount = %id, "a missing copy was made again");
             report.repaired += 1;
             good.push(provider);

@@ -11,7 +11,8 @@ use std::time::Instant;
 use stowage_core::{BinaryProvider, BinaryProviderExt as _, Result, Sha256};
 
 use super::Stowage;
-use super::backup::{CopyProgress, ProgressCell, copy_binary};
+use super::backup::copy_binary;
+use super::progress::ProgressCell;
 use super::scrub::Pace;
 
 /// Binary rows read at a time.
@@ -52,19 +53,11 @@ impl Stowage {
     ) -> Result<StandbyStatus> {
         if let Some(p) = progress {
             let summary = self.metadata.storage_summary().await?;
-            p.update(|p| {
-                *p = CopyProgress {
-                    running: true,
-                    phase: "binaries",
-                    binaries_total: summary.binaries_count,
-                    bytes_total: summary.binaries_size,
-                    ..CopyProgress::default()
-                }
-            });
+            p.start("binaries", summary.binaries_count, summary.binaries_size);
         }
         let done = self.replicate_once(source, rate, progress).await;
         if let Some(p) = progress {
-            p.update(|p| p.running = false);
+            p.stop();
         }
         done
     }
