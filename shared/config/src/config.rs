@@ -220,9 +220,13 @@ pub struct EventualConfig {
     /// survive one disk's loss). Default `[<data_dir>/eventual]`.
     pub dirs: Vec<PathBuf>,
     /// Copies that must be fsynced before the upload is acknowledged; 0 means all `dirs`.
-    /// Default 0.
+    /// Default 0. In the cluster templates it counts the copies across nodes, and 0 means
+    /// `redundancy`.
     #[serde(rename = "lenientLimit")]
     pub lenient_limit: usize,
+    /// Cluster templates only: copies of each queued binary, on the queue disks of as many
+    /// nodes (the receiving node and live peers). Default 2.
+    pub redundancy: usize,
     /// Uploads to the backend at once. Default 5.
     #[serde(rename = "numberOfThreads")]
     pub number_of_threads: usize,
@@ -246,6 +250,7 @@ impl Default for EventualConfig {
         Self {
             dirs: Vec::new(),
             lenient_limit: 0,
+            redundancy: 2,
             number_of_threads: 5,
             dispatcher_interval: 1000,
             max_retry_backoff_secs: 300,
@@ -605,6 +610,14 @@ pub struct ClusterConfig {
     /// behaviours. Default: the zones in the order the mounts name them.
     #[serde(rename = "crossZoneOrder")]
     pub cross_zone_order: String,
+    /// This node's zone, for the cluster queue: copies of an upload go to nodes of other zones
+    /// first. Default: none.
+    pub zone: String,
+    /// The cluster's secret (at least 16 characters, the same on every node), or a reference
+    /// to it (`file:PATH`, `secretsmanager:ID[#field]`, `ssm:NAME`): the only credential the
+    /// nodes' internal peer endpoint takes. Required by the cluster templates.
+    /// `STOWAGE_CLUSTER_SECRET`.
+    pub secret: Option<String>,
 }
 
 impl Default for ClusterConfig {
@@ -617,6 +630,8 @@ impl Default for ClusterConfig {
             lock_lease_secs: 30,
             lock_wait_secs: 30,
             cross_zone_order: String::new(),
+            zone: String::new(),
+            secret: None,
         }
     }
 }
@@ -679,6 +694,9 @@ impl Config {
             self.database.password = Some(v);
         }
         self.apply_s3_env(&env)?;
+        if let Some(v) = env("STOWAGE_CLUSTER_SECRET") {
+            self.cluster.secret = Some(v);
+        }
         if let Some(v) = env("STOWAGE_BASE_URL") {
             self.base_url = Some(v);
         }
@@ -747,6 +765,9 @@ impl Config {
                 )
                 .await?;
         }
+        self.cluster.secret = secrets
+            .resolve_opt("cluster.secret", self.cluster.secret.as_deref())
+            .await?;
         let Some(reference) = self.database.password.take() else {
             return Ok(());
         };
@@ -835,6 +856,10 @@ impl Config {
                 max_expiry: (self.security.token_max_expiry_secs > 0)
                     .then(|| Duration::from_secs(self.security.token_max_expiry_secs)),
             },
+            cluster_key_sha256: self.cluster.secret.as_deref().map(|secret| {
+                <sha2::Sha256 as sha2::Digest>::digest(secret.trim().as_bytes()).into()
+            }),
+            peer_liveness: Duration::from_secs(self.cluster.heartbeat_secs.max(1) * 3),
         }
     }
 
@@ -843,6 +868,7 @@ impl Config {
         ClusterSettings {
             heartbeat: Duration::from_secs(self.cluster.heartbeat_secs),
             primary_lease: Duration::from_secs(self.cluster.primary_lease_secs),
+            zone: self.cluster.zone.clone(),
         }
     }
 }

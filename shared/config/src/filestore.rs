@@ -5,9 +5,10 @@
 //! |---|---|
 //! | `file-system` (default) | local directory |
 //! | `s3-storage-v3-direct` | S3, uploads streamed (below `maxFileSizeForDirectUpload`) or multipart |
-//! | `s3-storage-v3`, `cluster-s3-storage-v3` | eventual queue → S3 |
+//! | `s3-storage-v3` | eventual queue → S3 |
+//! | `cluster-s3-storage-v3`, `cluster-google-storage`, `cluster-azure-blob-storage` | eventual queue with copies on `redundancy` nodes' queue disks → S3, GCS or Azure Blob |
 //! | `google-storage-direct`, `azure-blob-storage-direct` | GCS or Azure Blob, uploads streamed |
-//! | `google-storage`, `cluster-google-storage`, `azure-blob-storage`, `cluster-azure-blob-storage` | eventual queue → GCS or Azure Blob |
+//! | `google-storage`, `azure-blob-storage` | eventual queue → GCS or Azure Blob |
 //! | `double-shards`, `redundant-shards`, `s3-sharding` | sharding → state-aware mounts (directories, S3 buckets, GCS buckets, Azure containers) |
 //! | `cache-fs` | read cache → local directory |
 //!
@@ -21,13 +22,14 @@ use std::time::Duration;
 
 use stowage_azure::{AzureConfig, AzureSasSigner};
 use stowage_core::cache::{CacheSettings, CachedProvider};
-use stowage_core::eventual::{EventualProvider, EventualSettings};
+use stowage_core::eventual::{ClusterQueueSettings, EventualProvider, EventualSettings};
 use stowage_core::fanout::FanOutSettings;
 use stowage_core::fs::FileSystemProvider;
 use stowage_core::sharding::{MountSettings, Mounts, ShardingProvider, ShardingSettings};
 use stowage_core::signing::{DownloadSigner, SignedProvider};
 use stowage_core::{BinaryProvider, Error, KeyLayout, Result};
 use stowage_gcs::{GcsConfig, GcsSigner};
+use stowage_peer::HttpPeerLink;
 use stowage_s3::{CloudFrontSigner, S3Backend, S3Provider};
 use stowage_service::Filestore;
 
@@ -125,6 +127,23 @@ fn object_chain(
     let mut built = Filestore::from_provider(Arc::clone(&store));
     if eventual {
         let e = &config.filestore.eventual;
+        let cluster = if config.filestore.template.is_cluster() {
+            let secret = config.cluster.secret.as_deref().ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "filestore template \"{}\" spreads queued uploads over the cluster's nodes \
+                     and needs [cluster] secret (or STOWAGE_CLUSTER_SECRET), the same on every \
+                     node, to open their peer endpoint",
+                    config.filestore.template
+                ))
+            })?;
+            Some(ClusterQueueSettings {
+                redundancy: e.redundancy,
+                lenient_limit: e.lenient_limit,
+                link: Arc::new(HttpPeerLink::new(secret)?),
+            })
+        } else {
+            None
+        };
         let queue = EventualProvider::new(
             store,
             layout,
@@ -134,6 +153,7 @@ fn object_chain(
                 number_of_threads: e.number_of_threads,
                 dispatcher_interval: Duration::from_millis(e.dispatcher_interval.max(1)),
                 max_retry_backoff: Duration::from_secs(e.max_retry_backoff_secs.max(1)),
+                cluster,
             },
         )
         .map_err(|e| Error::InvalidInput(format!("[filestore.eventual] {e}")))?;

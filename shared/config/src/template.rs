@@ -124,6 +124,16 @@ impl Template {
         )
     }
 
+    /// Whether the queue's copies spread over the cluster's nodes (the `cluster-` templates).
+    pub fn is_cluster(self) -> bool {
+        matches!(
+            self,
+            Template::ClusterS3StorageV3
+                | Template::ClusterGoogleStorage
+                | Template::ClusterAzureBlobStorage
+        )
+    }
+
     /// Whether the read cache is in front by default.
     pub fn caches_by_default(self) -> bool {
         self == Template::CacheFs

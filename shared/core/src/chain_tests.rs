@@ -47,6 +47,7 @@ async fn capabilities_pass_through_wrappers_or_are_refused_and_sweeps_reach_ever
             number_of_threads: 1,
             dispatcher_interval: Duration::from_secs(1),
             max_retry_backoff: Duration::from_secs(1),
+            cluster: None,
         },
     )
     .expect("queue");

@@ -173,6 +173,8 @@ pub struct NodeRecord {
     pub version: String,
     pub started_ms: i64,
     pub heartbeat_ms: i64,
+    /// The node's zone (`[cluster] zone`), empty when none is set.
+    pub zone: String,
 }
 
 /// A presigned upload session: the client sends `size` bytes hashing to `sha256` straight to

@@ -456,6 +456,7 @@ async fn leases_and_heartbeats_are_timed_by_the_database_clock() {
         version: "test".into(),
         started_ms: 1,
         heartbeat_ms: 1,
+        zone: String::new(),
     };
     meta.heartbeat(&node).await.expect("beat");
     meta.remove_silent_nodes(minute).await.expect("sweep");

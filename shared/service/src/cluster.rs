@@ -26,6 +26,9 @@ pub struct ClusterSettings {
     pub heartbeat: Duration,
     /// How long the primary's lease lasts (`[cluster] primary_lease_secs`; 15 s; at least 2 s).
     pub primary_lease: Duration,
+    /// This node's zone (`[cluster] zone`; none): the cluster queue puts copies in other
+    /// zones first.
+    pub zone: String,
 }
 
 impl Default for ClusterSettings {
@@ -33,6 +36,7 @@ impl Default for ClusterSettings {
         Self {
             heartbeat: Duration::from_secs(5),
             primary_lease: Duration::from_secs(15),
+            zone: String::new(),
         }
     }
 }
@@ -81,6 +85,7 @@ impl Cluster {
                 version: env!("CARGO_PKG_VERSION").into(),
                 started_ms: now,
                 heartbeat_ms: now,
+                zone: settings.zone.clone(),
             },
             heartbeat: settings.heartbeat.max(Duration::from_secs(1)),
             primary_lease: settings.primary_lease.max(Duration::from_secs(2)),

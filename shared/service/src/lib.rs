@@ -19,6 +19,7 @@ pub use filestore::Filestore;
 pub use locks::LockSettings;
 pub use settings::Settings;
 pub use stowage::backup::{BackupOptions, BackupReport, RestoreReport};
+pub use stowage::peer_queue::PeerQueueDoor;
 pub use stowage::progress::{CopyProgress, ProgressCell, TaskStart};
 pub use stowage::prune::PruneReport;
 pub use stowage::scrub::{ScrubReport, Unrepaired};

@@ -31,6 +31,12 @@ pub struct Settings {
     pub anonymous_read: bool,
     /// Access tokens' lifetimes (`[security] token_default_expiry_secs`, `token_max_expiry_secs`).
     pub tokens: TokenSettings,
+    /// The SHA-256 of the cluster's secret (`[cluster] secret`), which alone opens the peer
+    /// endpoint of the cluster queue; `None`: the endpoint is closed.
+    pub cluster_key_sha256: Option<[u8; 32]>,
+    /// A node whose last heartbeat is older than this is not asked to hold or serve queued
+    /// copies (three heartbeats).
+    pub peer_liveness: Duration,
 }
 
 impl Default for Settings {
@@ -44,6 +50,8 @@ impl Default for Settings {
             orphan_grace: Duration::from_secs(3600),
             anonymous_read: false,
             tokens: TokenSettings::default(),
+            cluster_key_sha256: None,
+            peer_liveness: Duration::from_secs(15),
         }
     }
 }

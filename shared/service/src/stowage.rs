@@ -29,6 +29,7 @@ mod catalog;
 mod checksum_files;
 mod conditions;
 mod download;
+pub(crate) mod peer_queue;
 pub(crate) mod progress;
 pub(crate) mod prune;
 mod repositories;
@@ -226,6 +227,8 @@ pub struct Stowage {
     scrub_state: Arc<progress::Background<scrub::ScrubReport>>,
     /// A passive standby's replication figures.
     standby: std::sync::Mutex<standby::StandbyStatus>,
+    /// The SHA-256 of the cluster's secret, which opens the peer endpoint.
+    cluster_key_sha256: Option<[u8; 32]>,
 }
 
 impl Stowage {
@@ -268,6 +271,7 @@ impl Stowage {
             prune: Arc::default(),
             scrub_state: Arc::default(),
             standby: std::sync::Mutex::default(),
+            cluster_key_sha256: settings.cluster_key_sha256,
         };
         let guard: Arc<dyn TakeBack> = Arc::new(GuardedTakeBack {
             locks: stowage.locks.clone(),
@@ -278,6 +282,13 @@ impl Stowage {
         }
         if let Some(eventual) = &stowage.eventual {
             eventual.guard_take_back(guard);
+            peer_queue::join(
+                eventual,
+                &stowage.metadata,
+                node_id,
+                settings.peer_liveness,
+                settings.locks.lease,
+            );
         }
         stowage
     }

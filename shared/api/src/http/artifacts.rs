@@ -61,7 +61,7 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>,
 }
 
 /// The checksums a deploy declares in `X-Checksum-*` headers.
-fn declared_checksums(headers: &HeaderMap) -> Result<ExpectedChecksums, Error> {
+pub(crate) fn declared_checksums(headers: &HeaderMap) -> Result<ExpectedChecksums, Error> {
     let mut expected = ExpectedChecksums::none();
     let named = |e: Error, name: &str| match e {
         Error::InvalidInput(m) => Error::InvalidInput(format!("header {name}: {m}")),

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 use stowage_core::cache::CacheStats;
-use stowage_core::eventual::QueueStats;
+use stowage_core::eventual::{ClusterQueueStats, QueueStats};
 use stowage_core::sharding::{BalanceProgress, BalanceReport, MountStatus};
 use stowage_core::{PresignedRequest, StaleUploads, UploadPlan};
 use stowage_metadata::cache::ArtifactCacheStats;
@@ -20,7 +20,25 @@ pub fn queue(q: &QueueStats) -> Value {
         "uploading": q.uploading,
         "retrying": q.retrying,
         "uploaded": q.uploaded,
+        "underReplicated": q.under_replicated,
         "lastError": q.last_error,
+    })
+}
+
+/// The cluster queue across nodes (`clusterQueue`), from the ledger.
+pub fn cluster_queue(c: &ClusterQueueStats) -> Value {
+    json!({
+        "redundancy": c.redundancy,
+        "lenientLimit": c.lenient_limit,
+        "binaries": c.binaries,
+        "underReplicated": c.under_replicated,
+        "nodes": c.nodes.iter().map(|n| json!({
+            "node": n.node,
+            "live": n.live,
+            "depth": n.depth,
+            "bytes": n.bytes,
+            "oldestAgeSecs": n.oldest_age_secs,
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -7,6 +7,7 @@ mod error;
 pub mod figures;
 mod json;
 pub mod metrics;
+mod peer;
 mod range;
 mod security;
 mod system;
@@ -215,6 +216,16 @@ pub fn router_for(state: AppState, part: Part) -> Router {
                 axum::routing::delete(security::revoke_token),
             );
     }
+    if all {
+        // The cluster queue's internal endpoint; the service opens it to the cluster's
+        // secret only.
+        router = router
+            .route(stowage_peer::QUEUE_PATH, axum::routing::put(peer::store))
+            .route(
+                &format!("{}/{{sha256}}", stowage_peer::QUEUE_PATH),
+                get(peer::read).delete(peer::drop_copy),
+            );
+    }
     if upload {
         router = router
             .route("/api/uploads", post(uploads::open))
@@ -326,10 +337,11 @@ fn wrong_function(part: Part, method: Option<&Method>, path: &str) -> ApiError {
 /// which hand it to the service: what the caller may do is decided there, for every entry
 /// point alike. Bad credentials are refused here, with the same words whatever was wrong.
 async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    if matches!(
-        request.uri().path(),
-        "/api/system/ping" | "/api/v1/system/readiness"
-    ) {
+    // The peer endpoint takes the cluster's secret only, which the service checks.
+    let path = request.uri().path();
+    if matches!(path, "/api/system/ping" | "/api/v1/system/readiness")
+        || path.starts_with(stowage_peer::QUEUE_PATH)
+    {
         return next.run(request).await;
     }
     // Read before any await: the request (its body) is not `Sync`.

@@ -139,15 +139,16 @@ impl Metadata {
     /// `node` is not used).
     pub async fn heartbeat(&self, node: &NodeRecord) -> Result<()> {
         sqlx::query(self.sql_now(
-            "INSERT INTO nodes (id, address, version, started_ms, heartbeat_ms) \
-             VALUES (?, ?, ?, ?, {now}) ON CONFLICT (id) DO UPDATE SET \
+            "INSERT INTO nodes (id, address, version, started_ms, heartbeat_ms, zone) \
+             VALUES (?, ?, ?, ?, {now}, ?) ON CONFLICT (id) DO UPDATE SET \
              address = excluded.address, version = excluded.version, \
-             heartbeat_ms = excluded.heartbeat_ms",
+             heartbeat_ms = excluded.heartbeat_ms, zone = excluded.zone",
         ))
         .bind(&node.id)
         .bind(&node.address)
         .bind(&node.version)
         .bind(node.started_ms)
+        .bind(&node.zone)
         .execute(self.writer_uncached())
         .await
         .map_err(db_err)?;
@@ -181,17 +182,7 @@ impl Metadata {
             .fetch_all(self.writer_uncached())
             .await
             .map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(NodeRecord {
-                    id: r.try_get("id").map_err(db_err)?,
-                    address: r.try_get("address").map_err(db_err)?,
-                    version: r.try_get("version").map_err(db_err)?,
-                    started_ms: r.try_get("started_ms").map_err(db_err)?,
-                    heartbeat_ms: r.try_get("heartbeat_ms").map_err(db_err)?,
-                })
-            })
-            .collect()
+        rows.iter().map(node_record).collect()
     }
 
     /// Records a new upload session.
@@ -296,4 +287,15 @@ impl Metadata {
             .map_err(db_err)?;
         Ok(())
     }
+}
+
+pub(super) fn node_record(r: &AnyRow) -> Result<NodeRecord> {
+    Ok(NodeRecord {
+        id: r.try_get("id").map_err(db_err)?,
+        address: r.try_get("address").map_err(db_err)?,
+        version: r.try_get("version").map_err(db_err)?,
+        started_ms: r.try_get("started_ms").map_err(db_err)?,
+        heartbeat_ms: r.try_get("heartbeat_ms").map_err(db_err)?,
+        zone: r.try_get("zone").map_err(db_err)?,
+    })
 }

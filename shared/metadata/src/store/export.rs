@@ -194,6 +194,7 @@ const EXPORTED: &[(&str, &[(&str, Kind)])] = &[
 pub const NOT_EXPORTED: &[&str] = &[
     "locks",
     "nodes",
+    "queue_copies",
     "task_runs",
     "upload_sessions",
     "gc_state",

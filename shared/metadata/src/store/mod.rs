@@ -723,6 +723,7 @@ mod binaries;
 mod cluster;
 mod export;
 mod folders;
+mod queue;
 mod relocate;
 mod repositories;
 mod security;

@@ -2,7 +2,7 @@
 //! filestore's health, and the figures of the queue, the shards and the caches.
 
 use stowage_core::cache::CacheStats;
-use stowage_core::eventual::QueueStats;
+use stowage_core::eventual::{ClusterQueueStats, QueueStats};
 use stowage_core::sharding::{BalanceProgress, MountStatus};
 use stowage_core::{Health, Result};
 use stowage_metadata::StorageSummary;
@@ -21,6 +21,8 @@ pub struct StorageReport {
     /// info must still answer then: that is when it is needed most).
     pub health: std::result::Result<Health, String>,
     pub queue: Option<QueueStats>,
+    /// The cluster queue's copies per node, from the ledger (cluster templates).
+    pub cluster_queue: Option<ClusterQueueStats>,
     pub shards: Option<ShardsReport>,
     pub cache: Option<CacheStats>,
     pub artifact_cache: Option<ArtifactCacheStats>,
@@ -154,6 +156,10 @@ impl Stowage {
             provider: self.provider.to_string(),
             health,
             queue,
+            cluster_queue: match &self.eventual {
+                Some(eventual) => eventual.cluster_stats().await?,
+                None => None,
+            },
             shards,
             cache: self.cache_stats(),
             artifact_cache: self.metadata.artifact_cache_stats(),

@@ -214,6 +214,7 @@ async fn a_redirecting_repository_serves_a_still_queued_binary_itself() {
             number_of_threads: 1,
             dispatcher_interval: Duration::from_millis(10),
             max_retry_backoff: Duration::from_millis(10),
+            cluster: None,
         },
     )
     .expect("queue");

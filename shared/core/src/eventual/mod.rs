@@ -19,6 +19,14 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::{Notify, Semaphore};
 
+mod cluster;
+
+use cluster::{Attempt, ClusterPart};
+pub use cluster::{
+    ClusterQueueSettings, ClusterQueueStats, NodeQueueStats, PeerLink, QueueLedger, QueueNode,
+    QueuedCopy,
+};
+
 use crate::BinaryProviderExt as _;
 use crate::fanout::FanOutSettings;
 use crate::fs::FileSystemProvider;
@@ -52,6 +60,9 @@ pub struct EventualSettings {
     /// Longest wait between two attempts at one binary; attempts back off exponentially from
     /// one second up to this.
     pub max_retry_backoff: Duration,
+    /// For the cluster templates: copies on other nodes' queue disks (then `dirs` is this
+    /// node's one queue directory, and `lenient_limit` is the cluster's).
+    pub cluster: Option<ClusterQueueSettings>,
 }
 
 /// Queue figures for `/api/storageinfo`.
@@ -67,6 +78,9 @@ pub struct QueueStats {
     pub uploading: u64,
     /// Binaries whose last attempt failed and that wait for their next try.
     pub retrying: u64,
+    /// Cluster queue: binaries this node holds with fewer than `redundancy` live copies (as
+    /// of its last scan).
+    pub under_replicated: u64,
     /// Binaries handed to the backend since start.
     pub uploaded: u64,
     /// The most recent failure, for a person to act on.
@@ -88,6 +102,7 @@ struct QueueState {
     failures: HashMap<Sha256, Failure>,
     uploaded: u64,
     last_error: Option<String>,
+    under_replicated: u64,
 }
 
 #[derive(Debug)]
@@ -101,6 +116,8 @@ struct Inner {
     state: Mutex<QueueState>,
     /// How a refused upload's queue copies are taken back (the service's guard).
     take_back: std::sync::OnceLock<Arc<dyn TakeBack>>,
+    /// The cluster templates' copies on other nodes.
+    cluster: Option<ClusterPart>,
 }
 
 /// A durable write-behind queue in front of `backend`.
@@ -134,6 +151,8 @@ impl EventualProvider {
             ));
         }
         let lenient_limit = match settings.lenient_limit {
+            // A cluster queue's limit counts nodes' copies (checked by its own part).
+            _ if settings.cluster.is_some() => 1,
             0 => settings.dirs.len(),
             n if n <= settings.dirs.len() => n,
             n => {
@@ -143,6 +162,17 @@ impl EventualProvider {
                     settings.dirs.len()
                 )));
             }
+        };
+        let cluster = match settings.cluster.clone() {
+            Some(_) if settings.dirs.len() != 1 => {
+                return Err(Error::InvalidInput(format!(
+                    "a cluster queue keeps one queue directory per node (its copies are on other \
+                     nodes), but {} are configured",
+                    settings.dirs.len()
+                )));
+            }
+            Some(c) => Some(ClusterPart::new(c)?),
+            None => None,
         };
         if settings.number_of_threads == 0 {
             return Err(Error::InvalidInput(
@@ -157,6 +187,7 @@ impl EventualProvider {
         Ok(Self {
             inner: Arc::new(Inner {
                 take_back: std::sync::OnceLock::new(),
+                cluster,
                 queues,
                 backend,
                 lenient_limit,
@@ -187,7 +218,19 @@ impl EventualProvider {
                     next_scan = Instant::now() + this.inner.settings.dispatcher_interval;
                     this.lock_state().fresh.clear(); // the scan sees them too
                     match this.queued().await {
-                        Ok(all) => all.into_values().collect(),
+                        Ok(all) => {
+                            // What left the queue needs no retry.
+                            this.lock_state()
+                                .failures
+                                .retain(|d, _| all.contains_key(d));
+                            match this.tend_cluster(&all).await {
+                                Ok(under) => this.lock_state().under_replicated = under,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "could not tend the cluster queue")
+                                }
+                            }
+                            all.into_values().collect()
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "could not scan the eventual queue");
                             VecDeque::new()
@@ -232,7 +275,10 @@ impl EventualProvider {
             self.lock_state().in_flight.insert(meta.digest);
             let this = self.clone();
             tokio::spawn(async move {
-                let outcome = this.upload(&meta).await;
+                let outcome = match this.ledger() {
+                    Some((_, ledger)) => this.attempt_claimed(ledger, &meta).await,
+                    None => this.upload(&meta).await.map(|()| Attempt::Done),
+                };
                 this.finish(&meta, outcome);
                 drop(permit);
                 this.inner.wake.notify_one();
@@ -293,11 +339,22 @@ impl EventualProvider {
         }
     }
 
-    fn finish(&self, meta: &ObjectMeta, outcome: Result<()>) {
+    fn finish(&self, meta: &ObjectMeta, outcome: Result<Attempt>) {
         let mut state = self.lock_state();
         state.in_flight.remove(&meta.digest);
         match outcome {
-            Ok(()) => {
+            // Another node uploads it now; looked at again at a later scan.
+            Ok(Attempt::ClaimedElsewhere) => {
+                let attempts = state.failures.get(&meta.digest).map_or(0, |f| f.attempts);
+                state.failures.insert(
+                    meta.digest,
+                    Failure {
+                        attempts,
+                        next_try: Instant::now() + self.inner.settings.dispatcher_interval,
+                    },
+                );
+            }
+            Ok(Attempt::Done) => {
                 state.failures.remove(&meta.digest);
                 state.uploaded += 1;
                 tracing::debug!(digest = %meta.digest, size = meta.size, "queued binary uploaded");
@@ -371,7 +428,8 @@ impl EventualProvider {
             bytes: queued.values().map(|m| m.size).sum(),
             oldest_age_secs: oldest.map(|t| now.duration_since(t).unwrap_or_default().as_secs()),
             uploading: state.in_flight.len() as u64,
-            retrying: state.failures.len() as u64,
+            retrying: state.failures.values().filter(|f| f.attempts > 0).count() as u64,
+            under_replicated: state.under_replicated,
             uploaded: state.uploaded,
             last_error: state.last_error.clone(),
         })
@@ -416,6 +474,7 @@ impl DownloadSigner for EventualProvider {
         for queue in &self.inner.queues {
             queued = queued || queue.exists(digest).await?;
         }
+        queued = queued || self.queued_in_cluster(digest).await?;
         // A backend that cannot be asked now cannot serve a URL either: the queue serves.
         if queued && !self.inner.backend.exists(digest).await.unwrap_or(false) {
             return Err(Error::NotFound {
@@ -445,6 +504,9 @@ async fn quarantine(queue: &FileSystemProvider, path: &std::path::Path) {
 #[deny(clippy::missing_trait_methods)]
 impl BinaryProvider for EventualProvider {
     async fn put_opts(&self, body: ByteStream, opts: PutOptions) -> Result<PutResult> {
+        if self.inner.cluster.is_some() {
+            return self.put_clustered(body, opts).await;
+        }
         let queues = &self.inner.queues;
         let targets: Vec<&dyn BinaryProvider> =
             queues.iter().map(|q| q as &dyn BinaryProvider).collect();
@@ -508,6 +570,17 @@ impl BinaryProvider for EventualProvider {
                 Err(e) => tracing::warn!(%digest, error = %e, "reading a queued copy failed"),
             }
         }
+        // Queued on another node: its copy, while the store may not have it yet.
+        let range = opts.range.clone();
+        if let Some(found) = self
+            .read_from_peers(digest, |peer| {
+                let range = range.clone();
+                async move { peer.get_opts(digest, GetOptions { range }).await }
+            })
+            .await
+        {
+            return Ok(found);
+        }
         self.inner.backend.get_opts(digest, opts).await
     }
 
@@ -517,6 +590,12 @@ impl BinaryProvider for EventualProvider {
                 return Ok(meta);
             }
         }
+        if let Some(meta) = self
+            .read_from_peers(digest, |peer| async move { peer.head(digest).await })
+            .await
+        {
+            return Ok(meta);
+        }
         self.inner.backend.head(digest).await
     }
 
@@ -524,6 +603,7 @@ impl BinaryProvider for EventualProvider {
         for queue in &self.inner.queues {
             queue.delete(digest).await?;
         }
+        self.delete_in_cluster(digest).await?;
         self.lock_state().failures.remove(digest);
         self.inner.backend.delete(digest).await
     }
@@ -594,6 +674,7 @@ mod tests {
             number_of_threads: 2,
             dispatcher_interval: Duration::from_millis(20),
             max_retry_backoff: Duration::from_millis(50),
+            cluster: None,
         }
     }
 

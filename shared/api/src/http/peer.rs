@@ -1,0 +1,114 @@
+//! The internal peer endpoint of the cluster queue ([`stowage_peer::QUEUE_PATH`]): another
+//! node stores, reads and drops copies in this node's queue disk. It answers only a caller
+//! that presents the cluster's secret ([`stowage_peer::KEY_HEADER`]), checked by the service's
+//! [`Stowage::peer_queue`](stowage_service::Stowage::peer_queue); users and their tokens
+//! never open it.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::{StreamExt as _, TryStreamExt as _};
+use stowage_core::{Error, GetOptions, PutOptions, Sha256};
+use stowage_peer::{KEY_HEADER, StoredCopy};
+
+use super::artifacts::declared_checksums;
+use super::error::ApiError;
+use super::{AppState, range};
+
+fn key(headers: &HeaderMap) -> Option<&str> {
+    headers.get(KEY_HEADER).and_then(|v| v.to_str().ok())
+}
+
+fn digest(text: &str) -> Result<Sha256, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::from(Error::InvalidInput(format!(
+            "{:?} is not a SHA-256 (64 hex characters)",
+            text.chars().take(80).collect::<String>()
+        )))
+    })
+}
+
+/// `PUT /_stowage/peer/queue`: stores the body as a queued copy; 201 (or 200 when held
+/// already) with its checksums.
+pub(crate) async fn store(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let door = state.stowage.peer_queue(key(&headers))?;
+    let size = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let opts = PutOptions {
+        expected: declared_checksums(&headers)?,
+        size,
+    };
+    let body = body
+        .into_data_stream()
+        .map_err(|e| Error::Body {
+            source: Box::new(e),
+        })
+        .boxed();
+    let stored = door.store(body, opts).await?;
+    let status = if stored.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let answer = StoredCopy {
+        checksums: stored.checksums,
+        size: stored.size,
+        created: stored.created,
+    };
+    Ok((status, axum::Json(answer)).into_response())
+}
+
+/// `GET|HEAD /_stowage/peer/queue/{sha256}`: this node's copy (a `Range` is honoured).
+pub(crate) async fn read(
+    State(state): State<AppState>,
+    Path(sha256): Path<String>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let door = state.stowage.peer_queue(key(&headers))?;
+    let digest = digest(&sha256)?;
+    let meta = door.head(&digest).await?;
+    let wanted = range::parse(headers.get(header::RANGE).and_then(|v| v.to_str().ok()));
+    let span = wanted.map(|r| r.resolve(meta.size)).transpose()?;
+    let mut response = Response::builder();
+    let length = span.as_ref().map_or(meta.size, |r| r.end - r.start);
+    response = response.header(header::CONTENT_LENGTH, length);
+    if let Some(r) = &span {
+        response = response.status(StatusCode::PARTIAL_CONTENT).header(
+            header::CONTENT_RANGE,
+            format!(
+                "bytes {}-{}/{}",
+                r.start,
+                r.end.saturating_sub(1),
+                meta.size
+            ),
+        );
+    }
+    let body = if method == axum::http::Method::HEAD {
+        Body::empty()
+    } else {
+        let found = door.read(&digest, GetOptions { range: span }).await?;
+        Body::from_stream(found.stream)
+    };
+    response
+        .body(body)
+        .map_err(|e| ApiError::from(Error::Unavailable(format!("cannot answer: {e}"))))
+}
+
+/// `DELETE /_stowage/peer/queue/{sha256}`: drops this node's copy (never the store's).
+pub(crate) async fn drop_copy(
+    State(state): State<AppState>,
+    Path(sha256): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let door = state.stowage.peer_queue(key(&headers))?;
+    door.drop_copy(&digest(&sha256)?).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
