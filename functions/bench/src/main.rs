@@ -6,6 +6,7 @@
 mod bench;
 mod bench_backup;
 mod bench_cloud;
+mod bench_cluster;
 mod bench_downloads;
 mod bench_listings;
 mod bench_s3;
@@ -50,6 +51,10 @@ enum Command {
     /// to the same disk.
     #[command(name = "bench-backup")]
     BenchBackup(bench_backup::BenchBackupArgs),
+    /// Measure the cluster queue's acknowledgements with redundancy 2 across two nodes
+    /// against redundancy 1 on one node's disk, and each node's peak RSS.
+    #[command(name = "bench-cluster-queue")]
+    BenchClusterQueue(bench_cluster::BenchClusterArgs),
 }
 
 #[tokio::main]
@@ -70,6 +75,7 @@ async fn main() -> ExitCode {
         Command::BenchDownloads(args) => bench_downloads::run(&args).await,
         Command::BenchListings(args) => bench_listings::run(&args).await,
         Command::BenchBackup(args) => bench_backup::run(&args).await,
+        Command::BenchClusterQueue(args) => bench_cluster::run(&args).await,
     };
     if let Err(e) = result {
         eprintln!("stowage-bench: {e}");

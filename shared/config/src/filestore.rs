@@ -65,6 +65,7 @@ pub async fn build(config: &Config) -> Result<Filestore> {
 async fn build_chain(config: &Config, layout: KeyLayout) -> Result<Filestore> {
     let template = config.filestore.template;
     let eventual = template.has_eventual_queue();
+    let cluster = cluster_queue(config)?;
     match template.backend() {
         Backend::FileSystem => {
             let fs = FileSystemProvider::new(config.file_store_dir(), layout)?;
@@ -73,14 +74,21 @@ async fn build_chain(config: &Config, layout: KeyLayout) -> Result<Filestore> {
         Backend::S3 => {
             let s3 = connect_s3(config, layout).await?;
             let signer = download_signer(s3.backend())?;
-            object_chain(config, layout, Arc::new(s3), Some(signer), eventual)
+            object_chain(
+                config,
+                layout,
+                Arc::new(s3),
+                Some(signer),
+                eventual,
+                cluster,
+            )
         }
         Backend::GoogleStorage => {
             let gcs_config = section(&config.filestore.google_storage, "google-storage", template)?;
             let gcs = Arc::new(stowage_gcs::connect(gcs_config, layout).await?);
             let signer = GcsSigner::from_config(gcs_config, &gcs)?
                 .map(|s| Arc::new(s) as Arc<dyn DownloadSigner>);
-            object_chain(config, layout, gcs, signer, eventual)
+            object_chain(config, layout, gcs, signer, eventual, cluster)
         }
         Backend::AzureBlobStorage => {
             let azure_config = section(
@@ -91,7 +99,7 @@ async fn build_chain(config: &Config, layout: KeyLayout) -> Result<Filestore> {
             let azure = Arc::new(stowage_azure::connect(azure_config, layout).await?);
             let signer = AzureSasSigner::from_config(azure_config, &azure)?
                 .map(|s| Arc::new(s) as Arc<dyn DownloadSigner>);
-            object_chain(config, layout, azure, signer, eventual)
+            object_chain(config, layout, azure, signer, eventual, cluster)
         }
         Backend::Sharding => {
             if template == Template::S3Sharding && config.filestore.sharding.mounts.is_empty() {
@@ -119,6 +127,7 @@ fn object_chain(
     store: Arc<dyn BinaryProvider>,
     signer: Option<Arc<dyn DownloadSigner>>,
     eventual: bool,
+    cluster: Option<ClusterQueueSettings>,
 ) -> Result<Filestore> {
     let store: Arc<dyn BinaryProvider> = match signer {
         Some(signer) => Arc::new(SignedProvider::new(store, signer)),
@@ -127,23 +136,6 @@ fn object_chain(
     let mut built = Filestore::from_provider(Arc::clone(&store));
     if eventual {
         let e = &config.filestore.eventual;
-        let cluster = if config.filestore.template.is_cluster() {
-            let secret = config.cluster.secret.as_deref().ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "filestore template \"{}\" spreads queued uploads over the cluster's nodes \
-                     and needs [cluster] secret (or STOWAGE_CLUSTER_SECRET), the same on every \
-                     node, to open their peer endpoint",
-                    config.filestore.template
-                ))
-            })?;
-            Some(ClusterQueueSettings {
-                redundancy: e.redundancy,
-                lenient_limit: e.lenient_limit,
-                link: Arc::new(HttpPeerLink::new(secret)?),
-            })
-        } else {
-            None
-        };
         let queue = EventualProvider::new(
             store,
             layout,
@@ -161,6 +153,35 @@ fn object_chain(
         built.eventual = Some(queue);
     }
     Ok(built)
+}
+
+/// The cluster templates' part of the queue: copies on `redundancy` nodes, reached with the
+/// cluster's secret (checked before any store is connected).
+fn cluster_queue(config: &Config) -> Result<Option<ClusterQueueSettings>> {
+    if !config.filestore.template.is_cluster() {
+        return Ok(None);
+    }
+    let e = &config.filestore.eventual;
+    let secret = config.cluster.secret.as_deref().ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "filestore template \"{}\" spreads queued uploads over the cluster's nodes and needs \
+             [cluster] secret (or STOWAGE_CLUSTER_SECRET), the same on every node, to open \
+             their peer endpoint",
+            config.filestore.template
+        ))
+    })?;
+    if e.redundancy == 0 || e.lenient_limit > e.redundancy {
+        return Err(Error::InvalidInput(format!(
+            "[filestore.eventual] redundancy is {} and lenientLimit {}: redundancy must be at \
+             least 1, and lenientLimit between 0 (all copies) and redundancy",
+            e.redundancy, e.lenient_limit
+        )));
+    }
+    Ok(Some(ClusterQueueSettings {
+        redundancy: e.redundancy,
+        lenient_limit: e.lenient_limit,
+        link: Arc::new(HttpPeerLink::new(secret)?),
+    }))
 }
 
 /// The `[filestore.<name>]` section a template needs.
@@ -350,4 +371,44 @@ async fn connect_s3_with(
         spool,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster_config(extra: &str) -> Config {
+        Config::from_toml(&format!(
+            "[filestore]\ntemplate = \"cluster-s3-storage-v3\"\n\n[filestore.s3]\n\
+             bucketName = \"b\"\n\n{extra}"
+        ))
+        .expect("config")
+    }
+
+    #[test]
+    fn a_cluster_queue_needs_the_cluster_secret_and_a_lenient_limit_within_redundancy() {
+        let e = cluster_queue(&cluster_config("")).expect_err("no secret");
+        assert!(e.to_string().contains("[cluster] secret"), "{e}");
+        let e = cluster_queue(&cluster_config("[cluster]\nsecret = \"short\"\n"))
+            .expect_err("short secret");
+        assert!(e.to_string().contains("16 characters"), "{e}");
+        let e = cluster_queue(&cluster_config(
+            "[filestore.eventual]\nredundancy = 2\nlenientLimit = 3\n\n\
+             [cluster]\nsecret = \"0123456789abcdef0123\"\n",
+        ))
+        .expect_err("lenientLimit above redundancy");
+        assert!(e.to_string().contains("lenientLimit between"), "{e}");
+        let settings = cluster_queue(&cluster_config(
+            "[cluster]\nsecret = \"0123456789abcdef0123\"\n",
+        ))
+        .expect("valid")
+        .expect("a cluster template");
+        assert_eq!((settings.redundancy, settings.lenient_limit), (2, 0));
+        // The secret never shows where the settings are printed.
+        assert!(!format!("{settings:?}").contains("0123456789abcdef"));
+        // Other templates have no cluster part.
+        let plain =
+            Config::from_toml("[filestore]\ntemplate = \"s3-storage-v3\"\n").expect("config");
+        assert!(cluster_queue(&plain).expect("fine").is_none());
+    }
 }

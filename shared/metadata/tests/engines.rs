@@ -481,6 +481,75 @@ async fn leases_and_heartbeats_are_timed_by_the_database_clock() {
 }
 
 #[tokio::test]
+async fn the_cluster_queue_ledger_keeps_copies_per_node_and_knows_the_live_holders() {
+    let (_dir, meta) = fresh().await;
+    let node = |id: &str, zone: &str| NodeRecord {
+        id: id.into(),
+        address: format!("127.0.0.1:{}", id.len()),
+        version: "test".into(),
+        started_ms: 1,
+        heartbeat_ms: 1,
+        zone: zone.into(),
+    };
+    meta.heartbeat(&node("a", "z1")).await.expect("beat");
+    meta.heartbeat(&node("b", "z2")).await.expect("beat");
+    let digest: stowage_core::Sha256 = "ab".repeat(32).parse().expect("digest");
+    let other: stowage_core::Sha256 = "cd".repeat(32).parse().expect("digest");
+    meta.record_queue_copies(&digest, 10, &["a", "b"])
+        .await
+        .expect("record");
+    // Recorded twice stays one row; a node that never beat ("gone") is no live holder.
+    meta.record_queue_copies(&digest, 10, &["a", "gone"])
+        .await
+        .expect("record again");
+    meta.record_queue_copies(&other, 7, &["b"])
+        .await
+        .expect("record");
+    let copies = meta.queue_copies().await.expect("copies");
+    assert_eq!(copies.len(), 4, "{copies:?}");
+    assert!(copies.iter().all(|c| c.queued_ms > 0));
+    let live: Vec<String> = meta
+        .queue_holders(&digest, Duration::from_secs(60))
+        .await
+        .expect("holders")
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(live, ["a", "b"]);
+    let zones: Vec<String> = meta
+        .live_nodes(Duration::from_secs(60))
+        .await
+        .expect("live")
+        .into_iter()
+        .map(|n| n.zone)
+        .collect();
+    assert_eq!(zones, ["z1", "z2"], "zones are kept");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(
+        meta.live_nodes(Duration::ZERO)
+            .await
+            .expect("live")
+            .is_empty(),
+        "no heartbeat is younger than 0 ms"
+    );
+    // One node's copy, then every copy, forgotten.
+    meta.forget_queue_copies(&digest, Some("a"))
+        .await
+        .expect("forget");
+    let holders = meta
+        .queue_holders(&digest, Duration::from_secs(60))
+        .await
+        .expect("holders");
+    assert_eq!(holders.len(), 1);
+    meta.forget_queue_copies(&digest, None)
+        .await
+        .expect("forget");
+    let left = meta.queue_copies().await.expect("copies");
+    assert_eq!(left.len(), 1);
+    assert_eq!((left[0].sha256, left[0].size), (other, 7));
+}
+
+#[tokio::test]
 async fn users_groups_permissions_and_tokens_are_kept() {
     use stowage_metadata::{GroupRecord, TokenRecord, UserRecord};
     let (_dir, meta) = fresh().await;

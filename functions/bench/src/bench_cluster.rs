@@ -1,0 +1,251 @@
+//! `stowage-bench bench-cluster-queue`: the cluster eventual queue's acknowledgement rate with
+//! redundancy 2 across two nodes on loopback (each upload fsynced on the receiving node's disk
+//! and streamed to its peer's), against redundancy 1 on one node's local disk
+//! (`s3-storage-v3`), in the same run. Both sides' object store is a port nothing listens on,
+//! so only the queue's work is measured; both keep their metadata in PostgreSQL (each in a
+//! database of its own). Also each node's peak RSS per file size, which must stay flat.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt as _, TryStreamExt as _};
+use sqlx::Connection as _;
+use stowage_core::Error;
+
+use crate::bench::{Server, fail, mb_per_s, median, random_pattern, rss_kib, start_server};
+use crate::bench_s3::{FileSet, make_set, parse_sets, stop};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchClusterArgs {
+    /// A PostgreSQL URL whose user may create databases (two are made for the run and
+    /// dropped after it).
+    #[arg(long)]
+    postgres: String,
+    /// Sets of files, SIZE×COUNT, comma-separated.
+    #[arg(long, default_value = "1MiB×200,64MiB×8")]
+    sets: String,
+    /// Rounds per set (medians are reported); the sides alternate within a round.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Uploads in flight at once.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Directory for the nodes' data and queue disks.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+}
+
+const SECRET: &str = "bench-cluster-queue-secret-0123456789";
+
+/// A fresh database on the server of `admin`, as its URL.
+async fn create_database(admin: &str, name: &str) -> Result<String, Error> {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(admin)
+        .await
+        .map_err(|e| Error::Unavailable(format!("bench: connect to {admin}: {e}")))?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .map_err(|e| Error::Unavailable(format!("bench: create database {name}: {e}")))?;
+    let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
+    Ok(format!("{base}/{name}"))
+}
+
+async fn drop_database(admin: &str, name: &str) {
+    if let Ok(mut conn) = sqlx::AnyConnection::connect(admin).await {
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)")))
+            .execute(&mut conn)
+            .await;
+    }
+}
+
+/// A node in `dir/name` on `database` with the filestore `template` over an S3 nobody
+/// serves; `token` is the cluster's admin token when another node created it.
+async fn start_node(
+    dir: &Path,
+    name: &str,
+    database: &str,
+    template: &str,
+    token: Option<&str>,
+) -> Result<(Server, u32), Error> {
+    let data_dir = dir.join(name);
+    std::fs::create_dir_all(&data_dir).map_err(fail("create data dir"))?;
+    if let Some(token) = token {
+        std::fs::write(data_dir.join("admin.token"), token).map_err(fail("write admin.token"))?;
+    }
+    let nowhere = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(fail("bind"))?;
+        listener.local_addr().map_err(fail("bind"))?.port()
+    };
+    let config = format!(
+        "[database]\nurl = \"{database}\"\n\n[filestore]\ntemplate = \"{template}\"\n\n\
+         [filestore.s3]\nbucketName = \"nowhere\"\nendpoint = \"http://127.0.0.1:{nowhere}\"\n\
+         region = \"us-east-1\"\nusePathStyleAccess = true\nidentity = \"test\"\n\
+         credential = \"test\"\ntestConnection = false\n\n\
+         [filestore.eventual]\nredundancy = 2\nlenientLimit = 2\nmaxRetryBackoffSecs = 60\n\n\
+         [cluster]\nheartbeat_secs = 1\nsecret = \"{SECRET}\"\n"
+    );
+    let path = data_dir.join("stowage.toml");
+    std::fs::write(&path, config).map_err(fail("write config"))?;
+    let server = start_server(&data_dir, Some(&path)).await?;
+    let pid = server
+        .child
+        .id()
+        .ok_or_else(|| Error::Unavailable("bench: a node exited".into()))?;
+    Ok((server, pid))
+}
+
+async fn create_repo(server: &Server) -> Result<(), Error> {
+    reqwest::Client::new()
+        .put(format!("{}/api/repositories/bench", server.base))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| Error::Unavailable(format!("bench: create repository: {e}")))?;
+    Ok(())
+}
+
+/// Deploys every file of `set`, `clients` at a time, round-robin over `nodes`; the time until
+/// the last acknowledgement.
+async fn upload(
+    client: &reqwest::Client,
+    nodes: &[&Server],
+    set: &FileSet,
+    tag: &str,
+    clients: usize,
+) -> Result<Duration, Error> {
+    let start = Instant::now();
+    futures::stream::iter(set.files.iter().enumerate())
+        .map(|(i, file)| async move {
+            let node = nodes[i % nodes.len()];
+            let r = client
+                .put(format!("{}/bench/{tag}/{i}.bin", node.base))
+                .bearer_auth(&node.token)
+                .body(file.clone())
+                .send()
+                .await
+                .map_err(|e| Error::Unavailable(format!("bench: upload: {e}")))?;
+            if r.status() != reqwest::StatusCode::CREATED {
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                return Err(Error::Unavailable(format!(
+                    "bench: upload answered {status}: {text}"
+                )));
+            }
+            Ok(())
+        })
+        .buffer_unordered(clients.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(start.elapsed())
+}
+
+fn reset_peak(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+pub(crate) async fn run(args: &BenchClusterArgs) -> Result<(), Error> {
+    let sets = parse_sets(&args.sets)?;
+    let work = tempfile::Builder::new()
+        .prefix("stowage-bench-cluster-")
+        .tempdir_in(&args.dir)
+        .map_err(fail("create the bench directory"))?;
+    let run_id = format!("{:08x}", rand::random::<u32>());
+    let (single_db, cluster_db) = (
+        format!("bench_single_{run_id}"),
+        format!("bench_cluster_{run_id}"),
+    );
+    let single_url = create_database(&args.postgres, &single_db).await?;
+    let cluster_url = create_database(&args.postgres, &cluster_db).await?;
+    let outcome = measure(args, sets, work.path(), &single_url, &cluster_url).await;
+    drop_database(&args.postgres, &single_db).await;
+    drop_database(&args.postgres, &cluster_db).await;
+    outcome
+}
+
+async fn measure(
+    args: &BenchClusterArgs,
+    sets: Vec<(u64, usize)>,
+    dir: &Path,
+    single_url: &str,
+    cluster_url: &str,
+) -> Result<(), Error> {
+    let (single, single_pid) = start_node(dir, "single", single_url, "s3-storage-v3", None).await?;
+    create_repo(&single).await?;
+    let (a, a_pid) = start_node(dir, "node-a", cluster_url, "cluster-s3-storage-v3", None).await?;
+    let (b, b_pid) = start_node(
+        dir,
+        "node-b",
+        cluster_url,
+        "cluster-s3-storage-v3",
+        Some(&a.token),
+    )
+    .await?;
+    create_repo(&a).await?;
+    // Both nodes see each other (heartbeats of 1 s) before the first upload.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let client = reqwest::Client::new();
+    let pattern = random_pattern();
+    println!(
+        "# stowage-bench bench-cluster-queue ({}), {} upload(s) in flight, {} rounds",
+        dir.display(),
+        args.clients.max(1),
+        args.rounds
+    );
+    println!();
+    println!(
+        "| files | R=1, one node's disk: ack MB/s | R=2 across two nodes: ack MB/s | ratio (goal ≥ 0.7) | peak RSS MiB: single / node A / node B |"
+    );
+    println!("|---|---:|---:|---:|---|");
+    for (n, (size, count)) in sets.into_iter().enumerate() {
+        let total = size * count as u64;
+        let (mut single_r, mut cluster_r, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let mut rss = [0u64; 3];
+        for round in 0..args.rounds.max(1) {
+            let seed = (n as u64) << 16 | round as u64;
+            let one = make_set(&pattern, size, count, seed << 1);
+            let two = make_set(&pattern, size, count, seed << 1 | 1);
+            for pid in [single_pid, a_pid, b_pid] {
+                reset_peak(pid);
+            }
+            let tag = format!("s{n}r{round}");
+            // The sides alternate which goes first, so that neither always meets a busier disk.
+            let (t_single, t_cluster) = if round % 2 == 0 {
+                let s = upload(&client, &[&single], &one, &tag, args.clients).await?;
+                let c = upload(&client, &[&a, &b], &two, &tag, args.clients).await?;
+                (s, c)
+            } else {
+                let c = upload(&client, &[&a, &b], &two, &tag, args.clients).await?;
+                let s = upload(&client, &[&single], &one, &tag, args.clients).await?;
+                (s, c)
+            };
+            for (i, pid) in [single_pid, a_pid, b_pid].into_iter().enumerate() {
+                rss[i] = rss[i].max(rss_kib(pid, "VmHWM:").unwrap_or(0));
+            }
+            let (s, c) = (mb_per_s(total, t_single), mb_per_s(total, t_cluster));
+            eprintln!(
+                "  {} × {count}, round {round}: R=1 {s:.0} MB/s, R=2 {c:.0} MB/s ({:.2})",
+                bytesize::ByteSize(size),
+                c / s
+            );
+            single_r.push(s);
+            cluster_r.push(c);
+            ratios.push(c / s);
+        }
+        println!(
+            "| {} × {count} | {:.0} | {:.0} | {:.2} | {:.1} / {:.1} / {:.1} |",
+            bytesize::ByteSize(size),
+            median(single_r),
+            median(cluster_r),
+            median(ratios),
+            rss[0] as f64 / 1024.0,
+            rss[1] as f64 / 1024.0,
+            rss[2] as f64 / 1024.0,
+        );
+    }
+    for server in [single, a, b] {
+        stop(server).await;
+    }
+    Ok(())
+}
