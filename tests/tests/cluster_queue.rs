@@ -489,3 +489,99 @@ async fn lenient_limit_one_acknowledges_with_a_peer_down_and_the_peer_endpoint_t
     );
     node.stop().await;
 }
+
+/// `cluster-file-system`: each node's own directory, every binary on `redundancy` nodes.
+fn file_system_config(lenient_limit: usize) -> String {
+    format!(
+        "[filestore]\ntemplate = \"cluster-file-system\"\n\n\
+         [filestore.sharding]\nredundancy = 2\nlenientLimit = {lenient_limit}\n\n\
+         [filestore.eventual]\ndispatcherInterval = 200\n\n\
+         [cluster]\nheartbeat_secs = 1\nprimary_lease_secs = 3\nlock_lease_secs = 3\n\
+         secret = \"{SECRET}\"\n"
+    )
+}
+
+fn filestore_holders(nodes: &[&Server], sha256: &str) -> Vec<usize> {
+    nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| {
+            n.stored_binaries()
+                .iter()
+                .any(|p| p.file_name().is_some_and(|f| f == sha256))
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_file_system_keeps_two_copies_across_nodes_and_balances_after_a_node_was_away() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some((cluster, mut nodes)) = start_cluster(dir.path(), file_system_config(1), 3).await
+    else {
+        return;
+    };
+    let mut deployed = Vec::new();
+    for i in 0..20u64 {
+        let data = bytes(5000 + i, 30_000 + i as usize * 1_000);
+        let path = format!("/libs/fs/{i}.bin");
+        let r = deploy(&nodes[i as usize % 3], &path, &data).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let on = filestore_holders(&nodes.iter().collect::<Vec<_>>(), &sha256_hex(&data));
+        assert_eq!(on.len(), 2, "{path} is on the disks of nodes {on:?}");
+        deployed.push((path, data));
+    }
+    let info = nodes[0].storage_info().await;
+    assert!(info["eventualQueue"].is_null(), "no queue: {info}");
+    assert_eq!(info["clusterFileSystem"]["binaries"], 20, "{info}");
+
+    // Node 1 dies: every artifact is still served, and the survivors copy what it held.
+    let killed = nodes.remove(1);
+    killed.crash().await;
+    for (path, data) in &deployed {
+        for node in &nodes {
+            assert_served(node, path, data).await;
+        }
+    }
+    let survivors: Vec<&Server> = nodes.iter().collect();
+    wait_for(
+        Duration::from_secs(60),
+        "two copies on the survivors",
+        || async {
+            deployed
+                .iter()
+                .all(|(_, d)| filestore_holders(&survivors, &sha256_hex(d)).len() == 2)
+                .then_some(())
+        },
+    )
+    .await;
+    // Deploys go on while it is away.
+    for i in 20..25u64 {
+        let data = bytes(5000 + i, 10_000);
+        let path = format!("/libs/fs/{i}.bin");
+        let r = deploy(&nodes[i as usize % 2], &path, &data).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        deployed.push((path, data));
+    }
+    // It returns with its disk: it serves everything (what it lacks from its peers), and
+    // every binary has two copies or more on live nodes.
+    let back = cluster.start_node(1).await;
+    for (path, data) in &deployed {
+        assert_served(&back, path, data).await;
+    }
+    let info = wait_for(Duration::from_secs(30), "no under-replication", || async {
+        let info = back.storage_info().await;
+        (info["clusterFileSystem"]["underReplicated"] == 0).then_some(info)
+    })
+    .await;
+    assert_eq!(info["clusterFileSystem"]["binaries"], 25, "{info}");
+    let all = [&nodes[0], &back, &nodes[1]];
+    for (path, data) in &deployed {
+        let on = filestore_holders(&all, &sha256_hex(data));
+        assert!(on.len() >= 2, "{path} is on nodes {on:?}");
+    }
+    back.stop().await;
+    for node in nodes {
+        node.stop().await;
+    }
+}

@@ -40,7 +40,7 @@ fn cluster_config(filestore: &str) -> String {
     format!(
         "{filestore}\n[gc]\ninterval_secs = 1\norphan_grace_secs = 0\n\n\
          [cluster]\nheartbeat_secs = 1\nprimary_lease_secs = 3\nlock_lease_secs = 5\n\
-         lock_wait_secs = 30\n"
+         lock_wait_secs = 30\nsecret = \"durability-test-cluster-secret-0123\"\n"
     )
 }
 
@@ -352,4 +352,14 @@ async fn the_eventual_queue_loses_no_acknowledged_artifact_to_a_collection_at_gr
         s3::toml_section(&endpoint, &bucket)
     );
     run(root.path(), "cluster-s3-storage-v3", &filestore).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_file_system_loses_no_acknowledged_artifact_to_a_collection_at_grace_zero() {
+    // Each node's own directory, every binary on two of the three.
+    let root = tempfile::tempdir().expect("tempdir");
+    let filestore = "[filestore]\ntemplate = \"cluster-file-system\"\n\n\
+                     [filestore.sharding]\nredundancy = 2\nlenientLimit = 2\n\n\
+                     [filestore.eventual]\ndispatcherInterval = 200\n";
+    run(root.path(), "cluster-file-system", filestore).await;
 }

@@ -53,9 +53,11 @@ async fn create_database(admin: &str, name: &str) -> Result<String, Error> {
 
 async fn drop_database(admin: &str, name: &str) {
     if let Ok(mut conn) = sqlx::AnyConnection::connect(admin).await {
-        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)")))
-            .execute(&mut conn)
-            .await;
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE {name} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
     }
 }
 

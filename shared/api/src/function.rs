@@ -97,6 +97,14 @@ impl FunctionConfig {
             // The function's code directory is read-only; /tmp is what Lambda lets a function write.
             config.data_dir = PathBuf::from("/tmp/stowage-data");
         }
+        if mode == Mode::Lambda && config.filestore.template.is_cluster() {
+            return Err(Error::InvalidInput(format!(
+                "filestore template \"{}\" keeps copies on the nodes' own disks and serves \
+                 them to peers, which a Lambda function can neither keep nor serve: use a \
+                 direct template, or run stowage serve as a container",
+                config.filestore.template
+            )));
+        }
         if mode == Mode::Lambda && config.filestore.template.has_eventual_queue() {
             return Err(Error::InvalidInput(format!(
                 "filestore template \"{}\" keeps a local upload queue, which a Lambda function \

@@ -11,6 +11,7 @@
 //! | `google-storage`, `azure-blob-storage` | eventual queue → GCS or Azure Blob |
 //! | `double-shards`, `redundant-shards`, `s3-sharding` | sharding → state-aware mounts (directories, S3 buckets, GCS buckets, Azure containers) |
 //! | `cache-fs` | read cache → local directory |
+//! | `cluster-file-system` | this node's directory, each binary's copies on `redundancy` nodes (the nodes' peer endpoint; no object store) |
 //!
 //! `[filestore.cache] enabled = true` puts the read cache in front of any of them.
 //!
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use stowage_azure::{AzureConfig, AzureSasSigner};
 use stowage_core::cache::{CacheSettings, CachedProvider};
-use stowage_core::eventual::{ClusterQueueSettings, EventualProvider, EventualSettings};
+use stowage_core::eventual::{ClusterQueueSettings, EventualProvider, EventualSettings, NodesOnly};
 use stowage_core::fanout::FanOutSettings;
 use stowage_core::fs::FileSystemProvider;
 use stowage_core::sharding::{MountSettings, Mounts, ShardingProvider, ShardingSettings};
@@ -67,10 +68,32 @@ async fn build_chain(config: &Config, layout: KeyLayout) -> Result<Filestore> {
     let eventual = template.has_eventual_queue();
     let cluster = cluster_queue(config)?;
     match template.backend() {
-        Backend::FileSystem => {
-            let fs = FileSystemProvider::new(config.file_store_dir(), layout)?;
-            Ok(Filestore::from_provider(Arc::new(fs)))
-        }
+        Backend::FileSystem => match cluster {
+            // cluster-file-system: this node's directory, its copies spread over the nodes.
+            Some(cluster) => {
+                let e = &config.filestore.eventual;
+                let store = EventualProvider::new(
+                    Arc::new(NodesOnly),
+                    layout,
+                    EventualSettings {
+                        dirs: vec![config.file_store_dir()],
+                        lenient_limit: 0,
+                        number_of_threads: e.number_of_threads,
+                        dispatcher_interval: Duration::from_millis(e.dispatcher_interval.max(1)),
+                        max_retry_backoff: Duration::from_secs(e.max_retry_backoff_secs.max(1)),
+                        cluster: Some(cluster),
+                    },
+                )?;
+                Ok(Filestore {
+                    eventual: Some(store.clone()),
+                    ..Filestore::from_provider(Arc::new(store))
+                })
+            }
+            None => {
+                let fs = FileSystemProvider::new(config.file_store_dir(), layout)?;
+                Ok(Filestore::from_provider(Arc::new(fs)))
+            }
+        },
         Backend::S3 => {
             let s3 = connect_s3(config, layout).await?;
             let signer = download_signer(s3.backend())?;
@@ -161,26 +184,39 @@ fn cluster_queue(config: &Config) -> Result<Option<ClusterQueueSettings>> {
     if !config.filestore.template.is_cluster() {
         return Ok(None);
     }
-    let e = &config.filestore.eventual;
+    let template = config.filestore.template;
+    let keeps_copies = template == Template::ClusterFileSystem;
+    // The store's copies follow the sharding-cluster's settings (redundancy 2, lenientLimit
+    // 1); the queue's, the eventual section's.
+    let (redundancy, lenient_limit, section) = if keeps_copies {
+        let s = &config.filestore.sharding;
+        (
+            s.redundancy.unwrap_or(2),
+            s.lenient_limit,
+            "[filestore.sharding]",
+        )
+    } else {
+        let e = &config.filestore.eventual;
+        (e.redundancy, e.lenient_limit, "[filestore.eventual]")
+    };
     let secret = config.cluster.secret.as_deref().ok_or_else(|| {
         Error::InvalidInput(format!(
-            "filestore template \"{}\" spreads queued uploads over the cluster's nodes and needs \
+            "filestore template \"{template}\" spreads copies over the cluster's nodes and needs \
              [cluster] secret (or STOWAGE_CLUSTER_SECRET), the same on every node, to open \
-             their peer endpoint",
-            config.filestore.template
+             their peer endpoint"
         ))
     })?;
-    if e.redundancy == 0 || e.lenient_limit > e.redundancy {
+    if redundancy == 0 || lenient_limit > redundancy {
         return Err(Error::InvalidInput(format!(
-            "[filestore.eventual] redundancy is {} and lenientLimit {}: redundancy must be at \
-             least 1, and lenientLimit between 0 (all copies) and redundancy",
-            e.redundancy, e.lenient_limit
+            "{section} redundancy is {redundancy} and lenientLimit {lenient_limit}: redundancy \
+             must be at least 1, and lenientLimit between 0 (all copies) and redundancy"
         )));
     }
     Ok(Some(ClusterQueueSettings {
-        redundancy: e.redundancy,
-        lenient_limit: e.lenient_limit,
+        redundancy,
+        lenient_limit,
         link: Arc::new(HttpPeerLink::new(secret)?),
+        keeps_copies,
     }))
 }
 

@@ -39,6 +39,8 @@ pub enum Template {
     ClusterAzureBlobStorage,
     /// Azure Blob, uploads streamed through.
     AzureBlobStorageDirect,
+    /// Each node's local directory as one shard of a store whose copies span the nodes.
+    ClusterFileSystem,
 }
 
 /// Where a template keeps the binaries.
@@ -54,7 +56,7 @@ pub enum Backend {
 
 impl Template {
     /// Every template, in the order messages list them.
-    pub const ALL: [Template; 14] = [
+    pub const ALL: [Template; 15] = [
         Template::FileSystem,
         Template::CacheFs,
         Template::DoubleShards,
@@ -69,6 +71,7 @@ impl Template {
         Template::AzureBlobStorage,
         Template::ClusterAzureBlobStorage,
         Template::AzureBlobStorageDirect,
+        Template::ClusterFileSystem,
     ];
 
     /// The name in the configuration file.
@@ -88,13 +91,16 @@ impl Template {
             Template::AzureBlobStorage => "azure-blob-storage",
             Template::ClusterAzureBlobStorage => "cluster-azure-blob-storage",
             Template::AzureBlobStorageDirect => "azure-blob-storage-direct",
+            Template::ClusterFileSystem => "cluster-file-system",
         }
     }
 
     /// Where the binaries live.
     pub fn backend(self) -> Backend {
         match self {
-            Template::FileSystem | Template::CacheFs => Backend::FileSystem,
+            Template::FileSystem | Template::CacheFs | Template::ClusterFileSystem => {
+                Backend::FileSystem
+            }
             Template::DoubleShards | Template::RedundantShards | Template::S3Sharding => {
                 Backend::Sharding
             }
@@ -124,13 +130,15 @@ impl Template {
         )
     }
 
-    /// Whether the queue's copies spread over the cluster's nodes (the `cluster-` templates).
+    /// Whether copies spread over the cluster's nodes (the `cluster-` templates: the queue's, or
+    /// for `cluster-file-system` the store's).
     pub fn is_cluster(self) -> bool {
         matches!(
             self,
             Template::ClusterS3StorageV3
                 | Template::ClusterGoogleStorage
                 | Template::ClusterAzureBlobStorage
+                | Template::ClusterFileSystem
         )
     }
 

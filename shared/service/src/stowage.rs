@@ -361,8 +361,9 @@ impl Stowage {
     /// Figures of the eventual upload queue, for templates that have one.
     pub(crate) async fn queue_stats(&self) -> Result<Option<QueueStats>> {
         match &self.eventual {
-            Some(eventual) => Ok(Some(eventual.stats().await?)),
-            None => Ok(None),
+            // cluster-file-system's copies are the store, not a queue.
+            Some(eventual) if !eventual.keeps_copies() => Ok(Some(eventual.stats().await?)),
+            _ => Ok(None),
         }
     }
 

@@ -246,7 +246,9 @@ pub(crate) async fn storage_info(
         },
         "repositoriesSummaryList": repos,
         "eventualQueue": report.queue.as_ref().map(figures::queue),
-        "clusterQueue": report.cluster_queue.as_ref().map(figures::cluster_queue),
+        // The cluster templates' copies per node: the queue's, or cluster-file-system's store.
+        (if report.queue.is_some() { "clusterQueue" } else { "clusterFileSystem" }):
+            report.cluster_queue.as_ref().map(figures::cluster_queue),
         "shards": shards,
         "cache": report.cache.as_ref().map(figures::cache),
         "artifactCache": report.artifact_cache.as_ref().map(figures::artifact_cache),

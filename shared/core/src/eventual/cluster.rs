@@ -96,6 +96,9 @@ pub struct ClusterQueueSettings {
     pub lenient_limit: usize,
     /// How the peers are reached.
     pub link: Arc<dyn PeerLink>,
+    /// The nodes' copies are the store itself (`cluster-file-system`): nothing is uploaded,
+    /// the copies stay, and the scans keep `redundancy` of them on live nodes (balancing).
+    pub keeps_copies: bool,
 }
 
 /// A node's queue figures, from the ledger.
@@ -203,6 +206,34 @@ impl EventualProvider {
         if let Some(cluster) = &self.inner.cluster {
             let _ = cluster.ledger.set(ledger);
         }
+    }
+
+    /// Whether the nodes' copies are the store (`cluster-file-system`), not a queue.
+    pub fn keeps_copies(&self) -> bool {
+        self.inner
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.settings.keeps_copies)
+    }
+
+    /// Every binary the ledger records on another node (one entry each), for listings.
+    pub(super) async fn cluster_listing(&self) -> Result<Vec<ObjectMeta>> {
+        let Some((_, ledger)) = self.ledger() else {
+            return Ok(Vec::new());
+        };
+        let mut seen = HashSet::new();
+        Ok(ledger
+            .copies()
+            .await?
+            .into_iter()
+            .filter(|c| c.node != ledger.node_id() && seen.insert(c.sha256))
+            .map(|c| ObjectMeta {
+                digest: c.sha256,
+                size: c.size,
+                last_modified: SystemTime::UNIX_EPOCH
+                    + Duration::from_millis(u64::try_from(c.queued_ms).unwrap_or(0)),
+            })
+            .collect())
     }
 
     /// Whether this queue spreads its copies over the cluster's nodes.
@@ -454,6 +485,19 @@ impl EventualProvider {
                     .push(copy.node.clone());
             }
         }
+        if cluster.settings.keeps_copies {
+            // The disk is the store: a copy no row records for this node (a node that joins
+            // with a filled disk, a record that failed) is adopted, so that it counts.
+            let mine: HashSet<Sha256> = copies
+                .iter()
+                .filter(|c| c.node == me)
+                .map(|c| c.sha256)
+                .collect();
+            for meta in local.values().filter(|m| !mine.contains(&m.digest)) {
+                ledger.record(&meta.digest, meta.size, &[&me]).await?;
+                holders.entry(meta.digest).or_default().push(me.clone());
+            }
+        }
         let redundancy = cluster.settings.redundancy;
         let under: Vec<(Sha256, Vec<String>)> = holders
             .into_iter()
@@ -612,4 +656,56 @@ impl EventualProvider {
 pub(super) fn system_ms(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The store beneath `cluster-file-system`: none. The nodes' copies are all there is, so
+/// nothing is ever uploaded here and nothing is found here.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NodesOnly;
+
+impl fmt::Display for NodesOnly {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the nodes' disks")
+    }
+}
+
+#[async_trait]
+impl BinaryProvider for NodesOnly {
+    async fn put_opts(
+        &self,
+        _body: crate::ByteStream,
+        _opts: crate::PutOptions,
+    ) -> Result<crate::PutResult> {
+        Err(Error::Unsupported(
+            "cluster-file-system keeps binaries on the nodes' disks only".into(),
+        ))
+    }
+
+    async fn get_opts(
+        &self,
+        digest: &Sha256,
+        _opts: crate::GetOptions,
+    ) -> Result<crate::GetResult> {
+        Err(Error::NotFound {
+            what: format!("binary {digest} on any live node"),
+        })
+    }
+
+    async fn head(&self, digest: &Sha256) -> Result<ObjectMeta> {
+        Err(Error::NotFound {
+            what: format!("binary {digest} on any live node"),
+        })
+    }
+
+    async fn delete(&self, _digest: &Sha256) -> Result<()> {
+        Ok(())
+    }
+
+    fn list(&self) -> futures::stream::BoxStream<'static, Result<ObjectMeta>> {
+        futures::StreamExt::boxed(futures::stream::empty())
+    }
+
+    async fn health(&self) -> Result<crate::Health> {
+        Ok(crate::Health::default())
+    }
 }

@@ -23,8 +23,8 @@ mod cluster;
 
 use cluster::{Attempt, ClusterPart};
 pub use cluster::{
-    ClusterQueueSettings, ClusterQueueStats, NodeQueueStats, PeerLink, QueueLedger, QueueNode,
-    QueuedCopy,
+    ClusterQueueSettings, ClusterQueueStats, NodeQueueStats, NodesOnly, PeerLink, QueueLedger,
+    QueueNode, QueuedCopy,
 };
 
 use crate::BinaryProviderExt as _;
@@ -239,7 +239,9 @@ impl EventualProvider {
                 } else {
                     std::mem::take(&mut this.lock_state().fresh)
                 };
-                this.dispatch(candidates);
+                if !this.keeps_copies() {
+                    this.dispatch(candidates);
+                }
                 tokio::select! {
                     () = this.inner.wake.notified() => {}
                     () = tokio::time::sleep_until(next_scan.into()) => {}
@@ -610,7 +612,14 @@ impl BinaryProvider for EventualProvider {
 
     fn list(&self) -> BoxStream<'static, Result<ObjectMeta>> {
         let this = self.clone();
-        let queued = futures::stream::once(async move { this.queued().await });
+        // Other nodes' copies too (a cluster's): what a collection must see to find orphans.
+        let queued = futures::stream::once(async move {
+            let mut all = this.queued().await?;
+            for meta in this.cluster_listing().await? {
+                all.entry(meta.digest).or_insert(meta);
+            }
+            Ok(all)
+        });
         let backend = self.inner.backend.clone();
         queued
             .map_ok(move |queued| {
