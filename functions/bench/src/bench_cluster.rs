@@ -79,12 +79,18 @@ async fn start_node(
         let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(fail("bind"))?;
         listener.local_addr().map_err(fail("bind"))?.port()
     };
+    // The cluster side keeps two copies, both fsynced before the answer.
+    let copies = if template.starts_with("cluster-") {
+        "redundancy = 2\nlenientLimit = 2\n"
+    } else {
+        ""
+    };
     let config = format!(
         "[database]\nurl = \"{database}\"\n\n[filestore]\ntemplate = \"{template}\"\n\n\
          [filestore.s3]\nbucketName = \"nowhere\"\nendpoint = \"http://127.0.0.1:{nowhere}\"\n\
          region = \"us-east-1\"\nusePathStyleAccess = true\nidentity = \"test\"\n\
          credential = \"test\"\ntestConnection = false\n\n\
-         [filestore.eventual]\nredundancy = 2\nlenientLimit = 2\nmaxRetryBackoffSecs = 60\n\n\
+         [filestore.eventual]\nmaxRetryBackoffSecs = 60\n{copies}\n\
          [cluster]\nheartbeat_secs = 1\nsecret = \"{SECRET}\"\n"
     );
     let path = data_dir.join("stowage.toml");

@@ -188,7 +188,24 @@ async fn write_copies(
         let verdict = &verdict;
         async move {
             match (write?, verdict) {
-                (Written::Stored(r), Verdict::Good(..)) => Ok(Ok(r)),
+                // A copy that hashed to what was sent; one that stored other bytes (damaged on
+                // its way) is no copy of this upload, and is taken back when it is new.
+                (Written::Stored(r), Verdict::Good(checksums, _))
+                    if r.checksums.sha256 == checksums.sha256 =>
+                {
+                    Ok(Ok(r))
+                }
+                (Written::Stored(r), Verdict::Good(checksums, _)) => {
+                    let e = Error::Unavailable(format!(
+                        "a copy stored bytes hashing to {}, not the {} that were sent",
+                        r.checksums.sha256, checksums.sha256
+                    ));
+                    if r.created {
+                        Ok(Err((r.checksums.sha256, e)))
+                    } else {
+                        Err(e)
+                    }
+                }
                 (Written::Staged(staged), Verdict::Good(checksums, size)) => Ok(Ok(PutResult {
                     checksums: *checksums,
                     size: *size,

@@ -3,7 +3,9 @@
 //!
 //! | call | what the peer does |
 //! |---|---|
-//! | `PUT /_stowage/peer/queue` | stores the body in its queue, hashed and fsynced, and answers its checksums (201 new, 200 held already); declared `X-Checksum-*` headers must match |
+//! | `PUT /_stowage/peer/queue/staged` | stages the body (fsynced, its SHA-256 computed) and answers `{id, sha256, size}`: a quorum write's copy, named by the commit below |
+//! | `POST /_stowage/peer/queue/staged/{id}?sha256=…` | names the staged copy, once the sender checked the upload's digests; refused when the staged bytes hash otherwise (201 new, 200 held already) |
+//! | `PUT /_stowage/peer/queue` | stores the body in its queue, hashed and fsynced, and answers its checksums (201 new, 200 held already); declared `X-Checksum-*` headers must match (a repair's copy) |
 //! | `GET /_stowage/peer/queue/{sha256}` | streams its copy (`Range` honoured: 206 with `Content-Range`) |
 //! | `HEAD /_stowage/peer/queue/{sha256}` | its copy's size (`Content-Length`) |
 //! | `DELETE /_stowage/peer/queue/{sha256}` | drops its copy (204), never the object store's |
@@ -21,13 +23,27 @@ use futures::{StreamExt, TryStreamExt};
 use stowage_core::eventual::{PeerLink, QueueNode};
 use stowage_core::{
     BinaryProvider, ByteStream, Checksums, Error, GetOptions, GetResult, Health, ObjectMeta,
-    PutOptions, PutResult, Result, Sha256,
+    PutOptions, PutResult, Result, Sha256, StagedBinary, Stager,
 };
 
 /// Where a node's queue endpoint is, below its root (never under the context path).
 pub const QUEUE_PATH: &str = "/_stowage/peer/queue";
 /// The header that carries the cluster's secret.
 pub const KEY_HEADER: &str = "x-stowage-cluster-key";
+
+/// What a peer answers to a staged copy.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StagedAnswer {
+    pub id: String,
+    pub sha256: Sha256,
+    pub size: u64,
+}
+
+/// What a peer answers to a committed copy.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct CommittedAnswer {
+    pub created: bool,
+}
 
 /// What a peer answers to a stored copy.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
@@ -277,6 +293,12 @@ impl BinaryProvider for PeerQueue {
         }
     }
 
+    /// A quorum write stages on the peer and names the copy once its digest checked out: the
+    /// peer hashes SHA-256 only, where a stored copy would cost it all three digests again.
+    fn as_stager(&self) -> Option<&dyn Stager> {
+        Some(self)
+    }
+
     /// A peer's queue is listed by the peer itself (its scans), never through another node.
     fn list(&self) -> BoxStream<'static, Result<ObjectMeta>> {
         futures::stream::empty().boxed()
@@ -284,6 +306,83 @@ impl BinaryProvider for PeerQueue {
 
     async fn health(&self) -> Result<Health> {
         Ok(Health::default())
+    }
+}
+
+#[async_trait]
+impl Stager for PeerQueue {
+    async fn stage(&self, body: ByteStream, size: Option<u64>) -> Result<Box<dyn StagedBinary>> {
+        let mut request = self
+            .link
+            .client
+            .put(format!("{}/staged", self.base))
+            .header(KEY_HEADER, &*self.link.secret);
+        if let Some(size) = size {
+            request = request.header(reqwest::header::CONTENT_LENGTH, size);
+        }
+        let response = request
+            .body(reqwest::Body::wrap_stream(body))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        if !response.status().is_success() {
+            return Err(self.refused(None, response).await);
+        }
+        let staged: StagedAnswer = response.json().await.map_err(|e| Error::Storage {
+            backend: self.to_string(),
+            key: "-".into(),
+            source: format!("the peer's answer was not understood: {e}").into(),
+            retryable: true,
+        })?;
+        Ok(Box::new(PeerStagedCopy {
+            queue: self.clone(),
+            staged,
+        }))
+    }
+}
+
+/// A copy staged on a peer, named there by its commit.
+#[derive(Debug)]
+struct PeerStagedCopy {
+    queue: PeerQueue,
+    staged: StagedAnswer,
+}
+
+#[async_trait]
+impl StagedBinary for PeerStagedCopy {
+    fn size(&self) -> u64 {
+        self.staged.size
+    }
+
+    async fn commit(self: Box<Self>, digest: &Sha256) -> Result<bool> {
+        if self.staged.sha256 != *digest {
+            // Not committed: the peer drops the staged bytes when they have waited too long.
+            return Err(Error::Unavailable(format!(
+                "{} received bytes hashing to {}, not the {digest} that were sent",
+                self.queue, self.staged.sha256
+            )));
+        }
+        let response = self
+            .queue
+            .link
+            .client
+            .post(format!("{}/staged/{}", self.queue.base, self.staged.id))
+            .query(&[("sha256", digest.to_hex())])
+            .header(KEY_HEADER, &*self.queue.link.secret)
+            .timeout(SHORT)
+            .send()
+            .await
+            .map_err(|e| self.queue.unreachable(&e))?;
+        if !response.status().is_success() {
+            return Err(self.queue.refused(Some(digest), response).await);
+        }
+        let committed: CommittedAnswer = response.json().await.map_err(|e| Error::Storage {
+            backend: self.queue.to_string(),
+            key: digest.to_string(),
+            source: format!("the peer's answer was not understood: {e}").into(),
+            retryable: true,
+        })?;
+        Ok(committed.created)
     }
 }
 

@@ -222,6 +222,14 @@ pub fn router_for(state: AppState, part: Part) -> Router {
         router = router
             .route(stowage_peer::QUEUE_PATH, axum::routing::put(peer::store))
             .route(
+                &format!("{}/staged", stowage_peer::QUEUE_PATH),
+                axum::routing::put(peer::stage),
+            )
+            .route(
+                &format!("{}/staged/{{id}}", stowage_peer::QUEUE_PATH),
+                post(peer::commit),
+            )
+            .route(
                 &format!("{}/{{sha256}}", stowage_peer::QUEUE_PATH),
                 get(peer::read).delete(peer::drop_copy),
             );

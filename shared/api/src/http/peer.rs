@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt as _, TryStreamExt as _};
 use stowage_core::{Error, GetOptions, PutOptions, Sha256};
-use stowage_peer::{KEY_HEADER, StoredCopy};
+use stowage_peer::{CommittedAnswer, KEY_HEADER, StagedAnswer, StoredCopy};
 
 use super::artifacts::declared_checksums;
 use super::error::ApiError;
@@ -63,6 +63,56 @@ pub(crate) async fn store(
         created: stored.created,
     };
     Ok((status, axum::Json(answer)).into_response())
+}
+
+/// `PUT /_stowage/peer/queue/staged`: stages the body (a quorum write's copy); 201 with
+/// `{id, sha256, size}`.
+pub(crate) async fn stage(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let door = state.stowage.peer_queue(key(&headers))?;
+    let size = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let body = body
+        .into_data_stream()
+        .map_err(|e| Error::Body {
+            source: Box::new(e),
+        })
+        .boxed();
+    let staged = door.stage(body, size).await?;
+    let answer = StagedAnswer {
+        id: staged.id,
+        sha256: staged.sha256,
+        size: staged.size,
+    };
+    Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
+}
+
+/// The digest a commit names.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct CommitQuery {
+    sha256: String,
+}
+
+/// `POST /_stowage/peer/queue/staged/{id}?sha256=…`: names a staged copy; 201 (new) or 200.
+pub(crate) async fn commit(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<CommitQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let door = state.stowage.peer_queue(key(&headers))?;
+    let created = door.commit(&id, &digest(&query.sha256)?).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(CommittedAnswer { created })).into_response())
 }
 
 /// `GET|HEAD /_stowage/peer/queue/{sha256}`: this node's copy (a `Range` is honoured).

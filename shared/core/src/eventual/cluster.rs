@@ -126,11 +126,42 @@ pub struct ClusterQueueStats {
     pub nodes: Vec<NodeQueueStats>,
 }
 
+/// A peer's upload staged here (fsynced, hashed with SHA-256) and waiting for the sender's
+/// word that its digest checked out.
+struct PeerStaged {
+    staged: Box<dyn crate::StagedBinary>,
+    sha256: Sha256,
+    since: std::time::Instant,
+}
+
+impl fmt::Debug for PeerStaged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerStaged")
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a peer's staged copy waits for its commit before it is dropped.
+const PEER_STAGED_FOR: Duration = Duration::from_secs(600);
+
+/// What a peer's staged copy is, as this node answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedCopy {
+    /// What the commit names.
+    pub id: String,
+    /// The SHA-256 of the bytes this node received.
+    pub sha256: Sha256,
+    pub size: u64,
+}
+
 /// The cluster part of an eventual provider.
 #[derive(Debug)]
 pub(super) struct ClusterPart {
     pub(super) settings: ClusterQueueSettings,
     pub(super) ledger: std::sync::OnceLock<Arc<dyn QueueLedger>>,
+    /// Peers' uploads staged here, by id, until their commit.
+    peer_staged: std::sync::Mutex<HashMap<String, PeerStaged>>,
     /// Peers are chosen in turn, so that copies spread.
     turn: AtomicUsize,
     /// A repair pass runs (at most one at a time).
@@ -161,6 +192,7 @@ impl ClusterPart {
                 ..settings
             },
             ledger: std::sync::OnceLock::new(),
+            peer_staged: std::sync::Mutex::default(),
             turn: AtomicUsize::new(0),
             repairing: Arc::new(AtomicBool::new(false)),
         })
@@ -493,7 +525,10 @@ impl EventualProvider {
                 .filter(|c| c.node == me)
                 .map(|c| c.sha256)
                 .collect();
-            for meta in local.values().filter(|m| !mine.contains(&m.digest)) {
+            for meta in local
+                .values()
+                .filter(|m| !mine.contains(&m.digest) && settled(m))
+            {
                 ledger.record(&meta.digest, meta.size, &[&me]).await?;
                 holders.entry(meta.digest).or_default().push(me.clone());
             }
@@ -509,6 +544,9 @@ impl EventualProvider {
             .into_iter()
             .filter(|(_, nodes)| nodes.iter().min() == Some(&me))
             .filter_map(|(digest, nodes)| local.get(&digest).map(|m| (m.clone(), nodes)))
+            // A copy just written may not be recorded by its writer yet: its binary is not
+            // under-replicated, only young.
+            .filter(|(m, _)| settled(m))
             .collect();
         if !mine.is_empty() && !cluster.repairing.swap(true, Ordering::AcqRel) {
             let this = self.clone();
@@ -628,6 +666,100 @@ impl EventualProvider {
         self.inner.queues[0].put_opts(body, opts).await
     }
 
+    /// Stages a peer's upload (the first half of a quorum write's copy on this node): written
+    /// and fsynced in this node's queue directory while its SHA-256 is computed, and named only
+    /// by [`Self::commit_peer_copy`], once the sender has checked the digest of what it sent.
+    /// Only SHA-256 is computed here: the sender hashed all three digests once, for every copy.
+    pub async fn stage_peer_copy(
+        &self,
+        body: crate::ByteStream,
+        size: Option<u64>,
+    ) -> Result<StagedCopy> {
+        use futures::StreamExt as _;
+        use sha2::Digest as _;
+        let Some(cluster) = &self.inner.cluster else {
+            return Err(Error::Unsupported("this queue takes no peer copies".into()));
+        };
+        let stager = crate::BinaryProvider::as_stager(&self.inner.queues[0])
+            .ok_or_else(|| Error::Unsupported("the queue directory cannot stage".into()))?;
+        let hasher = Arc::new(std::sync::Mutex::new((sha2::Sha256::new(), 0u64)));
+        let feed = Arc::clone(&hasher);
+        let body = body
+            .map(move |chunk| {
+                if let Ok(bytes) = &chunk {
+                    let mut h = feed
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    h.0.update(bytes);
+                    h.1 += bytes.len() as u64;
+                }
+                chunk
+            })
+            .boxed();
+        let staged = stager.stage(body, size).await?;
+        let (digest, received) = {
+            let mut h = hasher
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let done = std::mem::take(&mut h.0).finalize();
+            (Sha256::from_bytes(done.into()), h.1)
+        };
+        if let Some(size) = size
+            && received != size
+        {
+            return Err(Error::Truncated {
+                expected: size,
+                received,
+            });
+        }
+        let id = format!("{:032x}", rand::random::<u128>());
+        let mut waiting = cluster
+            .peer_staged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Copies whose sender never committed them (it crashed, or the write was refused).
+        waiting.retain(|_, s| s.since.elapsed() < PEER_STAGED_FOR);
+        waiting.insert(
+            id.clone(),
+            PeerStaged {
+                staged,
+                sha256: digest,
+                since: std::time::Instant::now(),
+            },
+        );
+        Ok(StagedCopy {
+            id,
+            sha256: digest,
+            size: received,
+        })
+    }
+
+    /// Names a staged peer copy `digest` (the sender's word that the digest checked out);
+    /// refused when the bytes received here hash otherwise. Returns whether the copy is new.
+    pub async fn commit_peer_copy(&self, id: &str, digest: &Sha256) -> Result<bool> {
+        let staged = self.inner.cluster.as_ref().and_then(|c| {
+            c.peer_staged
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(id)
+        });
+        let Some(staged) = staged else {
+            return Err(Error::NotFound {
+                what: format!(
+                    "staged peer copy {id:?} (it waited too long, or this node restarted)"
+                ),
+            });
+        };
+        if staged.sha256 != *digest {
+            return Err(Error::InvalidInput(format!(
+                "the staged copy hashes to {} here, not {digest}: it was damaged on the way and \
+                 is dropped",
+                staged.sha256
+            )));
+        }
+        staged.staged.commit(digest).await
+    }
+
     /// This node's own copy of a queued binary (the peer endpoint).
     pub async fn local_copy(
         &self,
@@ -650,6 +782,17 @@ impl EventualProvider {
     pub async fn local_copy_meta(&self, digest: &Sha256) -> Result<ObjectMeta> {
         self.inner.queues[0].head(digest).await
     }
+}
+
+/// How old a copy must be before a scan takes its rows as the whole story: a quorum write
+/// records its copies after they are on the disks, so a younger copy's binary may have
+/// copies no row names yet.
+const SETTLE: Duration = Duration::from_secs(5);
+
+fn settled(meta: &ObjectMeta) -> bool {
+    meta.last_modified
+        .elapsed()
+        .is_ok_and(|age| age >= SETTLE)
 }
 
 /// Time as ms since the epoch, for the figures' ages (matched against the database's).

@@ -24,7 +24,7 @@ mod cluster;
 use cluster::{Attempt, ClusterPart};
 pub use cluster::{
     ClusterQueueSettings, ClusterQueueStats, NodeQueueStats, NodesOnly, PeerLink, QueueLedger,
-    QueueNode, QueuedCopy,
+    QueueNode, QueuedCopy, StagedCopy,
 };
 
 use crate::BinaryProviderExt as _;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use stowage_core::eventual::{EventualProvider, QueueLedger, QueueNode, QueuedCopy};
+use stowage_core::eventual::{EventualProvider, QueueLedger, QueueNode, QueuedCopy, StagedCopy};
 use stowage_core::{
     ByteStream, Error, GetOptions, GetResult, ObjectMeta, PutOptions, PutResult, Result, Sha256,
 };
@@ -143,6 +143,16 @@ impl PeerQueueDoor<'_> {
     /// Stores a peer's copy, fsynced, in this node's queue.
     pub async fn store(&self, body: ByteStream, opts: PutOptions) -> Result<PutResult> {
         self.queue.accept_peer_copy(body, opts).await
+    }
+
+    /// Stages a peer's copy of a quorum write, to be named by [`Self::commit`].
+    pub async fn stage(&self, body: ByteStream, size: Option<u64>) -> Result<StagedCopy> {
+        self.queue.stage_peer_copy(body, size).await
+    }
+
+    /// Names a staged copy `digest`; whether the copy is new.
+    pub async fn commit(&self, id: &str, digest: &Sha256) -> Result<bool> {
+        self.queue.commit_peer_copy(id, digest).await
     }
 
     /// This node's copy of `digest`.
