@@ -12,8 +12,11 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use sqlx::Connection as _;
 use stowage_core::Error;
 
-use crate::bench::{Server, fail, mb_per_s, median, random_pattern, rss_kib, start_server};
+use crate::bench::{
+    Server, cpu_time, fail, mb_per_s, median, random_pattern, rss_kib, start_server,
+};
 use crate::bench_s3::{FileSet, make_set, parse_sets, stop};
+use crate::cpu::per_gib;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchClusterArgs {
@@ -203,13 +206,15 @@ async fn measure(
     );
     println!();
     println!(
-        "| files | R=1, one node's disk: ack MB/s | R=2 across two nodes: ack MB/s | ratio (goal ≥ 0.7) | peak RSS MiB: single / node A / node B |"
+        "| files | R=1, one node's disk: ack MB/s | R=2 across two nodes: ack MB/s | ratio (goal ≥ 0.7) | CPU s/GiB: R=1 node / R=2 nodes A+B | peak RSS MiB: single / node A / node B |"
     );
-    println!("|---|---:|---:|---:|---|");
+    println!("|---|---:|---:|---:|---|---|");
     for (n, (size, count)) in sets.into_iter().enumerate() {
         let total = size * count as u64;
         let (mut single_r, mut cluster_r, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         let mut rss = [0u64; 3];
+        let (mut single_c, mut cluster_c) = (Vec::new(), Vec::new());
+        let cpu = |pid| cpu_time(pid).unwrap_or_default();
         for round in 0..args.rounds.max(1) {
             let seed = (n as u64) << 16 | round as u64;
             let one = make_set(&pattern, size, count, seed << 1);
@@ -219,15 +224,25 @@ async fn measure(
             }
             let tag = format!("s{n}r{round}");
             // The sides alternate which goes first, so that neither always meets a busier disk.
-            let (t_single, t_cluster) = if round % 2 == 0 {
-                let s = upload(&client, &[&single], &one, &tag, args.clients).await?;
-                let c = upload(&client, &[&a, &b], &two, &tag, args.clients).await?;
-                (s, c)
-            } else {
-                let c = upload(&client, &[&a, &b], &two, &tag, args.clients).await?;
-                let s = upload(&client, &[&single], &one, &tag, args.clients).await?;
-                (s, c)
+            let single_side = async {
+                let before = cpu(single_pid);
+                let t = upload(&client, &[&single], &one, &tag, args.clients).await?;
+                Ok::<_, Error>((t, cpu(single_pid).saturating_sub(before)))
             };
+            let cluster_side = async {
+                let before = cpu(a_pid) + cpu(b_pid);
+                let t = upload(&client, &[&a, &b], &two, &tag, args.clients).await?;
+                Ok::<_, Error>((t, (cpu(a_pid) + cpu(b_pid)).saturating_sub(before)))
+            };
+            let ((t_single, c_single), (t_cluster, c_cluster)) = if round % 2 == 0 {
+                let s = single_side.await?;
+                (s, cluster_side.await?)
+            } else {
+                let c = cluster_side.await?;
+                (single_side.await?, c)
+            };
+            single_c.push(per_gib(c_single, total));
+            cluster_c.push(per_gib(c_cluster, total));
             for (i, pid) in [single_pid, a_pid, b_pid].into_iter().enumerate() {
                 rss[i] = rss[i].max(rss_kib(pid, "VmHWM:").unwrap_or(0));
             }
@@ -242,11 +257,13 @@ async fn measure(
             ratios.push(c / s);
         }
         println!(
-            "| {} × {count} | {:.0} | {:.0} | {:.2} | {:.1} / {:.1} / {:.1} |",
+            "| {} × {count} | {:.0} | {:.0} | {:.2} | {:.2} / {:.2} | {:.1} / {:.1} / {:.1} |",
             bytesize::ByteSize(size),
             median(single_r),
             median(cluster_r),
             median(ratios),
+            median(single_c),
+            median(cluster_c),
             rss[0] as f64 / 1024.0,
             rss[1] as f64 / 1024.0,
             rss[2] as f64 / 1024.0,

@@ -790,9 +790,7 @@ impl EventualProvider {
 const SETTLE: Duration = Duration::from_secs(5);
 
 fn settled(meta: &ObjectMeta) -> bool {
-    meta.last_modified
-        .elapsed()
-        .is_ok_and(|age| age >= SETTLE)
+    meta.last_modified.elapsed().is_ok_and(|age| age >= SETTLE)
 }
 
 /// Time as ms since the epoch, for the figures' ages (matched against the database's).
