@@ -410,3 +410,92 @@ async fn transient_connection_failures_are_retried_on_every_cloud_backend() {
         }
     }
 }
+
+/// Two nodes of a `cluster-` template on one PostgreSQL: each upload reaches the other node's
+/// queue too, is served by both, and drains to the store, leaving both queue disks empty.
+async fn cluster_template_drains_to_its_store(
+    dir: &Path,
+    section: String,
+    store: &dyn BinaryProvider,
+) {
+    let Some(database) = stowage_tests::postgres_database(dir).await else {
+        return;
+    };
+    let config = format!(
+        "{section}\n[filestore.eventual]\nredundancy = 2\nlenientLimit = 2\n\
+         dispatcherInterval = 200\nmaxRetryBackoffSecs = 1\n\n\
+         [cluster]\nheartbeat_secs = 1\nsecret = \"multicloud-cluster-secret-0123\"\n"
+    );
+    let mut nodes: Vec<Server> = Vec::new();
+    for i in 0..2 {
+        let options = Options {
+            config: Some(config.clone()),
+            database_url: Some(database.clone()),
+            token: nodes.first().map(|n| n.token.clone()),
+            env: Vec::new(),
+        };
+        nodes.push(Server::start_with(&dir.join(format!("node-{i}")), options).await);
+    }
+    nodes[0].create_repo("dist").await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // both alive in the nodes table
+    let mut digests = Vec::new();
+    for i in 0..3u64 {
+        let data = bytes(700 + i, 200_000 + i as usize);
+        let path = format!("/dist/c/{i}.bin");
+        deploy(&nodes[0], &path, &data).await;
+        assert_served(&nodes[1], &path, &data).await;
+        digests.push(sha256_hex(&data).parse::<Sha256>().expect("digest"));
+    }
+    for digest in &digests {
+        wait_until_stored(store, digest).await;
+    }
+    for node in &nodes {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !stowage_tests::stored_binaries_in(&node.data_dir.join("eventual")).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a queue disk stays full"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let info = nodes[0].storage_info().await;
+    assert_eq!(info["clusterQueue"]["binaries"], 0, "{info}");
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_gcs_and_azure_cluster_templates_spread_the_queue_and_drain_to_their_stores() {
+    let (Some(gcs_endpoint), Some(azure_endpoint)) = (gcs::endpoint(), azure::endpoint()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bucket = gcs::bucket_name();
+    gcs::create_bucket(&gcs_endpoint, &bucket).await;
+    let gcs_store =
+        stowage_gcs::connect(&gcs::config(&gcs_endpoint, &bucket), KeyLayout::default())
+            .await
+            .expect("connect");
+    let section = format!(
+        "[filestore]\ntemplate = \"cluster-google-storage\"\n\n[filestore.google-storage]\n{}",
+        gcs::toml_fields(&gcs_endpoint, &bucket)
+    );
+    cluster_template_drains_to_its_store(&dir.path().join("gcs"), section, &gcs_store).await;
+
+    let container = azure::container_name();
+    azure::create_container(&azure_endpoint, &container).await;
+    let azure_store = stowage_azure::connect(
+        &azure::config(&azure_endpoint, &container),
+        KeyLayout::default(),
+    )
+    .await
+    .expect("connect");
+    let section = format!(
+        "[filestore]\ntemplate = \"cluster-azure-blob-storage\"\n\n\
+         [filestore.azure-blob-storage]\n{}",
+        azure::toml_fields(&azure_endpoint, &container)
+    );
+    cluster_template_drains_to_its_store(&dir.path().join("azure"), section, &azure_store).await;
+}
