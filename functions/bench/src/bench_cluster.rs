@@ -6,16 +6,15 @@
 //! database of its own). Also each node's peak RSS per file size, which must stay flat.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::{StreamExt as _, TryStreamExt as _};
 use sqlx::Connection as _;
 use stowage_core::Error;
 
 use crate::bench::{
     Server, cpu_time, fail, mb_per_s, median, random_pattern, rss_kib, start_server,
 };
-use crate::bench_s3::{FileSet, make_set, parse_sets, stop};
+use crate::bench_s3::{make_set, parse_sets, stop, upload_round_robin};
 use crate::cpu::per_gib;
 
 #[derive(Debug, clap::Args)]
@@ -117,41 +116,6 @@ async fn create_repo(server: &Server) -> Result<(), Error> {
     Ok(())
 }
 
-/// Deploys every file of `set`, `clients` at a time, round-robin over `nodes`; the time until
-/// the last acknowledgement.
-async fn upload(
-    client: &reqwest::Client,
-    nodes: &[&Server],
-    set: &FileSet,
-    tag: &str,
-    clients: usize,
-) -> Result<Duration, Error> {
-    let start = Instant::now();
-    futures::stream::iter(set.files.iter().enumerate())
-        .map(|(i, file)| async move {
-            let node = nodes[i % nodes.len()];
-            let r = client
-                .put(format!("{}/bench/{tag}/{i}.bin", node.base))
-                .bearer_auth(&node.token)
-                .body(file.clone())
-                .send()
-                .await
-                .map_err(|e| Error::Unavailable(format!("bench: upload: {e}")))?;
-            if r.status() != reqwest::StatusCode::CREATED {
-                let status = r.status();
-                let text = r.text().await.unwrap_or_default();
-                return Err(Error::Unavailable(format!(
-                    "bench: upload answered {status}: {text}"
-                )));
-            }
-            Ok(())
-        })
-        .buffer_unordered(clients.max(1))
-        .try_collect::<Vec<()>>()
-        .await?;
-    Ok(start.elapsed())
-}
-
 fn reset_peak(pid: u32) {
     let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
 }
@@ -226,12 +190,14 @@ async fn measure(
             // The sides alternate which goes first, so that neither always meets a busier disk.
             let single_side = async {
                 let before = cpu(single_pid);
-                let t = upload(&client, &[&single], &one, &tag, args.clients).await?;
+                let t = upload_round_robin(&client, &[&single], &one, &tag, false, args.clients)
+                    .await?;
                 Ok::<_, Error>((t, cpu(single_pid).saturating_sub(before)))
             };
             let cluster_side = async {
                 let before = cpu(a_pid) + cpu(b_pid);
-                let t = upload(&client, &[&a, &b], &two, &tag, args.clients).await?;
+                let t =
+                    upload_round_robin(&client, &[&a, &b], &two, &tag, false, args.clients).await?;
                 Ok::<_, Error>((t, (cpu(a_pid) + cpu(b_pid)).saturating_sub(before)))
             };
             let ((t_single, c_single), (t_cluster, c_cluster)) = if round % 2 == 0 {

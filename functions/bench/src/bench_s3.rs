@@ -244,10 +244,24 @@ pub(crate) async fn stowage_upload(
     declare: bool,
     clients: usize,
 ) -> Result<Duration, Error> {
+    upload_round_robin(client, &[server], set, tag, declare, clients).await
+}
+
+/// Deploys every file of `set` to the repository `bench`, `clients` at a time, round-robin
+/// over `servers` (as a load balancer would); the time until the last 201.
+pub(crate) async fn upload_round_robin(
+    client: &reqwest::Client,
+    servers: &[&Server],
+    set: &FileSet,
+    tag: &str,
+    declare: bool,
+    clients: usize,
+) -> Result<Duration, Error> {
     use futures::{StreamExt, TryStreamExt};
     let start = Instant::now();
     futures::stream::iter(set.files.iter().enumerate())
         .map(|(i, file)| async move {
+            let server = servers[i % servers.len()];
             let mut request = client
                 .put(format!("{}/bench/{tag}/{i}.bin", server.base))
                 .bearer_auth(&server.token);

@@ -130,6 +130,36 @@ impl PeerQueue {
             .header(KEY_HEADER, &*self.link.secret)
     }
 
+    /// Sends `body` with `request` and reads the peer's JSON answer.
+    async fn send_body<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        body: ByteStream,
+    ) -> Result<T> {
+        let response = request
+            .body(reqwest::Body::wrap_stream(body))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        if !response.status().is_success() {
+            return Err(self.refused(None, response).await);
+        }
+        self.answer(response).await
+    }
+
+    /// The peer's JSON answer.
+    async fn answer<T: serde::de::DeserializeOwned>(
+        &self,
+        response: reqwest::Response,
+    ) -> Result<T> {
+        response.json().await.map_err(|e| Error::Storage {
+            backend: self.to_string(),
+            key: "-".into(),
+            source: format!("the peer's answer was not understood: {e}").into(),
+            retryable: true,
+        })
+    }
+
     fn unreachable(&self, e: &reqwest::Error) -> Error {
         Error::Unavailable(format!("{self} cannot be reached: {e}"))
     }
@@ -189,20 +219,7 @@ impl BinaryProvider for PeerQueue {
                 request = request.header(name, value);
             }
         }
-        let response = request
-            .body(reqwest::Body::wrap_stream(body))
-            .send()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
-        if !response.status().is_success() {
-            return Err(self.refused(None, response).await);
-        }
-        let stored: StoredCopy = response.json().await.map_err(|e| Error::Storage {
-            backend: self.to_string(),
-            key: "-".into(),
-            source: format!("the peer's answer was not understood: {e}").into(),
-            retryable: true,
-        })?;
+        let stored: StoredCopy = self.send_body(request, body).await?;
         Ok(PutResult {
             checksums: stored.checksums,
             size: stored.size,
@@ -320,20 +337,7 @@ impl Stager for PeerQueue {
         if let Some(size) = size {
             request = request.header(reqwest::header::CONTENT_LENGTH, size);
         }
-        let response = request
-            .body(reqwest::Body::wrap_stream(body))
-            .send()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
-        if !response.status().is_success() {
-            return Err(self.refused(None, response).await);
-        }
-        let staged: StagedAnswer = response.json().await.map_err(|e| Error::Storage {
-            backend: self.to_string(),
-            key: "-".into(),
-            source: format!("the peer's answer was not understood: {e}").into(),
-            retryable: true,
-        })?;
+        let staged: StagedAnswer = self.send_body(request, body).await?;
         Ok(Box::new(PeerStagedCopy {
             queue: self.clone(),
             staged,
@@ -376,12 +380,7 @@ impl StagedBinary for PeerStagedCopy {
         if !response.status().is_success() {
             return Err(self.queue.refused(Some(digest), response).await);
         }
-        let committed: CommittedAnswer = response.json().await.map_err(|e| Error::Storage {
-            backend: self.queue.to_string(),
-            key: digest.to_string(),
-            source: format!("the peer's answer was not understood: {e}").into(),
-            retryable: true,
-        })?;
+        let committed: CommittedAnswer = self.queue.answer(response).await?;
         Ok(committed.created)
     }
 }

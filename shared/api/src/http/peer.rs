@@ -20,6 +20,21 @@ fn key(headers: &HeaderMap) -> Option<&str> {
     headers.get(KEY_HEADER).and_then(|v| v.to_str().ok())
 }
 
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn byte_stream(body: Body) -> stowage_core::ByteStream {
+    body.into_data_stream()
+        .map_err(|e| Error::Body {
+            source: Box::new(e),
+        })
+        .boxed()
+}
+
 fn digest(text: &str) -> Result<Sha256, ApiError> {
     text.parse().map_err(|_| {
         ApiError::from(Error::InvalidInput(format!(
@@ -37,21 +52,11 @@ pub(crate) async fn store(
     body: Body,
 ) -> Result<Response, ApiError> {
     let door = state.stowage.peer_queue(key(&headers))?;
-    let size = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
     let opts = PutOptions {
         expected: declared_checksums(&headers)?,
-        size,
+        size: content_length(&headers),
     };
-    let body = body
-        .into_data_stream()
-        .map_err(|e| Error::Body {
-            source: Box::new(e),
-        })
-        .boxed();
-    let stored = door.store(body, opts).await?;
+    let stored = door.store(byte_stream(body), opts).await?;
     let status = if stored.created {
         StatusCode::CREATED
     } else {
@@ -73,17 +78,9 @@ pub(crate) async fn stage(
     body: Body,
 ) -> Result<Response, ApiError> {
     let door = state.stowage.peer_queue(key(&headers))?;
-    let size = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    let body = body
-        .into_data_stream()
-        .map_err(|e| Error::Body {
-            source: Box::new(e),
-        })
-        .boxed();
-    let staged = door.stage(body, size).await?;
+    let staged = door
+        .stage(byte_stream(body), content_length(&headers))
+        .await?;
     let answer = StagedAnswer {
         id: staged.id,
         sha256: staged.sha256,

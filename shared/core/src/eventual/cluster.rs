@@ -490,12 +490,7 @@ impl EventualProvider {
         };
         let me = ledger.node_id().to_string();
         let copies = ledger.copies().await?;
-        let live: HashSet<String> = ledger
-            .live_nodes()
-            .await?
-            .into_iter()
-            .map(|n| n.id)
-            .collect();
+        let live = live_ids(ledger.as_ref()).await?;
         let mut holders: HashMap<Sha256, Vec<String>> = HashMap::new();
         for copy in &copies {
             // A copy's file is written before its row, so a row whose file is missing now
@@ -607,12 +602,7 @@ impl EventualProvider {
             return Ok(None);
         };
         let copies = ledger.copies().await?;
-        let live: HashSet<String> = ledger
-            .live_nodes()
-            .await?
-            .into_iter()
-            .map(|n| n.id)
-            .collect();
+        let live = live_ids(ledger.as_ref()).await?;
         let now = system_ms(SystemTime::now());
         let mut nodes: Vec<NodeQueueStats> = live
             .iter()
@@ -782,6 +772,16 @@ impl EventualProvider {
     pub async fn local_copy_meta(&self, digest: &Sha256) -> Result<ObjectMeta> {
         self.inner.queues[0].head(digest).await
     }
+}
+
+/// The ids of the live nodes.
+async fn live_ids(ledger: &dyn QueueLedger) -> Result<HashSet<String>> {
+    Ok(ledger
+        .live_nodes()
+        .await?
+        .into_iter()
+        .map(|n| n.id)
+        .collect())
 }
 
 /// How old a copy must be before a scan takes its rows as the whole story: a quorum write
