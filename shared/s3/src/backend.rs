@@ -336,17 +336,12 @@ impl S3Backend {
             let label = path.display().to_string();
             return self.put_if_absent(request, key, sha256, &label).await;
         }
-        if !verified {
-            let actual = stowage_core::sha256_of_file(path).await?;
-            if actual != *sha256 {
-                return Err(Error::ChecksumMismatch {
-                    algorithm: stowage_core::ChecksumAlgorithm::Sha256,
-                    expected: sha256.to_string(),
-                    actual: actual.to_string(),
-                });
-            }
-        }
-        self.multipart_from_file(key, path, size, part_size).await?;
+        // An unverified file is hashed once S3 has answered the upload's creation, so that a
+        // store that cannot be reached costs no read of the file (the queue retries such
+        // uploads, and the retry layer each request, for as long as S3 is away).
+        let verify = (!verified).then_some(sha256);
+        self.multipart_from_file(key, path, size, part_size, verify)
+            .await?;
         Ok(true)
     }
 
@@ -461,8 +456,24 @@ impl S3Backend {
         path: &Path,
         size: u64,
         part_size: u64,
+        verify: Option<&Sha256>,
     ) -> Result<()> {
         let upload_id = self.create_multipart(key, true).await?;
+        if let Some(expected) = verify {
+            let checked = match stowage_core::sha256_of_file(path).await {
+                Ok(actual) if actual == *expected => Ok(()),
+                Ok(actual) => Err(Error::ChecksumMismatch {
+                    algorithm: stowage_core::ChecksumAlgorithm::Sha256,
+                    expected: expected.to_string(),
+                    actual: actual.to_string(),
+                }),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = checked {
+                self.abort_multipart(key, &upload_id).await;
+                return Err(e);
+            }
+        }
         let parts = futures::stream::iter(0..size.div_ceil(part_size))
             .map(|index| {
                 let upload_id = upload_id.as_str();
