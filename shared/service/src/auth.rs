@@ -35,6 +35,13 @@ pub struct NewAdminToken {
     pub file: PathBuf,
 }
 
+/// Whether `secret` (as a header value may carry it, spaces around) hashes to
+/// `sha256_of_secret`, compared in constant time: the admin token's and the cluster secret's
+/// check.
+pub(crate) fn secret_matches(secret: &str, sha256_of_secret: &[u8; 32]) -> bool {
+    bool::from(sha256(secret.trim()).ct_eq(sha256_of_secret))
+}
+
 fn sha256(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
@@ -122,7 +129,7 @@ impl Auth {
 
     /// Whether `secret` is the admin token (compared in constant time).
     pub fn is_admin_token(&self, secret: &str) -> bool {
-        bool::from(sha256(secret.trim()).ct_eq(&self.admin_token_sha256))
+        secret_matches(secret, &self.admin_token_sha256)
     }
 }
 

@@ -116,12 +116,8 @@ impl Cluster {
         let sent = Instant::now();
         let holds = self
             .metadata
-            .renew_lock(PRIMARY_LOCK, &self.node.id, self.primary_lease)
-            .await?
-            || self
-                .metadata
-                .try_lock(PRIMARY_LOCK, &self.node.id, self.primary_lease)
-                .await?;
+            .hold_lock(PRIMARY_LOCK, &self.node.id, self.primary_lease)
+            .await?;
         // Act as primary for at most the lease minus one heartbeat: by then either the next
         // beat renewed it, or this node stops before anyone else can take over.
         let until = holds.then(|| sent + self.primary_lease.saturating_sub(self.heartbeat));

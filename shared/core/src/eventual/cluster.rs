@@ -345,7 +345,8 @@ impl EventualProvider {
                         redundancy = cluster.settings.redundancy, failed = ?failed,
                         "an upload was acknowledged under-replicated; the copies are restored when nodes return");
                 }
-                if holders.first() == Some(&me) {
+                // cluster-file-system uploads nothing: no dispatcher to hand it to.
+                if holders.first() == Some(&me) && !cluster.settings.keeps_copies {
                     self.lock_state().fresh.push_back(ObjectMeta {
                         digest,
                         size: result.size,

@@ -55,6 +55,13 @@ impl Metadata {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Holds the lock `name` for `owner` for `lease` from now: renews it when `owner` holds it
+    /// already (an earlier attempt of its own), else takes it if nobody holds an unexpired
+    /// lease. Returns whether `owner` holds it now.
+    pub async fn hold_lock(&self, name: &str, owner: &str, lease: Duration) -> Result<bool> {
+        Ok(self.renew_lock(name, owner, lease).await? || self.try_lock(name, owner, lease).await?)
+    }
+
     /// Extends a lease `owner` holds to `lease` from now (by the database's clock); returns
     /// `false` if it no longer holds it.
     pub async fn renew_lock(&self, name: &str, owner: &str, lease: Duration) -> Result<bool> {

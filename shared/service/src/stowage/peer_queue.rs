@@ -11,7 +11,6 @@ use stowage_core::{
     ByteStream, Error, GetOptions, GetResult, ObjectMeta, PutOptions, PutResult, Result, Sha256,
 };
 use stowage_metadata::{Metadata, NodeRecord};
-use subtle::ConstantTimeEq as _;
 
 use super::Stowage;
 
@@ -67,16 +66,10 @@ impl QueueLedger for ClusterLedger {
     }
 
     async fn claim(&self, digest: &Sha256) -> Result<bool> {
-        let name = claim_name(digest);
         // A claim this node still holds (an attempt cut short) is its own to take again.
-        Ok(self
-            .metadata
-            .renew_lock(&name, &self.node_id, self.lease)
-            .await?
-            || self
-                .metadata
-                .try_lock(&name, &self.node_id, self.lease)
-                .await?)
+        self.metadata
+            .hold_lock(&claim_name(digest), &self.node_id, self.lease)
+            .await
     }
 
     async fn renew(&self, digest: &Sha256) -> Result<bool> {
@@ -123,9 +116,7 @@ impl Stowage {
                 "the peer endpoint needs the cluster's secret".into(),
             ));
         };
-        let presented: [u8; 32] =
-            <sha2::Sha256 as sha2::Digest>::digest(key.trim().as_bytes()).into();
-        if !bool::from(presented.ct_eq(expected)) {
+        if !crate::auth::secret_matches(key, expected) {
             return Err(Error::Forbidden(
                 "the cluster's secret was not presented".into(),
             ));
