@@ -1,6 +1,7 @@
-//! The eventual provider (templates `s3-storage-v3`, `cluster-s3-storage-v3`): a durable
-//! write-behind queue in front of a slow or remote backend. An upload is acknowledged once its
-//! bytes are fsynced in `lenientLimit` of the queue directories; workers then hand each queued
+//! The eventual provider (templates `s3-storage-v3`, `google-storage`, `azure-blob-storage`; with
+//! copies on other nodes, the `cluster-` ones and `cluster-file-system`: see `cluster.rs`): a
+//! durable write-behind queue in front of a slow or remote backend. An upload is acknowledged
+//! once its bytes are fsynced in `lenientLimit` of the queue directories; workers then hand each queued
 //! binary to the backend, with retries and backoff, and remove it from the queue only after the
 //! backend confirmed. Reads are served from the queue while an upload is pending. The queue is
 //! plain directories in the filesystem provider's layout, so a restart recovers it by listing.
@@ -60,8 +61,9 @@ pub struct EventualSettings {
     /// Longest wait between two attempts at one binary; attempts back off exponentially from
     /// one second up to this.
     pub max_retry_backoff: Duration,
-    /// For the cluster templates: copies on other nodes' queue disks (then `dirs` is this
-    /// node's one queue directory, and `lenient_limit` is the cluster's).
+    /// For the cluster templates: copies on other nodes' queue disks. Then `dirs` is this
+    /// node's one queue directory, and the limit that counts is the cluster's
+    /// ([`ClusterQueueSettings::lenient_limit`]); `lenient_limit` here is not read.
     pub cluster: Option<ClusterQueueSettings>,
 }
 
