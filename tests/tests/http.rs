@@ -1270,6 +1270,99 @@ async fn slow_clients_are_cut_off_while_others_are_served() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
+/// Reads one HTTP/1.1 answer (head and a `Content-Length` body) from `tcp`: the head, lower-cased.
+async fn read_answer(tcp: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut byte))
+            .await
+            .expect("an answer within 10 s")
+            .expect("read the head");
+        assert_eq!(
+            n,
+            1,
+            "the connection closed mid-head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().expect("content-length"));
+    let mut body = vec![0; length];
+    tcp.read_exact(&mut body).await.expect("read the body");
+    head
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_refused_before_its_body_was_read_leaves_the_connection_usable() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    s.create_repo("libs").await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+
+    // A 4 MiB deploy with a wrong token: refused before a byte of the body is read. The client
+    // writes it all (more than the sockets buffer), reads the 401, and sends its next request
+    // on the same connection, as every keep-alive client does.
+    let mut tcp = TcpStream::connect(&addr).await.expect("connect");
+    let body = bytes(70, 4 << 20);
+    let head = format!(
+        "PUT /libs/refused.bin HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer wrong\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes())
+        .await
+        .expect("write the head");
+    tcp.write_all(&body)
+        .await
+        .expect("the server reads the refused body, rather than resetting the connection");
+    let answer = read_answer(&mut tcp).await;
+    assert!(answer.starts_with("http/1.1 401"), "{answer}");
+    assert!(!answer.contains("connection: close"), "{answer}");
+    let ping = format!("GET /api/system/ping HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    tcp.write_all(ping.as_bytes())
+        .await
+        .expect("write the next request");
+    let answer = read_answer(&mut tcp).await;
+    assert!(
+        answer.starts_with("http/1.1 200"),
+        "the connection serves on: {answer}"
+    );
+
+    // A body too large to wait for (1 GiB announced): the answer says the connection closes,
+    // and it does, without the server reading what it would throw away.
+    let mut tcp = TcpStream::connect(&addr).await.expect("connect");
+    let head = format!(
+        "PUT /libs/huge.bin HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer wrong\r\n\
+         Content-Length: {}\r\n\r\n0123456789",
+        1u64 << 30
+    );
+    tcp.write_all(head.as_bytes())
+        .await
+        .expect("write the head");
+    let answer = read_answer(&mut tcp).await;
+    assert!(answer.starts_with("http/1.1 401"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the server closes the connection");
+
+    // Nothing of either was recorded.
+    let c = s.admin();
+    for path in ["/libs/refused.bin", "/libs/huge.bin"] {
+        let r = c.get(s.url(path)).send().await.expect("get");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_mid_upload_leaves_no_staged_file_after_the_restart() {
     let dir = tempfile::tempdir().expect("tempdir");

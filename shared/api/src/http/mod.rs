@@ -3,6 +3,7 @@
 
 mod artifacts;
 mod dashboard;
+mod early_answer;
 mod error;
 pub mod figures;
 mod json;
@@ -276,7 +277,9 @@ pub fn router_for(state: AppState, part: Part) -> Router {
     // Routing happens after a router's own layers, so the context path is cut before the
     // request reaches the routes: one set of routes serves both roots.
     let Some(context_path) = context_path else {
-        return api.layer(TraceLayer::new_for_http());
+        return api
+            .layer(middleware::from_fn(early_answer::settle_unread_body))
+            .layer(TraceLayer::new_for_http());
     };
     Router::new()
         .fallback_service(
@@ -284,6 +287,7 @@ pub fn router_for(state: AppState, part: Part) -> Router {
                 .map_request(move |r| without_context_path(&context_path, r))
                 .service(api),
         )
+        .layer(middleware::from_fn(early_answer::settle_unread_body))
         .layer(TraceLayer::new_for_http())
 }
 
