@@ -428,6 +428,53 @@ async fn lenient_limit_one_acknowledges_with_a_peer_down_and_the_peer_endpoint_t
         .expect("delete");
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
 
+    // A quorum write's staged copy is named only when the peer received what was sent: a
+    // CRC-32C other than the sender's (bytes damaged on the way) is refused and names nothing.
+    let staged_copy = bytes(2999, 100_000);
+    let digest = sha256_hex(&staged_copy);
+    let crc = crc32c::crc32c(&staged_copy);
+    for (sent_crc, status) in [
+        (crc ^ 1, StatusCode::BAD_REQUEST),
+        (crc, StatusCode::CREATED),
+    ] {
+        let r = plain
+            .put(format!("{peer_url}/staged"))
+            .header("x-stowage-cluster-key", SECRET)
+            .body(staged_copy.clone())
+            .send()
+            .await
+            .expect("stage");
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let staged: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(staged["crc32c"], crc, "{staged}");
+        assert_eq!(staged["size"], staged_copy.len(), "{staged}");
+        let id = staged["id"].as_str().expect("id");
+        let r = plain
+            .post(format!(
+                "{peer_url}/staged/{id}?sha256={digest}&crc32c={sent_crc}"
+            ))
+            .header("x-stowage-cluster-key", SECRET)
+            .send()
+            .await
+            .expect("commit");
+        assert_eq!(r.status(), status, "{:?}", r.text().await);
+        let held = plain
+            .head(format!("{peer_url}/{digest}"))
+            .header("x-stowage-cluster-key", SECRET)
+            .send()
+            .await
+            .expect("head");
+        let named = status == StatusCode::CREATED;
+        assert_eq!(held.status().is_success(), named, "{}", held.status());
+    }
+    let r = plain
+        .delete(format!("{peer_url}/{digest}"))
+        .header("x-stowage-cluster-key", SECRET)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+
     // S3 away, the peer stopped: deploys are acknowledged with one copy, under-replicated.
     let port = localstack.port;
     localstack.kill().await;

@@ -3,8 +3,8 @@
 //!
 //! | call | what the peer does |
 //! |---|---|
-//! | `PUT /_stowage/peer/queue/staged` | stages the body (fsynced, its SHA-256 computed) and answers `{id, sha256, size}`: a quorum write's copy, named by the commit below |
-//! | `POST /_stowage/peer/queue/staged/{id}?sha256=…` | names the staged copy, once the sender checked the upload's digests; refused when the staged bytes hash otherwise (201 new, 200 held already) |
+//! | `PUT /_stowage/peer/queue/staged` | stages the body (fsynced, its CRC-32C computed) and answers `{id, crc32c, size}`: a quorum write's copy, named by the commit below |
+//! | `POST /_stowage/peer/queue/staged/{id}?sha256=…&crc32c=…` | names the staged copy, once the sender checked the upload's digests and that the peer received what it sent; refused when the staged bytes have another CRC-32C (201 new, 200 held already) |
 //! | `PUT /_stowage/peer/queue` | stores the body in its queue, hashed and fsynced, and answers its checksums (201 new, 200 held already); declared `X-Checksum-*` headers must match (a repair's copy) |
 //! | `GET /_stowage/peer/queue/{sha256}` | streams its copy (`Range` honoured: 206 with `Content-Range`) |
 //! | `HEAD /_stowage/peer/queue/{sha256}` | its copy's size (`Content-Length`) |
@@ -35,7 +35,8 @@ pub const KEY_HEADER: &str = "x-stowage-cluster-key";
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StagedAnswer {
     pub id: String,
-    pub sha256: Sha256,
+    /// The CRC-32C of the bytes the peer received.
+    pub crc32c: u32,
     pub size: u64,
 }
 
@@ -311,7 +312,8 @@ impl BinaryProvider for PeerQueue {
     }
 
     /// A quorum write stages on the peer and names the copy once its digest checked out: the
-    /// peer hashes SHA-256 only, where a stored copy would cost it all three digests again.
+    /// peer computes a CRC-32C only (the transfer's check), where a stored copy would cost it
+    /// all three digests again.
     fn as_stager(&self) -> Option<&dyn Stager> {
         Some(self)
     }
@@ -337,10 +339,25 @@ impl Stager for PeerQueue {
         if let Some(size) = size {
             request = request.header(reqwest::header::CONTENT_LENGTH, size);
         }
+        // The CRC-32C of what is sent, to match against what the peer received.
+        let sent = Arc::new(std::sync::Mutex::new(0u32));
+        let feed = Arc::clone(&sent);
+        let body = body
+            .inspect_ok(move |chunk| {
+                let mut crc = feed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                *crc = crc32c::crc32c_append(*crc, chunk);
+            })
+            .boxed();
         let staged: StagedAnswer = self.send_body(request, body).await?;
+        let sent = *sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(Box::new(PeerStagedCopy {
             queue: self.clone(),
             staged,
+            sent,
         }))
     }
 }
@@ -350,6 +367,8 @@ impl Stager for PeerQueue {
 struct PeerStagedCopy {
     queue: PeerQueue,
     staged: StagedAnswer,
+    /// The CRC-32C of what was sent.
+    sent: u32,
 }
 
 #[async_trait]
@@ -359,11 +378,12 @@ impl StagedBinary for PeerStagedCopy {
     }
 
     async fn commit(self: Box<Self>, digest: &Sha256) -> Result<bool> {
-        if self.staged.sha256 != *digest {
+        if self.staged.crc32c != self.sent {
             // Not committed: the peer drops the staged bytes when they have waited too long.
             return Err(Error::Unavailable(format!(
-                "{} received bytes hashing to {}, not the {digest} that were sent",
-                self.queue, self.staged.sha256
+                "{} received bytes with CRC-32C {:08x}, not the {:08x} of the {digest} that \
+                 were sent",
+                self.queue, self.staged.crc32c, self.sent
             )));
         }
         let response = self
@@ -371,7 +391,10 @@ impl StagedBinary for PeerStagedCopy {
             .link
             .client
             .post(format!("{}/staged/{}", self.queue.base, self.staged.id))
-            .query(&[("sha256", digest.to_hex())])
+            .query(&[
+                ("sha256", digest.to_hex()),
+                ("crc32c", self.sent.to_string()),
+            ])
             .header(KEY_HEADER, &*self.queue.link.secret)
             .timeout(SHORT)
             .send()

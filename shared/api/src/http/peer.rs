@@ -71,7 +71,7 @@ pub(crate) async fn store(
 }
 
 /// `PUT /_stowage/peer/queue/staged`: stages the body (a quorum write's copy); 201 with
-/// `{id, sha256, size}`.
+/// `{id, crc32c, size}`.
 pub(crate) async fn stage(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -83,19 +83,21 @@ pub(crate) async fn stage(
         .await?;
     let answer = StagedAnswer {
         id: staged.id,
-        sha256: staged.sha256,
+        crc32c: staged.crc32c,
         size: staged.size,
     };
     Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
 }
 
-/// The digest a commit names.
+/// The digest a commit names, and the CRC-32C of what the sender sent.
 #[derive(Debug, serde::Deserialize)]
 pub(crate) struct CommitQuery {
     sha256: String,
+    crc32c: u32,
 }
 
-/// `POST /_stowage/peer/queue/staged/{id}?sha256=…`: names a staged copy; 201 (new) or 200.
+/// `POST /_stowage/peer/queue/staged/{id}?sha256=…&crc32c=…`: names a staged copy; 201 (new)
+/// or 200.
 pub(crate) async fn commit(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -103,7 +105,9 @@ pub(crate) async fn commit(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let door = state.stowage.peer_queue(key(&headers))?;
-    let created = door.commit(&id, &digest(&query.sha256)?).await?;
+    let created = door
+        .commit(&id, &digest(&query.sha256)?, query.crc32c)
+        .await?;
     let status = if created {
         StatusCode::CREATED
     } else {

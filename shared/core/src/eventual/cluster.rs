@@ -130,14 +130,14 @@ pub struct ClusterQueueStats {
 /// word that its digest checked out.
 struct PeerStaged {
     staged: Box<dyn crate::StagedBinary>,
-    sha256: Sha256,
+    crc32c: u32,
     since: std::time::Instant,
 }
 
 impl fmt::Debug for PeerStaged {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PeerStaged")
-            .field("sha256", &self.sha256)
+            .field("crc32c", &self.crc32c)
             .finish_non_exhaustive()
     }
 }
@@ -150,8 +150,9 @@ const PEER_STAGED_FOR: Duration = Duration::from_secs(600);
 pub struct StagedCopy {
     /// What the commit names.
     pub id: String,
-    /// The SHA-256 of the bytes this node received.
-    pub sha256: Sha256,
+    /// The CRC-32C of the bytes this node received, which the sender matches against its own
+    /// before it names the copy.
+    pub crc32c: u32,
     pub size: u64,
 }
 
@@ -658,22 +659,24 @@ impl EventualProvider {
     }
 
     /// Stages a peer's upload (the first half of a quorum write's copy on this node): written
-    /// and fsynced in this node's queue directory while its SHA-256 is computed, and named only
-    /// by [`Self::commit_peer_copy`], once the sender has checked the digest of what it sent.
-    /// Only SHA-256 is computed here: the sender hashed all three digests once, for every copy.
+    /// and fsynced in this node's queue directory while its CRC-32C is computed, and named only
+    /// by [`Self::commit_peer_copy`], once the sender has checked the digests of what it sent
+    /// and that this node received the same bytes. No cryptographic digest is computed here:
+    /// the sender hashed all three once, for every copy; whether the bytes arrived as sent is
+    /// a transfer check, which CRC-32C (what S3 and GCS check transfers by) does at a twentieth
+    /// of SHA-256's cost.
     pub async fn stage_peer_copy(
         &self,
         body: crate::ByteStream,
         size: Option<u64>,
     ) -> Result<StagedCopy> {
         use futures::StreamExt as _;
-        use sha2::Digest as _;
         let Some(cluster) = &self.inner.cluster else {
             return Err(Error::Unsupported("this queue takes no peer copies".into()));
         };
         let stager = crate::BinaryProvider::as_stager(&self.inner.queues[0])
             .ok_or_else(|| Error::Unsupported("the queue directory cannot stage".into()))?;
-        let hasher = Arc::new(std::sync::Mutex::new((sha2::Sha256::new(), 0u64)));
+        let hasher = Arc::new(std::sync::Mutex::new((0u32, 0u64)));
         let feed = Arc::clone(&hasher);
         let body = body
             .map(move |chunk| {
@@ -681,20 +684,16 @@ impl EventualProvider {
                     let mut h = feed
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    h.0.update(bytes);
+                    h.0 = crc32c::crc32c_append(h.0, bytes);
                     h.1 += bytes.len() as u64;
                 }
                 chunk
             })
             .boxed();
         let staged = stager.stage(body, size).await?;
-        let (digest, received) = {
-            let mut h = hasher
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let done = std::mem::take(&mut h.0).finalize();
-            (Sha256::from_bytes(done.into()), h.1)
-        };
+        let (crc32c, received) = *hasher
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(size) = size
             && received != size
         {
@@ -714,20 +713,21 @@ impl EventualProvider {
             id.clone(),
             PeerStaged {
                 staged,
-                sha256: digest,
+                crc32c,
                 since: std::time::Instant::now(),
             },
         );
         Ok(StagedCopy {
             id,
-            sha256: digest,
+            crc32c,
             size: received,
         })
     }
 
-    /// Names a staged peer copy `digest` (the sender's word that the digest checked out);
-    /// refused when the bytes received here hash otherwise. Returns whether the copy is new.
-    pub async fn commit_peer_copy(&self, id: &str, digest: &Sha256) -> Result<bool> {
+    /// Names a staged peer copy `digest` (the sender's word that the digests checked out);
+    /// refused when the bytes received here have another CRC-32C than the `crc32c` the sender
+    /// sent. Returns whether the copy is new.
+    pub async fn commit_peer_copy(&self, id: &str, digest: &Sha256, crc32c: u32) -> Result<bool> {
         let staged = self.inner.cluster.as_ref().and_then(|c| {
             c.peer_staged
                 .lock()
@@ -741,11 +741,11 @@ impl EventualProvider {
                 ),
             });
         };
-        if staged.sha256 != *digest {
+        if staged.crc32c != crc32c {
             return Err(Error::InvalidInput(format!(
-                "the staged copy hashes to {} here, not {digest}: it was damaged on the way and \
-                 is dropped",
-                staged.sha256
+                "the staged copy has CRC-32C {:08x} here, not the {crc32c:08x} that was sent: \
+                 it was damaged on the way and is dropped",
+                staged.crc32c
             )));
         }
         staged.staged.commit(digest).await

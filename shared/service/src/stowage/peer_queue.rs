@@ -141,9 +141,10 @@ impl PeerQueueDoor<'_> {
         self.queue.stage_peer_copy(body, size).await
     }
 
-    /// Names a staged copy `digest`; whether the copy is new.
-    pub async fn commit(&self, id: &str, digest: &Sha256) -> Result<bool> {
-        self.queue.commit_peer_copy(id, digest).await
+    /// Names a staged copy `digest`, if its bytes arrived with the sender's `crc32c`; whether
+    /// the copy is new.
+    pub async fn commit(&self, id: &str, digest: &Sha256, crc32c: u32) -> Result<bool> {
+        self.queue.commit_peer_copy(id, digest, crc32c).await
     }
 
     /// This node's copy of `digest`.
