@@ -4,10 +4,16 @@
 //! (`s3-storage-v3`), in the same run. Both sides' object store is a port nothing listens on,
 //! so only the queue's work is measured; both keep their metadata in PostgreSQL (each in a
 //! database of its own). Also each node's peak RSS per file size, which must stay flat.
+//!
+//! Next to each side's CPU per GiB, the least that side's work costs on this machine (the
+//! digests, and a minimal loop's socket-to-file copy and socket send), so that the ratio of
+//! the two sides' CPU can be held against the ratio no implementation can beat: on these two
+//! cores the acknowledgement rates follow the CPU.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bytes::Bytes;
 use sqlx::Connection as _;
 use stowage_core::Error;
 
@@ -105,6 +111,55 @@ async fn start_node(
     Ok((server, pid))
 }
 
+/// The least CPU per GiB each side's work costs on this machine, measured in the same run:
+/// what a minimal program spends on it.
+struct CpuBound {
+    /// The three digests, in-process.
+    digests: f64,
+    /// Bytes read from a loopback socket and written to a file, fsynced.
+    receive: f64,
+    /// Bytes written to a loopback socket.
+    send: f64,
+}
+
+impl CpuBound {
+    /// R=1: the node receives, hashes and writes.
+    fn single(&self) -> f64 {
+        self.digests + self.receive
+    }
+
+    /// R=2: the receiving node does as much and sends a copy; its peer receives and writes.
+    fn cluster(&self) -> f64 {
+        self.single() + self.send + self.receive
+    }
+}
+
+/// [`CpuBound`] over `total` bytes of `pattern` (at most 256 MiB), medians of `rounds`.
+async fn cpu_bound(
+    pattern: &Bytes,
+    total: u64,
+    dir: &Path,
+    rounds: usize,
+) -> Result<CpuBound, Error> {
+    let size = total.min(256 << 20);
+    let (mut digests, mut receive, mut send) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds.max(1) {
+        digests.push(per_gib(
+            crate::cpu::digest_bound(pattern, size).await?,
+            size,
+        ));
+        let (received, sent) =
+            crate::cpu::socket_to_file_both(pattern, size, &dir.join("bound.bin")).await?;
+        receive.push(per_gib(received, size));
+        send.push(per_gib(sent, size));
+    }
+    Ok(CpuBound {
+        digests: median(digests),
+        receive: median(receive),
+        send: median(send),
+    })
+}
+
 async fn create_repo(server: &Server) -> Result<(), Error> {
     reqwest::Client::new()
         .put(format!("{}/api/repositories/bench", server.base))
@@ -170,9 +225,9 @@ async fn measure(
     );
     println!();
     println!(
-        "| files | R=1, one node's disk: ack MB/s | R=2 across two nodes: ack MB/s | ratio (goal ≥ 0.7) | CPU s/GiB: R=1 node / R=2 nodes A+B | peak RSS MiB: single / node A / node B |"
+        "| files | R=1, one node's disk: ack MB/s | R=2 across two nodes: ack MB/s | ratio (goal ≥ 0.7) | CPU s/GiB: R=1 node / R=2 nodes A+B | CPU ratio: Stowage / bound | peak RSS MiB: single / node A / node B |"
     );
-    println!("|---|---:|---:|---:|---|---|");
+    println!("|---|---:|---:|---:|---|---|---|");
     for (n, (size, count)) in sets.into_iter().enumerate() {
         let total = size * count as u64;
         let (mut single_r, mut cluster_r, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
@@ -222,14 +277,28 @@ async fn measure(
             cluster_r.push(c);
             ratios.push(c / s);
         }
+        let bound = cpu_bound(&pattern, total, dir, args.rounds).await?;
+        let (single_c, cluster_c) = (median(single_c), median(cluster_c));
+        eprintln!(
+            "  bound: R=1 {:.2} s/GiB (digests {:.2}, socket to file {:.2}), R=2 {:.2} s/GiB \
+             (+ send {:.2}, + socket to file {:.2})",
+            bound.single(),
+            bound.digests,
+            bound.receive,
+            bound.cluster(),
+            bound.send,
+            bound.receive
+        );
         println!(
-            "| {} × {count} | {:.0} | {:.0} | {:.2} | {:.2} / {:.2} | {:.1} / {:.1} / {:.1} |",
+            "| {} × {count} | {:.0} | {:.0} | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.1} / {:.1} / {:.1} |",
             bytesize::ByteSize(size),
             median(single_r),
             median(cluster_r),
             median(ratios),
-            median(single_c),
-            median(cluster_c),
+            single_c,
+            cluster_c,
+            single_c / cluster_c,
+            bound.single() / bound.cluster(),
             rss[0] as f64 / 1024.0,
             rss[1] as f64 / 1024.0,
             rss[2] as f64 / 1024.0,

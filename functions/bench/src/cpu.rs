@@ -56,16 +56,27 @@ pub(crate) async fn socket_to_file(
     size: u64,
     file: &Path,
 ) -> Result<Duration, Error> {
+    Ok(socket_to_file_both(pattern, size, file).await?.0)
+}
+
+/// [`socket_to_file`]'s receiving thread's CPU, and the sending thread's (what a node that
+/// streams a copy to a peer spends at the least).
+pub(crate) async fn socket_to_file_both(
+    pattern: &Bytes,
+    size: u64,
+    file: &Path,
+) -> Result<(Duration, Duration), Error> {
     let (pattern, file) = (pattern.clone(), file.to_path_buf());
     tokio::task::spawn_blocking(move || {
         let listener = TcpListener::bind("127.0.0.1:0").map_err(fail("bind"))?;
         let addr = listener.local_addr().map_err(fail("addr"))?;
-        let sender = std::thread::spawn(move || -> std::io::Result<()> {
+        let sender = std::thread::spawn(move || -> std::io::Result<Duration> {
             let mut s = TcpStream::connect(addr)?;
+            let start = thread_cpu();
             for chunk in body(&pattern, size) {
                 s.write_all(&chunk)?;
             }
-            Ok(())
+            Ok(thread_cpu().saturating_sub(start))
         });
         let (mut conn, _) = listener.accept().map_err(fail("accept"))?;
         let start = thread_cpu();
@@ -80,12 +91,12 @@ pub(crate) async fn socket_to_file(
         }
         out.sync_all().map_err(fail("fsync"))?;
         let cpu = thread_cpu().saturating_sub(start);
-        sender
+        let sent = sender
             .join()
             .map_err(|_| Error::Unavailable("bench: sender panicked".into()))?
             .map_err(fail("send"))?;
         let _ = std::fs::remove_file(&file);
-        Ok(cpu)
+        Ok((cpu, sent))
     })
     .await
     .map_err(|e| Error::Unavailable(format!("bench: {e}")))?
