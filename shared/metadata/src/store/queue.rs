@@ -15,19 +15,25 @@ impl Metadata {
         size: u64,
         nodes: &[&str],
     ) -> Result<()> {
+        if nodes.is_empty() {
+            return Ok(());
+        }
         let size = i64::try_from(size).unwrap_or(i64::MAX);
+        // One statement for every holder: one round trip per deploy, whatever the redundancy.
+        let rows = vec![format!("(?, ?, ?, {})", self.db_now()); nodes.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO queue_copies (sha256, node, size, queued_ms) VALUES {rows} \
+             ON CONFLICT (sha256, node) DO NOTHING"
+        );
+        let digest = sha256.to_hex();
+        let mut query = sqlx::query(self.sql_built(sql));
         for node in nodes {
-            sqlx::query(self.sql_now(
-                "INSERT INTO queue_copies (sha256, node, size, queued_ms) VALUES (?, ?, ?, {now}) \
-                 ON CONFLICT (sha256, node) DO NOTHING",
-            ))
-            .bind(sha256.to_hex())
-            .bind(*node)
-            .bind(size)
+            query = query.bind(digest.clone()).bind(*node).bind(size);
+        }
+        query
             .execute(self.writer_uncached())
             .await
             .map_err(db_err)?;
-        }
         Ok(())
     }
 
