@@ -3,7 +3,9 @@
 //! measured) and on the disk (compared with the disk's own rate for R × the bytes: R files
 //! written at once and fsynced); then the balancing rate when every one of many small binaries
 //! lacks a copy after a mount was down. It runs in this process, at the provider level (no
-//! HTTP, no database), so that R is the only thing that changes. It measures and prints.
+//! HTTP, no database), so that R is the only thing that changes. It measures and prints; with
+//! each case this process's CPU per GiB, next to the digests' CPU and one copy's (R files
+//! written from memory at once, fsynced, over R) measured in the same run (issue 25).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,8 +19,9 @@ use stowage_core::fs::FileSystemProvider;
 use stowage_core::sharding::{MountSettings, Mounts, ShardingProvider, ShardingSettings};
 use stowage_core::{BinaryProvider, Error, KeyLayout, PutOptions};
 
-use crate::bench::{fail, mb_per_s, median, random_pattern, rss_kib};
+use crate::bench::{cpu_time, fail, mb_per_s, median, random_pattern, rss_kib};
 use crate::bench_s3::parse_sets;
+use crate::cpu::per_gib;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchShardsArgs {
@@ -199,6 +202,19 @@ struct Case {
     r: usize,
     mb_s: f64,
     rss_mib: f64,
+    /// This process's CPU per GiB uploaded (medians of the rounds).
+    cpu: f64,
+    /// The digests' CPU per GiB, and one copy's (a minimal write of R files from memory,
+    /// fsynced, over R), measured in the same run.
+    digests: f64,
+    copy: f64,
+}
+
+impl Case {
+    /// Issue 25's limit: 1.3 × (digests + one copy), plus one copy per extra replica.
+    fn limit(&self) -> f64 {
+        1.3 * (self.digests + self.copy) + (self.r - 1) as f64 * self.copy
+    }
 }
 
 async fn run_medium(
@@ -213,36 +229,63 @@ async fn run_medium(
         .unwrap_or(1 << 16)
         .max(1);
     let mut seed = 1u64;
+    let me = std::process::id();
+    let cpu = || cpu_time(me).unwrap_or_default();
     for (size, count) in parse_sets(&args.sets)? {
         let set = format!("{}×{count}", ByteSize::b(size).display().iec());
+        let hashed = size.min(256 << 20);
+        let mut digests = Vec::new();
+        for _ in 0..args.rounds {
+            digests.push(per_gib(
+                crate::cpu::digest_bound(pattern, hashed).await?,
+                hashed,
+            ));
+        }
+        let digests = median(digests);
         for r in 1..=3 {
             let mut rates = Vec::new();
+            let mut cpus = Vec::new();
             let mut peak: f64 = 0.0;
             for _ in 0..args.rounds {
                 let dir = root.join(format!("bench-shards-{}", rand::random::<u32>()));
                 let store = sharded(&dir, 3, r, args.buffer_kb)?;
                 let rss = PeakRss::start();
                 seed += 1;
+                let before = cpu();
                 let took = upload_set(&store, pattern, size, count, chunk, seed).await?;
+                cpus.push(per_gib(cpu().saturating_sub(before), size * count as u64));
                 peak = peak.max(rss.finish());
                 rates.push(mb_per_s(size * count as u64, took));
                 std::fs::remove_dir_all(&dir).map_err(fail("remove the mounts"))?;
             }
             let mb_s = median(rates);
-            println!("  {medium:5} {set:>12}  R={r}  {mb_s:8.0} MB/s  peak RSS {peak:6.1} MiB");
-            cases.push(Case {
+            let (mut raw, mut copies) = (Vec::new(), Vec::new());
+            for _ in 0..args.rounds {
+                let before = cpu();
+                let took = raw_parallel_write(root, r, pattern, size)?;
+                copies.push(per_gib(cpu().saturating_sub(before), size * r as u64));
+                raw.push(mb_per_s(size * r as u64, took));
+            }
+            let case = Case {
                 medium,
                 set: set.clone(),
                 r,
                 mb_s,
                 rss_mib: peak,
-            });
+                cpu: median(cpus),
+                digests,
+                copy: median(copies),
+            };
+            println!(
+                "  {medium:5} {set:>12}  R={r}  {mb_s:8.0} MB/s  peak RSS {peak:6.1} MiB  CPU \
+                 {:.2} s/GiB (digests {:.2}, a copy {:.2}; limit {:.2})",
+                case.cpu,
+                case.digests,
+                case.copy,
+                case.limit()
+            );
+            cases.push(case);
             if medium == "disk" {
-                let mut raw = Vec::new();
-                for _ in 0..args.rounds {
-                    let took = raw_parallel_write(root, r, pattern, size)?;
-                    raw.push(mb_per_s(size * r as u64, took));
-                }
                 let raw = median(raw);
                 println!(
                     "  disk  {set:>12}  {r} files at once, fsynced: {raw:8.0} MB/s (of R × bytes)"
@@ -394,6 +437,23 @@ pub(crate) async fn run(args: &BenchShardsArgs) -> Result<(), Error> {
                 c.mb_s / raw
             );
         }
+    }
+    println!(
+        "\nCPU per GiB (s; /proc/self/stat; medians): against issue 25's limit, 1.3 × (digests + \
+         a copy) + a copy per extra replica, the bounds measured in this run:"
+    );
+    for c in &cases {
+        println!(
+            "  {:5} {:>12}  R={}: {:.2} s/GiB, {:.2} of the limit {:.2} (digests {:.2}, a copy {:.2})",
+            c.medium,
+            c.set,
+            c.r,
+            c.cpu,
+            c.cpu / c.limit(),
+            c.limit(),
+            c.digests,
+            c.copy
+        );
     }
     let peaks: Vec<String> = cases
         .iter()
