@@ -46,7 +46,7 @@ pub(crate) struct BenchClusterArgs {
 const SECRET: &str = "bench-cluster-queue-secret-0123456789";
 
 /// A fresh database on the server of `admin`, as its URL.
-async fn create_database(admin: &str, name: &str) -> Result<String, Error> {
+pub(crate) async fn create_database(admin: &str, name: &str) -> Result<String, Error> {
     sqlx::any::install_default_drivers();
     let mut conn = sqlx::AnyConnection::connect(admin)
         .await
@@ -59,7 +59,7 @@ async fn create_database(admin: &str, name: &str) -> Result<String, Error> {
     Ok(format!("{base}/{name}"))
 }
 
-async fn drop_database(admin: &str, name: &str) {
+pub(crate) async fn drop_database(admin: &str, name: &str) {
     if let Ok(mut conn) = sqlx::AnyConnection::connect(admin).await {
         let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE {name} WITH (FORCE)"

@@ -11,6 +11,7 @@ mod bench_downloads;
 mod bench_listings;
 mod bench_s3;
 mod bench_shards;
+mod bench_small;
 mod cpu;
 
 use std::process::ExitCode;
@@ -55,6 +56,10 @@ enum Command {
     /// against redundancy 1 on one node's disk, and each node's peak RSS.
     #[command(name = "bench-cluster-queue")]
     BenchClusterQueue(bench_cluster::BenchClusterArgs),
+    /// Measure small deploys per second (embedded default, and PostgreSQL with --postgres)
+    /// against a plain program that writes, fsyncs and renames the same files.
+    #[command(name = "bench-small")]
+    BenchSmall(bench_small::BenchSmallArgs),
 }
 
 #[tokio::main]
@@ -76,6 +81,7 @@ async fn main() -> ExitCode {
         Command::BenchListings(args) => bench_listings::run(&args).await,
         Command::BenchBackup(args) => bench_backup::run(&args).await,
         Command::BenchClusterQueue(args) => bench_cluster::run(&args).await,
+        Command::BenchSmall(args) => bench_small::run(&args).await,
     };
     if let Err(e) = result {
         eprintln!("stowage-bench: {e}");
