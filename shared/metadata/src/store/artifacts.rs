@@ -63,14 +63,9 @@ impl Metadata {
             {
                 // The same bytes again (a retried release): nothing changes.
                 Some(current) if current == sha256 => {
-                    let id = self.artifact_id(&mut tx, &new.repo, &new.path).await?;
-                    let record = sqlx::query(self.sql(select_artifacts!("WHERE a.id = ?")))
-                        .bind(id)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(db_err)?;
+                    let record = self.record_at(&mut tx, &new.repo, &new.path).await?;
                     tx.commit().await.map_err(db_err)?;
-                    return artifact_from_row(&record);
+                    return Ok(record);
                 }
                 Some(_) => immutable.allow_path(&new.repo, &new.path, "overwritten")?,
                 None => {}
@@ -113,19 +108,15 @@ impl Metadata {
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        let id = self.artifact_id(&mut tx, &new.repo, &new.path).await?;
+        // The record as written (properties are not part of it), and with it the id.
+        let record = self.record_at(&mut tx, &new.repo, &new.path).await?;
         sqlx::query(self.sql("DELETE FROM artifact_properties WHERE artifact_id = ?"))
-            .bind(id)
+            .bind(record.id)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        self.insert_properties(&mut tx, id, &new.properties).await?;
-        let record = sqlx::query(self.sql(select_artifacts!("WHERE a.id = ?")))
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        let record = artifact_from_row(&record)?;
+        self.insert_properties(&mut tx, record.id, &new.properties)
+            .await?;
         tx.commit().await.map_err(db_err)?;
         if !new_binary {
             // The bytes were recorded already: the deploy stored nothing new.
@@ -326,6 +317,22 @@ impl Metadata {
     }
 
     /// The id of the artifact at `repo/path`, inside a transaction that just wrote it.
+    /// The artifact at `repo/path`, read in `tx` (one statement: the record carries its id).
+    async fn record_at(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        repo: &RepoKey,
+        path: &ArtifactPath,
+    ) -> Result<ArtifactRecord> {
+        let row = sqlx::query(self.sql(select_artifacts!("WHERE a.repo_key = ? AND a.path = ?")))
+            .bind(repo.as_str())
+            .bind(path.as_str())
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db_err)?;
+        artifact_from_row(&row)
+    }
+
     pub(super) async fn artifact_id(
         &self,
         tx: &mut Transaction<'static, Any>,
