@@ -58,9 +58,11 @@ pub(crate) async fn settle_unread_body(request: Request, next: Next) -> Response
         let drainable = !state.failed
             && (state.polled || !expects_continue)
             && declared.is_none_or(|n| n.saturating_sub(state.read) <= DRAIN_BYTES);
-        state.answered = true;
         match state.body.take() {
-            Some(body) => Some((body, drainable)),
+            Some(body) => {
+                state.taken_back = true;
+                Some((body, drainable))
+            }
             None if state.failed => Some((Body::empty(), false)),
             None => None,
         }
@@ -99,7 +101,8 @@ async fn drained(body: Body) -> bool {
 /// The request body and what became of it, shared by the handler's side and the middleware.
 #[derive(Default)]
 struct Shared {
-    /// `None` once the body ended (nothing left to drain) or the middleware took it back.
+    /// `None` once the body ended or failed (nothing left to drain), or the middleware took it
+    /// back.
     body: Option<Body>,
     /// Bytes the handler read.
     read: u64,
@@ -107,8 +110,9 @@ struct Shared {
     polled: bool,
     /// The body failed: a timeout or a reset; nothing more will come.
     failed: bool,
-    /// The request was answered; a handler still reading is told so, never given a short body.
-    answered: bool,
+    /// The middleware took the unread body back after the answer: a handler still reading is
+    /// told so, never given a short body.
+    taken_back: bool,
 }
 
 /// The handler's side of the body.
@@ -125,7 +129,7 @@ impl http_body::Body for Tracked {
         let mut state = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         state.polled = true;
         let Some(body) = state.body.as_mut() else {
-            return Poll::Ready(state.answered.then(|| {
+            return Poll::Ready(state.taken_back.then(|| {
                 Err(axum::Error::new(
                     "the request was answered before its body was read",
                 ))
