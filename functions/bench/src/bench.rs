@@ -237,7 +237,7 @@ pub(crate) async fn start_with_config(
 }
 
 /// Creates the repository `bench` on a started server; returns the server's PID.
-async fn bench_repository(server: &Server) -> Result<u32, Error> {
+pub(crate) async fn bench_repository(server: &Server) -> Result<u32, Error> {
     let pid = server
         .child
         .id()

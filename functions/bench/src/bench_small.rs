@@ -15,7 +15,9 @@ use bytes::Bytes;
 use bytesize::ByteSize;
 use stowage_core::Error;
 
-use crate::bench::{Server, cpu_time, fail, median, random_pattern, start_server};
+use crate::bench::{
+    Server, bench_repository, cpu_time, fail, median, random_pattern, start_server,
+};
 use crate::bench_s3::stop;
 
 #[derive(Debug, clap::Args)]
@@ -184,18 +186,7 @@ async fn server(dir: &Path, name: &str, database: Option<&str>) -> Result<Server
         None => None,
     };
     let server = start_server(&data_dir, config.as_deref()).await?;
-    let r = reqwest::Client::new()
-        .put(format!("{}/api/repositories/bench", server.base))
-        .bearer_auth(&server.token)
-        .send()
-        .await
-        .map_err(|e| Error::Unavailable(format!("bench-small: create repository: {e}")))?;
-    if !r.status().is_success() {
-        return Err(Error::Unavailable(format!(
-            "bench-small: create repository answered {}",
-            r.status()
-        )));
-    }
+    bench_repository(&server).await?;
     Ok(server)
 }
 
