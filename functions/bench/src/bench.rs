@@ -257,6 +257,25 @@ pub(crate) async fn bench_repository(server: &Server) -> Result<u32, Error> {
     Ok(pid)
 }
 
+/// Sends a deploy and returns its answer, or an error naming `what` unless it answered 201.
+pub(crate) async fn expect_created(
+    request: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<reqwest::Response, Error> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| Error::Unavailable(format!("{what}: {e}")))?;
+    if response.status() != reqwest::StatusCode::CREATED {
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        return Err(Error::Unavailable(format!(
+            "{what} answered {status}: {text}"
+        )));
+    }
+    Ok(response)
+}
+
 pub(crate) async fn upload(
     client: &reqwest::Client,
     server: &Server,
@@ -266,20 +285,12 @@ pub(crate) async fn upload(
 ) -> Result<(Duration, String), Error> {
     let start = Instant::now();
     let stream = futures::stream::iter(body(pattern, size).map(Ok::<_, std::io::Error>));
-    let response = client
+    let request = client
         .put(format!("{}/bench/{path}", server.base))
         .bearer_auth(&server.token)
         .header("Content-Length", size.to_string())
-        .body(reqwest::Body::wrap_stream(stream))
-        .send()
-        .await
-        .map_err(|e| Error::Unavailable(format!("bench: upload: {e}")))?;
-    if response.status() != reqwest::StatusCode::CREATED {
-        return Err(Error::Unavailable(format!(
-            "bench: upload answered {}",
-            response.status()
-        )));
-    }
+        .body(reqwest::Body::wrap_stream(stream));
+    let response = expect_created(request, "bench: upload").await?;
     let json: serde_json::Value = response
         .json()
         .await

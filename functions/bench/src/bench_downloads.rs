@@ -378,19 +378,11 @@ pub(crate) async fn run(args: &BenchDownloadsArgs) -> Result<(), Error> {
         ("/dist/redirect.bin", pattern.slice(..2 << 20)),
         ("/bench/small.bin", pattern.slice(..4096)),
     ] {
-        let r = client
+        let request = client
             .put(format!("{}{path}", unmetered.base))
             .bearer_auth(&unmetered.token)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| Error::Unavailable(format!("bench-downloads: upload: {e}")))?;
-        if r.status() != reqwest::StatusCode::CREATED {
-            return Err(Error::Unavailable(format!(
-                "bench-downloads: upload answered {}",
-                r.status()
-            )));
-        }
+            .body(body);
+        crate::bench::expect_created(request, "bench-downloads: upload").await?;
     }
     for (what, path, status) in [
         ("redirect", "/dist/redirect.bin", 302),

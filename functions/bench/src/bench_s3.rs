@@ -268,18 +268,7 @@ pub(crate) async fn upload_round_robin(
             if declare {
                 request = request.header("X-Checksum-Sha256", &set.sha256[i]);
             }
-            let r = request
-                .body(file.clone())
-                .send()
-                .await
-                .map_err(|e| Error::Unavailable(format!("bench-s3: upload: {e}")))?;
-            if r.status() != reqwest::StatusCode::CREATED {
-                let status = r.status();
-                let text = r.text().await.unwrap_or_default();
-                return Err(Error::Unavailable(format!(
-                    "bench-s3: upload answered {status}: {text}"
-                )));
-            }
+            crate::bench::expect_created(request.body(file.clone()), "bench-s3: upload").await?;
             Ok(())
         })
         .buffer_unordered(clients.max(1))

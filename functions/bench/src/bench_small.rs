@@ -16,7 +16,7 @@ use bytesize::ByteSize;
 use stowage_core::Error;
 
 use crate::bench::{
-    Server, bench_repository, cpu_time, fail, median, random_pattern, start_server,
+    Server, bench_repository, cpu_time, expect_created, fail, median, random_pattern, start_server,
 };
 use crate::bench_s3::stop;
 
@@ -143,19 +143,11 @@ async fn deploys(
             let mut n = 0u64;
             while Instant::now() < deadline {
                 let bytes = stamped(&pattern, size, 1 << 63 | (t as u64) << 40 | n);
-                let r = client
+                let request = client
                     .put(format!("{base}/bench/{tag}/{t}/{n}.bin"))
                     .bearer_auth(&token)
-                    .body(bytes)
-                    .send()
-                    .await
-                    .map_err(|e| Error::Unavailable(format!("bench-small: deploy: {e}")))?;
-                if r.status() != reqwest::StatusCode::CREATED {
-                    return Err(Error::Unavailable(format!(
-                        "bench-small: deploy answered {}",
-                        r.status()
-                    )));
-                }
+                    .body(bytes);
+                expect_created(request, "bench-small: deploy").await?;
                 done.fetch_add(1, Ordering::Relaxed);
                 n += 1;
             }

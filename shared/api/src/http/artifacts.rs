@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use percent_encoding::percent_decode_str;
 use serde_json::json;
 use stowage_core::{ArtifactPath, Error, ExpectedChecksums, Md5, RepoKey, Sha1, Sha256};
@@ -191,15 +191,9 @@ pub(crate) async fn deploy(
             .deploy_by_checksum(&caller, &repo, &path, request)
             .await?
     } else {
-        let body = body
-            .into_data_stream()
-            .map_err(|e| Error::Body {
-                source: Box::new(e),
-            })
-            .boxed();
         state
             .stowage
-            .deploy(&caller, &repo, &path, body, request)
+            .deploy(&caller, &repo, &path, super::byte_stream(body), request)
             .await?
     };
     let json = shapes::deployed(&base, &record);

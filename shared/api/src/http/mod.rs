@@ -291,6 +291,25 @@ pub fn router_for(state: AppState, part: Part) -> Router {
         .layer(TraceLayer::new_for_http())
 }
 
+/// A request body as the service takes it; a broken body is `Error::Body`.
+pub(crate) fn byte_stream(body: axum::body::Body) -> stowage_core::ByteStream {
+    use futures::{StreamExt as _, TryStreamExt as _};
+    body.into_data_stream()
+        .map_err(|e| stowage_core::Error::Body {
+            source: Box::new(e),
+        })
+        .boxed()
+}
+
+/// 201 for what a write created, 200 for what it replaced or found in place.
+pub(crate) fn created_or_ok(created: bool) -> StatusCode {
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}
+
 /// `request` with `context_path` cut from the front of its path, if it has it there.
 fn without_context_path(context_path: &str, mut request: Request) -> Request {
     let uri = request.uri();

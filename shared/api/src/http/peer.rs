@@ -8,13 +8,12 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::{StreamExt as _, TryStreamExt as _};
 use stowage_core::{Error, GetOptions, PutOptions, Sha256};
 use stowage_peer::{CommittedAnswer, KEY_HEADER, StagedAnswer, StoredCopy};
 
 use super::artifacts::declared_checksums;
 use super::error::ApiError;
-use super::{AppState, range};
+use super::{AppState, byte_stream, created_or_ok, range};
 
 fn key(headers: &HeaderMap) -> Option<&str> {
     headers.get(KEY_HEADER).and_then(|v| v.to_str().ok())
@@ -25,14 +24,6 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
-}
-
-fn byte_stream(body: Body) -> stowage_core::ByteStream {
-    body.into_data_stream()
-        .map_err(|e| Error::Body {
-            source: Box::new(e),
-        })
-        .boxed()
 }
 
 fn digest(text: &str) -> Result<Sha256, ApiError> {
@@ -57,11 +48,7 @@ pub(crate) async fn store(
         size: content_length(&headers),
     };
     let stored = door.store(byte_stream(body), opts).await?;
-    let status = if stored.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = created_or_ok(stored.created);
     let answer = StoredCopy {
         checksums: stored.checksums,
         size: stored.size,
@@ -108,11 +95,7 @@ pub(crate) async fn commit(
     let created = door
         .commit(&id, &digest(&query.sha256)?, query.crc32c)
         .await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = created_or_ok(created);
     Ok((status, axum::Json(CommittedAnswer { created })).into_response())
 }
 

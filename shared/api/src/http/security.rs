@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use stowage_metadata::{GroupRecord, TokenRecord, UserRecord};
 use stowage_service::security::{Caller, GroupChange, TargetJson, TokenRequest, UserChange};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, created_or_ok};
 
 type Caller_ = axum::Extension<Caller>;
 
@@ -41,15 +41,6 @@ fn group_json(base: &str, group: &GroupRecord) -> Value {
         "realm": "internal",
         "uri": format!("{base}/api/security/groups/{}", group.name),
     })
-}
-
-/// 201 for what a PUT created, 200 for what it replaced.
-fn created_or_ok(created: bool) -> Response {
-    if created {
-        StatusCode::CREATED.into_response()
-    } else {
-        StatusCode::OK.into_response()
-    }
 }
 
 fn token_json(token: &TokenRecord) -> Value {
@@ -246,7 +237,7 @@ pub(crate) async fn put_group(
         .security()
         .put_group(&caller, &name, change)
         .await?;
-    Ok(created_or_ok(created))
+    Ok(created_or_ok(created).into_response())
 }
 
 /// `DELETE /api/security/groups/{name}`.
@@ -310,7 +301,7 @@ pub(crate) async fn put_permission(
         .security()
         .put_permission(&caller, &name, json)
         .await?;
-    Ok(created_or_ok(created))
+    Ok(created_or_ok(created).into_response())
 }
 
 /// `DELETE /api/v2/security/permissions/{name}`.
