@@ -17,8 +17,9 @@ pub use model::{
     StorageSummary, TakenOut, TokenRecord, TrashRecord, UploadSession, UserRecord,
 };
 pub use store::{
-    Engine, ExportSummary, GENESIS, ListKind, Metadata, NOT_EXPORTED, OriginalChecksum,
-    PoolSettings, READ_ONLY, exported_columns, for_each_row, is_conflict, retry_conflicts,
+    Engine, ExportSummary, GENESIS, GroupCommitStats, ListKind, Metadata, NOT_EXPORTED,
+    OriginalChecksum, PoolSettings, READ_ONLY, exported_columns, for_each_row, is_conflict,
+    retry_conflicts,
 };
 
 /// Milliseconds since the Unix epoch, the unit of every stored time.

@@ -124,6 +124,63 @@ async fn files_and_folders_do_not_collide() {
     );
 }
 
+/// Deploys committed at once: on SQLite they share transactions (the group commit), and one
+/// that is refused — a file where a folder is — leaves the others of its group recorded.
+#[tokio::test]
+async fn concurrent_commits_share_transactions_and_a_refused_one_leaves_the_rest() {
+    let (_dir, meta) = fresh().await;
+    meta.put_repository(&repo("r")).await.expect("create");
+    meta.commit_artifact(&artifact("r", "taken", b"file"))
+        .await
+        .expect("file");
+    let before = meta.group_commit_stats();
+    let mut deploys: Vec<NewArtifact> = (0..31)
+        .map(|i| artifact("r", &format!("d/{i}.bin"), format!("bytes {i}").as_bytes()))
+        .collect();
+    deploys.insert(17, artifact("r", "taken/below", b"refused"));
+    let answers =
+        futures::future::join_all(deploys.iter().map(|new| meta.commit_artifact(new))).await;
+    for (i, answer) in answers.iter().enumerate() {
+        if i == 17 {
+            assert!(matches!(answer, Err(Error::Conflict(_))), "{answer:?}");
+        } else {
+            let record = answer.as_ref().expect("recorded");
+            assert_eq!(record.path, deploys[i].path);
+        }
+    }
+    for new in deploys
+        .iter()
+        .filter(|new| new.path.as_str().starts_with("d/"))
+    {
+        let record = meta
+            .artifact(&new.repo, &new.path)
+            .await
+            .expect("lookup")
+            .expect("recorded");
+        assert_eq!(record.checksums, new.checksums);
+        assert_eq!(
+            meta.properties(record.id).await.expect("props"),
+            vec![("build".into(), "42".into())]
+        );
+    }
+    let below = ArtifactPath::parse("taken/below").expect("path");
+    assert!(
+        meta.artifact(&repo("r").key, &below)
+            .await
+            .expect("q")
+            .is_none()
+    );
+    if let (Some(before), Some(after)) = (before, meta.group_commit_stats()) {
+        let deploys = after.deploys - before.deploys;
+        let transactions = after.transactions - before.transactions;
+        assert_eq!(deploys, 32);
+        assert!(
+            transactions < deploys / 4,
+            "32 deploys at once took {transactions} transactions"
+        );
+    }
+}
+
 #[tokio::test]
 async fn trash_restore_and_garbage() {
     let (_dir, meta) = fresh().await;

@@ -43,29 +43,49 @@ impl PropertyTable {
     }
 }
 
+/// Counts a deploy whose bytes were recorded already: it stored nothing new.
+pub(super) fn count_reused(reused: bool) {
+    if reused {
+        metrics::counter!("stowage_dedup_total").increment(1);
+    }
+}
+
 impl Metadata {
     /// Records an artifact whose binary is stored: the binary row if new, the artifact (created
     /// or overwritten), its properties. Fails with `RepositoryNotFound` for a missing repository and with
     /// `Conflict` when a file and a folder would share a path.
     pub async fn commit_artifact(&self, new: &NewArtifact) -> Result<ArtifactRecord> {
-        let now = now_ms();
+        if let Some(group) = &self.group {
+            return self.commit_in_group(group, new).await;
+        }
         let writes = self.writes();
         let mut tx = writes.begin().await?;
-        let immutable = self.check_repository(&mut tx, &new.repo).await?;
-        self.check_file_path(&mut tx, &new.repo, &new.path).await?;
-        self.ensure_folders(&mut tx, &new.repo, &new.path.ancestors(), &new.by, now)
+        let (record, reused) = self.record_artifact(&mut tx, new).await?;
+        tx.commit().await.map_err(db_err)?;
+        drop(writes);
+        count_reused(reused);
+        Ok(record)
+    }
+
+    /// What [`Self::commit_artifact`] writes, in `tx` (which the caller commits): the record
+    /// as written, and whether its binary was recorded already (a deduplicated deploy).
+    pub(super) async fn record_artifact(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        new: &NewArtifact,
+    ) -> Result<(ArtifactRecord, bool)> {
+        let now = now_ms();
+        let immutable = self.check_repository(tx, &new.repo).await?;
+        self.check_file_path(tx, &new.repo, &new.path).await?;
+        self.ensure_folders(tx, &new.repo, &new.path.ancestors(), &new.by, now)
             .await?;
         let sha256 = new.checksums.sha256.to_hex();
         if immutable.matching(new.path.as_str()).is_some() {
-            match self
-                .sha256_at(&mut tx, &new.repo, new.path.as_str())
-                .await?
-            {
+            match self.sha256_at(tx, &new.repo, new.path.as_str()).await? {
                 // The same bytes again (a retried release): nothing changes.
                 Some(current) if current == sha256 => {
-                    let record = self.record_at(&mut tx, &new.repo, &new.path).await?;
-                    tx.commit().await.map_err(db_err)?;
-                    return Ok(record);
+                    let record = self.record_at(tx, &new.repo, &new.path).await?;
+                    return Ok((record, false));
                 }
                 Some(_) => immutable.allow_path(&new.repo, &new.path, "overwritten")?,
                 None => {}
@@ -80,7 +100,7 @@ impl Metadata {
         .bind(new.checksums.md5.to_hex())
         .bind(to_i64(new.size))
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(db_err)?
         .rows_affected()
@@ -105,24 +125,19 @@ impl Metadata {
         .bind(new.original.sha1.map(|d| d.to_hex()))
         .bind(new.original.md5.map(|d| d.to_hex()))
         .bind(new.original.sha256.map(|d| d.to_hex()))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(db_err)?;
         // The record as written (properties are not part of it), and with it the id.
-        let record = self.record_at(&mut tx, &new.repo, &new.path).await?;
+        let record = self.record_at(tx, &new.repo, &new.path).await?;
         sqlx::query(self.sql("DELETE FROM artifact_properties WHERE artifact_id = ?"))
             .bind(record.id)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(db_err)?;
-        self.insert_properties(&mut tx, record.id, &new.properties)
+        self.insert_properties(tx, record.id, &new.properties)
             .await?;
-        tx.commit().await.map_err(db_err)?;
-        if !new_binary {
-            // The bytes were recorded already: the deploy stored nothing new.
-            metrics::counter!("stowage_dedup_total").increment(1);
-        }
-        Ok(record)
+        Ok((record, !new_binary))
     }
 
     pub(super) async fn insert_properties(

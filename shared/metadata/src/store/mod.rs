@@ -21,6 +21,7 @@ pub use artifacts::OriginalChecksum;
 pub use audit::GENESIS;
 pub use export::{ExportSummary, NOT_EXPORTED, exported_columns, for_each_row};
 pub use folders::ListKind;
+pub use group_commit::GroupCommitStats;
 
 /// Pool settings (`[database]` in the configuration).
 #[derive(Debug, Clone)]
@@ -81,6 +82,9 @@ pub struct Metadata {
     writer: AnyPool,
     reader: AnyPool,
     cache: Arc<ArtifactCache>,
+    /// Deploys' commits gathered into shared transactions: SQLite only, whose one writer
+    /// would otherwise fsync once per deploy (`group_commit.rs`).
+    group: Option<Arc<group_commit::CommitGroup>>,
 }
 
 /// A write's access to the writer pool, for every write that can change what
@@ -455,6 +459,7 @@ impl Metadata {
             writer,
             reader,
             cache: Arc::default(),
+            group: (engine == Engine::Sqlite).then(Arc::default),
         })
     }
 
@@ -723,6 +728,7 @@ mod binaries;
 mod cluster;
 mod export;
 mod folders;
+mod group_commit;
 mod queue;
 mod relocate;
 mod repositories;
