@@ -29,6 +29,10 @@ pub const TEMP_DIR_NAME: &str = crate::STAGING;
 const WRITE_QUEUE_CHUNKS: usize = 16;
 /// Write buffer of the writing thread: few, large write calls.
 const WRITE_BUFFER: usize = 1 << 20;
+/// Bodies announced at up to this size are received whole, then hashed, written, fsynced and
+/// named in one blocking task: for a small deploy the hand-offs to the hashing and writing
+/// threads cost more than the work (docs/benchmarks.md, "Small deploys").
+const SMALL_BODY: u64 = 64 << 10;
 /// Size of the chunks a download is read in.
 pub(crate) use crate::provider::READ_CHUNK;
 /// Bytes the kernel is asked to read ahead of the current position.
@@ -256,6 +260,54 @@ impl StagedBinary for StagedFile {
     }
 }
 
+impl FileSystemProvider {
+    /// [`BinaryProvider::put_opts`] for a body of `size` bytes, at most [`SMALL_BODY`]: the
+    /// same checks and the same durable order (staged, fsynced, checked, renamed, the folder
+    /// fsynced), with one hand-off to a blocking thread instead of five.
+    async fn put_small(
+        &self,
+        mut body: ByteStream,
+        size: u64,
+        expected: crate::ExpectedChecksums,
+    ) -> Result<PutResult> {
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            if (bytes.len() + chunk.len()) as u64 > size {
+                return Err(Error::TooLong { expected: size });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let received = bytes.len() as u64;
+        if received < size {
+            return Err(Error::Truncated {
+                expected: size,
+                received,
+            });
+        }
+        let provider = self.clone();
+        let stored = tokio::task::spawn_blocking(move || -> Result<PutResult> {
+            let checksums = crate::ChecksumHasher::digest(&bytes);
+            expected.verify(&checksums)?;
+            let written = (|| {
+                let (temp, mut file) = TempFile::create(&provider.temp_dir)?;
+                file.write_all(&bytes)?;
+                file.sync_all()?;
+                temp.persist(&provider.path_of(&checksums.sha256))
+            })();
+            let created = written.map_err(|e| {
+                Error::storage_write(&provider, provider.layout.key(&checksums.sha256), e)
+            })?;
+            Ok(PutResult {
+                checksums,
+                size: received,
+                created,
+            })
+        });
+        stored.await.map_err(|e| join_error(self, e))?
+    }
+}
+
 #[async_trait]
 impl Stager for FileSystemProvider {
     async fn stage(
@@ -312,6 +364,11 @@ impl Stager for FileSystemProvider {
 #[async_trait]
 impl BinaryProvider for FileSystemProvider {
     async fn put_opts(&self, body: ByteStream, opts: PutOptions) -> Result<PutResult> {
+        if let Some(size) = opts.size
+            && size <= SMALL_BODY
+        {
+            return self.put_small(body, size, opts.expected).await;
+        }
         let (body, hashing) = crate::hash_stream(body);
         let staged = self.stage(body, opts.size).await?;
         // The file is named (renamed, and its folder synced) while MD5 finishes.

@@ -43,6 +43,26 @@ impl PropertyTable {
     }
 }
 
+/// What one transaction has read and written already, so that the deploys it holds (a group
+/// commit's) ask the database once: each repository's immutable paths, the folders ensured.
+/// Valid only in the transaction it was made for, and dropped with it (also when that rolls
+/// back): within it, nothing else can change a repository or remove a folder (SQLite holds
+/// the write lock; elsewhere the folders' rows are locked `FOR SHARE`).
+#[derive(Debug, Default)]
+pub(super) struct InTransaction {
+    immutable: std::collections::HashMap<RepoKey, ImmutablePaths>,
+    folders: std::collections::HashSet<(RepoKey, String)>,
+}
+
+/// What [`Metadata::check_file_path`] found at a path that a file may take.
+#[derive(Debug, Default)]
+pub(super) struct PathState {
+    /// The SHA-256 (hex) of the file there now, if there is one.
+    pub(super) current: Option<String>,
+    /// The folders above the path that exist.
+    pub(super) folders: Vec<String>,
+}
+
 /// Counts a deploy whose bytes were recorded already: it stored nothing new.
 pub(super) fn count_reused(reused: bool) {
     if reused {
@@ -55,12 +75,19 @@ impl Metadata {
     /// or overwritten), its properties. Fails with `RepositoryNotFound` for a missing repository and with
     /// `Conflict` when a file and a folder would share a path.
     pub async fn commit_artifact(&self, new: &NewArtifact) -> Result<ArtifactRecord> {
-        if let Some(group) = &self.group {
-            return self.commit_in_group(group, new).await;
+        match &self.group {
+            Some(group) => self.commit_in_group(group, new).await,
+            None => self.commit_artifact_alone(new).await,
         }
+    }
+
+    /// [`Self::commit_artifact`] in a transaction of its own.
+    pub(super) async fn commit_artifact_alone(&self, new: &NewArtifact) -> Result<ArtifactRecord> {
         let writes = self.writes();
         let mut tx = writes.begin().await?;
-        let (record, reused) = self.record_artifact(&mut tx, new).await?;
+        let (record, reused) = self
+            .record_artifact(&mut tx, &mut InTransaction::default(), new)
+            .await?;
         tx.commit().await.map_err(db_err)?;
         drop(writes);
         count_reused(reused);
@@ -69,21 +96,52 @@ impl Metadata {
 
     /// What [`Self::commit_artifact`] writes, in `tx` (which the caller commits): the record
     /// as written, and whether its binary was recorded already (a deduplicated deploy).
+    /// `known` is what `tx` has read and written already (for the deploys of one group).
     pub(super) async fn record_artifact(
         &self,
         tx: &mut Transaction<'static, Any>,
+        known: &mut InTransaction,
         new: &NewArtifact,
     ) -> Result<(ArtifactRecord, bool)> {
         let now = now_ms();
-        let immutable = self.check_repository(tx, &new.repo).await?;
-        self.check_file_path(tx, &new.repo, &new.path).await?;
-        self.ensure_folders(tx, &new.repo, &new.path.ancestors(), &new.by, now)
+        let immutable = match known.immutable.get(&new.repo) {
+            Some(immutable) => immutable.clone(),
+            None => {
+                let immutable = self.check_repository(tx, &new.repo).await?;
+                known.immutable.insert(new.repo.clone(), immutable.clone());
+                immutable
+            }
+        };
+        let PathState { current, folders } = self.check_file_path(tx, &new.repo, &new.path).await?;
+        if self.engine == Engine::Sqlite {
+            // Nothing can delete them before this transaction ends: it holds the write lock.
+            // (Elsewhere `ensure_folders` locks them against a concurrent delete.)
+            known
+                .folders
+                .extend(folders.into_iter().map(|folder| (new.repo.clone(), folder)));
+        }
+        let folders: Vec<&str> = new
+            .path
+            .ancestors()
+            .into_iter()
+            .filter(|folder| {
+                !known
+                    .folders
+                    .contains(&(new.repo.clone(), folder.to_string()))
+            })
+            .collect();
+        self.ensure_folders(tx, &new.repo, &folders, &new.by, now)
             .await?;
+        known.folders.extend(
+            folders
+                .iter()
+                .map(|folder| (new.repo.clone(), folder.to_string())),
+        );
         let sha256 = new.checksums.sha256.to_hex();
         if immutable.matching(new.path.as_str()).is_some() {
-            match self.sha256_at(tx, &new.repo, new.path.as_str()).await? {
+            match &current {
                 // The same bytes again (a retried release): nothing changes.
-                Some(current) if current == sha256 => {
+                Some(current) if *current == sha256 => {
                     let record = self.record_at(tx, &new.repo, &new.path).await?;
                     return Ok((record, false));
                 }
@@ -130,11 +188,14 @@ impl Metadata {
         .map_err(db_err)?;
         // The record as written (properties are not part of it), and with it the id.
         let record = self.record_at(tx, &new.repo, &new.path).await?;
-        sqlx::query(self.sql("DELETE FROM artifact_properties WHERE artifact_id = ?"))
-            .bind(record.id)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_err)?;
+        if current.is_some() {
+            // A replaced file's properties go with it; a new file has none.
+            sqlx::query(self.sql("DELETE FROM artifact_properties WHERE artifact_id = ?"))
+                .bind(record.id)
+                .execute(&mut **tx)
+                .await
+                .map_err(db_err)?;
+        }
         self.insert_properties(tx, record.id, &new.properties)
             .await?;
         Ok((record, !new_binary))
@@ -182,46 +243,62 @@ impl Metadata {
         ImmutablePaths::from_config(&config)
     }
 
-    /// The SHA-256 (hex) of the file at `repo/path`, if there is one.
-    async fn sha256_at(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        repo: &RepoKey,
-        path: &str,
-    ) -> Result<Option<String>> {
-        sqlx::query_scalar(self.sql("SELECT sha256 FROM artifacts WHERE repo_key = ? AND path = ?"))
-            .bind(repo.as_str())
-            .bind(path)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(db_err)
-    }
-
-    /// A file may not sit below another file, nor where a folder is.
+    /// A file may not sit below another file, nor where a folder is: `Conflict` if it would.
+    /// Otherwise what is at the path now, and which of the folders above it exist. One query.
     pub(super) async fn check_file_path(
         &self,
         tx: &mut Transaction<'static, Any>,
         repo: &RepoKey,
         path: &ArtifactPath,
-    ) -> Result<()> {
+    ) -> Result<PathState> {
         if path.is_root() {
             return Err(Error::InvalidInput(
                 "a file path is required after the repository key".into(),
             ));
         }
-        self.check_no_file_at(
-            tx,
-            repo,
-            &path.ancestors(),
-            &format!("deploy {repo}/{path}"),
-        )
-        .await?;
-        if self.is_folder(tx, repo, path.as_str()).await? {
-            return Err(Error::Conflict(format!(
-                "cannot deploy {repo}/{path}: it is a folder; delete the folder first"
-            )));
+        let ancestors = path.ancestors();
+        let mut sql = String::from(
+            "SELECT 'folder', path FROM folders WHERE repo_key = ? AND path = ? \
+             UNION ALL SELECT 'self', sha256 FROM artifacts WHERE repo_key = ? AND path = ?",
+        );
+        if !ancestors.is_empty() {
+            let listed = vec!["?"; ancestors.len()].join(", ");
+            sql.push_str(&format!(
+                " UNION ALL SELECT 'file', path FROM artifacts WHERE repo_key = ? AND path IN \
+                 ({listed}) UNION ALL SELECT 'parent', path FROM folders WHERE repo_key = ? \
+                 AND path IN ({listed})"
+            ));
         }
-        Ok(())
+        let mut query = sqlx::query_as::<_, (String, String)>(self.sql_built(sql));
+        for _ in 0..2 {
+            query = query.bind(repo.as_str()).bind(path.as_str());
+        }
+        if !ancestors.is_empty() {
+            for _ in 0..2 {
+                query = query.bind(repo.as_str());
+                for ancestor in &ancestors {
+                    query = query.bind(*ancestor);
+                }
+            }
+        }
+        let mut state = PathState::default();
+        for (kind, value) in query.fetch_all(&mut **tx).await.map_err(db_err)? {
+            match kind.as_str() {
+                "folder" => {
+                    return Err(Error::Conflict(format!(
+                        "cannot deploy {repo}/{path}: it is a folder; delete the folder first"
+                    )));
+                }
+                "file" => {
+                    return Err(Error::Conflict(format!(
+                        "cannot deploy {repo}/{path}: {repo}/{value} is a file, not a folder"
+                    )));
+                }
+                "parent" => state.folders.push(value),
+                _ => state.current = Some(value),
+            }
+        }
+        Ok(state)
     }
 
     /// One artifact.

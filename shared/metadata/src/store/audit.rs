@@ -1,4 +1,4 @@
-//! The audit trail: appended one entry at a time, each chained to the one before.
+//! The audit trail: appended in batches, each entry chained to the one before.
 
 use super::*;
 
@@ -87,24 +87,32 @@ impl Metadata {
                 hash: String::new(),
             };
             record.hash = record.expected_hash();
-            sqlx::query(self.sql(
-                "INSERT INTO audit_log (seq, at_ms, node, actor, source, action, target, detail, \
-                 prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            ))
-            .bind(record.seq)
-            .bind(record.at_ms)
-            .bind(&record.event.node)
-            .bind(&record.event.actor)
-            .bind(&record.event.source)
-            .bind(&record.event.action)
-            .bind(&record.event.target)
-            .bind(&record.event.detail)
-            .bind(&record.prev_hash)
-            .bind(&record.hash)
-            .execute(&mut *tx)
-            .await?;
             prev_hash = record.hash.clone();
             records.push(record);
+        }
+        // One statement per hundred entries (ten parameters each, far below every engine's
+        // limit): a batch is one round trip, not one per entry.
+        for chunk in records.chunks(100) {
+            let mut sql = String::from(
+                "INSERT INTO audit_log (seq, at_ms, node, actor, source, action, target, detail, \
+                 prev_hash, hash) VALUES ",
+            );
+            sql.push_str(&vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", "));
+            let mut query = sqlx::query(self.sql_built(sql));
+            for record in chunk {
+                query = query
+                    .bind(record.seq)
+                    .bind(record.at_ms)
+                    .bind(&record.event.node)
+                    .bind(&record.event.actor)
+                    .bind(&record.event.source)
+                    .bind(&record.event.action)
+                    .bind(&record.event.target)
+                    .bind(&record.event.detail)
+                    .bind(&record.prev_hash)
+                    .bind(&record.hash);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(records)

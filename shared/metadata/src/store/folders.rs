@@ -158,16 +158,6 @@ impl Metadata {
         .transpose()
     }
 
-    /// Whether a folder is recorded at `repo/path`, in `tx`.
-    pub(super) async fn is_folder(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        repo: &RepoKey,
-        path: &str,
-    ) -> Result<bool> {
-        Ok(self.folder_row(tx, repo, path).await?.is_some())
-    }
-
     /// Creates the folder `repo/path` and the folders above it (those that exist stay as
     /// they are). `Conflict` when a file is at the path or above it.
     pub async fn create_folder(

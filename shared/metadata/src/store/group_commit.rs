@@ -1,12 +1,14 @@
 //! Group commit of deploys on SQLite.
 //!
 //! SQLite has one writer, and each committed transaction costs an fsync of its write-ahead log:
-//! deploys committed one by one queue behind each other's fsyncs. Here the deploys that arrive
-//! while a commit is in flight wait together and are then written in **one** transaction, each
-//! in a savepoint of its own (so that one refused deploy — a folder where the file would go, an
-//! immutable path — leaves the others in), and committed with one fsync. A deploy is answered
-//! only after the transaction that holds it committed, so a 201 still means the row is durable
-//! (docs/durability.md, "Group commit").
+//! deploys committed one by one queue behind each other's fsyncs and behind each other's
+//! statements (each a round trip to the connection's thread). Here the deploys that arrive
+//! while a commit is in flight wait together and are then written in **one** transaction that
+//! reads each repository's settings once and creates each folder once, and committed with one
+//! fsync. A deploy is answered only after the transaction that holds it committed, so a 201
+//! still means the row is durable (docs/durability.md, "Group commit"). If one deploy of a
+//! group is refused (a folder where its file would go, an immutable path), the group's
+//! transaction is rolled back and each of its deploys committed alone.
 //!
 //! No thread waits for work: the first deploy that finds no commit in flight spawns a task that
 //! commits groups until none is waiting. The task, not the deploy, owns the transaction, so a
@@ -17,7 +19,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::oneshot;
 
-use super::artifacts::count_reused;
+use super::artifacts::{InTransaction, count_reused};
 use super::*;
 
 /// At most this many deploys share a transaction (the rest wait for the next one), which
@@ -136,70 +138,62 @@ impl Metadata {
         }
     }
 
-    /// Writes `batch` in one transaction and answers each deploy once it committed (or failed).
+    /// Writes `batch` in one transaction and answers each deploy once it committed. When one
+    /// of them is refused (or the transaction fails), nothing of the group is kept and each
+    /// deploy is committed again alone, so that it gets its own answer: refusals are rare,
+    /// and this spares every deploy the savepoint each would otherwise need.
     async fn commit_group(&self, batch: Vec<Waiting>) {
         let writes = self.writes();
         let mut tx = match writes.begin().await {
             Ok(tx) => tx,
             Err(e) => return answer_failed(batch, &e),
         };
-        let mut answers = Vec::with_capacity(batch.len());
-        if let [alone] = batch.as_slice() {
-            // No savepoint needed: its failure is the transaction's.
-            answers.push(self.record_artifact(&mut tx, &alone.new).await);
-        } else {
-            for waiting in &batch {
-                match self.record_in_savepoint(&mut tx, &waiting.new).await {
-                    Ok(answer) => answers.push(answer),
-                    // The transaction itself broke: nothing of the group is written.
-                    Err(e) => return answer_failed(batch, &e),
+        let mut known = InTransaction::default();
+        let mut recorded = Vec::with_capacity(batch.len());
+        let mut failed = None;
+        for waiting in &batch {
+            match self
+                .record_artifact(&mut tx, &mut known, &waiting.new)
+                .await
+            {
+                Ok(done) => recorded.push(done),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
                 }
             }
         }
-        let committed = if answers.iter().any(Result::is_ok) {
-            tx.commit().await.map_err(db_err)
-        } else {
-            Ok(())
+        let failed = match failed {
+            None => tx.commit().await.map_err(db_err).err(),
+            Some(e) => {
+                drop(tx.rollback().await);
+                Some(e)
+            }
         };
         // The artifact cache learns of the write before any deploy is answered.
         drop(writes);
-        for (waiting, answer) in batch.into_iter().zip(answers) {
-            let answer = match (&committed, answer) {
-                (Ok(()), Ok((record, reused))) => {
+        match failed {
+            None => {
+                for (waiting, (record, reused)) in batch.into_iter().zip(recorded) {
                     count_reused(reused);
-                    Ok(record)
+                    // A deploy whose caller went away is not waited for.
+                    let _ = waiting.reply.send(Ok(record));
                 }
-                (Err(e), Ok(_)) => Err(for_each(e)),
-                (_, Err(refused)) => Err(refused),
-            };
-            // A deploy whose caller went away is not waited for.
-            let _ = waiting.reply.send(answer);
+            }
+            // Alone already: its failure is its answer.
+            Some(e) if batch.len() == 1 => {
+                if let Some(waiting) = batch.into_iter().next() {
+                    let _ = waiting.reply.send(Err(e));
+                }
+            }
+            Some(_) => {
+                for waiting in batch {
+                    let answer = self.commit_artifact_alone(&waiting.new).await;
+                    let _ = waiting.reply.send(answer);
+                }
+            }
         }
     }
-
-    /// One deploy of a group, in a savepoint: `Ok` with what the deploy is answered (its
-    /// writes rolled back if it was refused), `Err` when the transaction cannot go on.
-    async fn record_in_savepoint(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        new: &NewArtifact,
-    ) -> Result<Result<(ArtifactRecord, bool)>> {
-        savepoint(tx, "SAVEPOINT deploy").await?;
-        let answer = self.record_artifact(tx, new).await;
-        if answer.is_err() {
-            savepoint(tx, "ROLLBACK TO SAVEPOINT deploy").await?;
-        }
-        savepoint(tx, "RELEASE SAVEPOINT deploy").await?;
-        Ok(answer)
-    }
-}
-
-async fn savepoint(tx: &mut Transaction<'static, Any>, sql: &'static str) -> Result<()> {
-    sqlx::query(sql)
-        .execute(&mut **tx)
-        .await
-        .map(drop)
-        .map_err(db_err)
 }
 
 fn answer_failed(batch: Vec<Waiting>, e: &Error) {
