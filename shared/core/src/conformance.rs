@@ -246,6 +246,21 @@ async fn short_long_and_failing_bodies_store_nothing(p: &dyn BinaryProvider, see
         .boxed();
     let failed = p.put_opts(failing, PutOptions::default()).await;
     assert!(matches!(failed, Err(Error::Body { .. })), "{failed:?}");
+    // The same with its size announced (a small body may take another path).
+    let failing = chunked(&data, 1_000)
+        .take(10)
+        .chain(futures::stream::once(async {
+            Err(Error::Body {
+                source: "client went away".into(),
+            })
+        }))
+        .boxed();
+    let announced = PutOptions {
+        size: Some(30_000),
+        ..Default::default()
+    };
+    let failed = p.put_opts(failing, announced).await;
+    assert!(matches!(failed, Err(Error::Body { .. })), "{failed:?}");
     assert!(
         !p.exists(&real).await.expect("exists"),
         "nothing may be stored"
