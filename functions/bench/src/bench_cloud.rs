@@ -4,7 +4,10 @@
 //! plainly on the same emulator in the same run: `gcloud-storage` (one simple upload per file,
 //! one streamed download) and `object_store` (one Put Blob per file, one streamed Get).
 //! Downloads through Stowage are proxied (`?redirect` off: the repository does not redirect).
-//! It measures and prints the ratios; it does not judge.
+//! Beside the rates it prints the CPU per GiB of the `stowage` process and of the plain
+//! client, and the bounds measured in the same run (issue 25): the three digests, a socket →
+//! file copy for uploads, a file → socket copy for downloads. It measures and prints the
+//! ratios; it does not judge.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -20,8 +23,9 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStoreExt as _, PutPayload};
 use stowage_core::Error;
 
-use crate::bench::{download, fail, mb_per_s, median, random_pattern, start_with_config};
+use crate::bench::{cpu_time, download, fail, mb_per_s, median, random_pattern, start_with_config};
 use crate::bench_s3::{FileSet, make_set, parse_sets, stop, stowage_upload};
+use crate::cpu::per_gib;
 
 /// Azurite's well-known development account and key.
 const AZURITE_ACCOUNT: &str = "devstoreaccount1";
@@ -187,18 +191,45 @@ async fn azure_backend(endpoint: &str) -> Result<Backend, Error> {
     })
 }
 
-/// Uploads then downloads every file of `set` with the plain client; returns both times.
-async fn sdk_round(sdk: &Sdk, set: &FileSet, tag: &str) -> Result<(Duration, Duration), Error> {
-    let start = Instant::now();
-    for (i, file) in set.files.iter().enumerate() {
-        sdk.upload(&format!("sdk/{tag}/{i}"), file.clone()).await?;
-    }
-    let up = start.elapsed();
-    let start = Instant::now();
-    for i in 0..set.files.len() {
-        sdk.download(&format!("sdk/{tag}/{i}")).await?;
-    }
-    Ok((up, start.elapsed()))
+/// A wall-clock time and the CPU a process spent in it.
+#[derive(Debug, Clone, Copy)]
+struct Spent {
+    wall: Duration,
+    cpu: Duration,
+}
+
+/// Times `work`, and counts the CPU process `pid` spends meanwhile.
+async fn spent<F: std::future::Future<Output = Result<(), Error>>>(
+    pid: u32,
+    work: F,
+) -> Result<Spent, Error> {
+    let (start, before) = (Instant::now(), cpu_time(pid).unwrap_or_default());
+    work.await?;
+    Ok(Spent {
+        wall: start.elapsed(),
+        cpu: cpu_time(pid).unwrap_or_default().saturating_sub(before),
+    })
+}
+
+/// Uploads then downloads every file of `set` with the plain client (in this process, which
+/// does nothing else meanwhile); returns both.
+async fn sdk_round(sdk: &Sdk, set: &FileSet, tag: &str) -> Result<(Spent, Spent), Error> {
+    let me = std::process::id();
+    let up = spent(me, async {
+        for (i, file) in set.files.iter().enumerate() {
+            sdk.upload(&format!("sdk/{tag}/{i}"), file.clone()).await?;
+        }
+        Ok(())
+    })
+    .await?;
+    let down = spent(me, async {
+        for i in 0..set.files.len() {
+            sdk.download(&format!("sdk/{tag}/{i}")).await?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok((up, down))
 }
 
 pub(crate) async fn run(args: &BenchCloudArgs) -> Result<(), Error> {
@@ -227,13 +258,16 @@ pub(crate) async fn run(args: &BenchCloudArgs) -> Result<(), Error> {
         "| backend | files | SDK up MB/s | Stowage up MB/s | up ratio | Stowage up, SHA-256 declared | ratio | SDK down MB/s | Stowage down MB/s | down ratio |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
+    let mut cpu_rows = Vec::new();
     for (b, backend) in backends.iter().enumerate() {
-        let (server, _) =
+        let (server, pid) =
             start_with_config(work.path(), &format!("server-{b}"), &backend.filestore).await?;
         for (s, &(size, count)) in sets.iter().enumerate() {
             let total = size * count as u64;
             let (mut sdk_up, mut sdk_down, mut up, mut down) = (vec![], vec![], vec![], vec![]);
             let mut declared_up = vec![];
+            // CPU s/GiB: the plain client's up and down, Stowage's up, declared up and down.
+            let mut cpu: [Vec<f64>; 5] = Default::default();
             for round in 0..args.rounds.max(1) {
                 let seed = (b * 1000 + s * 100 + round * 4) as u64;
                 let tag = format!("s{s}r{round}");
@@ -241,17 +275,22 @@ pub(crate) async fn run(args: &BenchCloudArgs) -> Result<(), Error> {
                 let ours = make_set(&pattern, size, count, seed);
                 let theirs = make_set(&pattern, size, count, seed + 1);
                 let declared = make_set(&pattern, size, count, seed + 2);
-                let run_sdk = async {
-                    let (u, d) = sdk_round(&backend.sdk, &theirs, &tag).await?;
-                    Ok::<_, Error>((mb_per_s(total, u), mb_per_s(total, d)))
-                };
+                let run_sdk = sdk_round(&backend.sdk, &theirs, &tag);
                 let run_ours = async {
-                    let u = stowage_upload(&client, &server, &ours, &tag, false, 1).await?;
-                    let start = Instant::now();
-                    for i in 0..count {
-                        download(&server, &format!("{tag}/{i}.bin")).await?;
-                    }
-                    Ok::<_, Error>((mb_per_s(total, u), mb_per_s(total, start.elapsed())))
+                    let u = spent(pid, async {
+                        stowage_upload(&client, &server, &ours, &tag, false, 1)
+                            .await
+                            .map(drop)
+                    })
+                    .await?;
+                    let d = spent(pid, async {
+                        for i in 0..count {
+                            download(&server, &format!("{tag}/{i}.bin")).await?;
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                    Ok::<_, Error>((u, d))
                 };
                 let ((su, sd), (ou, od)) = if round % 2 == 0 {
                     let sdk = run_sdk.await?;
@@ -261,13 +300,20 @@ pub(crate) async fn run(args: &BenchCloudArgs) -> Result<(), Error> {
                     (run_sdk.await?, o)
                 };
                 // A client that sends X-Checksum-Sha256: straight to the content key.
-                let t = stowage_upload(&client, &server, &declared, &format!("{tag}d"), true, 1)
-                    .await?;
-                declared_up.push(mb_per_s(total, t));
-                sdk_up.push(su);
-                sdk_down.push(sd);
-                up.push(ou);
-                down.push(od);
+                let du = spent(pid, async {
+                    stowage_upload(&client, &server, &declared, &format!("{tag}d"), true, 1)
+                        .await
+                        .map(drop)
+                })
+                .await?;
+                declared_up.push(mb_per_s(total, du.wall));
+                sdk_up.push(mb_per_s(total, su.wall));
+                sdk_down.push(mb_per_s(total, sd.wall));
+                up.push(mb_per_s(total, ou.wall));
+                down.push(mb_per_s(total, od.wall));
+                for (figures, one) in cpu.iter_mut().zip([su, sd, ou, du, od]) {
+                    figures.push(per_gib(one.cpu, total));
+                }
             }
             let (su, sd, ou, od) = (median(sdk_up), median(sdk_down), median(up), median(down));
             let du = median(declared_up);
@@ -279,8 +325,68 @@ pub(crate) async fn run(args: &BenchCloudArgs) -> Result<(), Error> {
                 du / su,
                 od / sd
             );
+            let [sdk_up, sdk_down, up, declared, down] = cpu.map(median);
+            cpu_rows.push((
+                backend.name,
+                format!("{}×{count}", bytesize::ByteSize::b(size)),
+                size,
+                [sdk_up, sdk_down, up, declared, down],
+            ));
         }
         stop(server).await;
     }
+    println!();
+    println!(
+        "CPU per GiB (s; /proc/PID/stat; medians of the rounds; bounds in this run): the digest \
+         bound (three digests, one thread), the upload's copy bound (socket → file + fsync), the \
+         download's (file → socket), the plain client's (this process). Uploads: ratios to \
+         digest + copy (goal ≤ 1.3) and to digest + client; downloads (proxied): to the copy \
+         (goal ≤ 2) and to the client."
+    );
+    println!(
+        "| backend | files | digest | copy up | copy down | client up | client down | Stowage up (÷ d+c; ÷ d+client) | declared up (÷ d+c; ÷ d+client) | Stowage down (÷ copy; ÷ client) |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut bounds = std::collections::HashMap::new();
+    for &(size, _) in &sets {
+        if let std::collections::hash_map::Entry::Vacant(entry) = bounds.entry(size) {
+            entry.insert(cpu_bounds(&pattern, size, work.path()).await?);
+        }
+    }
+    for (name, files, size, [sdk_up, sdk_down, up, declared, down]) in cpu_rows {
+        let (digest, copy_up, copy_down) = bounds[&size];
+        println!(
+            "| {name} | {files} | {digest:.2} | {copy_up:.2} | {copy_down:.2} | {sdk_up:.2} | {sdk_down:.2} | {up:.2} ({:.2}; {:.2}) | {declared:.2} ({:.2}; {:.2}) | {down:.2} ({:.2}; {:.2}) |",
+            up / (digest + copy_up),
+            up / (digest + sdk_up),
+            declared / (digest + copy_up),
+            declared / (digest + sdk_up),
+            down / copy_down,
+            down / sdk_down,
+        );
+    }
     Ok(())
+}
+
+/// The bounds for a file of `size`, in CPU s/GiB: the digests, the upload's copy, the
+/// download's copy.
+async fn cpu_bounds(
+    pattern: &Bytes,
+    size: u64,
+    dir: &std::path::Path,
+) -> Result<(f64, f64, f64), Error> {
+    let digest = per_gib(crate::cpu::digest_bound(pattern, size).await?, size);
+    let file = dir.join("bound.bin");
+    let up = per_gib(
+        crate::cpu::socket_to_file(pattern, size, &file).await?,
+        size,
+    );
+    let mut out = std::fs::File::create(&file).map_err(fail("create the bound's file"))?;
+    for chunk in crate::bench::body(pattern, size) {
+        std::io::Write::write_all(&mut out, &chunk).map_err(fail("write the bound's file"))?;
+    }
+    drop(out);
+    let (cpu, bytes) = crate::cpu::file_to_socket(&file).await?;
+    let _ = std::fs::remove_file(&file);
+    Ok((digest, up, per_gib(cpu, bytes)))
 }
