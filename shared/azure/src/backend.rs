@@ -427,7 +427,13 @@ impl ObjectBackend for AzureBackend {
         }))
     }
 
-    async fn copy_if_absent(&self, from: &str, to: &str, _size: u64) -> Result<bool> {
+    async fn copy_if_absent(
+        &self,
+        from: &str,
+        to: &str,
+        _size: u64,
+        _sha256: &Sha256,
+    ) -> Result<bool> {
         let options = CopyOptions {
             mode: CopyMode::Create,
             ..Default::default()

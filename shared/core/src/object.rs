@@ -98,9 +98,16 @@ pub trait ObjectBackend: Send + Sync + fmt::Debug + fmt::Display + 'static {
         Err(Error::Unsupported(format!("{self} takes no local files")))
     }
 
-    /// Server-side copy of `from` (`size` bytes), only if `to` does not exist. `Ok(false)`: it
-    /// existed.
-    async fn copy_if_absent(&self, from: &str, to: &str, size: u64) -> Result<bool>;
+    /// Server-side copy of `from` (`size` bytes, whose SHA-256 is `sha256`), only if `to` does
+    /// not exist. `Ok(false)`: it existed. A store that can compute the copy's SHA-256 checks
+    /// it against `sha256`.
+    async fn copy_if_absent(
+        &self,
+        from: &str,
+        to: &str,
+        size: u64,
+        sha256: &Sha256,
+    ) -> Result<bool>;
 
     /// Size and time of `key`.
     async fn stat(&self, key: &str) -> Result<ObjectInfo>;
@@ -244,8 +251,14 @@ impl<B: ObjectBackend> ObjectBackend for Retrying<B> {
             .await
     }
 
-    async fn copy_if_absent(&self, from: &str, to: &str, size: u64) -> Result<bool> {
-        self.again(|| self.inner.copy_if_absent(from, to, size))
+    async fn copy_if_absent(
+        &self,
+        from: &str,
+        to: &str,
+        size: u64,
+        sha256: &Sha256,
+    ) -> Result<bool> {
+        self.again(|| self.inner.copy_if_absent(from, to, size, sha256))
             .await
     }
 
@@ -558,7 +571,10 @@ impl<B: ObjectBackend> ObjectStoreProvider<B> {
             let (checksums, size, _) = self.write_streamed(&staging, body, opts).await?;
             let key = self.key_of(&checksums.sha256);
             let created = !self.exists(&key).await?
-                && self.backend.copy_if_absent(&staging, &key, size).await?;
+                && self
+                    .backend
+                    .copy_if_absent(&staging, &key, size, &checksums.sha256)
+                    .await?;
             Ok(PutResult {
                 checksums,
                 size,

@@ -478,7 +478,13 @@ impl ObjectBackend for GcsBackend {
         }))
     }
 
-    async fn copy_if_absent(&self, from: &str, to: &str, _size: u64) -> Result<bool> {
+    async fn copy_if_absent(
+        &self,
+        from: &str,
+        to: &str,
+        _size: u64,
+        _sha256: &Sha256,
+    ) -> Result<bool> {
         let copied = self
             .client
             .copy_object(&CopyObjectRequest {

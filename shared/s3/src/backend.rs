@@ -8,10 +8,13 @@
 //!   (`If-None-Match: *`) straight to its content key with `x-amz-checksum-sha256`, so S3
 //!   refuses damaged bytes and a 412 tells that identical bytes were already there.
 //! - **A streamed PUT** below `maxFileSizeForDirectUpload` ([`StreamWriter`]): to the content
-//!   key with the declared SHA-256 as its checksum, or to a staging key with the SDK's SHA-256
-//!   trailer, which must equal the digest computed here before the server-side copy.
+//!   key with the declared SHA-256 as its checksum, or to a staging key with a CRC32 trailer
+//!   (S3 refuses bytes damaged on the way), then copied server-side to the content key by a
+//!   CopyObject that has S3 compute the copy's SHA-256, which must equal the digest computed
+//!   here. Stowage hashes the bytes once; the SDK's CRC32 costs a small fraction of a
+//!   SHA-256 (CRC32C, which S3 takes too, LocalStack refuses in this SDK's trailer).
 //! - **Parallel parts from memory** for a large body of declared SHA-256 ([`PartsWriter`]):
-//!   part size × (concurrency + 1) in memory, each part with a SHA-256 checksum, completed only
+//!   part size × (concurrency + 1) in memory, each part with a CRC32 checksum, completed only
 //!   once the whole body hashed to the declared digest.
 //! - **Parallel parts from a file** ([`ObjectBackend::put_file`]) for spooled bodies and for the
 //!   eventual queue's files: each part re-read from the file on retry.
@@ -345,9 +348,9 @@ impl S3Backend {
         Ok(true)
     }
 
-    /// Starts a multipart upload of a stored binary (its settings, and SHA-256 part checksums
-    /// when `sha256_parts`). Returns the upload id.
-    pub(crate) async fn create_multipart(&self, key: &str, sha256_parts: bool) -> Result<String> {
+    /// Starts a multipart upload of a stored binary (its settings, and CRC32 part checksums
+    /// when `checked_parts`). Returns the upload id.
+    pub(crate) async fn create_multipart(&self, key: &str, checked_parts: bool) -> Result<String> {
         let c = &self.inner.config;
         let mut create = self
             .inner
@@ -356,8 +359,8 @@ impl S3Backend {
             .bucket(&self.inner.bucket)
             .key(key)
             .content_type("application/octet-stream");
-        if sha256_parts {
-            create = create.checksum_algorithm(ChecksumAlgorithm::Sha256);
+        if checked_parts {
+            create = create.checksum_algorithm(ChecksumAlgorithm::Crc32);
         }
         create = with_storage_settings!(create, c);
         let _permit = self.permit().await?;
@@ -375,7 +378,8 @@ impl S3Backend {
             })
     }
 
-    /// Sends one part with a SHA-256 checksum S3 verifies.
+    /// Sends one part with a CRC32 checksum S3 verifies (the whole binary's SHA-256 is
+    /// checked by whoever completes the upload).
     async fn upload_part(
         &self,
         key: &str,
@@ -394,7 +398,7 @@ impl S3Backend {
             .upload_id(upload_id)
             .part_number(number)
             .content_length(i64::try_from(len).unwrap_or(i64::MAX))
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .body(body)
             .send()
             .await
@@ -402,7 +406,7 @@ impl S3Backend {
         Ok(CompletedPart::builder()
             .part_number(number)
             .set_e_tag(out.e_tag().map(str::to_owned))
-            .set_checksum_sha256(out.checksum_sha256().map(str::to_owned))
+            .set_checksum_crc32(out.checksum_crc32().map(str::to_owned))
             .build())
     }
 
@@ -513,8 +517,15 @@ impl S3Backend {
     }
 
     /// Server-side copy of a staged object to its content-addressed key, with the settings of
-    /// a stored binary; a multipart copy above 5 GiB.
-    pub(crate) async fn copy_into_place(&self, from: &str, to: &str, size: u64) -> Result<()> {
+    /// a stored binary; a multipart copy above 5 GiB. A single copy has S3 compute the SHA-256
+    /// of what it wrote, which must be `sha256` (the digest computed here as the bytes came in).
+    pub(crate) async fn copy_into_place(
+        &self,
+        from: &str,
+        to: &str,
+        size: u64,
+        sha256: &Sha256,
+    ) -> Result<()> {
         let c = &self.inner.config;
         let source = format!("{}/{from}", self.inner.bucket);
         if size <= MAX_SINGLE_OBJECT {
@@ -530,10 +541,37 @@ impl S3Backend {
                 .checksum_algorithm(ChecksumAlgorithm::Sha256);
             copy = with_storage_settings!(copy, c);
             let _permit = self.permit().await?;
-            copy.send()
+            let copied = copy
+                .send()
                 .await
                 .map_err(|e| self.map(to, "CopyObject", e))?;
-            return Ok(());
+            let ours = BASE64.encode(sha256.as_bytes());
+            return match copied
+                .copy_object_result()
+                .and_then(|r| r.checksum_sha256())
+            {
+                Some(theirs) if theirs != ours => {
+                    // S3 verified the staged bytes' CRC32 as they arrived: only a store that
+                    // damages its own copies gets here. The content key is left for a scrub
+                    // to judge (another upload of the same bytes may have written it too).
+                    tracing::error!(
+                        key = to,
+                        theirs,
+                        ours,
+                        "S3 computed another SHA-256 for a server-side copy than the bytes sent"
+                    );
+                    Err(Error::Storage {
+                        backend: self.to_string(),
+                        key: to.to_owned(),
+                        source: format!(
+                            "S3 copied bytes with SHA-256 {theirs} (base64) but {ours} was sent"
+                        )
+                        .into(),
+                        retryable: true,
+                    })
+                }
+                _ => Ok(()),
+            };
         }
         let upload_id = self.create_multipart(to, false).await?;
         // Copy parts are bounded by 5 GiB each; large ones keep the request count low.
@@ -718,7 +756,7 @@ impl StreamWriter {
             Some(sha256) => request
                 .if_none_match("*")
                 .checksum_sha256(BASE64.encode(sha256.as_bytes())),
-            None => request.checksum_algorithm(ChecksumAlgorithm::Sha256),
+            None => request.checksum_algorithm(ChecksumAlgorithm::Crc32),
         };
         let request = tokio::spawn({
             let (backend, key) = (backend.clone(), key.to_owned());
@@ -769,25 +807,13 @@ impl ObjectWriter for StreamWriter {
         })
     }
 
-    async fn finish(mut self: Box<Self>, checksums: &Checksums) -> Result<bool> {
+    async fn finish(mut self: Box<Self>, _checksums: &Checksums) -> Result<bool> {
         self.tx = None;
         let sent = self.outcome().await;
         let Some(_) = self.content else {
-            let output = sent?;
-            let ours = BASE64.encode(checksums.sha256.as_bytes());
-            if let Some(theirs) = output.checksum_sha256()
-                && theirs != ours
-            {
-                return Err(Error::Storage {
-                    backend: self.backend.to_string(),
-                    key: self.key.clone(),
-                    source: format!(
-                        "S3 stored bytes with SHA-256 {theirs} (base64) but {ours} was sent"
-                    )
-                    .into(),
-                    retryable: true,
-                });
-            }
+            // A staging key: S3 checked the CRC32 trailer (and refused damaged bytes); the
+            // SHA-256 is checked on the copy to the content key.
+            sent?;
             return Ok(true);
         };
         match sent {
@@ -979,8 +1005,14 @@ impl ObjectBackend for S3Backend {
 
     // S3 has no create-only copy; the provider asks whether `to` exists first, and a content
     // key can only ever hold the same bytes, so replacing it loses nothing.
-    async fn copy_if_absent(&self, from: &str, to: &str, size: u64) -> Result<bool> {
-        self.copy_into_place(from, to, size).await?;
+    async fn copy_if_absent(
+        &self,
+        from: &str,
+        to: &str,
+        size: u64,
+        sha256: &Sha256,
+    ) -> Result<bool> {
+        self.copy_into_place(from, to, size, sha256).await?;
         Ok(true)
     }
 

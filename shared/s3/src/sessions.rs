@@ -284,7 +284,7 @@ impl PresignedUploads for S3Backend {
         let key = self.key_of(sha256);
         let created = !self.key_exists(&key).await?;
         if created {
-            self.copy_into_place(&staging, &key, size).await?;
+            self.copy_into_place(&staging, &key, size, sha256).await?;
         }
         self.discard(&staging).await;
         Ok(PutResult {

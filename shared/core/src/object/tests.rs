@@ -132,7 +132,13 @@ impl ObjectBackend for MemoryObjects {
         }))
     }
 
-    async fn copy_if_absent(&self, from: &str, to: &str, _size: u64) -> Result<bool> {
+    async fn copy_if_absent(
+        &self,
+        from: &str,
+        to: &str,
+        _size: u64,
+        _sha256: &Sha256,
+    ) -> Result<bool> {
         self.fault(from)?;
         let bytes = self.objects.lock().expect("lock").get(from).cloned();
         let Some((bytes, _)) = bytes else {
