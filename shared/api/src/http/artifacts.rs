@@ -185,17 +185,18 @@ pub(crate) async fn deploy(
             ChecksumDeploy::NoFile => body = Body::from(text),
         }
     }
-    let record = if by_checksum {
-        state
-            .stowage
-            .deploy_by_checksum(&caller, &repo, &path, request)
-            .await?
-    } else {
-        state
-            .stowage
-            .deploy(&caller, &repo, &path, super::byte_stream(body), request)
-            .await?
-    };
+    let stowage = std::sync::Arc::clone(&state.stowage);
+    let record = super::to_the_end(async move {
+        if by_checksum {
+            stowage
+                .deploy_by_checksum(&caller, &repo, &path, request)
+                .await
+        } else {
+            let body = super::byte_stream(body);
+            stowage.deploy(&caller, &repo, &path, body, request).await
+        }
+    })
+    .await?;
     let json = shapes::deployed(&base, &record);
     let location = format!("{base}{}", shapes::repo_url(&record.repo, &record.path));
     let mut response = (StatusCode::CREATED, Json(json)).into_response();

@@ -301,6 +301,19 @@ pub(crate) fn byte_stream(body: axum::body::Body) -> stowage_core::ByteStream {
         .boxed()
 }
 
+/// Runs a write that records an artifact to its end in a task of its own: a client that goes
+/// away must not cancel it while its database locks are held and its row is being committed
+/// (by another task, in a group commit), which would release the locks before the commit
+/// (docs/durability.md, "Group commit"). A body that is cut off still ends it early, with
+/// `Error::Body`.
+pub(crate) async fn to_the_end<T: Send + 'static>(
+    write: impl std::future::Future<Output = stowage_core::Result<T>> + Send + 'static,
+) -> stowage_core::Result<T> {
+    tokio::spawn(write)
+        .await
+        .map_err(|e| stowage_core::Error::Unavailable(format!("the write's task failed: {e}")))?
+}
+
 /// 201 for what a write created, 200 for what it replaced or found in place.
 pub(crate) fn created_or_ok(created: bool) -> StatusCode {
     if created {

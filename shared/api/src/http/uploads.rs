@@ -79,7 +79,10 @@ pub(crate) async fn complete(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let record = state.stowage.complete_upload_session(&caller, &id).await?;
+    let stowage = std::sync::Arc::clone(&state.stowage);
+    let record =
+        super::to_the_end(async move { stowage.complete_upload_session(&caller, &id).await })
+            .await?;
     let base = state.base_url(&headers);
     Ok((StatusCode::CREATED, Json(shapes::deployed(&base, &record))).into_response())
 }
