@@ -311,6 +311,30 @@ async fn run(root: &Path, template: &str, filestore: &str) {
     }
 }
 
+/// The embedded default (one node, SQLite, a local filestore), where deploys commit in groups
+/// (`group_commit.rs`): the same storm against collections at grace 0 loses nothing either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_embedded_default_with_group_commits_loses_no_acknowledged_artifact_at_grace_zero() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let filestore = format!(
+        "[filestore.file-system]\nfileStoreDir = \"{}\"\n",
+        root.path().join("filestore").display()
+    );
+    let node = root.path().join("node");
+    let options = Options {
+        config: Some(cluster_config(&filestore)),
+        database_url: Some(format!("sqlite://{}", node.join("stowage.db").display())),
+        token: None,
+        env: Vec::new(),
+    };
+    let nodes = vec![Server::start_with(&node, options).await];
+    let outcome = storm(&nodes, "file-system").await;
+    check(&nodes, "file-system", &outcome).await;
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn file_system_loses_no_acknowledged_artifact_to_a_collection_at_grace_zero() {
     let root = tempfile::tempdir().expect("tempdir");
