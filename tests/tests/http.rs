@@ -1780,7 +1780,9 @@ async fn prune_counts_in_a_dry_run_then_removes_only_unreferenced_objects() {
     std::fs::create_dir_all(file.parent().expect("dir")).expect("dir");
     std::fs::write(&file, &orphan).expect("orphan");
 
-    let run = async |query: &str| -> Value {
+    // The status's `last` is the previous run's until the new one has ended: wait for it to
+    // change (each run below reports other figures than the one before it).
+    let run = async |query: &str, previous: &Value| -> Value {
         let r = c
             .post(s.url(&format!("/api/system/storage/prune/start?{query}")))
             .send()
@@ -1795,23 +1797,26 @@ async fn prune_counts_in_a_dry_run_then_removes_only_unreferenced_objects() {
                     .expect("status"),
             )
             .await;
-            if status["running"] == false && !status["last"].is_null() {
+            if status["running"] == false
+                && !status["last"].is_null()
+                && status["last"] != *previous
+            {
                 return status["last"].clone();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("the prune did not finish");
     };
-    let dry = run("dryRun=true").await;
+    let dry = run("dryRun=true", &Value::Null).await;
     assert_eq!(dry["ok"]["dryRun"], true, "{dry}");
     assert_eq!(dry["ok"]["unreferenced"], 1, "{dry}");
     assert_eq!(dry["ok"]["bytes"], 3_000);
     assert!(file.exists(), "a dry run removes nothing");
     // Younger than 30 days: left alone.
-    let young = run("binaryOlderThanDays=30").await;
+    let young = run("binaryOlderThanDays=30", &dry).await;
     assert_eq!(young["ok"]["unreferenced"], 0, "{young}");
     assert!(file.exists());
-    let real = run("dryRun=false").await;
+    let real = run("dryRun=false", &young).await;
     assert_eq!(real["ok"]["unreferenced"], 1, "{real}");
     assert!(!file.exists(), "the unreferenced object is gone");
     assert_eq!(
