@@ -201,6 +201,18 @@ async fn wrong_checksum_stores_nothing(p: &dyn BinaryProvider, seed: u64) {
     }
 }
 
+/// Ten chunks of `data`, then the client goes away.
+fn failing_after_ten_chunks(data: &Bytes) -> ByteStream {
+    chunked(data, 1_000)
+        .take(10)
+        .chain(futures::stream::once(async {
+            Err(Error::Body {
+                source: "client went away".into(),
+            })
+        }))
+        .boxed()
+}
+
 async fn short_long_and_failing_bodies_store_nothing(p: &dyn BinaryProvider, seed: u64) {
     let data = test_bytes(seed, 30_000);
     let real = ChecksumHasher::digest(&data).sha256;
@@ -236,25 +248,11 @@ async fn short_long_and_failing_bodies_store_nothing(p: &dyn BinaryProvider, see
         matches!(long, Err(Error::TooLong { expected: 20_000 })),
         "{long:?}"
     );
-    let failing = chunked(&data, 1_000)
-        .take(10)
-        .chain(futures::stream::once(async {
-            Err(Error::Body {
-                source: "client went away".into(),
-            })
-        }))
-        .boxed();
+    let failing = failing_after_ten_chunks(&data);
     let failed = p.put_opts(failing, PutOptions::default()).await;
     assert!(matches!(failed, Err(Error::Body { .. })), "{failed:?}");
     // The same with its size announced (a small body may take another path).
-    let failing = chunked(&data, 1_000)
-        .take(10)
-        .chain(futures::stream::once(async {
-            Err(Error::Body {
-                source: "client went away".into(),
-            })
-        }))
-        .boxed();
+    let failing = failing_after_ten_chunks(&data);
     let announced = PutOptions {
         size: Some(30_000),
         ..Default::default()
