@@ -120,6 +120,9 @@ struct CpuBound {
     receive: f64,
     /// Bytes written to a loopback socket.
     send: f64,
+    /// Bytes read from a loopback socket and written to a file around the page cache
+    /// (`O_DIRECT`), fsynced: how a peer writes its copy.
+    receive_uncached: f64,
 }
 
 impl CpuBound {
@@ -128,9 +131,10 @@ impl CpuBound {
         self.digests + self.receive
     }
 
-    /// R=2: the receiving node does as much and sends a copy; its peer receives and writes.
+    /// R=2: the receiving node does as much and sends a copy; its peer receives it and writes
+    /// it around the page cache.
     fn cluster(&self) -> f64 {
-        self.single() + self.send + self.receive
+        self.single() + self.send + self.receive_uncached
     }
 }
 
@@ -142,7 +146,8 @@ async fn cpu_bound(
     rounds: usize,
 ) -> Result<CpuBound, Error> {
     let size = total.min(256 << 20);
-    let (mut digests, mut receive, mut send) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut digests, mut receive, mut send, mut uncached) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds.max(1) {
         digests.push(per_gib(
             crate::cpu::digest_bound(pattern, size).await?,
@@ -152,11 +157,15 @@ async fn cpu_bound(
             crate::cpu::socket_to_file_both(pattern, size, &dir.join("bound.bin")).await?;
         receive.push(per_gib(received, size));
         send.push(per_gib(sent, size));
+        let (received, _) =
+            crate::cpu::socket_to_file_with(pattern, size, &dir.join("bound.bin"), true).await?;
+        uncached.push(per_gib(received, size));
     }
     Ok(CpuBound {
         digests: median(digests),
         receive: median(receive),
         send: median(send),
+        receive_uncached: median(uncached),
     })
 }
 
@@ -281,13 +290,13 @@ async fn measure(
         let (single_c, cluster_c) = (median(single_c), median(cluster_c));
         eprintln!(
             "  bound: R=1 {:.2} s/GiB (digests {:.2}, socket to file {:.2}), R=2 {:.2} s/GiB \
-             (+ send {:.2}, + socket to file {:.2})",
+             (+ send {:.2}, + socket to file around the page cache {:.2})",
             bound.single(),
             bound.digests,
             bound.receive,
             bound.cluster(),
             bound.send,
-            bound.receive
+            bound.receive_uncached
         );
         println!(
             "| {} × {count} | {:.0} | {:.0} | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.1} / {:.1} / {:.1} |",

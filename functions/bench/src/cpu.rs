@@ -66,6 +66,17 @@ pub(crate) async fn socket_to_file_both(
     size: u64,
     file: &Path,
 ) -> Result<(Duration, Duration), Error> {
+    socket_to_file_with(pattern, size, file, false).await
+}
+
+/// [`socket_to_file_both`], written around the page cache (`O_DIRECT`, as a cluster peer
+/// writes its copy of a queued upload) when `uncached`.
+pub(crate) async fn socket_to_file_with(
+    pattern: &Bytes,
+    size: u64,
+    file: &Path,
+    uncached: bool,
+) -> Result<(Duration, Duration), Error> {
     let (pattern, file) = (pattern.clone(), file.to_path_buf());
     tokio::task::spawn_blocking(move || {
         let listener = TcpListener::bind("127.0.0.1:0").map_err(fail("bind"))?;
@@ -80,15 +91,29 @@ pub(crate) async fn socket_to_file_both(
         });
         let (mut conn, _) = listener.accept().map_err(fail("accept"))?;
         let start = thread_cpu();
-        let mut out = std::fs::File::create(&file).map_err(fail("create"))?;
+        let out = std::fs::File::create(&file).map_err(fail("create"))?;
         let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = conn.read(&mut buf).map_err(fail("read"))?;
-            if n == 0 {
-                break;
+        let out = if uncached {
+            let mut out = stowage_core::fs::UncachedWriter::new(out, CHUNK);
+            loop {
+                let n = conn.read(&mut buf).map_err(fail("read"))?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n]).map_err(fail("write"))?;
             }
-            out.write_all(&buf[..n]).map_err(fail("write"))?;
-        }
+            out.finish().map_err(fail("write"))?
+        } else {
+            let mut out = out;
+            loop {
+                let n = conn.read(&mut buf).map_err(fail("read"))?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n]).map_err(fail("write"))?;
+            }
+            out
+        };
         out.sync_all().map_err(fail("fsync"))?;
         let cpu = thread_cpu().saturating_sub(start);
         let sent = sender

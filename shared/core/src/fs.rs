@@ -16,6 +16,10 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::mpsc;
 
+mod uncached;
+
+pub use uncached::UncachedWriter;
+
 use crate::provider::check_range;
 use crate::{
     BinaryProvider, ByteStream, Error, GetOptions, GetResult, Health, KeyLayout, ObjectMeta,
@@ -308,22 +312,53 @@ impl FileSystemProvider {
     }
 }
 
-#[async_trait]
-impl Stager for FileSystemProvider {
-    async fn stage(
+/// How a staged file is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caching {
+    /// Through the page cache: the binary is read soon (uploaded, downloaded).
+    Cached,
+    /// Around it where the filesystem allows ([`uncached`]): a copy kept in case.
+    Uncached,
+}
+
+impl FileSystemProvider {
+    /// [`Stager::stage`] around the page cache (`O_DIRECT` where the filesystem takes it):
+    /// for a copy that is kept in case and hardly ever read, such as a cluster peer's copy of
+    /// a queued upload. The same bytes, checks and durability as [`Stager::stage`].
+    pub async fn stage_uncached(
+        &self,
+        body: ByteStream,
+        size: Option<u64>,
+    ) -> Result<Box<dyn StagedBinary>> {
+        self.stage_with(body, size, Caching::Uncached).await
+    }
+
+    async fn stage_with(
         &self,
         mut body: ByteStream,
         size: Option<u64>,
+        caching: Caching,
     ) -> Result<Box<dyn StagedBinary>> {
         let temp_dir = self.temp_dir.clone();
         let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE_CHUNKS);
         let writer = tokio::task::spawn_blocking(move || -> io::Result<TempFile> {
             let (temp, file) = TempFile::create(&temp_dir)?;
-            let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
-            while let Some(chunk) = rx.blocking_recv() {
-                out.write_all(&chunk)?;
-            }
-            let file = out.into_inner().map_err(|e| e.into_error())?;
+            let file = match caching {
+                Caching::Cached => {
+                    let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
+                    while let Some(chunk) = rx.blocking_recv() {
+                        out.write_all(&chunk)?;
+                    }
+                    out.into_inner().map_err(|e| e.into_error())?
+                }
+                Caching::Uncached => {
+                    let mut out = uncached::UncachedWriter::new(file, WRITE_BUFFER);
+                    while let Some(chunk) = rx.blocking_recv() {
+                        out.write_all(&chunk)?;
+                    }
+                    out.finish()?
+                }
+            };
             file.sync_all()?;
             Ok(temp)
         });
@@ -358,6 +393,13 @@ impl Stager for FileSystemProvider {
             temp,
             size: received,
         }))
+    }
+}
+
+#[async_trait]
+impl Stager for FileSystemProvider {
+    async fn stage(&self, body: ByteStream, size: Option<u64>) -> Result<Box<dyn StagedBinary>> {
+        self.stage_with(body, size, Caching::Cached).await
     }
 }
 

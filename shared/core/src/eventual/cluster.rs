@@ -674,8 +674,6 @@ impl EventualProvider {
         let Some(cluster) = &self.inner.cluster else {
             return Err(Error::Unsupported("this queue takes no peer copies".into()));
         };
-        let stager = crate::BinaryProvider::as_stager(&self.inner.queues[0])
-            .ok_or_else(|| Error::Unsupported("the queue directory cannot stage".into()))?;
         let hasher = Arc::new(std::sync::Mutex::new((0u32, 0u64)));
         let feed = Arc::clone(&hasher);
         let body = body
@@ -690,7 +688,15 @@ impl EventualProvider {
                 chunk
             })
             .boxed();
-        let staged = stager.stage(body, size).await?;
+        let queue = &self.inner.queues[0];
+        // An upload queue's peer copy is read only if this node's sender dies before the store
+        // has the binary: it is written around the page cache. cluster-file-system's copies
+        // are the store, read by downloads: cached.
+        let staged = if cluster.settings.keeps_copies {
+            crate::Stager::stage(queue, body, size).await?
+        } else {
+            queue.stage_uncached(body, size).await?
+        };
         let (crc32c, received) = *hasher
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
