@@ -32,11 +32,9 @@ use crate::fs::FileSystemProvider;
 use crate::signing::DownloadSigner;
 use crate::{
     BinaryProvider, ByteStream, Error, GetOptions, GetResult, Health, KeyLayout, ObjectMeta,
-    PresignedUploads, PutOptions, PutResult, Result, Sha256, Stager, StagingAge,
+    PresignedUploads, PutOptions, PutResult, READ_CHUNK, Result, Sha256, Stager, StagingAge,
 };
 
-/// Size of the chunks read from a cache file.
-const READ_CHUNK: usize = 512 << 10;
 /// How an upload is written to the backend and the cache at once: the cache copy may fall
 /// 4 MiB behind and is given up (not the upload) if it stalls.
 const UPLOAD_FAN_OUT: FanOutSettings = FanOutSettings {

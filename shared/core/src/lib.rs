@@ -36,7 +36,7 @@ pub use key::{BinaryKey, KeyLayout, STAGING};
 pub use path::{ArtifactPath, RepoKey};
 pub use provider::{
     BinaryProvider, BinaryProviderExt, ByteStream, GetOptions, GetResult, Health, ObjectMeta,
-    PutOptions, PutResult, StagedBinary, Stager, StagingAge, already_stored, check_range, drain,
-    put_file_as_stream, read_exactly,
+    PutOptions, PutResult, READ_CHUNK, StagedBinary, Stager, StagingAge, already_stored,
+    check_range, drain, put_file_as_stream, read_exactly,
 };
 pub use uploads::{PresignedPart, PresignedRequest, PresignedUploads, StaleUploads, UploadPlan};

@@ -176,7 +176,7 @@ pub trait StagedBinary: Send + Sync + Debug {
 
 /// Bytes per read of a local file: large enough that a read costs little per byte, small
 /// enough that a few in flight stay small.
-pub(crate) const READ_CHUNK: usize = 512 << 10;
+pub const READ_CHUNK: usize = 512 << 10;
 
 /// Streams a local file in [`READ_CHUNK`]s (the default [`BinaryProvider::put_file`]).
 pub(crate) async fn read_file_stream(path: &Path) -> Result<ByteStream> {

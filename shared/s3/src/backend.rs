@@ -681,17 +681,20 @@ pub(crate) fn to_system_time(t: &aws_sdk_s3::primitives::DateTime) -> SystemTime
 }
 
 /// A region of a local file as a request body the SDK can re-read on retry.
-/// How much of a local file each read of [`file_body`] takes. The SDK's default is 4 KiB, and
-/// each read is a hand-off to a blocking thread and back: for a queued 64 MiB binary, 16,384
-/// of them, which cost more CPU than the digests (docs/benchmarks.md, "The eventual path").
-const FILE_READ_CHUNK: u64 = 512 << 10;
-
+/// A local file as a request body, read in [`stowage_core::READ_CHUNK`]s. The SDK's default is
+/// 4 KiB, and each read is a hand-off to a blocking thread and back: for a queued 64 MiB
+/// binary, 16,384 of them, which cost more CPU than its digests (docs/benchmarks.md, "The
+/// eventual path reads its queued file in large pieces").
 async fn file_body(path: &Path, offset: u64, len: u64) -> Result<SdkStream> {
     SdkStream::read_from()
         .path(path)
         .offset(offset)
         .length(Length::Exact(len))
-        .buffer_size(usize::try_from(len.clamp(4096, FILE_READ_CHUNK)).unwrap_or(4096))
+        .buffer_size(
+            usize::try_from(len).map_or(stowage_core::READ_CHUNK, |len| {
+                len.clamp(4096, stowage_core::READ_CHUNK)
+            }),
+        )
         .build()
         .await
         .map_err(|e| Error::Storage {
