@@ -93,25 +93,20 @@ pub(crate) async fn socket_to_file_with(
         let start = thread_cpu();
         let out = std::fs::File::create(&file).map_err(fail("create"))?;
         let mut buf = vec![0u8; CHUNK];
+        let mut receive = |write: &mut dyn FnMut(&[u8]) -> std::io::Result<()>| loop {
+            let n = conn.read(&mut buf).map_err(fail("read"))?;
+            if n == 0 {
+                return Ok::<_, Error>(());
+            }
+            write(&buf[..n]).map_err(fail("write"))?;
+        };
         let out = if uncached {
             let mut out = stowage_core::fs::UncachedWriter::new(out, CHUNK);
-            loop {
-                let n = conn.read(&mut buf).map_err(fail("read"))?;
-                if n == 0 {
-                    break;
-                }
-                out.write_all(&buf[..n]).map_err(fail("write"))?;
-            }
+            receive(&mut |bytes| out.write_all(bytes))?;
             out.finish().map_err(fail("write"))?
         } else {
             let mut out = out;
-            loop {
-                let n = conn.read(&mut buf).map_err(fail("read"))?;
-                if n == 0 {
-                    break;
-                }
-                out.write_all(&buf[..n]).map_err(fail("write"))?;
-            }
+            receive(&mut |bytes| out.write_all(bytes))?;
             out
         };
         out.sync_all().map_err(fail("fsync"))?;

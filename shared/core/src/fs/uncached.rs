@@ -124,7 +124,10 @@ impl UncachedWriter {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if self.direct && e.raw_os_error() == Some(libc_einval()) => {
+                Err(e)
+                    if self.direct
+                        && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
+                {
                     self.go_buffered()?;
                 }
                 Err(e) => return Err(e),
@@ -149,10 +152,6 @@ fn set_direct(file: &File, on: bool) -> io::Result<()> {
     };
     rustix::fs::fcntl_setfl(file, flags)?;
     Ok(())
-}
-
-fn libc_einval() -> i32 {
-    rustix::io::Errno::INVAL.raw_os_error()
 }
 
 #[cfg(test)]
