@@ -158,3 +158,57 @@ async fn azure_refuses_bytes_that_do_not_match_their_content_md5() {
         Err(Error::NotFound { .. })
     ));
 }
+
+/// A block damaged on the way (a proxy flips one byte of its body) is refused by Azure against
+/// the block's `x-ms-content-crc64` (Azurite checks it since 3.37), as an error worth another
+/// try that leaves no blob; the same upload sent again is stored whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_refuses_a_block_damaged_on_the_way_by_its_crc64() {
+    use stowage_core::ChecksumHasher;
+    use stowage_core::object::ObjectBackend;
+    use stowage_tests::corrupting::CorruptingProxy;
+    let Some(endpoint) = azure::endpoint() else {
+        return;
+    };
+    let url = reqwest::Url::parse(&endpoint).expect("endpoint");
+    let proxy = CorruptingProxy::start(&format!(
+        "127.0.0.1:{}",
+        url.port().expect("Azurite's port")
+    ))
+    .await;
+    let proxied = format!("http://127.0.0.1:{}{}", proxy.port, url.path());
+    let (_, p) = provider(&proxied, |c| {
+        c.max_in_memory_upload_size = ByteSize::b(0);
+        c.block_size = ByteSize::kib(64);
+        c.upload_concurrency = 1;
+    })
+    .await;
+    let data = test_bytes(12, 200_000);
+    let checksums = ChecksumHasher::digest(&data);
+    let key = p.key_of(&checksums.sha256);
+    let size = Some(data.len() as u64);
+
+    proxy.corrupt_next_upload();
+    let mut writer = p.backend().writer(&key, size, None).await.expect("writer");
+    let outcome = match writer.write(data.clone()).await {
+        Ok(()) => writer.finish(&checksums).await,
+        Err(e) => Err(e),
+    };
+    let err = outcome.expect_err("a block that does not match its CRC-64 is refused");
+    assert_eq!(proxy.corrupted(), 1, "one block was damaged on the way");
+    assert!(err.to_string().contains("Crc64Mismatch"), "{err}");
+    assert!(
+        err.is_retryable(),
+        "damaged bytes are worth another try: {err}"
+    );
+    assert!(matches!(
+        p.backend().stat(&key).await,
+        Err(Error::NotFound { .. })
+    ));
+
+    let mut writer = p.backend().writer(&key, size, None).await.expect("writer");
+    writer.write(data.clone()).await.expect("blocks");
+    assert!(writer.finish(&checksums).await.expect("block list"));
+    let stored = p.get_bytes(&checksums.sha256, None).await.expect("stored");
+    assert_eq!(stored, data, "the blob holds the bytes sent");
+}
